@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine; each does its own setup.
+#   make run    set up, then train + score the default benchmark (fmnist) and print the table
+#   make test   set up, then run the test suite
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+BENCH   ?= fmnist
+SEEDS   ?= 1
+ARGS    ?=
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test setup data lint clean
+
+run: setup
+	$(BIN)/oodbench run --benchmark $(BENCH) --seeds $(SEEDS) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+setup: data $(BIN)/.installed
+
+# Fashion-MNIST from Debian's package (the default benchmark's ID set)
+data:
+	@[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,136 @@
+"""Checkpoints: a state_dict plus JSON metadata, written atomically, loaded with weights_only.
+
+File layout: ``NAME.pt`` holds ``{"state_dict": ..., "meta": "<json>"}``; ``NAME.json`` is a
+human-readable copy of the metadata. A plain state_dict (a user's own model) loads too, given
+the architecture and the number of classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oodbench.models import OODNet, create_model
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded into the requested model."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape results."""
+    out = {"python": platform.python_version()}
+    for dist in ("oodbench", "torch", "torchvision", "numpy", "scikit-learn", "scipy", "pandas"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def file_hash(path: Path | str) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, model: OODNet, meta: dict[str, Any]) -> Path:
+    """Save weights and metadata atomically; also writes ``path.with_suffix('.json')``."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    buf = io.BytesIO()
+    torch.save({"state_dict": state, "meta": text}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path.with_suffix(".json"), text.encode())
+    return path
+
+
+def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read (state_dict, meta) with ``weights_only=True``; meta is empty for a plain state_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} could not be loaded safely (weights_only=True): {type(e).__name__}: {e}"
+        ) from e
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return obj["state_dict"], json.loads(obj.get("meta") or "{}")
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise CheckpointError(f"{path} holds neither an oodbench checkpoint nor a state_dict")
+
+
+def load_into(model: OODNet, state: dict[str, torch.Tensor], path: Path | str) -> OODNet:
+    """Load ``state`` into ``model``; mismatches name the key and both shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise CheckpointError(
+            f"{path} does not match the model: missing keys {missing[:5]}, "
+            f"unexpected keys {extra[:5]}"
+        )
+    for key, tensor in own.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path} does not match the model at {key!r}: the checkpoint has shape "
+                f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state)
+    return model
+
+
+def load_checkpoint(
+    path: Path | str,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    widths: tuple[int, ...] | None = None,
+) -> tuple[OODNet, dict[str, Any]]:
+    """Build the model a checkpoint describes (or the one given) and load its weights."""
+    state, meta = read_checkpoint(path)
+    arch = arch or meta.get("arch")
+    num_classes = num_classes or meta.get("num_classes")
+    in_channels = in_channels or meta.get("in_channels")
+    if arch is None or num_classes is None or in_channels is None:
+        raise CheckpointError(
+            f"{path} is a plain state_dict: pass the architecture, number of classes and "
+            "input channels (--arch, --num-classes, --in-channels)"
+        )
+    widths = widths or tuple(meta.get("widths", ())) or None
+    kwargs: dict[str, Any] = {"widths": tuple(widths)} if widths else {}
+    model = create_model(arch, num_classes, in_channels, **kwargs)
+    load_into(model, state, path)
+    model.eval()
+    return model, meta

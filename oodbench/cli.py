@@ -1,0 +1,176 @@
+"""``oodbench`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from oodbench.config import ConfigError, load_benchmark, load_config
+from oodbench.progress import console
+
+
+def _extra_ood(items: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--extra-ood expects NAME=PATH, got {item!r}")
+        out[name] = Path(path)
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmark", default="fmnist", help="benchmark name (default: fmnist)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="benchmark file (default: the repository's benchmarks.toml)")
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="folder with datasets (default: $OODBENCH_DATA)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="default: the benchmark's setting (auto = CUDA when present)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                   help="checkpoints and feature caches (default: runs/)")
+
+
+def _scoring(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scorers", default=None, help="comma-separated scorer names")
+    p.add_argument("--extra-ood", action="append", default=[], metavar="NAME=PATH",
+                   help="extra OOD set: an image folder or .npz (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="oodbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (or reuse) every checkpoint of a benchmark")
+    _common(p)
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: config)")
+
+    p = sub.add_parser("run", help="train what is missing, extract, score, write results")
+    _common(p)
+    _scoring(p)
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: config)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
+
+    p = sub.add_parser("ablate", help="train ablate variants; validation-side table")
+    _common(p)
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (default: 1)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
+
+    p = sub.add_parser("eval", help="score one checkpoint you bring with every scorer")
+    _common(p)
+    _scoring(p)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--arch", default=None, help="for a plain state_dict")
+    p.add_argument("--num-classes", type=int, default=None, help="for a plain state_dict")
+    p.add_argument("--in-channels", type=int, default=None, help="for a plain state_dict")
+    p.add_argument("--out", type=Path, default=None, help="default: results/eval-<checkpoint>")
+
+    p = sub.add_parser("table", help="re-render tables from results/ without recomputing")
+    p.add_argument("--benchmark", default="fmnist")
+    p.add_argument("--results", type=Path, default=Path("results"), help="default: results/")
+    p.add_argument("--format", choices=["md", "latex", "csv", "terminal"], default="terminal")
+    p.add_argument("--metric", default="fpr95", help="default: fpr95")
+
+    p = sub.add_parser("list", help="benchmarks, datasets, models, objectives and scorers")
+    p.add_argument("--config", type=Path, default=None)
+    p.add_argument("--data-root", type=Path, default=None)
+    return parser
+
+
+def _list(args: argparse.Namespace) -> None:
+    from oodbench.data import dataset_names, dataset_status
+    from oodbench.models import list_models
+    from oodbench.objectives import list_objectives, objective_params
+    from oodbench.scoring import create_scorer, list_scorers, load_builtin_scorers
+
+    load_builtin_scorers()
+    t = Table(title="benchmarks")
+    for col in ("name", "ID", "model", "trainings", "OOD sets"):
+        t.add_column(col)
+    for b in load_config(args.config).values():
+        t.add_row(b.name, b.id_dataset, b.model, ", ".join(x.name for x in b.trainings),
+                  ", ".join(o.name for o in b.ood))
+    console.print(t)
+    t = Table(title="datasets (test split)")
+    for col in ("name", "available here", "source / how to get it"):
+        t.add_column(col)
+    for name in dataset_names():
+        ok, why = dataset_status(name, "test", args.data_root)
+        t.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", why.splitlines()[0])
+    console.print(t)
+    console.print("models: " + ", ".join(list_models()))
+    for name in list_objectives():
+        console.print(f"objective {name}: {objective_params(name)}")
+    t = Table(title="scorers")
+    t.add_column("name")
+    t.add_column("defaults")
+    for name in list_scorers():
+        t.add_row(name, str(create_scorer(name).get_params()))
+    console.print(t)
+
+
+def _table(args: argparse.Namespace) -> None:
+    from oodbench.report import compat_table, print_summary, to_latex, to_markdown
+
+    path = args.results / args.benchmark / "metrics.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run `oodbench run --benchmark {args.benchmark}`")
+    df = pd.read_csv(path, keep_default_na=True)
+    if args.format == "csv":
+        compat_table(df, args.metric).to_csv(sys.stdout)
+    elif args.format == "md":
+        print(to_markdown(compat_table(df, args.metric)))
+    elif args.format == "latex":
+        print(to_latex(compat_table(df, args.metric), caption=f"{args.benchmark}: {args.metric}",
+                       label=f"tab:{args.benchmark}-{args.metric}"))
+    else:
+        print_summary(df)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``oodbench`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            _list(args)
+        elif args.command == "table":
+            _table(args)
+        else:
+            _run(args)
+    except (ConfigError, RuntimeError, ValueError, KeyError, OSError) as e:
+        console.print(f"[bold red]error:[/bold red] {e}")
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    from oodbench.pipeline import ablate_benchmark, evaluate_checkpoint, run_benchmark
+    from oodbench.train import train_benchmark
+
+    bench = load_benchmark(args.benchmark, args.config)
+    data_root = args.data_root or os.environ.get("OODBENCH_DATA")
+    if args.command == "train":
+        train_benchmark(bench, args.seeds, args.runs_dir, data_root, args.device)
+        return
+    if args.command == "ablate":
+        ablate_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device)
+        return
+    scorers = args.scorers.split(",") if args.scorers else None
+    extra = _extra_ood(args.extra_ood)
+    if args.command == "run":
+        run_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device,
+                      scorers, extra)
+    else:
+        out = args.out or Path("results") / f"eval-{args.checkpoint.stem}"
+        evaluate_checkpoint(args.checkpoint, bench, out, args.runs_dir, data_root, args.device,
+                            args.arch, args.num_classes, args.in_channels, scorers, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

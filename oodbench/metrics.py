@@ -1,0 +1,125 @@
+"""OOD-detection metrics on scores where HIGHER = MORE in-distribution.
+
+Every function takes ``id_scores`` and ``ood_scores`` (1-D, finite, non-empty). Curves come
+from scikit-learn; tied scores share one threshold, so tied samples are always counted
+together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+__all__ = ["accuracy", "aupr_in", "aupr_out", "auroc", "fpr95", "fpr95_oodpos", "ood_metrics"]
+
+RECALL = 0.95
+
+
+def _as_scores(values: ArrayLike | torch.Tensor, what: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{what} is empty")
+    bad = int((~np.isfinite(arr)).sum())
+    if bad:
+        raise ValueError(f"{what} has {bad} non-finite (NaN/inf) values")
+    return arr
+
+
+def _id_positive(
+    id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (labels with ID = 1, scores) for ID-positive curves."""
+    ids = _as_scores(id_scores, "id_scores")
+    oods = _as_scores(ood_scores, "ood_scores")
+    labels = np.concatenate([np.ones(ids.size, dtype=np.int64), np.zeros(oods.size, np.int64)])
+    return labels, np.concatenate([ids, oods])
+
+
+def _fpr_at_recall(labels: np.ndarray, scores: np.ndarray) -> float:
+    """FPR at the first ROC operating point whose TPR reaches ``RECALL``."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return float(fpr[np.argmax(tpr >= RECALL)])
+
+
+def fpr95(id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor) -> float:
+    """FPR at 95% TPR, ID positive (headline; as in the ReAct, ASH and KNN papers).
+
+    The threshold t is the strictest one with at least 95% of ID scores >= t; the result is the
+    fraction of OOD scores >= t (OOD accepted as ID). Lower is better.
+    """
+    return _fpr_at_recall(*_id_positive(id_scores, ood_scores))
+
+
+def fpr95_oodpos(
+    id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor
+) -> float:
+    """FPR at 95% TPR, OOD positive (OpenOOD v1.5 convention).
+
+    OOD-ness is -score; the threshold is the strictest one flagging at least 95% of OOD
+    samples, and the result is the fraction of ID samples flagged as OOD. Lower is better.
+    """
+    labels, scores = _id_positive(id_scores, ood_scores)
+    return _fpr_at_recall(1 - labels, -scores)
+
+
+def auroc(id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor) -> float:
+    """Area under the ROC curve with ID positive.
+
+    Identical to the AUROC with OOD positive on negated scores (OpenOOD v1.5). Ties count 1/2.
+    """
+    return float(roc_auc_score(*_id_positive(id_scores, ood_scores)))
+
+
+def aupr_in(id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor) -> float:
+    """Area under the precision-recall curve with ID positive (average precision)."""
+    return float(average_precision_score(*_id_positive(id_scores, ood_scores)))
+
+
+def aupr_out(id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor) -> float:
+    """Area under the precision-recall curve with OOD positive on negated scores (AP)."""
+    labels, scores = _id_positive(id_scores, ood_scores)
+    return float(average_precision_score(1 - labels, -scores))
+
+
+def ood_metrics(
+    id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor
+) -> dict[str, float]:
+    """All five metrics: fpr95, fpr95_oodpos, auroc, aupr_in, aupr_out."""
+    labels, scores = _id_positive(id_scores, ood_scores)
+    return {
+        "fpr95": _fpr_at_recall(labels, scores),
+        "fpr95_oodpos": _fpr_at_recall(1 - labels, -scores),
+        "auroc": float(roc_auc_score(labels, scores)),
+        "aupr_in": float(average_precision_score(labels, scores)),
+        "aupr_out": float(average_precision_score(1 - labels, -scores)),
+    }
+
+
+def accuracy(logits_or_preds: ArrayLike | torch.Tensor, labels: ArrayLike | torch.Tensor) -> float:
+    """Top-1 accuracy from N x K logits (argmax) or N predicted class indices.
+
+    Every label must be known (>= 0).
+    """
+    if isinstance(logits_or_preds, torch.Tensor):
+        logits_or_preds = logits_or_preds.detach().cpu().numpy()
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    values = np.asarray(logits_or_preds)
+    targets = np.asarray(labels)
+    preds = values.argmax(axis=1) if values.ndim == 2 else values
+    if preds.ndim != 1 or targets.ndim != 1 or preds.shape != targets.shape:
+        raise ValueError(
+            f"accuracy needs N x K logits or N predictions and N labels; got shapes "
+            f"{values.shape} and {targets.shape}"
+        )
+    if targets.size == 0:
+        raise ValueError("accuracy: no samples")
+    if (targets < 0).any():
+        raise ValueError("accuracy: labels contain unknown (-1) entries")
+    return float((preds == targets).mean())

@@ -1,0 +1,112 @@
+"""Networks: a model registry (``register_model`` / ``create_model`` / ``list_models``) and ResNets.
+
+Every model exposes the last convolutional feature map (after the final ReLU, before pooling),
+the pooled penultimate features and the linear head ``fc``; ``forward`` returns logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from oodbench.registry import Registry
+
+MODELS: Registry[Callable[..., OODNet]] = Registry("model", fixed=("num_classes", "in_channels"))
+register_model = MODELS.register
+list_models = MODELS.names
+
+
+def create_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> OODNet:
+    """Build a registered model: ``fn(num_classes, in_channels, **kwargs) -> OODNet``."""
+    return MODELS.create(name, num_classes, in_channels, **kwargs)
+
+
+class OODNet(nn.Module):
+    """Base: ``feature_map`` -> global average pool -> ``fc``."""
+
+    fc: nn.Linear
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Last convolutional feature map, B x C x H x W, after the final ReLU."""
+        raise NotImplementedError
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (feature map, pooled penultimate features, logits) from one pass."""
+        fmap = self.feature_map(x)
+        feats = fmap.mean(dim=(2, 3))
+        return fmap, feats, self.fc(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(x)[2]
+
+
+class BasicBlock(nn.Module):
+    """The two-conv residual block of He et al. (2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(OODNet):
+    """CIFAR-style ResNet: 3x3 stem, then stages of BasicBlocks (first stage stride 1)."""
+
+    def __init__(
+        self, widths: tuple[int, ...], blocks: tuple[int, ...], num_classes: int, in_channels: int
+    ) -> None:
+        super().__init__()
+        if len(widths) != len(blocks) or not widths:
+            raise ValueError(f"widths {widths} and blocks {blocks} must be non-empty, same length")
+        self.widths = tuple(widths)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        cin = widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):
+            for j in range(n):
+                layers.append(BasicBlock(cin, w, 2 if (i > 0 and j == 0) else 1))
+                cin = w
+        self.stages = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+@register_model("resnet8")
+def resnet8(
+    num_classes: int, in_channels: int, widths: tuple[int, ...] = (16, 32, 64)
+) -> ResNet:
+    """ResNet-8: stem + three stages of one BasicBlock; the CPU model."""
+    return ResNet(tuple(widths), (1,) * len(widths), num_classes, in_channels)
+
+
+@register_model("resnet18_32x32")
+def resnet18_32x32(
+    num_classes: int, in_channels: int, widths: tuple[int, ...] = (64, 128, 256, 512)
+) -> ResNet:
+    """The CIFAR-style ResNet-18 of OpenOOD and the paper (four stages of two blocks)."""
+    return ResNet(tuple(widths), (2,) * len(widths), num_classes, in_channels)

@@ -1,0 +1,164 @@
+"""Training objectives by name: ``ce`` and ``bgnorm``, in a small registry.
+
+An objective sees one batch's feature map, logits, labels and the linear head, and returns
+the loss plus a dict of floats for the progress bar.
+
+BG-norm is **our reconstruction** of "Local Background Features Matter in Out-of-Distribution
+Detection" (arXiv 2510.12259) from its abstract and from its predecessor (Pei et al., ICLR 2024,
+"Image Background Serves as Good Proxy for Out-of-distribution Data"): the paper's full text is
+not public. Each location f_hw of the last feature map is the feature of a small image made of
+that region alone; background locations of ID images act as simulated OOD features, and the
+objective lowers their L2 norm:
+
+    L = CE(logits, y) + lambda_t * mean_{(i,h,w) in S} g(||f_ihw||_2)
+
+S, the background set, is chosen without gradient:
+
+* ``cam-quantile``: the lowest-q fraction of locations of each image by the ground-truth class
+  activation cam_hw = W[y] . f_hw;
+* ``prob-threshold``: locations where softmax(W f_hw + b)[y] < tau (as in Pei et al.).
+
+``form`` picks g: ``abs`` is the plain norm; ``ratio`` divides by the (stop-gradient) mean norm
+of the other (foreground) locations, which makes the term scale-invariant; ``hinge`` is
+max(0, ||f|| - margin). lambda_t ramps linearly from 0 to ``lam`` between epochs
+``warmup_start`` and ``warmup_start + warmup_epochs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from oodbench.registry import Registry
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+register_objective = OBJECTIVES.register
+list_objectives = OBJECTIVES.names
+get_objective = OBJECTIVES.get
+objective_params = OBJECTIVES.params
+
+
+def create_objective(name: str, **params: Any) -> Objective:
+    """Instantiate an objective; unknown parameters are an error naming the accepted ones."""
+    return OBJECTIVES.create(name, **params)
+
+
+class Objective:
+    """Base class: ``__call__(fmap, logits, labels, head, epoch) -> (loss, stats)``."""
+
+    name: ClassVar[str]
+
+    def __call__(
+        self,
+        fmap: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        head: nn.Linear,
+        epoch: float,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+@register_objective("ce")
+class CrossEntropy(Objective):
+    """Plain cross-entropy."""
+
+    def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"ce": loss.item()}
+
+
+def background_mask(
+    fmap: torch.Tensor,
+    labels: torch.Tensor,
+    head: nn.Linear,
+    select: str = "cam-quantile",
+    q: float = 0.5,
+    tau: float = 0.1,
+) -> torch.Tensor:
+    """Boolean B x H x W mask of background locations, computed without gradient.
+
+    ``cam-quantile`` marks exactly round(q * H * W) locations per image (at least one), those
+    with the lowest ground-truth class activation W[y] . f_hw; ties are broken by position.
+    ``prob-threshold`` marks locations where the head's softmax on f_hw gives class y a
+    probability below ``tau``.
+    """
+    with torch.no_grad():
+        b, _, h, w = fmap.shape
+        flat = fmap.detach().float().flatten(2)  # B x C x HW
+        weight = head.weight.detach().float()
+        if select == "cam-quantile":
+            cam = torch.einsum("bc,bcl->bl", weight[labels], flat)
+            n_bg = max(1, round(q * h * w))
+            idx = cam.argsort(dim=1, stable=True)[:, :n_bg]
+            mask = torch.zeros_like(cam, dtype=torch.bool).scatter_(1, idx, True)
+        elif select == "prob-threshold":
+            local = torch.einsum("kc,bcl->blk", weight, flat) + head.bias.detach().float()
+            p_y = local.softmax(-1).gather(2, labels.view(b, 1, 1).expand(b, h * w, 1))
+            mask = p_y.squeeze(2) < tau
+        else:
+            raise ValueError(f"select must be 'cam-quantile' or 'prob-threshold', got {select!r}")
+    return mask.view(b, h, w)
+
+
+@register_objective("bgnorm")
+class BackgroundNorm(Objective):
+    """CE plus lambda times the mean L2 norm of background-location features (see module doc)."""
+
+    def __init__(
+        self,
+        lam: float = 0.1,
+        select: str = "cam-quantile",
+        q: float = 0.5,
+        tau: float = 0.1,
+        form: str = "ratio",
+        margin: float = 1.0,
+        warmup_start: float = 0.0,
+        warmup_epochs: float = 0.0,
+    ) -> None:
+        if form not in ("abs", "ratio", "hinge"):
+            raise ValueError(f"form must be 'abs', 'ratio' or 'hinge', got {form!r}")
+        if select not in ("cam-quantile", "prob-threshold"):
+            raise ValueError(f"select must be 'cam-quantile' or 'prob-threshold', got {select!r}")
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"q must lie in (0, 1), got {q}")
+        self.lam, self.select, self.q, self.tau = lam, select, q, tau
+        self.form, self.margin = form, margin
+        self.warmup_start, self.warmup_epochs = warmup_start, warmup_epochs
+
+    def weight(self, epoch: float) -> float:
+        """lambda at a (fractional) epoch: 0 before the warm-up, then a linear ramp."""
+        if epoch < self.warmup_start:
+            return 0.0
+        if self.warmup_epochs <= 0:
+            return self.lam
+        return self.lam * min(1.0, (epoch - self.warmup_start) / self.warmup_epochs)
+
+    def background_term(
+        self, fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(differentiable term, mean background norm); only masked locations get gradient."""
+        mask = background_mask(fmap, labels, head, self.select, self.q, self.tau)
+        norms = fmap.float().norm(dim=1)  # B x H x W
+        bg = norms[mask]
+        if bg.numel() == 0:
+            zero = norms.sum() * 0.0
+            return zero, zero.detach()
+        if self.form == "abs":
+            term = bg.mean()
+        elif self.form == "hinge":
+            term = (bg - self.margin).clamp_min(0).mean()
+        else:
+            fg = norms[~mask].detach()
+            term = bg.mean() / (fg.mean() + 1e-6) if fg.numel() else bg.mean() * 0.0
+        return term, bg.mean().detach()
+
+    def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
+        ce = F.cross_entropy(logits, labels)
+        lam = self.weight(epoch)
+        term, bg_norm = self.background_term(fmap, labels, head)
+        loss = ce + lam * term if lam > 0 else ce
+        return loss, {"ce": ce.item(), "bg": bg_norm.item(), "lam": lam}

@@ -1,0 +1,333 @@
+"""The compatibility matrix: checkpoints -> cached features -> every scorer -> metrics -> reports.
+
+``run_benchmark`` is what ``oodbench run`` calls; ``evaluate_checkpoint`` scores one model a
+user brings. Both are plain functions, usable from a notebook.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from oodbench.checkpoint import atomic_write_bytes, file_hash, library_versions, load_checkpoint
+from oodbench.config import Benchmark
+from oodbench.data import DatasetUnavailable, ImageArray, Preprocess, load_dataset, load_path
+from oodbench.extract import FeatureCache, data_fingerprint
+from oodbench.metrics import accuracy, ood_metrics
+from oodbench.models import OODNet
+from oodbench.progress import console, make_progress
+from oodbench.report import print_summary, write_reports
+from oodbench.scoring import Head, ScorerFailed, create_scorer, fit_and_score, load_builtin_scorers
+from oodbench.splits import IDSplits, load_id_splits
+from oodbench.train import Trainer, resolve_device
+
+COLUMNS = ["benchmark", "training", "seed", "scorer", "ood_set", "group", "metric", "value", "note"]
+OOD_METRICS = ("fpr95", "fpr95_oodpos", "auroc", "aupr_in", "aupr_out")
+
+
+@dataclass
+class OODSets:
+    """The OOD test sets that loaded here, their groups, and the ones skipped (with why)."""
+
+    sets: dict[str, ImageArray] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def load_ood_sets(
+    bench: Benchmark,
+    data_root: Path | str | None = None,
+    extra: dict[str, Path] | None = None,
+) -> OODSets:
+    """Load the benchmark's OOD sets plus user folders / .npz files (group ``extra``)."""
+    out = OODSets()
+    shape = (bench.image_size, bench.image_size, bench.channels)
+    for spec in bench.ood:
+        try:
+            out.sets[spec.name] = load_dataset(spec.name, "test", data_root, image_shape=shape)
+            out.groups[spec.name] = spec.group
+        except DatasetUnavailable as e:
+            out.skipped[spec.name] = str(e)
+    for name, path in (extra or {}).items():
+        if name in out.sets or name == bench.id_dataset:
+            raise ValueError(f"--extra-ood name {name!r} clashes with a set of the benchmark")
+        out.sets[name] = load_path(Path(path), name)
+        out.groups[name] = "extra"
+    for name, arr in out.sets.items():
+        if len(arr.labels) == 0:
+            raise ValueError(f"OOD set {name!r} ({arr.source}) holds no images")
+    return out
+
+
+def score_model(
+    model: OODNet,
+    ckpt_hash: str,
+    bench: Benchmark,
+    splits: IDSplits,
+    preprocess: Preprocess,
+    ood: OODSets,
+    cache: FeatureCache,
+    device: torch.device,
+    scorers: list[str],
+    label: tuple[str, int],
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Score one model with every scorer; returns (metric rows, per-sample scores, params)."""
+    training, seed = label
+    with make_progress(transient=True) as prog:
+        get = lambda arr: cache.get(  # noqa: E731
+            model, ckpt_hash, arr, preprocess, device, bench.extract_batch, prog)
+        train, test = get(splits.train), get(splits.test)
+        ood_feats = {name: get(arr) for name, arr in ood.sets.items()}
+    head = Head(model.fc.weight.detach().float().cpu(), model.fc.bias.detach().float().cpu())
+    base = {"benchmark": bench.name, "training": training, "seed": seed}
+    rows: list[dict[str, Any]] = [base | {"scorer": "", "ood_set": "", "group": "",
+                                          "metric": "id_acc", "value": accuracy(test.logits,
+                                                                                test.labels),
+                                          "note": ""}]
+    scores: dict[str, np.ndarray] = {}
+    params: dict[str, dict[str, Any]] = {}
+    sets = {bench.id_dataset: test} | ood_feats
+    with make_progress(transient=True) as prog:
+        task = prog.add_task(f"score {training} s{seed}", total=len(scorers), stats="")
+        for name in scorers:
+            prog.update(task, stats=name)
+            note = ""
+            try:
+                scorer = create_scorer(name, **bench.scorer_params.get(name, {}))
+                params[name] = scorer.get_params()
+                start = time.perf_counter()
+                out = fit_and_score(scorer, train, head, sets)
+                params[name]["seconds"] = round(time.perf_counter() - start, 3)
+            except (ScorerFailed, TypeError, KeyError) as e:
+                note = getattr(e, "reason", f"{type(e).__name__}: {e}")
+                console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {note}")
+                out = {}
+            for set_name in ood.sets:
+                values = (ood_metrics(out[bench.id_dataset], out[set_name]) if out
+                          else dict.fromkeys(OOD_METRICS, float("nan")))
+                rows += [base | {"scorer": name, "ood_set": set_name,
+                                 "group": ood.groups[set_name], "metric": m, "value": v,
+                                 "note": note} for m, v in values.items()]
+            scores |= {f"{name}/{s}": v.astype(np.float32) for s, v in out.items()}
+            prog.advance(task)
+    return rows, scores, params
+
+
+def _write_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **scores)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+
+
+def _dataset_info(arr: ImageArray) -> dict[str, Any]:
+    return {"n": len(arr.labels), "shape": list(arr.images.shape[1:]), "source": arr.source,
+            "sha256": data_fingerprint(arr)}
+
+
+def _finish(df: pd.DataFrame, out: Path, bench: Benchmark, manifest: dict[str, Any],
+            quiet: bool) -> pd.DataFrame:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_bytes(out / "metrics.csv", buf.getvalue().encode())
+    _write_json(out / "manifest.json", manifest)
+    write_reports(df, out, bench.name)
+    if not quiet:
+        print_summary(df)
+        for name, why in manifest["skipped_ood_sets"].items():
+            console.print(f"[yellow]skipped OOD set {name}[/yellow]: {why.splitlines()[0]}")
+        console.print(f"results written to {out}/")
+    return df
+
+
+def run_benchmark(
+    bench: Benchmark,
+    seeds: int | None = None,
+    out_dir: Path | str = "results",
+    runs_dir: Path | str = "runs",
+    data_root: Path | str | None = None,
+    device: str | None = None,
+    scorers: list[str] | None = None,
+    extra_ood: dict[str, Path] | None = None,
+    quiet: bool = False,
+) -> pd.DataFrame:
+    """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``."""
+    load_builtin_scorers()
+    started = time.perf_counter()
+    scorer_names = list(scorers or bench.scorers)
+    n_seeds = seeds or bench.seeds
+    out = Path(out_dir) / bench.name
+    trainer = Trainer(bench, runs_dir, data_root, device)
+    ood = load_ood_sets(bench, data_root, extra_ood)
+    cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+    rows: list[dict[str, Any]] = []
+    checkpoints: dict[str, Any] = {}
+    scorer_params: dict[str, Any] = {}
+    for seed in range(n_seeds):
+        for spec in bench.trainings:
+            path = trainer.ensure(spec.name, seed)
+            model, meta = load_checkpoint(path)
+            digest = file_hash(path)
+            r, scores, scorer_params = score_model(
+                model, digest, bench, trainer.splits, trainer.splits.preprocess, ood, cache,
+                trainer.device, scorer_names, (spec.name, seed))
+            rows += r
+            _write_scores(out / "scores" / f"{spec.name}-s{seed}.npz", scores)
+            checkpoints[f"{spec.name}-s{seed}"] = {
+                "path": str(path), "sha256": digest,
+                **{k: meta.get(k) for k in ("config_hash", "test_acc", "val_acc", "bg_norm_test",
+                                            "fg_norm_test", "objective", "objective_params",
+                                            "init", "train_stats")}}
+    if cache.misses == 0:
+        console.print(f"[green]feature cache: all {cache.hits} entries reused, no forward pass[/]")
+    else:
+        console.print(f"feature cache: {cache.hits} reused, {cache.misses} extracted")
+    manifest = {
+        "benchmark": bench.name, "config_file": bench.source, "config_hash": bench.config_hash(),
+        "config": bench.to_dict(), "seeds": list(range(n_seeds)), "scorers": scorer_names,
+        "scorer_params": scorer_params, "checkpoints": checkpoints,
+        "id_dataset": {s: _dataset_info(getattr(trainer.splits, s))
+                       for s in ("train", "val", "test")},
+        "ood_sets": {n: _dataset_info(a) | {"group": ood.groups[n]} for n, a in ood.sets.items()},
+        "skipped_ood_sets": ood.skipped, "versions": library_versions(),
+        "device": str(trainer.device), "command": sys.argv,
+        "cache": {"hits": cache.hits, "misses": cache.misses},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
+
+
+def evaluate_checkpoint(
+    path: Path | str,
+    bench: Benchmark,
+    out_dir: Path | str,
+    runs_dir: Path | str = "runs",
+    data_root: Path | str | None = None,
+    device: str | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    scorers: list[str] | None = None,
+    extra_ood: dict[str, Path] | None = None,
+    quiet: bool = False,
+) -> pd.DataFrame:
+    """Run every scorer of ``bench`` on one checkpoint (oodbench's, or a plain state_dict).
+
+    The checkpoint's own normalisation statistics are used when it records them, otherwise
+    the benchmark's ID-train statistics.
+    """
+    load_builtin_scorers()
+    started = time.perf_counter()
+    model, meta = load_checkpoint(path, arch, num_classes, in_channels or bench.channels,
+                                  bench.widths or None)
+    splits = load_id_splits(bench, data_root)
+    preprocess = splits.preprocess
+    if "normalisation" in meta:
+        norm = meta["normalisation"]
+        preprocess = Preprocess(bench.image_size, bench.channels, tuple(norm["mean"]),
+                                tuple(norm["std"]))
+    dev = resolve_device(device or bench.device)
+    ood = load_ood_sets(bench, data_root, extra_ood)
+    digest = file_hash(path)
+    cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+    training = str(meta.get("training", Path(path).stem))
+    rows, scores, params = score_model(model, digest, bench, splits, preprocess, ood, cache, dev,
+                                       list(scorers or bench.scorers), (training, 0))
+    out = Path(out_dir)
+    _write_scores(out / "scores" / f"{training}-s0.npz", scores)
+    manifest = {
+        "benchmark": bench.name, "checkpoint": {"path": str(path), "sha256": digest, "meta": meta},
+        "scorer_params": params, "skipped_ood_sets": ood.skipped, "versions": library_versions(),
+        "ood_sets": {n: _dataset_info(a) for n, a in ood.sets.items()}, "command": sys.argv,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
+
+
+def ablate_benchmark(
+    bench: Benchmark,
+    seeds: int | None = None,
+    out_dir: Path | str = "results",
+    runs_dir: Path | str = "runs",
+    data_root: Path | str | None = None,
+    device: str | None = None,
+    quiet: bool = False,
+) -> pd.DataFrame:
+    """Train every ``ablate`` variant and score it on the validation side only.
+
+    ID = the held-out validation part of the ID training split, OOD = ``val_ood``: the test
+    OOD sets are never touched, so defaults chosen from this table are not tuned on them.
+    Writes ``out_dir/<benchmark>/ablation.csv`` and ``ablation.md``.
+    """
+    load_builtin_scorers()
+    if not bench.val_ood:
+        raise ValueError(f"benchmark {bench.name!r} defines no val_ood set to ablate against")
+    trainer = Trainer(bench, runs_dir, data_root, device)
+    val_side = IDSplits(trainer.splits.train, trainer.splits.val, trainer.splits.val,
+                        trainer.splits.preprocess)
+    shape = (bench.image_size, bench.image_size, bench.channels)
+    ood = OODSets({n: load_dataset(n, "test", data_root, image_shape=shape)
+                   for n in bench.val_ood}, dict.fromkeys(bench.val_ood, "val"))
+    cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+    rows: list[dict[str, Any]] = []
+    for seed in range(seeds or 1):
+        for spec in (*bench.trainings, *bench.ablate):
+            path = trainer.ensure(spec.name, seed)
+            model, meta = load_checkpoint(path)
+            r, _, _ = score_model(model, file_hash(path), bench, val_side, val_side.preprocess,
+                                  ood, cache, trainer.device, list(bench.scorers),
+                                  (spec.name, seed))
+            extra = {"bg_norm_test": meta["bg_norm_test"], "fg_norm_test": meta["fg_norm_test"],
+                     "test_acc": meta["test_acc"]}
+            rows += r + [r[0] | {"metric": k, "value": v} for k, v in extra.items()]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    out = Path(out_dir) / bench.name
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_bytes(out / "ablation.csv", buf.getvalue().encode())
+    table = ablation_table(df, bench)
+    atomic_write_bytes(out / "ablation.md", table.encode())
+    if not quiet:
+        console.print(table)
+    return df
+
+
+def ablation_table(df: pd.DataFrame, bench: Benchmark) -> str:
+    """Markdown: one row per training variant, val-side FPR95 per scorer, accuracy and norms."""
+    ood = df[df.metric == "fpr95"].pivot_table(index="training", columns="scorer",
+                                                values="value", aggfunc="mean", sort=False) * 100
+    ood.columns = [f"FPR95 {c}" for c in ood.columns]
+    ood["FPR95 mean"] = ood.mean(axis=1)
+    auroc = df[df.metric == "auroc"].pivot_table(index="training", values="value",
+                                                 aggfunc="mean", sort=False) * 100
+    ood["AUROC mean"] = auroc["value"]
+    for metric in ("id_acc", "bg_norm_test", "fg_norm_test"):
+        sub = df[df.metric == metric].groupby("training", sort=False)["value"].mean()
+        ood[metric] = sub * (100 if metric == "id_acc" else 1)
+    specs = {t.name: t for t in (*bench.trainings, *bench.ablate)}
+    lines = [
+        f"Ablation on the validation side of `{bench.name}`: ID = held-out ID-train images, "
+        f"OOD = {', '.join(bench.val_ood)}. id_acc is validation accuracy (%); norms are mean "
+        "feature norms at background / foreground locations of the ID test set.",
+        "",
+        "| training | setting | " + " | ".join(ood.columns) + " |",
+        "|---|---|" + "---|" * len(ood.columns),
+    ]
+    for name, row in ood.iterrows():
+        t = specs[str(name)]
+        setting = f"{t.objective} {t.params} init={t.init} epochs={t.train.epochs} lr={t.train.lr}"
+        cells = " | ".join(f"{v:.2f}" for v in row)
+        lines.append(f"| {name} | {setting.replace('|', '/')} | {cells} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""One name -> factory registry, shared by models, objectives and scorers.
+
+``register`` is a decorator; ``names`` / ``get`` / ``create`` mirror timm's ``list_models`` /
+``create_model``. A name clash names both definitions' modules and files; unknown names and
+unknown parameters are errors that list what is accepted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def origin(obj: object) -> str:
+    """``module.qualname (file)`` of a class or function, for error messages."""
+    module = sys.modules.get(getattr(obj, "__module__", ""))
+    file = getattr(module, "__file__", None) or "<unknown file>"
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)} ({file})"
+
+
+def signature_params(factory: Callable[..., Any]) -> list[inspect.Parameter]:
+    """Keyword parameters of a class constructor (without ``self``) or of a function."""
+    if isinstance(factory, type):
+        if factory.__init__ is object.__init__:
+            return []
+        return list(inspect.signature(factory.__init__).parameters.values())[1:]
+    return list(inspect.signature(factory).parameters.values())
+
+
+class Registry(Generic[T]):
+    """Factories of one kind (``"model"``, ``"objective"``, ``"scorer"``) by name."""
+
+    def __init__(
+        self, kind: str, loader: Callable[[], None] | None = None, fixed: tuple[str, ...] = ()
+    ) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._loader = loader
+        self._fixed = fixed  # positional arguments every factory takes, not user parameters
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering ``factory`` under ``name`` (sets ``factory.name``)."""
+
+        def deco(factory: T) -> T:
+            old = self._items.get(name)
+            same = old is not None and (old.__module__, old.__qualname__) == (
+                factory.__module__, factory.__qualname__)
+            if old is not None and not same:
+                raise ValueError(
+                    f"{self.kind} name {name!r} is already registered by {origin(old)}; "
+                    f"cannot register {origin(factory)} under the same name"
+                )
+            factory.name = name  # type: ignore[attr-defined]
+            self._items[name] = factory
+            return factory
+
+        return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests and interactive sessions)."""
+        self._items.pop(name, None)
+
+    def _load(self) -> None:
+        if self._loader is not None:
+            self._loader()
+
+    def names(self) -> list[str]:
+        """Sorted registered names."""
+        self._load()
+        return sorted(self._items)
+
+    def get(self, name: str) -> T:
+        """The factory registered under ``name``."""
+        self._load()
+        if name not in self._items:
+            raise KeyError(
+                f"unknown {self.kind} {name!r}; available: {', '.join(self.names()) or 'none'}"
+            )
+        return self._items[name]
+
+    def params(self, name: str) -> dict[str, Any]:
+        """User parameters of ``name`` with their defaults."""
+        return {p.name: p.default for p in signature_params(self.get(name))
+                if p.name not in self._fixed}
+
+    def create(self, name: str, *args: Any, **params: Any) -> Any:
+        """Call the factory; unknown parameters name the accepted ones."""
+        factory = self.get(name)
+        accepted = self.params(name)
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"{self.kind} {name!r} got unknown parameter(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(accepted) or 'none'}"
+            )
+        return factory(*args, **params)

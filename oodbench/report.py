@@ -1,0 +1,472 @@
+"""Result tables: post-hoc scorers × trainings, rendered as Markdown, LaTeX and rich tables.
+
+Input is the tidy long frame of ``metrics.csv`` (columns ``benchmark, training, seed, scorer,
+ood_set, group, metric, value`` and optionally ``note``). Every table builder returns a
+DataFrame of display strings (percentages with 2 decimals, ``"mean ± std"`` when there is
+more than one seed, ``"failed"`` for failed cells, ``"—"`` for cells without data) whose
+``attrs`` keep the numbers behind them:
+
+- ``attrs["mean"]``, ``attrs["std"]``: float frames of the same shape, in metric units
+  (fractions, not percent); NaN where a cell is failed or missing,
+- ``attrs["metric"]``, ``attrs["baseline"]`` (training name), ``attrs["n_seeds"]``,
+- ``attrs["failures"]``: one line per failure reason behind the table's cells.
+
+A column labelled ``"Δ <training>"`` holds treatment − baseline, computed per seed (paired)
+before averaging; every other column holds one training.
+"""
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+METRIC_LABELS: dict[str, str] = {
+    "fpr95": "FPR95 ↓",
+    "fpr95_oodpos": "FPR95 (OOD positive) ↓",
+    "auroc": "AUROC ↑",
+    "aupr_in": "AUPR-In ↑",
+    "aupr_out": "AUPR-Out ↑",
+    "id_acc": "ID acc. ↑",
+}
+LOWER_IS_BETTER = frozenset({"fpr95", "fpr95_oodpos"})
+TRAINING_LABELS: dict[str, str] = {"ce": "CE", "bgnorm": "BG-norm", "logitnorm": "LogitNorm"}
+DELTA = "Δ "
+FAILED = "failed"
+MISSING = "—"
+
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "−": r"$-$",
+    "Δ": r"$\Delta$",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
+    "—": "---",
+    "·": r"$\cdot$",
+}
+_PREAMBLE = (
+    "\\documentclass{article}\n"
+    "\\usepackage[landscape,margin=1.5cm]{geometry}\n"
+    "\\usepackage{booktabs}\n"
+    "\\begin{document}\n"
+)
+
+_Seeds = dict[tuple[str, str], pd.Series]  # (training, row key) -> value per seed
+
+
+def training_label(name: str) -> str:
+    """Display name of a training (``TRAINING_LABELS``, else the name itself)."""
+    return TRAINING_LABELS.get(name, name)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of `metric` are better."""
+    return metric not in LOWER_IS_BETTER
+
+
+def _prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """Copy of `df` with text columns as ``str`` ('' where missing) and a ``note`` column."""
+    if "benchmark" in df and df["benchmark"].nunique() > 1:
+        raise ValueError("frame holds several benchmarks; select one first")
+    out = df.copy()
+    for col in ("scorer", "ood_set", "group", "note"):
+        out[col] = out[col].astype(object).fillna("").astype(str) if col in out else ""
+    out["training"] = out["training"].astype(str)
+    return out
+
+
+def _ood_rows(data: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """OOD rows (scorer set) of `metric`; raises if there are none."""
+    rows = data[(data["metric"] == metric) & (data["scorer"] != "")]
+    if rows.empty:
+        raise ValueError(f"no OOD rows with metric {metric!r}")
+    return rows
+
+
+def _trainings(rows: pd.DataFrame, baseline: str | None) -> list[str]:
+    """Trainings in order of appearance, baseline first (default: 'ce', else the first)."""
+    order = list(rows["training"].unique())
+    base = baseline if baseline is not None else ("ce" if "ce" in order else order[0])
+    if base not in order:
+        raise ValueError(f"baseline {base!r} not among trainings {order}")
+    return [base, *(t for t in order if t != base)]
+
+
+def _per_seed(rows: pd.DataFrame, key: str) -> _Seeds:
+    """Mean of ``value`` over `rows` per (training, `key`, seed); NaN if any value is NaN."""
+    means = rows.groupby(["training", key, "seed"], sort=False)["value"].agg(
+        lambda s: s.mean(skipna=False)
+    )
+    return {k: s.droplevel([0, 1]) for k, s in means.groupby(level=[0, 1], sort=False)}
+
+
+def _signed(x: float) -> str:
+    """Percentage with an explicit sign, e.g. ``+1.23`` or ``−0.45``."""
+    body = f"{abs(x) * 100:.2f}"
+    return ("−" if x < 0 and body != "0.00" else "+") + body
+
+
+def _cell(values: pd.Series | None, spread: bool, signed: bool) -> tuple[float, float, str]:
+    """Mean, sample std (ddof=1; 0 for one seed) and display text of one cell's seed values."""
+    if values is None or values.empty:
+        return math.nan, math.nan, MISSING
+    if values.isna().any():
+        return math.nan, math.nan, FAILED
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    text = _signed(mean) if signed else f"{mean * 100:.2f}"
+    return mean, std, f"{text} ± {std * 100:.2f}" if spread else text
+
+
+def _paired_delta(treat: pd.Series | None, base: pd.Series | None) -> pd.Series | None:
+    """Treatment − baseline per seed, over the seeds both have."""
+    if treat is None or base is None:
+        return None
+    t, b = treat.align(base, join="inner")
+    return t - b
+
+
+def _block(
+    seeds: _Seeds, rows: list[str], trainings: list[str], spread: bool
+) -> list[pd.DataFrame]:
+    """Mean, std and text frames for the baseline, then each treatment and its Δ."""
+    base = trainings[0]
+    cells: dict[str, list[tuple[float, float, str]]] = {}
+    for t in trainings:
+        cells[training_label(t)] = [_cell(seeds.get((t, r)), spread, False) for r in rows]
+        if t != base:
+            cells[DELTA + training_label(t)] = [
+                _cell(_paired_delta(seeds.get((t, r)), seeds.get((base, r))), spread, True)
+                for r in rows
+            ]
+    return [
+        pd.DataFrame({c: [v[i] for v in vals] for c, vals in cells.items()}, index=rows)
+        for i in range(3)
+    ]
+
+
+def _finish(
+    frames: list[pd.DataFrame], index_name: str, metric: str, baseline: str, rows: pd.DataFrame
+) -> pd.DataFrame:
+    """Text frame with the numeric frames and metadata attached as ``attrs``."""
+    mean, std, text = frames
+    for frame in frames:
+        frame.index.name = index_name
+    text.attrs = {
+        "metric": metric,
+        "baseline": baseline,
+        "n_seeds": int(rows["seed"].nunique()),
+        "mean": mean,
+        "std": std,
+        "failures": failure_notes(rows),
+    }
+    return text
+
+
+def _scoped(blocks: dict[str, list[pd.DataFrame]], level: str) -> list[pd.DataFrame]:
+    """Concatenate per-scope blocks under a (`level`, column) MultiIndex."""
+    return [
+        pd.concat({k: b[i] for k, b in blocks.items()}, axis=1, names=[level, "column"])
+        for i in range(3)
+    ]
+
+
+def compat_table(
+    df: pd.DataFrame, metric: str = "fpr95", baseline: str | None = None
+) -> pd.DataFrame:
+    """Scorer × (scope, training/Δ) table of `metric` averaged over OOD sets.
+
+    Scopes: ``"all"`` (every OOD set), then each group in sorted order (if any). Per seed the
+    metric is first averaged over the scope's sets, then mean ± std is taken across seeds.
+    """
+    data = _prepare(df)
+    rows = _ood_rows(data, metric)
+    trainings = _trainings(rows, baseline)
+    scorers = list(rows["scorer"].unique())
+    spread = rows["seed"].nunique() > 1
+    groups = sorted(g for g in rows["group"].unique() if g)
+    scopes = {"all": rows} | {g: rows[rows["group"] == g] for g in groups}
+    blocks = {
+        scope: _block(_per_seed(sub, "scorer"), scorers, trainings, spread)
+        for scope, sub in scopes.items()
+    }
+    return _finish(_scoped(blocks, "scope"), "scorer", metric, trainings[0], rows)
+
+
+def per_ood_table(
+    df: pd.DataFrame, metric: str = "fpr95", baseline: str | None = None
+) -> pd.DataFrame:
+    """Scorer × (OOD set, training/Δ) table of `metric`, sets in order of appearance."""
+    data = _prepare(df)
+    rows = _ood_rows(data, metric)
+    trainings = _trainings(rows, baseline)
+    scorers = list(rows["scorer"].unique())
+    spread = rows["seed"].nunique() > 1
+    blocks = {
+        name: _block(_per_seed(sub, "scorer"), scorers, trainings, spread)
+        for name, sub in rows.groupby("ood_set", sort=False)
+    }
+    return _finish(_scoped(blocks, "ood_set"), "scorer", metric, trainings[0], rows)
+
+
+def accuracy_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """One-row table of ID accuracy per training (and Δ per treatment), mean ± std."""
+    data = _prepare(df)
+    rows = data[data["metric"] == "id_acc"]
+    if rows.empty:
+        raise ValueError("no id_acc rows")
+    trainings = _trainings(rows, baseline)
+    frames = _block(_per_seed(rows, "metric"), ["id_acc"], trainings, rows["seed"].nunique() > 1)
+    for frame in frames:
+        frame.index = [METRIC_LABELS["id_acc"]]
+    return _finish(frames, "metric", "id_acc", trainings[0], rows)
+
+
+def failure_notes(df: pd.DataFrame) -> list[str]:
+    """One line per failed (training, scorer, reason) in `df`, listing the affected seeds."""
+    data = _prepare(df)
+    failed = data[data["value"].isna()]
+    lines = []
+    for (training, scorer, note), grp in failed.groupby(["training", "scorer", "note"], sort=False):
+        seeds = sorted(grp["seed"].unique())
+        which = "seed" if len(seeds) == 1 else "seeds"
+        lines.append(
+            f"{training_label(training)} / {scorer or 'ID accuracy'} "
+            f"({which} {', '.join(map(str, seeds))}): {note or 'no reason recorded'}"
+        )
+    return lines
+
+
+def _last(col: object) -> str:
+    """Bottom-level label of a (possibly MultiIndex) column key."""
+    return str(col[-1] if isinstance(col, tuple) else col)
+
+
+def _header(col: object, sep: str) -> str:
+    """Column key as one header string, levels joined by `sep`."""
+    return sep.join(map(str, col)) if isinstance(col, tuple) else str(col)
+
+
+def _column_groups(table: pd.DataFrame) -> list[list]:
+    """Columns grouped by top level (scope / OOD set); a flat index is one group."""
+    if isinstance(table.columns, pd.MultiIndex):
+        return [[c for c in table.columns if c[0] == top] for top in table.columns.unique(level=0)]
+    return [list(table.columns)]
+
+
+def _best_mask(table: pd.DataFrame) -> pd.DataFrame:
+    """True where a training column holds the best displayed value of its group and row.
+
+    Only rows where at least two trainings have a value get a best cell; ties all count.
+    """
+    mean = table.attrs["mean"].mul(100).round(2)
+    lower = not higher_is_better(table.attrs["metric"])
+    mask = pd.DataFrame(False, index=table.index, columns=table.columns)
+    for cols in _column_groups(table):
+        values = mean[[c for c in cols if not _last(c).startswith(DELTA)]]
+        best = values.min(axis=1) if lower else values.max(axis=1)
+        comparable = values.notna().sum(axis=1) >= 2
+        hits = values.eq(best, axis=0).where(comparable, False, axis=0)
+        mask.loc[:, hits.columns] = hits.to_numpy()
+    return mask
+
+
+def _md_row(cells: Iterable[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |"
+
+
+def to_markdown(table: pd.DataFrame, bold: bool = True, notes: bool = True) -> str:
+    """GitHub Markdown of a table; best training per group and row in bold, failures below.
+
+    MultiIndex column levels are joined with " · " into one header row.
+    """
+    cells = table.mask(_best_mask(table), "**" + table + "**") if bold else table
+    lines = [
+        _md_row([table.index.name or "", *(_header(c, " · ") for c in table.columns)]),
+        "| :--- |" + " ---: |" * table.shape[1],
+        *(_md_row([label, *row]) for label, row in zip(table.index, cells.to_numpy(), strict=True)),
+    ]
+    if notes and table.attrs["failures"]:
+        lines += ["", "Failed cells:", "", *(f"- {n}" for n in table.attrs["failures"])]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_text(value: object) -> str:
+    """Escape LaTeX special characters and spell the table's unicode symbols in LaTeX."""
+    return "".join(_LATEX.get(ch, ch) for ch in str(value))
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str, standalone: bool = True) -> str:
+    """Booktabs LaTeX of a table via ``Styler.to_latex``; best training per group and row bold.
+
+    `caption` is inserted as LaTeX source (escape it yourself); cell and header text is
+    escaped. Failure reasons follow the tabular. With `standalone`, a compilable document.
+    """
+    mask = _best_mask(table)
+    names = [None] * (table.columns.nlevels - 1) + [table.index.name]
+    styler = (
+        table.rename_axis(columns=names)
+        .style.format(_latex_text)
+        .format_index(_latex_text, axis=0)
+        .format_index(_latex_text, axis=1)
+        .apply(lambda _: np.where(mask, "textbf: --rwrap;", ""), axis=None)
+        .hide(names=True, axis="index")
+    )
+    body = styler.to_latex(
+        column_format="l" + "r" * table.shape[1],
+        position="htbp",
+        position_float="centering",
+        hrules=True,
+        multicol_align="c",
+        caption=caption,
+        label=label,
+    )
+    lines = body.splitlines()
+    if isinstance(table.columns, pd.MultiIndex):
+        start, rules = 2, []
+        for cols in _column_groups(table):
+            rules.append(rf"\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
+            start += len(cols)
+        lines.insert(lines.index(r"\toprule") + 2, " ".join(rules))
+    if table.attrs["failures"]:
+        notes = "; ".join(_latex_text(n) for n in table.attrs["failures"])
+        lines.insert(
+            lines.index(r"\end{table}"), rf"\par\smallskip{{\footnotesize Failed: {notes}.}}"
+        )
+    body = "\n".join(lines) + "\n"
+    return _PREAMBLE + body + "\\end{document}\n" if standalone else body
+
+
+def rich_table(table: pd.DataFrame, title: str) -> Table:
+    """Terminal table: best training bold, Δ green when it improves and red when it worsens.
+
+    Column groups (scopes / OOD sets) are stacked as row sections to keep the table narrow.
+    """
+    mask = _best_mask(table)
+    gain = table.attrs["mean"].mul(100).round(2)
+    if not higher_is_better(table.attrs["metric"]):
+        gain = -gain
+    multi = isinstance(table.columns, pd.MultiIndex)
+    groups = _column_groups(table)
+    failures = table.attrs["failures"]
+    out = Table(title=title, caption="\n".join(failures) or None, caption_justify="left")
+    if multi:
+        out.add_column(table.columns.names[0] or "")
+    out.add_column(table.index.name or "")
+    for col in groups[0]:
+        out.add_column(_last(col), justify="right")
+    for k, cols in enumerate(groups):
+        if k:
+            out.add_section()
+        for i, label in enumerate(table.index):
+            cells = []
+            for col in cols:
+                j = table.columns.get_loc(col)
+                style = "bold" if mask.iat[i, j] else ""
+                if _last(col).startswith(DELTA):
+                    style = "green" if gain.iat[i, j] > 0 else "red" if gain.iat[i, j] < 0 else ""
+                cells.append(Text(table.iat[i, j], style=style))
+            lead = [str(cols[0][0]) if i == 0 else ""] if multi else []
+            out.add_row(*lead, str(label), *cells)
+    return out
+
+
+def _has_ood(df: pd.DataFrame, metric: str) -> bool:
+    return bool(((df["metric"] == metric) & df["scorer"].notna() & (df["scorer"] != "")).any())
+
+
+def _seed_line(df: pd.DataFrame) -> str:
+    seeds = sorted(df["seed"].unique())
+    if len(seeds) > 1:
+        return f"Values in %: mean ± sample std (ddof=1) over {len(seeds)} seeds."
+    return f"Values in %: single seed ({seeds[0]})."
+
+
+def print_summary(
+    df: pd.DataFrame, console: Console | None = None, baseline: str | None = None
+) -> None:
+    """Print ID accuracy and FPR95/AUROC compat tables for each benchmark in `df`."""
+    console = console or Console()
+    groups = df.groupby("benchmark", sort=False) if "benchmark" in df else [("", df)]
+    for bench, data in groups:
+        console.print(f"[bold]{bench}[/bold] {_seed_line(data)}", highlight=False)
+        if (data["metric"] == "id_acc").any():
+            console.print(rich_table(accuracy_table(data, baseline), f"{bench} ID accuracy"))
+        for metric in ("fpr95", "auroc"):
+            if _has_ood(data, metric):
+                table = compat_table(data, metric, baseline)
+                console.print(rich_table(table, f"{bench} {METRIC_LABELS[metric]}"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file next to `path`, then move it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_reports(
+    df: pd.DataFrame, out_dir: Path, benchmark: str, baseline: str | None = None
+) -> list[Path]:
+    """Write ``compat.md`` and ``compat_{fpr95,auroc}.tex`` for `benchmark` into `out_dir`.
+
+    Rows of other benchmarks are ignored; LaTeX files are written for the metrics present.
+    """
+    data = df[df["benchmark"] == benchmark] if "benchmark" in df else df
+    if data.empty:
+        raise ValueError(f"no rows for benchmark {benchmark!r}")
+    prepared = _prepare(data)
+    base = _trainings(prepared, baseline)[0]
+    metrics = [m for m in ("fpr95", "auroc") if _has_ood(data, m)]
+    md = [
+        f"# {benchmark}: post-hoc OOD scorers × training",
+        "",
+        f"Baseline training: **{training_label(base)}** (`{base}`); "
+        "Δ = treatment − baseline in percentage points, paired by seed.",
+        "",
+        _seed_line(data) + " A scope's value is first averaged over its OOD sets per seed.",
+    ]
+    grouped = prepared[(prepared["scorer"] != "") & (prepared["group"] != "")]
+    groups = grouped.groupby("group")["ood_set"].unique()
+    if not groups.empty:
+        md += ["", "OOD groups: " + "; ".join(f"{g} = {', '.join(s)}" for g, s in groups.items())]
+    if (data["metric"] == "id_acc").any():
+        md += ["", "## ID accuracy", "", to_markdown(accuracy_table(data, baseline), notes=False)]
+    compat = {m: compat_table(data, m, baseline) for m in metrics}
+    per_ood = {m: per_ood_table(data, m, baseline) for m in metrics}
+    for tables, what in ((compat, "mean over OOD sets"), (per_ood, "per OOD set")):
+        for metric, table in tables.items():
+            md += ["", f"## {METRIC_LABELS[metric]}, {what}", "", to_markdown(table, notes=False)]
+    failures = failure_notes(data)
+    md += ["", "## Failures", "", *(f"- {n}" for n in failures or ["None."])]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "compat.md"]
+    _write_atomic(paths[0], "\n".join(md).rstrip("\n") + "\n")
+    for metric in metrics:
+        caption = _latex_text(
+            f"{METRIC_LABELS[metric]} (%) on {benchmark}, mean over OOD sets; "
+            f"Δ = treatment − {training_label(base)}. {_seed_line(data)}"
+        )
+        path = out_dir / f"compat_{metric}.tex"
+        _write_atomic(path, to_latex(compat[metric], caption, f"tab:{benchmark}-{metric}"))
+        paths.append(path)
+    return paths

