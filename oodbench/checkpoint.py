@@ -10,16 +10,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from oodbench.fileio import atomic_write_bytes
 from oodbench.models import OODNet, create_model
 
 
@@ -45,21 +44,6 @@ def file_hash(path: Path | str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, model: OODNet, meta: dict[str, Any]) -> Path:

@@ -27,13 +27,15 @@ def _extra_ood(items: list[str]) -> dict[str, Path]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", default="fmnist", help="benchmark name (default: fmnist)")
     p.add_argument("--config", type=Path, default=None,
-                   help="benchmark file (default: the repository's benchmarks.toml)")
+                   help="benchmark file (default: ./benchmarks.toml, else the repository's)")
     p.add_argument("--data-root", type=Path, default=None,
                    help="folder with datasets (default: $OODBENCH_DATA)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="default: the benchmark's setting (auto = CUDA when present)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"),
                    help="checkpoints and feature caches (default: runs/)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download datasets that no local source has")
 
 
 def _scoring(p: argparse.ArgumentParser) -> None:
@@ -44,7 +46,9 @@ def _scoring(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="oodbench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="oodbench",
+        description="Post-hoc OOD scorers x training objectives: train, score, tabulate.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train (or reuse) every checkpoint of a benchmark")
@@ -156,7 +160,7 @@ def _run(args: argparse.Namespace) -> None:
     bench = load_benchmark(args.benchmark, args.config)
     data_root = args.data_root or os.environ.get("OODBENCH_DATA")
     if args.command == "train":
-        train_benchmark(bench, args.seeds, args.runs_dir, data_root, args.device)
+        train_benchmark(bench, args.seeds, args.runs_dir, data_root, args.device, args.download)
         return
     if args.command == "ablate":
         ablate_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device)
@@ -165,11 +169,12 @@ def _run(args: argparse.Namespace) -> None:
     extra = _extra_ood(args.extra_ood)
     if args.command == "run":
         run_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device,
-                      scorers, extra)
+                      scorers, extra, download=args.download)
     else:
         out = args.out or Path("results") / f"eval-{args.checkpoint.stem}"
         evaluate_checkpoint(args.checkpoint, bench, out, args.runs_dir, data_root, args.device,
-                            args.arch, args.num_classes, args.in_channels, scorers, extra)
+                            args.arch, args.num_classes, args.in_channels, scorers, extra,
+                            download=args.download)
 
 
 if __name__ == "__main__":

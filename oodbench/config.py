@@ -259,8 +259,13 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
 
 
 def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
-    """Parse and validate every benchmark of a TOML file (default: the repo's benchmarks.toml)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    """Parse and validate every benchmark of a TOML file.
+
+    Default: ``benchmarks.toml`` in the working directory, else the repository's own.
+    """
+    if path is None:
+        path = Path("benchmarks.toml") if Path("benchmarks.toml").is_file() else DEFAULT_CONFIG
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from oodbench.checkpoint import atomic_write_bytes
 from oodbench.data import ImageArray, Preprocess
+from oodbench.fileio import atomic_write_bytes
 from oodbench.models import OODNet
 from oodbench.scoring import Features
 

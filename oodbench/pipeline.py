@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from oodbench.checkpoint import atomic_write_bytes, file_hash, library_versions, load_checkpoint
+from oodbench.checkpoint import file_hash, library_versions, load_checkpoint
 from oodbench.config import Benchmark
 from oodbench.data import DatasetUnavailable, ImageArray, Preprocess, load_dataset, load_path
 from oodbench.extract import FeatureCache, data_fingerprint
+from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import accuracy, ood_metrics
 from oodbench.models import OODNet
 from oodbench.progress import console, make_progress
@@ -47,13 +48,15 @@ def load_ood_sets(
     bench: Benchmark,
     data_root: Path | str | None = None,
     extra: dict[str, Path] | None = None,
+    download: bool = False,
 ) -> OODSets:
     """Load the benchmark's OOD sets plus user folders / .npz files (group ``extra``)."""
     out = OODSets()
     shape = (bench.image_size, bench.image_size, bench.channels)
     for spec in bench.ood:
         try:
-            out.sets[spec.name] = load_dataset(spec.name, "test", data_root, image_shape=shape)
+            out.sets[spec.name] = load_dataset(spec.name, "test", data_root, download=download,
+                                              image_shape=shape)
             out.groups[spec.name] = spec.group
         except DatasetUnavailable as e:
             out.skipped[spec.name] = str(e)
@@ -162,6 +165,7 @@ def run_benchmark(
     scorers: list[str] | None = None,
     extra_ood: dict[str, Path] | None = None,
     quiet: bool = False,
+    download: bool = False,
 ) -> pd.DataFrame:
     """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``."""
     load_builtin_scorers()
@@ -169,8 +173,8 @@ def run_benchmark(
     scorer_names = list(scorers or bench.scorers)
     n_seeds = seeds or bench.seeds
     out = Path(out_dir) / bench.name
-    trainer = Trainer(bench, runs_dir, data_root, device)
-    ood = load_ood_sets(bench, data_root, extra_ood)
+    trainer = Trainer(bench, runs_dir, data_root, device, download=download)
+    ood = load_ood_sets(bench, data_root, extra_ood, download)
     cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
     rows: list[dict[str, Any]] = []
     checkpoints: dict[str, Any] = {}
@@ -222,6 +226,7 @@ def evaluate_checkpoint(
     scorers: list[str] | None = None,
     extra_ood: dict[str, Path] | None = None,
     quiet: bool = False,
+    download: bool = False,
 ) -> pd.DataFrame:
     """Run every scorer of ``bench`` on one checkpoint (oodbench's, or a plain state_dict).
 
@@ -232,14 +237,14 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     model, meta = load_checkpoint(path, arch, num_classes, in_channels or bench.channels,
                                   bench.widths or None)
-    splits = load_id_splits(bench, data_root)
+    splits = load_id_splits(bench, data_root, download)
     preprocess = splits.preprocess
     if "normalisation" in meta:
         norm = meta["normalisation"]
         preprocess = Preprocess(bench.image_size, bench.channels, tuple(norm["mean"]),
                                 tuple(norm["std"]))
     dev = resolve_device(device or bench.device)
-    ood = load_ood_sets(bench, data_root, extra_ood)
+    ood = load_ood_sets(bench, data_root, extra_ood, download)
     digest = file_hash(path)
     cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
     training = str(meta.get("training", Path(path).stem))

@@ -16,7 +16,6 @@ before averaging; every other column holds one training.
 """
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from oodbench.fileio import atomic_write_text
 
 METRIC_LABELS: dict[str, str] = {
     "fpr95": "FPR95 ↓",
@@ -413,16 +414,6 @@ def print_summary(
                 console.print(rich_table(table, f"{bench} {METRIC_LABELS[metric]}"))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file next to `path`, then move it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_reports(
     df: pd.DataFrame, out_dir: Path, benchmark: str, baseline: str | None = None
 ) -> list[Path]:
@@ -460,13 +451,13 @@ def write_reports(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "compat.md"]
-    _write_atomic(paths[0], "\n".join(md).rstrip("\n") + "\n")
+    atomic_write_text(paths[0], "\n".join(md).rstrip("\n") + "\n")
     for metric in metrics:
         caption = _latex_text(
             f"{METRIC_LABELS[metric]} (%) on {benchmark}, mean over OOD sets; "
             f"Δ = treatment − {training_label(base)}. {_seed_line(data)}"
         )
         path = out_dir / f"compat_{metric}.tex"
-        _write_atomic(path, to_latex(compat[metric], caption, f"tab:{benchmark}-{metric}"))
+        atomic_write_text(path, to_latex(compat[metric], caption, f"tab:{benchmark}-{metric}"))
         paths.append(path)
     return paths

@@ -32,10 +32,12 @@ def _subset(arr: ImageArray, idx: np.ndarray, split: str) -> ImageArray:
     return ImageArray(arr.images[idx], arr.labels[idx], arr.name, split, arr.source, arr.files)
 
 
-def load_id_splits(bench: Benchmark, data_root: Path | str | None = None) -> IDSplits:
+def load_id_splits(
+    bench: Benchmark, data_root: Path | str | None = None, download: bool = False
+) -> IDSplits:
     """Load the ID set and hold out ``bench.val_fraction`` of its training split."""
-    full = load_dataset(bench.id_dataset, "train", data_root)
-    test = load_dataset(bench.id_dataset, "test", data_root)
+    full = load_dataset(bench.id_dataset, "train", data_root, download=download)
+    test = load_dataset(bench.id_dataset, "test", data_root, download=download)
     order = np.random.default_rng(HOLDOUT_SEED).permutation(len(full.labels))
     n_val = round(bench.val_fraction * len(order))
     train = _subset(full, np.sort(order[n_val:]), "train")

@@ -180,11 +180,12 @@ class Trainer:
         data_root: Path | str | None = None,
         device: str | None = None,
         splits: IDSplits | None = None,
+        download: bool = False,
     ) -> None:
         self.bench = bench
         self.dir = Path(runs_dir) / bench.name
         self.device = resolve_device(device or bench.device)
-        self.splits = splits or load_id_splits(bench, data_root)
+        self.splits = splits or load_id_splits(bench, data_root, download)
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,8 +273,9 @@ def train_benchmark(
     runs_dir: Path | str = "runs",
     data_root: Path | str | None = None,
     device: str | None = None,
+    download: bool = False,
 ) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every training x seed of a benchmark; returns the checkpoint paths."""
-    trainer = Trainer(bench, runs_dir, data_root, device)
+    trainer = Trainer(bench, runs_dir, data_root, device, download=download)
     return {(t.name, s): trainer.ensure(t.name, s)
             for s in range(seeds or bench.seeds) for t in bench.trainings}
