@@ -10,7 +10,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -287,10 +287,15 @@ def ablate_benchmark(
                    for n in bench.val_ood}, dict.fromkeys(bench.val_ood, "val"))
     cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
     rows: list[dict[str, Any]] = []
+    checkpoints: dict[str, Any] = {}
+    started = time.perf_counter()
     for seed in range(seeds or 1):
         for spec in (*bench.trainings, *bench.ablate):
             path = trainer.ensure(spec.name, seed)
             model, meta = load_checkpoint(path)
+            checkpoints[f"{spec.name}-s{seed}"] = {
+                "path": str(path), "sha256": file_hash(path), "objective": spec.objective,
+                "params": spec.params, "init": spec.init, "train": asdict(spec.train)}
             r, _, _ = score_model(model, file_hash(path), bench, val_side, val_side.preprocess,
                                   ood, cache, trainer.device, list(bench.scorers),
                                   (spec.name, seed))
@@ -304,6 +309,13 @@ def ablate_benchmark(
     atomic_write_bytes(out / "ablation.csv", buf.getvalue().encode())
     table = ablation_table(df, bench)
     atomic_write_bytes(out / "ablation.md", table.encode())
+    _write_json(out / "ablation_manifest.json", {
+        "benchmark": bench.name, "config_file": bench.source, "seeds": list(range(seeds or 1)),
+        "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
+        "id_val": _dataset_info(trainer.splits.val), "scorers": list(bench.scorers),
+        "checkpoints": checkpoints, "versions": library_versions(), "command": sys.argv,
+        "cache": {"hits": cache.hits, "misses": cache.misses},
+        "seconds": round(time.perf_counter() - started, 1)})
     if not quiet:
         console.print(table)
     return df
