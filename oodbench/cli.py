@@ -106,7 +106,10 @@ def _list(args: argparse.Namespace) -> None:
         t.add_column(col)
     for name in dataset_names():
         ok, why = dataset_status(name, "test", args.data_root)
-        t.add_row(name, "[green]yes[/]" if ok else "[red]no[/]", why.splitlines()[0])
+        ways = [line.strip().split(". ", 1)[1] for line in why.splitlines()[1:]
+                if line.strip()[:1].isdigit()]
+        t.add_row(name, "[green]yes[/]" if ok else "[red]no[/]",
+                  why if ok else "sources tried: " + "; ".join(ways))
     console.print(t)
     console.print("models: " + ", ".join(list_models()))
     for name in list_objectives():

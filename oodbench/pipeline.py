@@ -150,7 +150,9 @@ def _finish(df: pd.DataFrame, out: Path, bench: Benchmark, manifest: dict[str, A
     if not quiet:
         print_summary(df)
         for name, why in manifest["skipped_ood_sets"].items():
-            console.print(f"[yellow]skipped OOD set {name}[/yellow]: {why.splitlines()[0]}")
+            first = why.splitlines()[0].removesuffix(" Sources, in order:")
+            console.print(f"[yellow]skipped OOD set {name}[/yellow]: {first} (every way to get "
+                          f"it: manifest.json, or `oodbench list`)")
         console.print(f"results written to {out}/")
     return df
 
