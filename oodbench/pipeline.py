@@ -131,6 +131,10 @@ def _write_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
@@ -142,9 +146,7 @@ def _dataset_info(arr: ImageArray) -> dict[str, Any]:
 
 def _finish(df: pd.DataFrame, out: Path, bench: Benchmark, manifest: dict[str, Any],
             quiet: bool) -> pd.DataFrame:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    atomic_write_bytes(out / "metrics.csv", buf.getvalue().encode())
+    _write_csv(out / "metrics.csv", df)
     _write_json(out / "manifest.json", manifest)
     write_reports(df, out, bench.name)
     if not quiet:
@@ -306,9 +308,7 @@ def ablate_benchmark(
             rows += r + [r[0] | {"metric": k, "value": v} for k, v in extra.items()]
     df = pd.DataFrame(rows, columns=COLUMNS)
     out = Path(out_dir) / bench.name
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
-    atomic_write_bytes(out / "ablation.csv", buf.getvalue().encode())
+    _write_csv(out / "ablation.csv", df)
     table = ablation_table(df, bench)
     atomic_write_bytes(out / "ablation.md", table.encode())
     _write_json(out / "ablation_manifest.json", {
