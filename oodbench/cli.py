@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["md", "latex", "csv", "terminal"], default="terminal")
     p.add_argument("--metric", default="fpr95", help="default: fpr95")
 
+    p = sub.add_parser("plot", help="score histograms, ROC curves and Δ FPR95 from results/")
+    p.add_argument("--benchmark", default="fmnist", help="benchmark name (default: fmnist)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="default: results/")
+    p.add_argument("--seed", type=int, default=0, help="seed whose scores are plotted")
+    p.add_argument("--out", type=Path, default=None, help="default: <results>/<benchmark>/plots")
+
     p = sub.add_parser("list", help="benchmarks, datasets, models, objectives and scorers")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--data-root", type=Path, default=None)
@@ -140,6 +146,17 @@ def _table(args: argparse.Namespace) -> None:
         print_summary(df)
 
 
+def _plot(args: argparse.Namespace) -> None:
+    from oodbench.plots import plot_results
+
+    folder = args.results / args.benchmark
+    if not (folder / "metrics.csv").is_file():
+        raise SystemExit(f"{folder}/metrics.csv not found: run `oodbench run --benchmark "
+                         f"{args.benchmark}`")
+    for path in plot_results(folder, args.out, args.seed):
+        console.print(str(path))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
@@ -148,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             _list(args)
         elif args.command == "table":
             _table(args)
+        elif args.command == "plot":
+            _plot(args)
         else:
             _run(args)
     except (ConfigError, RuntimeError, ValueError, KeyError, OSError) as e:

@@ -25,6 +25,7 @@ from oodbench.extract import FeatureCache, data_fingerprint
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import accuracy, ood_metrics
 from oodbench.models import OODNet
+from oodbench.plots import plot_results
 from oodbench.progress import console, make_progress
 from oodbench.report import print_summary, write_reports
 from oodbench.scoring import Head, ScorerFailed, create_scorer, fit_and_score, load_builtin_scorers
@@ -149,6 +150,7 @@ def _finish(df: pd.DataFrame, out: Path, bench: Benchmark, manifest: dict[str, A
     _write_csv(out / "metrics.csv", df)
     _write_json(out / "manifest.json", manifest)
     write_reports(df, out, bench.name)
+    plot_results(out)
     if not quiet:
         print_summary(df)
         for name, why in manifest["skipped_ood_sets"].items():

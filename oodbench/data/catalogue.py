@@ -106,6 +106,14 @@ class _Npz(_Layout):
 
 
 @dataclass(frozen=True)
+class _SvhnMat(_Npz):
+    """An SVHN MATLAB file (``{train,test}_32x32.mat``); ``template`` may contain ``{split}``."""
+
+    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return readers.read_svhn_mat(found.where)
+
+
+@dataclass(frozen=True)
 class _Idx(_Layout):
     """MNIST-style idx files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` in a folder."""
 
@@ -136,19 +144,22 @@ class _Idx(_Layout):
 
 @dataclass(frozen=True)
 class _CifarBatches(_Layout):
-    """CIFAR-10 python batches: ``data_batch_1..5`` (train) and ``test_batch`` (test)."""
+    """CIFAR python batches in ``folder``, labels under ``label_key``.
+
+    The defaults are CIFAR-10's: ``data_batch_1..5`` (train) and ``test_batch`` (test).
+    """
 
     folder: str = "cifar-10-batches-py"
+    train: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
+    test: tuple[str, ...] = ("test_batch",)
+    label_key: bytes = b"labels"
 
-    @staticmethod
-    def _names(split: str) -> tuple[str, ...]:
-        return (
-            tuple(f"data_batch_{i}" for i in range(1, 6)) if split == "train" else ("test_batch",)
-        )
+    def _names(self, split: str) -> tuple[str, ...]:
+        return self.train if split == "train" else self.test
 
     def pattern(self, split: str) -> str:
         names = self._names(split)
-        return f"{self.folder}/{names[0] if len(names) == 1 else 'data_batch_1..5'}"
+        return f"{self.folder}/{names[0] if len(names) == 1 else f'{names[0]}..{names[-1]}'}"
 
     def find(self, base: Path, split: str) -> _Found:
         folder = base / self.folder
@@ -158,19 +169,26 @@ class _CifarBatches(_Layout):
         return _Found(tuple(folder / n for n in self._names(split)), folder)
 
     def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
-        return readers.read_cifar_batches(found.files)
+        return readers.read_cifar_batches(found.files, self.label_key)
 
 
 @dataclass(frozen=True)
 class _Folder(_Layout):
-    """An image folder under any of ``names`` (sub-folders are classes)."""
+    """An image folder under any of ``names``.
+
+    Sub-folders are classes unless ``classes`` is false (then every label is -1); ``size``
+    resizes each image's shorter side to ``size`` and centre-crops it to ``size`` x ``size``.
+    """
 
     names: tuple[str, ...]
     splits: tuple[str, ...] = ("test",)
+    size: int | None = None
+    classes: bool = True
 
     def pattern(self, split: str) -> str:
         names = self.names[0] if len(self.names) == 1 else "{" + ",".join(self.names) + "}"
-        return f"{names}/ (image folder)"
+        resized = f", resized and centre-cropped to {self.size}x{self.size}" if self.size else ""
+        return f"{names}/ (image folder{resized})"
 
     def find(self, base: Path, split: str) -> _Found:
         reasons = []
@@ -186,7 +204,8 @@ class _Folder(_Layout):
         raise _Missing("; ".join(reasons))
 
     def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
-        return readers.read_image_files(found.where, found.files)
+        images, labels = readers.read_image_files(found.where, found.files, self.size)
+        return images, labels if self.classes else np.full_like(labels, -1)
 
 
 @dataclass(frozen=True)
@@ -303,12 +322,16 @@ class _Source:
         return self.locate(ctx, split)
 
 
+_SPLIT_ARGUMENT = frozenset({"DTD", "SVHN"})  # torchvision classes taking split=, not train=
+
+
 def _torchvision_download(cls_name: str, root: Path, split: str) -> None:
     """Download a torchvision dataset split into ``root``."""
     import torchvision.datasets
 
     root.mkdir(parents=True, exist_ok=True)
-    getattr(torchvision.datasets, cls_name)(root=str(root), train=split == "train", download=True)
+    which = {"split": split} if cls_name in _SPLIT_ARGUMENT else {"train": split == "train"}
+    getattr(torchvision.datasets, cls_name)(root=str(root), download=True, **which)
 
 
 @dataclass(frozen=True)
@@ -337,6 +360,7 @@ class _Noise:
 
 
 _NO_DOWNLOAD = ("there is no automatic download for this set",)
+_CIFAR100 = _CifarBatches("cifar-100-python", ("train",), ("test",), b"fine_labels")
 
 
 _CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
@@ -366,6 +390,23 @@ _CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
             _Source("root", _Npz("cifar10/{split}.npz")),
             _Source("root", _CifarBatches()),
             _Source("download", _CifarBatches(), torchvision="CIFAR10"),
+        ),
+    ),
+    "cifar100": _Catalogued(
+        SPLITS,
+        (
+            _Source("root", _Npz("cifar100/{split}.npz")),
+            _Source("root", _CIFAR100),
+            _Source("download", _CIFAR100, torchvision="CIFAR100"),
+        ),
+    ),
+    "svhn": _Catalogued(
+        SPLITS,
+        (
+            _Source("root", _Npz("svhn/{split}.npz")),
+            _Source("root", _SvhnMat("svhn/{split}_32x32.mat")),
+            _Source("root", _SvhnMat("{split}_32x32.mat")),
+            _Source("download", _SvhnMat("{split}_32x32.mat"), torchvision="SVHN"),
         ),
     ),
     "tin": _Catalogued(
@@ -399,6 +440,50 @@ _CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
             _Source("root", _Folder(("dtd_partial", "textures-partial"))),
         ),
         ("10 of the 47 DTD texture classes at 32x32", *_NO_DOWNLOAD),
+    ),
+    "textures": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("textures/test.npz", ("test",))),
+            _Source("root", _Folder(("textures",), size=32)),
+            _Source("root", _Folder(("dtd/images", "dtd/dtd/images"), size=32)),
+            _Source("download", _Folder(("dtd/dtd/images",), size=32), torchvision="DTD"),
+        ),
+        ("all 5,640 images of the 47 DTD texture classes, shorter side resized to 32, "
+         "centre-cropped to 32x32",),
+    ),
+    "places365": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("places365/test.npz", ("test",))),
+            _Source("root", _Folder(("places365",), size=32)),
+        ),
+        ("OpenOOD's Places365 subset; larger images are resized and centre-cropped to 32x32",
+         *_NO_DOWNLOAD),
+    ),
+    "lsun-crop": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("lsun-crop/test.npz", ("test",))),
+            _Source("root", _Folder(("lsun-crop", "LSUN"), classes=False)),
+        ),
+        ("LSUN test, random 32x32 crops (ODIN's LSUN)", *_NO_DOWNLOAD),
+    ),
+    "lsun-resize": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("lsun-resize/test.npz", ("test",))),
+            _Source("root", _Folder(("lsun-resize", "LSUN_resize"), classes=False)),
+        ),
+        ("LSUN test resized to 32 (ODIN's LSUN_resize)", *_NO_DOWNLOAD),
+    ),
+    "isun": _Catalogued(
+        ("test",),
+        (
+            _Source("root", _Npz("isun/test.npz", ("test",))),
+            _Source("root", _Folder(("isun", "iSUN"), classes=False)),
+        ),
+        ("iSUN resized to 32 (ODIN's iSUN)", *_NO_DOWNLOAD),
     ),
     "cifar10-gray": _GreyView("cifar10"),
     "tin-gray": _GreyView("tin"),

@@ -1,4 +1,5 @@
-"""Readers for the on-disk formats of the catalogue: idx, ``.npz``, CIFAR batches, folders, CSV.
+"""Readers for the catalogue's on-disk formats: idx, ``.npz``, CIFAR batches, SVHN ``.mat``,
+image folders, CSV.
 
 Every reader returns ``(images, labels)``: images ``uint8`` N x H x W x C (C in {1, 3}),
 labels ``int64`` of length N, ``-1`` where the source has no labels. Malformed files raise
@@ -72,12 +73,31 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.
     return images, labels
 
 
-def stack_rgb(items: Sequence[Path | bytes], origin: str) -> np.ndarray:
-    """Decode image files or encoded bytes to one RGB ``uint8`` NHWC array; all one size."""
+def resize_centre_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bilinear), then crop the central ``size`` square.
+
+    Sizes and offsets round as torchvision's ``Resize(size)`` and ``CenterCrop(size)`` do.
+    """
+    width, height = image.size
+    if (width, height) == (size, size):
+        return image
+    long = int(size * max(width, height) / min(width, height))
+    new_width, new_height = (size, long) if width <= height else (long, size)
+    image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
+    left, top = round((new_width - size) / 2), round((new_height - size) / 2)
+    return image.crop((left, top, left + size, top + size))
+
+
+def stack_rgb(items: Sequence[Path | bytes], origin: str, size: int | None = None) -> np.ndarray:
+    """Decode image files or encoded bytes to one RGB ``uint8`` NHWC array; all one size.
+
+    With ``size``, each image is first resized and centre-cropped to ``size`` x ``size``.
+    """
     out: np.ndarray | None = None
     for i, item in enumerate(items):
         with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
-            array = np.asarray(image.convert("RGB"))
+            rgb = image.convert("RGB")
+        array = np.asarray(rgb if size is None else resize_centre_crop(rgb, size))
         if out is None:
             out = np.empty((len(items), *array.shape), dtype=np.uint8)
         elif array.shape != out.shape[1:]:
@@ -139,8 +159,11 @@ def read_npz(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def read_cifar_batches(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Read CIFAR python batches (pickled dicts with ``b"data"`` and ``b"labels"``)."""
+def read_cifar_batches(
+    paths: Sequence[Path], label_key: bytes = b"labels"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR python batches: pickled dicts with ``b"data"`` and ``label_key`` (CIFAR-10's
+    ``b"labels"``; CIFAR-100's ``b"fine_labels"``)."""
     images, labels = [], []
     for path in paths:
         try:
@@ -148,16 +171,42 @@ def read_cifar_batches(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
                 batch = pickle.load(handle, encoding="bytes")
         except (pickle.UnpicklingError, EOFError) as exc:
             raise ValueError(f"{path}: not a readable CIFAR python batch ({exc})") from exc
-        if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
-            raise ValueError(f"{path}: not a CIFAR python batch (needs b'data' and b'labels')")
+        if not isinstance(batch, dict) or not {b"data", label_key} <= batch.keys():
+            raise ValueError(
+                f"{path}: not a CIFAR python batch (needs b'data' and {label_key!r})"
+            )
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{path}: b'data' has shape {data.shape}, expected (N, 3072)")
-        if len(batch[b"labels"]) != len(data):
-            raise ValueError(f"{path}: {len(data)} images but {len(batch[b'labels'])} labels")
+        if len(batch[label_key]) != len(data):
+            raise ValueError(f"{path}: {len(data)} images but {len(batch[label_key])} labels")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        labels.append(np.asarray(batch[label_key], dtype=np.int64))
     return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+
+
+def read_svhn_mat(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """Read an SVHN ``.mat`` (MATLAB v5): ``X`` uint8 32 x 32 x 3 x N, ``y`` N x 1, 10 for 0."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    path = Path(path)
+    try:
+        mat = loadmat(path, variable_names=("X", "y"))
+    except (MatReadError, ValueError, IndexError, TypeError, NotImplementedError) as exc:
+        raise ValueError(f"{path}: not a readable MATLAB v5 .mat file ({exc})") from exc
+    if not {"X", "y"} <= mat.keys():
+        raise ValueError(f"{path}: has no 'X' and 'y' variables; not an SVHN .mat file")
+    data, digits = mat["X"], mat["y"]
+    if data.dtype != np.uint8 or data.ndim != 4 or data.shape[2] != 3:
+        raise ValueError(
+            f"{path}: 'X' is {data.dtype} {data.shape}, expected uint8 H x W x 3 x N"
+        )
+    labels = digits.astype(np.int64).reshape(-1)
+    if labels.shape != (data.shape[3],):
+        raise ValueError(f"{path}: 'y' has shape {digits.shape}, expected ({data.shape[3]}, 1)")
+    labels[labels == 10] = 0
+    return np.ascontiguousarray(data.transpose(3, 0, 1, 2)), labels
 
 
 def image_files(folder: Path | str) -> tuple[Path, ...]:
@@ -168,15 +217,20 @@ def image_files(folder: Path | str) -> tuple[Path, ...]:
     )
 
 
-def read_image_files(folder: Path, files: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``files`` below ``folder``; labels index the sorted class sub-folders, else -1."""
+def read_image_files(
+    folder: Path, files: Sequence[Path], size: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``files`` below ``folder``; labels index the sorted class sub-folders, else -1.
+
+    With ``size``, each image is resized and centre-cropped to ``size`` x ``size``.
+    """
     if not files:
         raise ValueError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     names = sorted(p.name for p in folder.iterdir() if p.is_dir())
     classes = {name: i for i, name in enumerate(names)}
     parts = [f.relative_to(folder).parts for f in files]
     labels = np.array([classes[p[0]] if len(p) > 1 else -1 for p in parts], dtype=np.int64)
-    return stack_rgb(files, str(folder)), labels
+    return stack_rgb(files, str(folder), size), labels
 
 
 def read_image_folder(path: Path | str) -> tuple[np.ndarray, np.ndarray]:

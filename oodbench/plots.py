@@ -1,0 +1,238 @@
+"""Result plots from a finished run: score histograms, ROC curves and the Δ FPR95 bar chart.
+
+Inputs are the files ``oodbench run`` writes to ``results/<benchmark>/``: ``metrics.csv`` and
+the per-sample scores ``scores/<training>-s<seed>.npz`` (key ``<scorer>/<dataset>``, higher =
+more ID). Figures are built on :class:`matplotlib.figure.Figure` (no pyplot, no global state)
+and written atomically as PNG.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+from oodbench.fileio import atomic_write_bytes
+from oodbench.metrics import RECALL, auroc
+from oodbench.report import DELTA, compat_table, training_label
+
+__all__ = ["plot_results"]
+
+DPI = 110
+BINS = 60
+TAIL = 1.0  # percent of each set cut at both ends when choosing histogram ranges
+ID_COLOR = "0.25"
+BETTER, WORSE = "#2e8b57", "#c0392b"
+
+_Scores = dict[str, np.ndarray]  # dataset -> per-sample scores of one (training, scorer)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Render `fig` as PNG and write it atomically to `path`."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    """``metrics.csv`` with text columns as ``str`` ('' where missing)."""
+    df = pd.read_csv(path, keep_default_na=True)
+    for col in ("scorer", "ood_set", "group", "note"):
+        df[col] = df[col].astype(object).fillna("").astype(str) if col in df else ""
+    df["training"] = df["training"].astype(str)
+    return df
+
+
+def _trainings(df: pd.DataFrame) -> list[str]:
+    """Trainings in order of appearance, the baseline ('ce' if present) first."""
+    order = list(dict.fromkeys(df["training"]))
+    base = "ce" if "ce" in order else order[0]
+    return [base, *(t for t in order if t != base)]
+
+
+def _ood_sets(df: pd.DataFrame) -> dict[str, str]:
+    """OOD set -> group, in order of appearance in ``metrics.csv``."""
+    rows = df[df["ood_set"] != ""]
+    return dict(zip(rows["ood_set"], rows["group"], strict=True))
+
+
+def _load_scores(path: Path, scorers: list[str], ood: dict[str, str]) -> dict[str, _Scores]:
+    """Scorer -> {dataset: scores} from one npz; the ID test set is stored under key ``""``."""
+    out: dict[str, _Scores] = {}
+    with np.load(path) as z:
+        for key in z.files:
+            scorer, _, dataset = key.partition("/")
+            if scorer in scorers:
+                out.setdefault(scorer, {})[dataset] = np.asarray(z[key], dtype=np.float64)
+    for scorer, sets in list(out.items()):
+        id_names = [d for d in sets if d not in ood]
+        if len(id_names) != 1:
+            raise ValueError(f"{path}: scorer {scorer!r} needs one ID set, found {id_names}")
+        sets[""] = sets.pop(id_names[0])
+    return out
+
+
+def _set_label(name: str, ood: dict[str, str]) -> str:
+    return f"{name} ({ood[name]})" if ood[name] else name
+
+
+def _colors(ood: dict[str, str]) -> dict[str, str]:
+    """One fixed colour per OOD set, shared by every figure."""
+    return {name: f"C{i % 10}" for i, name in enumerate(ood)}
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _failure(df: pd.DataFrame, training: str, scorer: str) -> str:
+    """Why a (training, scorer) cell has no scores, from the ``note`` column."""
+    notes = df.loc[(df["training"] == training) & (df["scorer"] == scorer), "note"]
+    note = next((n for n in notes if n), "")
+    return f"no scores\n{note}" if note else "no scores"
+
+
+def _hist_panel(ax: Axes, sets: _Scores, ood: dict[str, str]) -> None:
+    """Density histograms of the ID test set (filled) and every OOD set on shared bins."""
+    lo = min(float(np.percentile(a, TAIL)) for a in sets.values())
+    hi = max(float(np.percentile(a, 100 - TAIL)) for a in sets.values())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = np.linspace(lo, hi, BINS + 1)
+    ax.hist(sets[""], bins=bins, density=True, histtype="stepfilled", color=ID_COLOR,
+            alpha=0.3, label="ID test")
+    colors = _colors(ood)
+    for name in ood:
+        if name in sets:
+            ax.hist(sets[name], bins=bins, density=True, histtype="step", linewidth=1.4,
+                    color=colors[name], label=_set_label(name, ood))
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("score (higher = more ID)")
+    ax.set_ylabel("density")
+
+
+def _roc_panel(ax: Axes, sets: _Scores, ood: dict[str, str]) -> None:
+    """ROC curve (ID positive) per OOD set, AUROC in the legend."""
+    colors = _colors(ood)
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=0.8)
+    ax.axhline(RECALL, color="0.7", linestyle=":", linewidth=0.8)
+    for name in ood:
+        if name not in sets:
+            continue
+        labels = np.r_[np.ones(sets[""].size), np.zeros(sets[name].size)]
+        fpr, tpr, _ = roc_curve(labels, np.r_[sets[""], sets[name]])
+        area = auroc(sets[""], sets[name])
+        ax.plot(fpr, tpr, color=colors[name], linewidth=1.4,
+                label=f"{_set_label(name, ood)}: AUROC {area * 100:.2f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("FPR (OOD accepted as ID)")
+    ax.set_ylabel("TPR (ID accepted)")
+    ax.legend(fontsize="small", loc="lower right")
+
+
+def _score_figure(
+    kind: str, scorer: str, scores: dict[str, dict[str, _Scores]], df: pd.DataFrame,
+    ood: dict[str, str], title: str,
+) -> Figure:
+    """One panel per training (a failed or missing training gets a note)."""
+    trainings = list(scores)
+    extra = 2.2 if kind == "hist" else 0.0  # room for the shared legend
+    fig = Figure(figsize=(extra + 5.0 * len(trainings), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(trainings), squeeze=False)[0]
+    for ax, training in zip(axes, trainings, strict=True):
+        sets = scores[training].get(scorer)
+        ax.set_title(training_label(training))
+        if sets is None:
+            _empty(ax, _failure(df, training, scorer))
+        elif kind == "hist":
+            _hist_panel(ax, sets, ood)
+        else:
+            _roc_panel(ax, sets, ood)
+    if kind == "hist":
+        handles = max((ax.get_legend_handles_labels() for ax in axes), key=lambda h: len(h[0]))
+        fig.legend(*handles, loc="outside right upper", fontsize="small", frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def _delta_figure(df: pd.DataFrame, bench: str) -> Figure | None:
+    """Δ FPR95 (treatment − baseline, mean over OOD sets) per scorer; None with one training."""
+    table = compat_table(df, "fpr95")
+    mean, std = table.attrs["mean"]["all"] * 100, table.attrs["std"]["all"] * 100
+    treatments = [c for c in mean.columns if c.startswith(DELTA)]
+    if not treatments:
+        return None
+    baseline = training_label(table.attrs["baseline"])
+    scorers = list(mean.index)
+    fig = Figure(figsize=(max(6.5, 1.2 + 0.8 * len(scorers) * len(treatments)), 4.6),
+                 layout="constrained")
+    axes = fig.subplots(1, len(treatments), squeeze=False, sharey=True)[0]
+    x = np.arange(len(scorers))
+    for ax, col in zip(axes, treatments, strict=True):
+        m, s = mean[col].to_numpy(), std[col].to_numpy()
+        ax.bar(x, np.nan_to_num(m), yerr=np.where(np.isnan(m), 0, s), capsize=3, width=0.7,
+               color=[BETTER if v < 0 else WORSE for v in np.nan_to_num(m)],
+               error_kw={"elinewidth": 1, "ecolor": "0.2"})
+        for i, (v, e) in enumerate(zip(m, s, strict=True)):
+            if np.isnan(v):
+                ax.annotate("failed", (i, 0), xytext=(0, 3), textcoords="offset points",
+                            ha="center", fontsize="small", color="0.4")
+                continue
+            tip = v - e if v < 0 else v + e  # beyond the error bar
+            ax.annotate(f"{v:+.1f}".replace("-", "−"), (i, tip), xytext=(0, -12 if v < 0 else 4),
+                        textcoords="offset points", ha="center", fontsize="small")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(x, scorers, rotation=30, ha="right")
+        ax.set_title(f"{col.removeprefix(DELTA)} − {baseline}")
+        ax.grid(axis="y", alpha=0.3)
+    ax0 = axes[0]
+    ax0.set_ylabel("Δ FPR95 (pp, lower = better)")
+    ax0.margins(y=0.12)
+    lo, hi = ax0.get_ylim()
+    ax0.set_ylim(min(lo, -1.0), max(hi, 1.0))  # readable even when every cell failed
+    n = table.attrs["n_seeds"]
+    spread = f"mean ± std over {n} seeds" if n > 1 else "1 seed"
+    fig.suptitle(f"{bench}: Δ FPR95 vs {baseline}\nmean over OOD sets, {spread}")
+    return fig
+
+
+def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) -> list[Path]:
+    """Write ``hist_<scorer>.png`` and ``roc_<scorer>.png`` (scores of `seed`) and
+    ``delta_fpr95.png`` (all seeds) for one benchmark's results; returns the written paths.
+
+    Scorers without scores in any training (failed) get no histogram or ROC figure; the Δ
+    figure needs at least two trainings. `out_dir` defaults to ``results_dir / "plots"``.
+    """
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir / "plots"
+    df = _read_metrics(results_dir / "metrics.csv")
+    bench = str(df["benchmark"].iloc[0])
+    ood = _ood_sets(df)
+    scorers = list(dict.fromkeys(s for s in df["scorer"] if s))
+    trainings = _trainings(df)
+    files = {t: results_dir / "scores" / f"{t}-s{seed}.npz" for t in trainings}
+    scores = {t: _load_scores(p, scorers, ood) for t, p in files.items() if p.is_file()}
+    if not scores:
+        raise FileNotFoundError(f"no scores for seed {seed} in {results_dir / 'scores'}")
+    written = []
+    for scorer in scorers:
+        if not any(scorer in s for s in scores.values()):
+            continue
+        for kind, what in (("hist", "score histograms"), ("roc", "ROC curves, ID positive")):
+            title = f"{bench} · {scorer}: {what} (seed {seed})"
+            fig = _score_figure(kind, scorer, scores, df, ood, title)
+            written.append(_save(fig, out / f"{kind}_{scorer}.png"))
+    delta = _delta_figure(df, bench) if scorers else None
+    if delta is not None:
+        written.append(_save(delta, out / "delta_fpr95.png"))
+    return written
