@@ -216,13 +216,16 @@ def test_cifar_python_batches(tmp_path: Path, data_writers: SimpleNamespace) -> 
 
 
 def test_image_folder_with_classes(tmp_path: Path, data_writers: SimpleNamespace) -> None:
-    folder = tmp_path / "Imagenet_resize"
+    folder = tmp_path / "tin"
     a, b = data_writers.images(2, 8, 8, 3, seed=1), data_writers.images(3, 8, 8, 3, seed=2)
     data_writers.image_folder(folder, {"zebra": b, "apple": a})
-    loaded = load_dataset("tin-resize", data_root=tmp_path)
+    loaded = load_dataset("tin", data_root=tmp_path)
     np.testing.assert_array_equal(loaded.images, np.concatenate([a, b]))
     np.testing.assert_array_equal(loaded.labels, [0, 0, 1, 1, 1])
     assert loaded.source == f"data root: {folder}" and len(loaded.files) == 5
+    # ODIN's Imagenet_resize/Imagenet_resize/ nesting is not a class: unlabelled
+    data_writers.image_folder(tmp_path / "Imagenet_resize", {"Imagenet_resize": a})
+    np.testing.assert_array_equal(load_dataset("tin-resize", data_root=tmp_path).labels, [-1, -1])
     images, labels = read_image_folder(folder / "apple")
     np.testing.assert_array_equal(labels, [-1, -1])
     np.testing.assert_array_equal(images, a)

@@ -421,7 +421,7 @@ _CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
         ("test",),
         (
             _Source("root", _Npz("tinyimagenet/test_resize32.npz", ("test",))),
-            _Source("root", _Folder(("tin-resize", "Imagenet_resize"))),
+            _Source("root", _Folder(("tin-resize", "Imagenet_resize"), classes=False)),
         ),
         ("Tiny ImageNet test resized to 32 (ODIN's Imagenet_resize)", *_NO_DOWNLOAD),
     ),
@@ -429,7 +429,7 @@ _CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
         ("test",),
         (
             _Source("root", _Npz("tinyimagenet/test_crop32.npz", ("test",))),
-            _Source("root", _Folder(("tin-crop", "Imagenet"))),
+            _Source("root", _Folder(("tin-crop", "Imagenet"), classes=False)),
         ),
         ("Tiny ImageNet test, random 32x32 crops (ODIN's Imagenet)", *_NO_DOWNLOAD),
     ),
