@@ -11,8 +11,6 @@ import hashlib
 import io
 import json
 import pickle
-import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +22,6 @@ from oodbench.models import OODNet, create_model
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded into the requested model."""
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shape results."""
-    out = {"python": platform.python_version()}
-    for dist in ("oodbench", "torch", "torchvision", "numpy", "scikit-learn", "scipy", "pandas"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def file_hash(path: Path | str) -> str:

@@ -53,10 +53,15 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class OODSpec:
-    """An OOD test set and its group (near / far / sanity, or empty)."""
+    """An OOD test set and its group (near / far / sanity, or empty).
+
+    ``path`` is set for a user's own set (an image folder or ``.npz``), empty for a catalogue
+    dataset.
+    """
 
     name: str
     group: str = ""
+    path: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class Benchmark:
     extract_batch: int = 512
     scorer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     ablate: tuple[TrainingSpec, ...] = ()
+    extra_ood: tuple[OODSpec, ...] = ()
     source: str = ""
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -113,6 +119,7 @@ _BENCH_KEYS = {f.name for f in fields(Benchmark)} - {"name", "source", "id_datas
 _TRAIN_KEYS = {f.name for f in fields(TrainSpec)}
 _TRAINING_KEYS = {"name", "objective", "params", "train", "init"}
 _OOD_KEYS = {"name", "group"}
+_EXTRA_OOD_KEYS = {"name", "path", "group"}
 
 
 def _check_keys(table: dict[str, Any], accepted: set[str], where: str, path: Path) -> None:
@@ -226,6 +233,17 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
         _check_keys(o, _OOD_KEYS, w, path)
         ood.append(OODSpec(_choice(o.get("name"), datasets, "name", w, path),
                            _typed(o.get("group", ""), str, "group", w, path)))
+    extra_ood = []
+    for i, o in enumerate(_typed(raw.get("extra_ood", []), list, "extra_ood", where, path)):
+        w = f"{where}.extra_ood[{i}]"
+        _check_keys(o, _EXTRA_OOD_KEYS, w, path)
+        for key in ("name", "path"):
+            if key not in o:
+                raise ConfigError(f"{path}: [{w}] is missing the key {key!r}")
+        target = Path(_typed(o["path"], str, "path", w, path))
+        extra_ood.append(OODSpec(_typed(o["name"], str, "name", w, path),
+                                 _typed(o.get("group", "extra"), str, "group", w, path),
+                                 str(target if target.is_absolute() else path.parent / target)))
     scorer_params = _typed(raw.get("scorer_params", {}), dict, "scorer_params", where, path)
     for scorer, params in scorer_params.items():
         _typed(params, dict, scorer, f"{where}.scorer_params", path)
@@ -254,6 +272,7 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
         extract_batch=_typed(raw.get("extract_batch", 512), int, "extract_batch", where, path),
         scorer_params=dict(scorer_params),
         ablate=ablate,
+        extra_ood=tuple(extra_ood),
         source=str(path),
     )
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from oodbench.checkpoint import file_hash, library_versions, load_checkpoint
-from oodbench.config import Benchmark
+from oodbench.checkpoint import file_hash, load_checkpoint
+from oodbench.config import Benchmark, OODSpec
 from oodbench.data import DatasetUnavailable, ImageArray, Preprocess, load_dataset, load_path
 from oodbench.extract import FeatureCache, data_fingerprint
 from oodbench.fileio import atomic_write_bytes
@@ -27,6 +27,7 @@ from oodbench.metrics import accuracy, ood_metrics
 from oodbench.models import OODNet
 from oodbench.plots import plot_results
 from oodbench.progress import console, make_progress
+from oodbench.provenance import code_version, library_versions
 from oodbench.report import print_summary, write_reports
 from oodbench.scoring import Head, ScorerFailed, create_scorer, fit_and_score, load_builtin_scorers
 from oodbench.splits import IDSplits, load_id_splits
@@ -51,7 +52,8 @@ def load_ood_sets(
     extra: dict[str, Path] | None = None,
     download: bool = False,
 ) -> OODSets:
-    """Load the benchmark's OOD sets plus user folders / .npz files (group ``extra``)."""
+    """Load the benchmark's OOD sets, its ``extra_ood`` entries, and ``extra`` (the CLI's
+    ``--extra-ood NAME=PATH``: image folders or ``.npz`` files, group ``extra``)."""
     out = OODSets()
     shape = (bench.image_size, bench.image_size, bench.channels)
     for spec in bench.ood:
@@ -61,11 +63,13 @@ def load_ood_sets(
             out.groups[spec.name] = spec.group
         except DatasetUnavailable as e:
             out.skipped[spec.name] = str(e)
-    for name, path in (extra or {}).items():
-        if name in out.sets or name == bench.id_dataset:
-            raise ValueError(f"--extra-ood name {name!r} clashes with a set of the benchmark")
-        out.sets[name] = load_path(Path(path), name)
-        out.groups[name] = "extra"
+    user = [*bench.extra_ood, *(OODSpec(n, "extra", str(p)) for n, p in (extra or {}).items())]
+    for spec in user:
+        if spec.name in out.sets or spec.name in out.skipped or spec.name == bench.id_dataset:
+            raise ValueError(f"extra OOD set name {spec.name!r} clashes with a set of the "
+                             "benchmark")
+        out.sets[spec.name] = load_path(Path(spec.path), spec.name)
+        out.groups[spec.name] = spec.group
     for name, arr in out.sets.items():
         if len(arr.labels) == 0:
             raise ValueError(f"OOD set {name!r} ({arr.source}) holds no images")
@@ -211,7 +215,7 @@ def run_benchmark(
         "id_dataset": {s: _dataset_info(getattr(trainer.splits, s))
                        for s in ("train", "val", "test")},
         "ood_sets": {n: _dataset_info(a) | {"group": ood.groups[n]} for n, a in ood.sets.items()},
-        "skipped_ood_sets": ood.skipped, "versions": library_versions(),
+        "skipped_ood_sets": ood.skipped, "versions": library_versions(), "code": code_version(),
         "device": str(trainer.device), "command": sys.argv,
         "cache": {"hits": cache.hits, "misses": cache.misses},
         "seconds": round(time.perf_counter() - started, 1),
@@ -260,7 +264,8 @@ def evaluate_checkpoint(
     _write_scores(out / "scores" / f"{training}-s0.npz", scores)
     manifest = {
         "benchmark": bench.name, "checkpoint": {"path": str(path), "sha256": digest, "meta": meta},
-        "scorer_params": params, "skipped_ood_sets": ood.skipped, "versions": library_versions(),
+        "scorer_params": params, "skipped_ood_sets": ood.skipped,
+        "versions": library_versions(), "code": code_version(),
         "ood_sets": {n: _dataset_info(a) for n, a in ood.sets.items()}, "command": sys.argv,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -317,7 +322,8 @@ def ablate_benchmark(
         "benchmark": bench.name, "config_file": bench.source, "seeds": list(range(seeds or 1)),
         "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
         "id_val": _dataset_info(trainer.splits.val), "scorers": list(bench.scorers),
-        "checkpoints": checkpoints, "versions": library_versions(), "command": sys.argv,
+        "checkpoints": checkpoints, "versions": library_versions(), "code": code_version(),
+        "command": sys.argv,
         "cache": {"hits": cache.hits, "misses": cache.misses},
         "seconds": round(time.perf_counter() - started, 1)})
     if not quiet:

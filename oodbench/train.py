@@ -23,7 +23,6 @@ from torch.nn import functional as F
 
 from oodbench.checkpoint import (
     file_hash,
-    library_versions,
     load_into,
     read_checkpoint,
     save_checkpoint,
@@ -33,6 +32,7 @@ from oodbench.data import Preprocess
 from oodbench.models import OODNet, create_model
 from oodbench.objectives import Objective, background_mask, create_objective
 from oodbench.progress import console, make_progress
+from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits, load_id_splits
 
 
@@ -257,7 +257,7 @@ class Trainer:
             "device": str(self.device), "train_stats": stats,
             "test_acc": test["acc"], "val_acc": val.get("acc"),
             "bg_norm_test": test["bg_norm"], "fg_norm_test": test["fg_norm"],
-            "versions": library_versions(),
+            "versions": library_versions(), "code": code_version(),
         }
         save_checkpoint(path, model, meta)
         console.print(

@@ -132,3 +132,14 @@ def test_cli_reports_errors_clearly(tiny_bench: SimpleNamespace, capsys) -> None
     if not torch.cuda.is_available():
         assert _run(tiny_bench, "--device", "cuda") == 1
         assert "torch.cuda.is_available() is False" in capsys.readouterr().err
+
+
+def test_extra_ood_from_the_config_table(tiny_bench: SimpleNamespace, tmp_path: Path) -> None:
+    from conftest import random_images, write_npz
+
+    write_npz(tmp_path / "mine.npz", images=random_images(10, 28, 28, 1, 4))
+    tiny_bench.config.write_text(tiny_bench.config.read_text() + (
+        '\n[[benchmarks.tiny.extra_ood]]\nname = "mine"\npath = "mine.npz"\ngroup = "far"\n'))
+    assert _run(tiny_bench, "--scorers", "energy") == 0
+    df = pd.read_csv(tiny_bench.out / "tiny" / "metrics.csv")
+    assert set(df[df.ood_set == "mine"].group) == {"far"}
