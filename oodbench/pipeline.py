@@ -34,6 +34,7 @@ from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import Trainer, resolve_device
 
 COLUMNS = ["benchmark", "training", "seed", "scorer", "ood_set", "group", "metric", "value", "note"]
+FEATURE_NORM_KEY = "_featnorm"
 OOD_METRICS = ("fpr95", "fpr95_oodpos", "auroc", "aupr_in", "aupr_out")
 
 
@@ -104,6 +105,9 @@ def score_model(
     scores: dict[str, np.ndarray] = {}
     params: dict[str, dict[str, Any]] = {}
     sets = {bench.id_dataset: test} | ood_feats
+    # diagnostics beside the scores: the L2 norm of each sample's penultimate feature
+    scores |= {f"{FEATURE_NORM_KEY}/{n}": f.features.norm(dim=1).numpy().astype(np.float32)
+               for n, f in sets.items()}
     with make_progress(transient=True) as prog:
         task = prog.add_task(f"score {training} s{seed}", total=len(scorers), stats="")
         for name in scorers:
