@@ -1,16 +1,20 @@
-"""Result plots from a finished run: score histograms, ROC curves and the Δ FPR95 bar chart.
+"""Result plots from a finished run: score histograms, ROC curves, Δ FPR95 bar chart and heat
+map, and penultimate feature norms.
 
 Inputs are the files ``oodbench run`` writes to ``results/<benchmark>/``: ``metrics.csv`` and
 the per-sample scores ``scores/<training>-s<seed>.npz`` (key ``<scorer>/<dataset>``, higher =
-more ID). Figures are built on :class:`matplotlib.figure.Figure` (no pyplot, no global state)
-and written atomically as PNG.
+more ID; key ``_featnorm/<dataset>``: L2 norm of each sample's penultimate feature). Figures
+are built on :class:`matplotlib.figure.Figure` (no pyplot, no global state) and written
+atomically as PNG.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -19,7 +23,7 @@ from sklearn.metrics import roc_curve
 
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import RECALL, auroc
-from oodbench.report import DELTA, compat_table, training_label
+from oodbench.report import DELTA, compat_table, per_ood_table, training_label
 
 __all__ = ["plot_results"]
 
@@ -28,6 +32,8 @@ BINS = 60
 TAIL = 1.0  # percent of each set cut at both ends when choosing histogram ranges
 ID_COLOR = "0.25"
 BETTER, WORSE = "#2e8b57", "#c0392b"
+FEATNORM = "_featnorm"  # npz key prefix of the feature norms (pipeline.FEATURE_NORM_KEY)
+HEAT_CMAP = mpl.colormaps["RdYlGn_r"].with_extremes(bad="0.82")  # grey = failed / missing
 
 _Scores = dict[str, np.ndarray]  # dataset -> per-sample scores of one (training, scorer)
 
@@ -100,22 +106,34 @@ def _failure(df: pd.DataFrame, training: str, scorer: str) -> str:
     return f"no scores\n{note}" if note else "no scores"
 
 
-def _hist_panel(ax: Axes, sets: _Scores, ood: dict[str, str]) -> None:
-    """Density histograms of the ID test set (filled) and every OOD set on shared bins."""
-    lo = min(float(np.percentile(a, TAIL)) for a in sets.values())
-    hi = max(float(np.percentile(a, 100 - TAIL)) for a in sets.values())
+def _bins(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """Shared histogram bin edges covering all `arrays` except their outer ``TAIL`` percent."""
+    arrays = list(arrays)
+    lo = min(float(np.percentile(a, TAIL)) for a in arrays)
+    hi = max(float(np.percentile(a, 100 - TAIL)) for a in arrays)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    bins = np.linspace(lo, hi, BINS + 1)
+    return np.linspace(lo, hi, BINS + 1)
+
+
+def _hist_panel(
+    ax: Axes, sets: _Scores, ood: dict[str, str], bins: np.ndarray, xlabel: str,
+    means: bool = False,
+) -> None:
+    """Density histograms of the ID test set (filled) and every OOD set on `bins`; with
+    `means`, each set's mean is appended to its legend label."""
+    def label(name: str, values: np.ndarray) -> str:
+        return f"{name}: mean {values.mean():.2f}" if means else name
+
     ax.hist(sets[""], bins=bins, density=True, histtype="stepfilled", color=ID_COLOR,
-            alpha=0.3, label="ID test")
+            alpha=0.3, label=label("ID test", sets[""]))
     colors = _colors(ood)
     for name in ood:
         if name in sets:
             ax.hist(sets[name], bins=bins, density=True, histtype="step", linewidth=1.4,
-                    color=colors[name], label=_set_label(name, ood))
-    ax.set_xlim(lo, hi)
-    ax.set_xlabel("score (higher = more ID)")
+                    color=colors[name], label=label(_set_label(name, ood), sets[name]))
+    ax.set_xlim(bins[0], bins[-1])
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("density")
 
 
@@ -155,7 +173,7 @@ def _score_figure(
         if sets is None:
             _empty(ax, _failure(df, training, scorer))
         elif kind == "hist":
-            _hist_panel(ax, sets, ood)
+            _hist_panel(ax, sets, ood, _bins(sets.values()), "score (higher = more ID)")
         else:
             _roc_panel(ax, sets, ood)
     if kind == "hist":
@@ -206,12 +224,85 @@ def _delta_figure(df: pd.DataFrame, bench: str) -> Figure | None:
     return fig
 
 
+def _delta_matrices(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Treatment label -> scorer × OOD set Δ (percentage points) from a :func:`per_ood_table`'s
+    ``attrs["mean"]`` (paired by seed, mean over seeds); NaN where failed or missing."""
+    mean = table.attrs["mean"] * 100
+    columns = mean.columns.unique(level="column")
+    return {
+        col.removeprefix(DELTA): mean.xs(col, axis=1, level="column")
+        for col in columns if col.startswith(DELTA)
+    }
+
+
+def _heatmap_figure(df: pd.DataFrame, bench: str, ood: dict[str, str]) -> Figure | None:
+    """Heat map of Δ FPR95 per scorer and OOD set, one panel per treatment; None with one
+    training. Colours are centred at 0 (green = fewer false positives than the baseline)."""
+    table = per_ood_table(df, "fpr95")
+    deltas = _delta_matrices(table)
+    if not deltas:
+        return None
+    baseline = training_label(table.attrs["baseline"])
+    values = np.concatenate([m.to_numpy().ravel() for m in deltas.values()])
+    values = values[np.isfinite(values)]
+    limit = max(1.0, float(np.abs(values).max())) if values.size else 1.0
+    first = next(iter(deltas.values()))
+    n_rows, n_cols = first.shape
+    fig = Figure(figsize=(2.2 + (1.6 + 1.05 * n_cols) * len(deltas), 1.9 + 0.45 * n_rows),
+                 layout="constrained")
+    axes = fig.subplots(1, len(deltas), squeeze=False, sharey=True)[0]
+    for ax, (label, matrix) in zip(axes, deltas.items(), strict=True):
+        m = matrix.to_numpy()
+        image = ax.imshow(np.ma.masked_invalid(m), cmap=HEAT_CMAP, vmin=-limit, vmax=limit,
+                          aspect="auto")
+        text = table.xs(DELTA + label, axis=1, level="column")
+        for (i, j), v in np.ndenumerate(m):
+            if np.isnan(v):
+                ax.text(j, i, text.iat[i, j], ha="center", va="center", fontsize="small",
+                        color="0.25")
+            else:
+                ax.text(j, i, f"{v:+.1f}".replace("-", "−"), ha="center", va="center",
+                        fontsize="small", color="white" if abs(v) > 0.6 * limit else "black")
+        ax.set_xticks(range(n_cols), [_set_label(c, ood) for c in matrix.columns],
+                      rotation=30, ha="right")
+        ax.set_yticks(range(n_rows), list(matrix.index))
+        ax.tick_params(length=0)
+        ax.set_title(f"{label} − {baseline}")
+    fig.colorbar(image, ax=list(axes), label="Δ FPR95 (pp, lower = better)", shrink=0.9)
+    n = table.attrs["n_seeds"]
+    spread = f"mean over {n} seeds, paired by seed" if n > 1 else "1 seed"
+    fig.suptitle(f"{bench}: Δ FPR95 per OOD set vs {baseline}\n{spread}")
+    return fig
+
+
+def _norm_figure(
+    norms: dict[str, _Scores], trainings: list[str], ood: dict[str, str], title: str
+) -> Figure:
+    """Feature-norm histograms, one panel per training on a shared x-axis (a training
+    without norms gets a note)."""
+    bins = _bins(a for sets in norms.values() for a in sets.values())
+    fig = Figure(figsize=(5.0 * len(trainings), 5.8), layout="constrained")
+    axes = fig.subplots(1, len(trainings), squeeze=False, sharex=True)[0]
+    for ax, training in zip(axes, trainings, strict=True):
+        ax.set_title(training_label(training))
+        if training not in norms:
+            _empty(ax, "no feature norms")
+            continue
+        _hist_panel(ax, norms[training], ood, bins, "penultimate feature L2 norm", means=True)
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
+                  frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
 def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) -> list[Path]:
-    """Write ``hist_<scorer>.png`` and ``roc_<scorer>.png`` (scores of `seed`) and
-    ``delta_fpr95.png`` (all seeds) for one benchmark's results; returns the written paths.
+    """Write ``hist_<scorer>.png``, ``roc_<scorer>.png`` and ``feature_norms.png`` (data of
+    `seed`), ``delta_fpr95.png`` and ``delta_fpr95_heatmap.png`` (all seeds) for one
+    benchmark's results; returns the written paths.
 
     Scorers without scores in any training (failed) get no histogram or ROC figure; the Δ
-    figure needs at least two trainings. `out_dir` defaults to ``results_dir / "plots"``.
+    figures need at least two trainings; the feature-norm figure needs ``_featnorm`` arrays
+    (older results have none). `out_dir` defaults to ``results_dir / "plots"``.
     """
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "plots"
@@ -221,9 +312,11 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
     scorers = list(dict.fromkeys(s for s in df["scorer"] if s))
     trainings = _trainings(df)
     files = {t: results_dir / "scores" / f"{t}-s{seed}.npz" for t in trainings}
-    scores = {t: _load_scores(p, scorers, ood) for t, p in files.items() if p.is_file()}
+    scores = {t: _load_scores(p, [*scorers, FEATNORM], ood) for t, p in files.items()
+              if p.is_file()}
     if not scores:
         raise FileNotFoundError(f"no scores for seed {seed} in {results_dir / 'scores'}")
+    norms = {t: s.pop(FEATNORM) for t, s in scores.items() if FEATNORM in s}
     written = []
     for scorer in scorers:
         if not any(scorer in s for s in scores.values()):
@@ -232,7 +325,13 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
             title = f"{bench} · {scorer}: {what} (seed {seed})"
             fig = _score_figure(kind, scorer, scores, df, ood, title)
             written.append(_save(fig, out / f"{kind}_{scorer}.png"))
-    delta = _delta_figure(df, bench) if scorers else None
-    if delta is not None:
-        written.append(_save(delta, out / "delta_fpr95.png"))
+    if scorers:
+        deltas = {"delta_fpr95": _delta_figure(df, bench),
+                  "delta_fpr95_heatmap": _heatmap_figure(df, bench, ood)}
+        written += [_save(fig, out / f"{name}.png") for name, fig in deltas.items()
+                    if fig is not None]
+    if norms:
+        title = f"{bench}: penultimate feature L2 norms (seed {seed})"
+        written.append(_save(_norm_figure(norms, list(scores), ood, title),
+                             out / "feature_norms.png"))
     return written

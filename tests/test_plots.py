@@ -9,7 +9,17 @@ import pytest
 from PIL import Image
 
 from oodbench.metrics import ood_metrics
-from oodbench.plots import _load_scores, _read_metrics, _score_figure, plot_results
+from oodbench.plots import (
+    _delta_matrices,
+    _heatmap_figure,
+    _load_scores,
+    _norm_figure,
+    _ood_sets,
+    _read_metrics,
+    _score_figure,
+    plot_results,
+)
+from oodbench.report import per_ood_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REAL = Path(__file__).resolve().parents[1] / "results" / "fmnist"
@@ -20,11 +30,13 @@ TRAININGS = ["ce", "bgnorm"]
 
 
 def make_results(
-    root: Path, failed: dict[tuple[str, str], str] | None = None, trainings: list[str] = TRAININGS
+    root: Path, failed: dict[tuple[str, str], str] | None = None, trainings: list[str] = TRAININGS,
+    featnorm: bool = True,
 ) -> Path:
     """Results folder with metrics.csv and scores/<training>-s<seed>.npz of random scores.
 
     `failed` maps (training, scorer) to a failure note: NaN metrics and no arrays in the npz.
+    With `featnorm`, the npz also holds ``_featnorm/<set>`` norms (OOD smaller after bgnorm).
     """
     failed = failed or {}
     rng = np.random.default_rng(0)
@@ -49,6 +61,11 @@ def make_results(
                               "scorer": scorer, "ood_set": name, "group": group, "metric": m,
                               "value": np.nan if note else v, "note": note}
                              for m, v in values.items()]
+            if featnorm:
+                shrink = 0.5 if training == "bgnorm" else 1.0
+                arrays |= {f"_featnorm/{ID_SET}": rng.gamma(20.0, 0.5, 300).astype(np.float32)}
+                arrays |= {f"_featnorm/{name}": rng.gamma(20.0, 0.4 * shrink, 200)
+                           .astype(np.float32) for name in OOD}
             (root / "scores").mkdir(parents=True, exist_ok=True)
             np.savez(root / "scores" / f"{training}-s{seed}.npz", **arrays)
     pd.DataFrame(rows).to_csv(root / "metrics.csv", index=False)
@@ -65,12 +82,15 @@ def assert_png(path: Path) -> None:
         assert img.width >= 400 and img.height >= 300
 
 
+DELTA_NAMES = ["delta_fpr95.png", "delta_fpr95_heatmap.png"]
+
+
 def test_plot_results_writes_one_hist_and_roc_per_scorer_and_delta(tmp_path):
     results = make_results(tmp_path / "toy")
     paths = plot_results(results)
     names = sorted(p.name for p in paths)
-    expected = [f"{k}_{s}.png" for k in ("hist", "roc") for s in SCORERS] + ["delta_fpr95.png"]
-    assert names == sorted(expected)
+    expected = [f"{k}_{s}.png" for k in ("hist", "roc") for s in SCORERS]
+    assert names == sorted([*expected, *DELTA_NAMES, "feature_norms.png"])
     assert all(p.parent == results / "plots" for p in paths)
     for p in paths:
         assert_png(p)
@@ -84,7 +104,7 @@ def test_failed_scorer_is_skipped(tmp_path):
     out = tmp_path / "figs"
     names = sorted(p.name for p in plot_results(results, out, seed=1))
     # msp failed on one training only: its figures stay, with a note in that panel
-    assert names == ["delta_fpr95.png", "hist_msp.png", "roc_msp.png"]
+    assert names == sorted([*DELTA_NAMES, "feature_norms.png", "hist_msp.png", "roc_msp.png"])
     for p in out.iterdir():
         assert_png(p)
 
@@ -92,7 +112,7 @@ def test_failed_scorer_is_skipped(tmp_path):
 def test_single_training_has_no_delta_and_missing_seed_raises(tmp_path):
     results = make_results(tmp_path / "toy", trainings=["ce"])
     names = {p.name for p in plot_results(results, tmp_path / "figs")}
-    assert "delta_fpr95.png" not in names and "roc_msp.png" in names
+    assert not names & set(DELTA_NAMES) and {"roc_msp.png", "feature_norms.png"} <= names
     with pytest.raises(FileNotFoundError, match="seed 7"):
         plot_results(results, tmp_path / "figs", seed=7)
 
@@ -112,12 +132,64 @@ def test_roc_legend_auroc_matches_metrics_csv(tmp_path):
             assert label.endswith(f"AUROC {want * 100:.2f}")
 
 
+def test_without_featnorm_keys_no_feature_norm_figure(tmp_path):
+    results = make_results(tmp_path / "toy", featnorm=False)
+    names = {p.name for p in plot_results(results)}
+    assert "feature_norms.png" not in names and set(DELTA_NAMES) <= names
+    assert not (results / "plots" / "feature_norms.png").exists()
+
+
+def test_feature_norm_panels_share_x_and_list_means(tmp_path):
+    results = make_results(tmp_path / "toy")
+    files = {t: results / "scores" / f"{t}-s0.npz" for t in TRAININGS}
+    norms = {t: _load_scores(f, ["_featnorm"], OOD)["_featnorm"] for t, f in files.items()}
+    fig = _norm_figure(norms, TRAININGS, OOD, "title")
+    for ax, training in zip(fig.axes, TRAININGS, strict=True):
+        with np.load(files[training]) as z:
+            raw = {name: z[f"_featnorm/{name}"] for name in [ID_SET, *OOD]}
+        want = [f"ID test: mean {raw[ID_SET].mean():.2f}"] + [
+            f"{name} ({group}): mean {raw[name].mean():.2f}" for name, group in OOD.items()
+        ]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == want
+    assert fig.axes[0].get_xlim() == fig.axes[1].get_xlim()
+
+
+def test_heatmap_numbers_match_per_ood_table(tmp_path):
+    failed = {("bgnorm", "energy"): "ScorerFailed: singular covariance"}
+    results = make_results(tmp_path / "toy", failed, trainings=["bgnorm", "ce", "logitnorm"])
+    df = _read_metrics(results / "metrics.csv")
+    table = per_ood_table(df, "fpr95")
+    assert table.attrs["baseline"] == "ce"
+    deltas = _delta_matrices(table)
+    assert list(deltas) == ["BG-norm", "LogitNorm"]
+    for label, matrix in deltas.items():
+        assert list(matrix.index) == SCORERS and list(matrix.columns) == list(OOD)
+        for name in OOD:
+            want = table.attrs["mean"][(name, f"Δ {label}")] * 100
+            np.testing.assert_array_equal(matrix[name].to_numpy(), want.to_numpy())
+    assert deltas["BG-norm"].loc["energy"].isna().all()
+    assert deltas["LogitNorm"].notna().all().all()
+    fig = _heatmap_figure(df, "toy", _ood_sets(df))
+    panels = [ax for ax in fig.axes if ax.get_title()]  # the colorbar axis has no title
+    assert [ax.get_title() for ax in panels] == ["BG-norm − CE", "LogitNorm − CE"]
+    for ax, matrix in zip(panels, deltas.values(), strict=True):
+        shown = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+                 for t in ax.texts}
+        for (i, j), v in np.ndenumerate(matrix.to_numpy()):
+            want = "failed" if np.isnan(v) else f"{v:+.1f}".replace("-", "−")
+            assert shown[(i, j)] == want
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels == [f"{n} ({g})" for n, g in OOD.items()]
+
+
 @pytest.mark.skipif(not (REAL / "metrics.csv").is_file(), reason="no real results/fmnist")
 def test_real_results_copy(tmp_path):
     results = tmp_path / "fmnist"
     shutil.copytree(REAL, results, ignore=shutil.ignore_patterns("plots"))
     paths = plot_results(results)
     scorers = pd.read_csv(results / "metrics.csv")["scorer"].dropna().unique()
-    assert len(paths) == 2 * len(scorers) + 1
+    with np.load(results / "scores" / "ce-s0.npz") as z:
+        has_norms = any(k.startswith("_featnorm/") for k in z.files)
+    assert len(paths) == 2 * len(scorers) + 2 + has_norms
     for p in paths:
         assert_png(p)
