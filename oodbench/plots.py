@@ -23,7 +23,13 @@ from sklearn.metrics import roc_curve
 
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import RECALL, auroc
-from oodbench.report import DELTA, compat_table, per_ood_table, training_label
+from oodbench.report import (
+    DELTA,
+    compat_table,
+    ordered_trainings,
+    per_ood_table,
+    training_label,
+)
 
 __all__ = ["plot_results"]
 
@@ -53,13 +59,6 @@ def _read_metrics(path: Path) -> pd.DataFrame:
         df[col] = df[col].astype(object).fillna("").astype(str) if col in df else ""
     df["training"] = df["training"].astype(str)
     return df
-
-
-def _trainings(df: pd.DataFrame) -> list[str]:
-    """Trainings in order of appearance, the baseline ('ce' if present) first."""
-    order = list(dict.fromkeys(df["training"]))
-    base = "ce" if "ce" in order else order[0]
-    return [base, *(t for t in order if t != base)]
 
 
 def _ood_sets(df: pd.DataFrame) -> dict[str, str]:
@@ -310,7 +309,7 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
     bench = str(df["benchmark"].iloc[0])
     ood = _ood_sets(df)
     scorers = list(dict.fromkeys(s for s in df["scorer"] if s))
-    trainings = _trainings(df)
+    trainings = ordered_trainings(df)
     files = {t: results_dir / "scores" / f"{t}-s{seed}.npz" for t in trainings}
     scores = {t: _load_scores(p, [*scorers, FEATNORM], ood) for t, p in files.items()
               if p.is_file()}

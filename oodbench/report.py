@@ -99,7 +99,7 @@ def _ood_rows(data: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows
 
 
-def _trainings(rows: pd.DataFrame, baseline: str | None) -> list[str]:
+def ordered_trainings(rows: pd.DataFrame, baseline: str | None = None) -> list[str]:
     """Trainings in order of appearance, baseline first (default: 'ce', else the first)."""
     order = list(rows["training"].unique())
     base = baseline if baseline is not None else ("ce" if "ce" in order else order[0])
@@ -197,7 +197,7 @@ def compat_table(
     """
     data = _prepare(df)
     rows = _ood_rows(data, metric)
-    trainings = _trainings(rows, baseline)
+    trainings = ordered_trainings(rows, baseline)
     scorers = list(rows["scorer"].unique())
     spread = rows["seed"].nunique() > 1
     groups = sorted(g for g in rows["group"].unique() if g)
@@ -215,7 +215,7 @@ def per_ood_table(
     """Scorer × (OOD set, training/Δ) table of `metric`, sets in order of appearance."""
     data = _prepare(df)
     rows = _ood_rows(data, metric)
-    trainings = _trainings(rows, baseline)
+    trainings = ordered_trainings(rows, baseline)
     scorers = list(rows["scorer"].unique())
     spread = rows["seed"].nunique() > 1
     blocks = {
@@ -231,7 +231,7 @@ def accuracy_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFram
     rows = data[data["metric"] == "id_acc"]
     if rows.empty:
         raise ValueError("no id_acc rows")
-    trainings = _trainings(rows, baseline)
+    trainings = ordered_trainings(rows, baseline)
     frames = _block(_per_seed(rows, "metric"), ["id_acc"], trainings, rows["seed"].nunique() > 1)
     for frame in frames:
         frame.index = [METRIC_LABELS["id_acc"]]
@@ -425,7 +425,7 @@ def write_reports(
     if data.empty:
         raise ValueError(f"no rows for benchmark {benchmark!r}")
     prepared = _prepare(data)
-    base = _trainings(prepared, baseline)[0]
+    base = ordered_trainings(prepared, baseline)[0]
     metrics = [m for m in ("fpr95", "auroc") if _has_ood(data, m)]
     md = [
         f"# {benchmark}: post-hoc OOD scorers × training",
