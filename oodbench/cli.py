@@ -185,7 +185,8 @@ def _run(args: argparse.Namespace) -> None:
         train_benchmark(bench, args.seeds, args.runs_dir, data_root, args.device, args.download)
         return
     if args.command == "ablate":
-        ablate_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device)
+        ablate_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device,
+                         download=args.download)
         return
     scorers = args.scorers.split(",") if args.scorers else None
     extra = _extra_ood(args.extra_ood)

@@ -148,6 +148,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
+def _provenance(started: float) -> dict[str, Any]:
+    """What every manifest records about how it was made."""
+    return {"versions": library_versions(), "code": code_version(), "command": sys.argv,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def _dataset_info(arr: ImageArray) -> dict[str, Any]:
     return {"n": len(arr.labels), "shape": list(arr.images.shape[1:]), "source": arr.source,
             "sha256": data_fingerprint(arr)}
@@ -162,9 +168,8 @@ def _finish(df: pd.DataFrame, out: Path, bench: Benchmark, manifest: dict[str, A
     if not quiet:
         print_summary(df)
         for name, why in manifest["skipped_ood_sets"].items():
-            first = why.splitlines()[0].removesuffix(" Sources, in order:")
-            console.print(f"[yellow]skipped OOD set {name}[/yellow]: {first} (every way to get "
-                          f"it: manifest.json, or `oodbench list`)")
+            console.print(f"[yellow]skipped OOD set {name}[/yellow]: {why.splitlines()[0]} "
+                          "(every way to get it: manifest.json, or `oodbench list`)")
         console.print(f"results written to {out}/")
     return df
 
@@ -219,10 +224,8 @@ def run_benchmark(
         "id_dataset": {s: _dataset_info(getattr(trainer.splits, s))
                        for s in ("train", "val", "test")},
         "ood_sets": {n: _dataset_info(a) | {"group": ood.groups[n]} for n, a in ood.sets.items()},
-        "skipped_ood_sets": ood.skipped, "versions": library_versions(), "code": code_version(),
-        "device": str(trainer.device), "command": sys.argv,
-        "cache": {"hits": cache.hits, "misses": cache.misses},
-        "seconds": round(time.perf_counter() - started, 1),
+        "skipped_ood_sets": ood.skipped, "device": str(trainer.device),
+        "cache": {"hits": cache.hits, "misses": cache.misses}, **_provenance(started),
     }
     return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
 
@@ -269,9 +272,7 @@ def evaluate_checkpoint(
     manifest = {
         "benchmark": bench.name, "checkpoint": {"path": str(path), "sha256": digest, "meta": meta},
         "scorer_params": params, "skipped_ood_sets": ood.skipped,
-        "versions": library_versions(), "code": code_version(),
-        "ood_sets": {n: _dataset_info(a) for n, a in ood.sets.items()}, "command": sys.argv,
-        "seconds": round(time.perf_counter() - started, 1),
+        "ood_sets": {n: _dataset_info(a) for n, a in ood.sets.items()}, **_provenance(started),
     }
     return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
 
@@ -284,6 +285,7 @@ def ablate_benchmark(
     data_root: Path | str | None = None,
     device: str | None = None,
     quiet: bool = False,
+    download: bool = False,
 ) -> pd.DataFrame:
     """Train every ``ablate`` variant and score it on the validation side only.
 
@@ -294,11 +296,11 @@ def ablate_benchmark(
     load_builtin_scorers()
     if not bench.val_ood:
         raise ValueError(f"benchmark {bench.name!r} defines no val_ood set to ablate against")
-    trainer = Trainer(bench, runs_dir, data_root, device)
+    trainer = Trainer(bench, runs_dir, data_root, device, download=download)
     val_side = IDSplits(trainer.splits.train, trainer.splits.val, trainer.splits.val,
                         trainer.splits.preprocess)
     shape = (bench.image_size, bench.image_size, bench.channels)
-    ood = OODSets({n: load_dataset(n, "test", data_root, image_shape=shape)
+    ood = OODSets({n: load_dataset(n, "test", data_root, download=download, image_shape=shape)
                    for n in bench.val_ood}, dict.fromkeys(bench.val_ood, "val"))
     cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
     rows: list[dict[str, Any]] = []
@@ -308,10 +310,11 @@ def ablate_benchmark(
         for spec in (*bench.trainings, *bench.ablate):
             path = trainer.ensure(spec.name, seed)
             model, meta = load_checkpoint(path)
+            digest = file_hash(path)
             checkpoints[f"{spec.name}-s{seed}"] = {
-                "path": str(path), "sha256": file_hash(path), "objective": spec.objective,
+                "path": str(path), "sha256": digest, "objective": spec.objective,
                 "params": spec.params, "init": spec.init, "train": asdict(spec.train)}
-            r, _, _ = score_model(model, file_hash(path), bench, val_side, val_side.preprocess,
+            r, _, _ = score_model(model, digest, bench, val_side, val_side.preprocess,
                                   ood, cache, trainer.device, list(bench.scorers),
                                   (spec.name, seed))
             extra = {"bg_norm_test": meta["bg_norm_test"], "fg_norm_test": meta["fg_norm_test"],
@@ -326,10 +329,8 @@ def ablate_benchmark(
         "benchmark": bench.name, "config_file": bench.source, "seeds": list(range(seeds or 1)),
         "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
         "id_val": _dataset_info(trainer.splits.val), "scorers": list(bench.scorers),
-        "checkpoints": checkpoints, "versions": library_versions(), "code": code_version(),
-        "command": sys.argv,
-        "cache": {"hits": cache.hits, "misses": cache.misses},
-        "seconds": round(time.perf_counter() - started, 1)})
+        "checkpoints": checkpoints, "cache": {"hits": cache.hits, "misses": cache.misses},
+        **_provenance(started)})
     if not quiet:
         console.print(table)
     return df

@@ -517,7 +517,7 @@ def _unavailable(
     name: str, split: str, entry: _Catalogued, ctx: _Context, reasons: list[str]
 ) -> str:
     """The message listing each source, why it failed, and how to provide it."""
-    lines = [f"dataset {name!r} (split {split!r}) is not available here. Sources, in order:"]
+    lines = [f"dataset {name!r} (split {split!r}) is not available here.", "Sources, in order:"]
     for i, (source, reason) in enumerate(zip(entry.sources, reasons, strict=True), 1):
         lines.append(f"  {i}. {source.label()}: {source.where(ctx, split)}")
         lines.append(f"     failed: {reason}")
