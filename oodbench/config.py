@@ -122,7 +122,13 @@ _OOD_KEYS = {"name", "group"}
 _EXTRA_OOD_KEYS = {"name", "path", "group"}
 
 
-def _check_keys(table: dict[str, Any], accepted: set[str], where: str, path: Path) -> None:
+def _check_keys(
+    table: dict[str, Any], accepted: set[str], where: str, path: Path,
+    required: tuple[str, ...] = (),
+) -> None:
+    for key in required:
+        if key not in table:
+            raise ConfigError(f"{path}: [{where}] is missing the key {key!r}")
     unknown = sorted(set(table) - accepted)
     if unknown:
         raise ConfigError(
@@ -180,10 +186,7 @@ def _training(
 ) -> TrainingSpec:
     from oodbench.objectives import list_objectives, objective_params
 
-    _check_keys(table, _TRAINING_KEYS, where, path)
-    for key in ("name", "objective"):
-        if key not in table:
-            raise ConfigError(f"{path}: [{where}] is missing the key {key!r}")
+    _check_keys(table, _TRAINING_KEYS, where, path, required=("name", "objective"))
     name = _typed(table["name"], str, "name", where, path)
     objective = _choice(table["objective"], list_objectives(), "objective", where, path)
     params = _typed(table.get("params", {}), dict, "params", where, path)
@@ -202,10 +205,8 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
     from oodbench.models import list_models
 
     where = f"benchmarks.{name}"
-    _check_keys(raw, _BENCH_KEYS, where, path)
-    for key in ("id", "num_classes", "image_size", "channels", "model", "trainings", "scorers"):
-        if key not in raw:
-            raise ConfigError(f"{path}: [{where}] is missing the key {key!r}")
+    _check_keys(raw, _BENCH_KEYS, where, path, required=(
+        "id", "num_classes", "image_size", "channels", "model", "trainings", "scorers"))
     datasets = dataset_names()
     base_train = _train_spec(_typed(raw.get("train", {}), dict, "train", where, path),
                              TrainSpec(), f"{where}.train", path)
@@ -236,10 +237,7 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
     extra_ood = []
     for i, o in enumerate(_typed(raw.get("extra_ood", []), list, "extra_ood", where, path)):
         w = f"{where}.extra_ood[{i}]"
-        _check_keys(o, _EXTRA_OOD_KEYS, w, path)
-        for key in ("name", "path"):
-            if key not in o:
-                raise ConfigError(f"{path}: [{w}] is missing the key {key!r}")
+        _check_keys(o, _EXTRA_OOD_KEYS, w, path, required=("name", "path"))
         target = Path(_typed(o["path"], str, "path", w, path))
         extra_ood.append(OODSpec(_typed(o["name"], str, "name", w, path),
                                  _typed(o.get("group", "extra"), str, "group", w, path),
