@@ -25,7 +25,7 @@ from oodbench.extract import FeatureCache, data_fingerprint
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import accuracy, ood_metrics
 from oodbench.models import OODNet
-from oodbench.plots import plot_results
+from oodbench.plots import FEATNORM, plot_results
 from oodbench.progress import console, make_progress
 from oodbench.provenance import code_version, library_versions
 from oodbench.report import print_summary, write_reports
@@ -34,7 +34,6 @@ from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import Trainer, resolve_device
 
 COLUMNS = ["benchmark", "training", "seed", "scorer", "ood_set", "group", "metric", "value", "note"]
-FEATURE_NORM_KEY = "_featnorm"
 OOD_METRICS = ("fpr95", "fpr95_oodpos", "auroc", "aupr_in", "aupr_out")
 
 
@@ -106,7 +105,7 @@ def score_model(
     params: dict[str, dict[str, Any]] = {}
     sets = {bench.id_dataset: test} | ood_feats
     # diagnostics beside the scores: the L2 norm of each sample's penultimate feature
-    scores |= {f"{FEATURE_NORM_KEY}/{n}": f.features.norm(dim=1).numpy().astype(np.float32)
+    scores |= {f"{FEATNORM}/{n}": f.features.norm(dim=1).numpy().astype(np.float32)
                for n, f in sets.items()}
     with make_progress(transient=True) as prog:
         task = prog.add_task(f"score {training} s{seed}", total=len(scorers), stats="")

@@ -38,7 +38,7 @@ BINS = 60
 TAIL = 1.0  # percent of each set cut at both ends when choosing histogram ranges
 ID_COLOR = "0.25"
 BETTER, WORSE = "#2e8b57", "#c0392b"
-FEATNORM = "_featnorm"  # npz key prefix of the feature norms (pipeline.FEATURE_NORM_KEY)
+FEATNORM = "_featnorm"  # npz key prefix of the per-sample feature norms the pipeline saves
 HEAT_CMAP = mpl.colormaps["RdYlGn_r"].with_extremes(bad="0.82")  # grey = failed / missing
 
 _Scores = dict[str, np.ndarray]  # dataset -> per-sample scores of one (training, scorer)
