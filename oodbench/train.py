@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,24 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_context(spec: TrainSpec, device: torch.device) -> AbstractContextManager[Any]:
+    """float16 autocast on CUDA when ``amp``; bfloat16 on CPU when ``cpu_amp`` and supported."""
+    if device.type == "cuda" and spec.amp:
+        return torch.autocast("cuda", dtype=torch.float16)
+    if device.type == "cpu" and spec.cpu_amp:
+        if cpu_bf16_supported():
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        console.print("[yellow]cpu_amp: this CPU has no native bfloat16; training in float32 "
+                      "(slower, and not the weights a bfloat16 CPU would give)[/yellow]")
+    return nullcontext()
+
+
 def fit(
     model: OODNet,
     objective: Objective,
@@ -96,6 +114,7 @@ def fit(
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and spec.amp)
+    autocast = autocast_context(spec, device)
     task = progress.add_task(desc, total=total, stats="")
     stats: dict[str, float] = {}
     start = time.perf_counter()
@@ -112,8 +131,7 @@ def fit(
             xb, yb = xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
             if spec.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            use_amp = cuda and spec.amp
-            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
+            with autocast:
                 fmap, _, logits = model.forward_all(xb)
                 loss, parts = objective(fmap, logits.float(), yb, model.fc, epoch + i / steps)
             opt.zero_grad(set_to_none=True)
@@ -156,6 +174,15 @@ def evaluate(
     return {"acc": correct / len(y), "bg_norm": bg / max(nbg, 1), "fg_norm": fg / max(nfg, 1)}
 
 
+def train_fields(spec: TrainSpec) -> dict[str, Any]:
+    """The train settings that enter a checkpoint's key. ``cpu_amp`` came later; it is left out
+    while off, so float32 checkpoints keep the keys they had before the option existed."""
+    fields = asdict(spec)
+    if not fields["cpu_amp"]:
+        del fields["cpu_amp"]
+    return fields
+
+
 def training_key(
     bench: Benchmark, training: TrainingSpec, seed: int, splits: IDSplits, init_hash: str | None
 ) -> str:
@@ -165,7 +192,7 @@ def training_key(
         "preprocess": splits.preprocess.key(), "model": bench.model, "widths": bench.widths,
         "num_classes": bench.num_classes, "channels": bench.channels,
         "objective": training.objective, "params": training.params,
-        "train": asdict(training.train), "seed": seed, "init": init_hash,
+        "train": train_fields(training.train), "seed": seed, "init": init_hash,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -209,8 +236,12 @@ class Trainer:
             if parent is None:
                 return None
             init_hash = file_hash(parent)
-        key = training_key(self.bench, spec, seed, self.splits, init_hash)
-        return self.dir / f"{training}-s{seed}-{key[:12]}.pt"
+        key = training_key(self.bench, spec, seed, self.splits, init_hash)[:12]
+        path = self.dir / f"{training}-s{seed}-{key}.pt"
+        # the key covers everything that sets the weights, so an identical training stored under
+        # another name (an ablation variant that became the default) is the same checkpoint
+        same = sorted(self.dir.glob(f"*-s{seed}-{key}.pt"))
+        return path if path.is_file() or not same else same[0]
 
     def ensure(self, training: str, seed: int, progress: Progress | None = None) -> Path:
         """Return the checkpoint for (training, seed), training it (and its init) if missing."""
