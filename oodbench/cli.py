@@ -38,7 +38,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="let torchvision download datasets that no local source has")
 
 
+def _scorer_path(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scorer-path", action="append", default=[], type=Path, metavar="FILE",
+                   help="Python file of @register_scorer classes to load (repeatable)")
+
+
 def _scoring(p: argparse.ArgumentParser) -> None:
+    _scorer_path(p)
     p.add_argument("--scorers", default=None, help="comma-separated scorer names")
     p.add_argument("--extra-ood", action="append", default=[], metavar="NAME=PATH",
                    help="extra OOD set: an image folder or .npz (repeatable)")
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="train ablate variants; validation-side table")
     _common(p)
+    _scorer_path(p)
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (default: 1)")
     p.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
 
@@ -90,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="benchmarks, datasets, models, objectives and scorers")
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--data-root", type=Path, default=None)
+    _scorer_path(p)
     return parser
 
 
@@ -97,7 +105,13 @@ def _list(args: argparse.Namespace) -> None:
     from oodbench.data import dataset_names, dataset_status
     from oodbench.models import list_models
     from oodbench.objectives import list_objectives, objective_params
-    from oodbench.scoring import create_scorer, list_scorers, load_builtin_scorers
+    from oodbench.scoring import (
+        ModelScorer,
+        create_scorer,
+        get_scorer,
+        list_scorers,
+        load_builtin_scorers,
+    )
 
     load_builtin_scorers()
     t = Table(title="benchmarks")
@@ -120,11 +134,14 @@ def _list(args: argparse.Namespace) -> None:
     console.print("models: " + ", ".join(list_models()))
     for name in list_objectives():
         console.print(f"objective {name}: {objective_params(name)}")
-    t = Table(title="scorers")
-    t.add_column("name")
-    t.add_column("defaults")
+    t = Table(title=f"scorers ({len(list_scorers())})")
+    for col in ("name", "consumes", "defaults", "defined in"):
+        t.add_column(col)
     for name in list_scorers():
-        t.add_row(name, str(create_scorer(name).get_params()))
+        cls = get_scorer(name)
+        t.add_row(name, "model" if issubclass(cls, ModelScorer) else "features",
+                  str(create_scorer(name).get_params()), sys.modules[cls.__module__].__file__
+                  if not cls.__module__.startswith("scorers.") else cls.__module__)
     console.print(t)
 
 
@@ -161,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "scorer_path", None):
+            from oodbench.scoring import load_scorer_file
+
+            for path in args.scorer_path:
+                load_scorer_file(path)
         if args.command == "list":
             _list(args)
         elif args.command == "table":

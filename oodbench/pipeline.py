@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ from oodbench.plots import FEATNORM, plot_results
 from oodbench.progress import console, make_progress
 from oodbench.provenance import code_version, library_versions
 from oodbench.report import print_summary, write_reports
-from oodbench.scoring import Head, ScorerFailed, create_scorer, fit_and_score, load_builtin_scorers
+from oodbench.scoring import (
+    Head,
+    ModelScorer,
+    ScorerFailed,
+    create_scorer,
+    fit_and_score,
+    load_builtin_scorers,
+)
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import Trainer, resolve_device
 
@@ -104,6 +112,7 @@ def score_model(
     scores: dict[str, np.ndarray] = {}
     params: dict[str, dict[str, Any]] = {}
     sets = {bench.id_dataset: test} | ood_feats
+    arrays = {bench.id_dataset: splits.test} | ood.sets
     # diagnostics beside the scores: the L2 norm of each sample's penultimate feature
     scores |= {f"{FEATNORM}/{n}": f.features.norm(dim=1).numpy().astype(np.float32)
                for n, f in sets.items()}
@@ -116,7 +125,12 @@ def score_model(
                 scorer = create_scorer(name, **bench.scorer_params.get(name, {}))
                 params[name] = scorer.get_params()
                 start = time.perf_counter()
-                out = fit_and_score(scorer, train, head, sets)
+                score_set = None
+                if isinstance(scorer, ModelScorer):  # scores need passes of their own
+                    run = partial(cache.scores, model, ckpt_hash, scorer)
+                    score_set = lambda n, run=run: run(  # noqa: E731
+                        arrays[n], preprocess, device, bench.extract_batch, prog)
+                out = fit_and_score(scorer, train, head, sets, score_set)
                 params[name]["seconds"] = round(time.perf_counter() - start, 3)
             except (ScorerFailed, TypeError, KeyError) as e:
                 note = getattr(e, "reason", f"{type(e).__name__}: {e}")

@@ -1,25 +1,44 @@
-"""Scorer API: cached features, the classifier head, the scorer base class and its registry.
+"""Scorer API: cached features, the classifier head, the scorer base classes and their registry.
 
 Convention everywhere: a score is a float64 per sample and HIGHER means MORE in-distribution.
+
+Two kinds of scorer, split by what they consume (as in pytorch-ood): a :class:`Scorer` sees the
+cached features and logits of a dataset; a :class:`ModelScorer` sees the model and batches of
+preprocessed images (for input gradients, as ODIN needs).
+
+Scorers come from three places, all landing in one registry: the modules of the ``scorers``
+package; the entry-point group ``oodbench.scorers`` of installed packages (an entry point names
+a module whose scorers carry ``@register_scorer``, or a ``Scorer`` subclass, registered under
+the entry point's name); and files named at run time (``--scorer-path``, ``load_scorer_file``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from oodbench.registry import Registry, origin, signature_params
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "Features",
     "Head",
+    "ModelScorer",
+    "PluginError",
     "Scorer",
     "ScorerFailed",
     "create_scorer",
@@ -27,6 +46,7 @@ __all__ = [
     "get_scorer",
     "list_scorers",
     "load_builtin_scorers",
+    "load_scorer_file",
     "register_scorer",
     "to_scores",
 ]
@@ -119,9 +139,99 @@ class Scorer(ABC):
         return f"{type(self).__name__}({params})"
 
 
+class ModelScorer(Scorer):
+    """A scorer that needs the model itself: it scores batches of preprocessed images.
+
+    ``fit`` still receives the ID-train features and the head; ``score_batch`` gets the model
+    (in eval mode, on the scoring device), a batch of preprocessed images and the per-channel
+    standard deviation of the preprocessing (so a perturbation can be set in pixel units).
+    """
+
+    def score(self, data: Features) -> np.ndarray:
+        """Model scorers cannot score cached features."""
+        raise TypeError(f"scorer {_label(self)!r} needs the model; call score_batch()")
+
+    @abstractmethod
+    def score_batch(
+        self, model: nn.Module, x: torch.Tensor, pixel_std: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the N scores of a batch, higher = more in-distribution."""
+
+
+ENTRY_POINT_GROUP = "oodbench.scorers"
+
+
+class PluginError(RuntimeError):
+    """A scorer plugin (entry point or file) could not be loaded; the message names it."""
+
+
+_entry_points_seen: set[str] = set()
+
+
 def load_builtin_scorers() -> None:
-    """Import the ``scorers`` package, which registers every module in it. Idempotent."""
+    """Import the ``scorers`` package and every ``oodbench.scorers`` entry point. Idempotent.
+
+    An entry point that fails to load is reported and skipped, so one broken plugin does not
+    stop the others; naming its scorer then fails as an unknown name.
+    """
     importlib.import_module("scorers")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value in _entry_points_seen:
+            continue
+        _entry_points_seen.add(ep.value)
+        try:
+            _register_entry_point(ep)
+        except PluginError as e:
+            from oodbench.progress import console
+
+            console.print(f"[yellow]skipped scorer plugin[/yellow]: {e}")
+
+
+def _register_entry_point(ep: importlib.metadata.EntryPoint) -> None:
+    dist = getattr(ep.dist, "name", None) or "an installed package"
+    where = f"entry point {ep.name!r} = {ep.value!r} of {dist} (group {ENTRY_POINT_GROUP})"
+    try:
+        obj = ep.load()
+    except Exception as e:
+        raise PluginError(f"{where} raised on import: {type(e).__name__}: {e}") from e
+    if isinstance(obj, type) and issubclass(obj, Scorer):
+        if SCORERS._items.get(getattr(obj, "name", "")) is not obj:
+            try:
+                register_scorer(ep.name)(obj)
+            except (TypeError, ValueError) as e:
+                raise PluginError(f"{where}: {e}") from e
+    elif not inspect.ismodule(obj):
+        raise PluginError(f"{where} is neither a module nor a Scorer subclass: {obj!r}")
+
+
+def load_scorer_file(path: Path | str) -> list[str]:
+    """Import a Python file of ``@register_scorer`` classes; return the names it registered.
+
+    Loading the same file again is a no-op; a file that raises, registers nothing or clashes
+    with a registered name is a :class:`PluginError` naming the file.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise PluginError(f"scorer file {path} does not exist")
+    load_builtin_scorers()
+    module_name = "oodbench_user_scorer_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise PluginError(f"scorer file {path} is not an importable Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[module_name]
+            raise PluginError(
+                f"scorer file {path} raised on import: {type(e).__name__}: {e}") from e
+    names = [n for n, cls in SCORERS._items.items() if cls.__module__ == module_name]
+    if not names:
+        raise PluginError(f"scorer file {path} registers no scorer: decorate a Scorer subclass "
+                          'with @register_scorer("name") from oodbench.scoring')
+    return sorted(names)
 
 
 SCORERS: Registry[type[Scorer]] = Registry("scorer", loader=load_builtin_scorers)
@@ -143,6 +253,9 @@ def register_scorer(name: str) -> Callable[[type[S]], type[S]]:
     def decorate(cls: type[S]) -> type[S]:
         if not (isinstance(cls, type) and issubclass(cls, Scorer)):
             raise TypeError(f"@register_scorer({name!r}) needs a Scorer subclass, got {cls!r}")
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(cls.__abstractmethods__))
+            raise TypeError(f"scorer {name!r} ({origin(cls)}) does not implement {missing}")
         for p in signature_params(cls):
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
                 raise TypeError(
@@ -167,8 +280,8 @@ class ScorerFailed(RuntimeError):
         self.reason = reason
 
 
-def _check_scores(label: str, set_name: str, scores: np.ndarray, n: int) -> None:
-    where = f"scorer {label!r} returned"
+def _check_scores(scorer: Scorer, set_name: str, scores: np.ndarray, n: int) -> None:
+    where = f"scorer {_label(scorer)!r} ({origin(type(scorer))}) returned"
     if scores.ndim != 1:
         raise ScorerFailed(f"{where} an array of shape {scores.shape} on {set_name!r}; need 1-D")
     if scores.shape[0] != n:
@@ -181,9 +294,17 @@ def _check_scores(label: str, set_name: str, scores: np.ndarray, n: int) -> None
 
 
 def fit_and_score(
-    scorer: Scorer, train: Features, head: Head, sets: Mapping[str, Features]
+    scorer: Scorer,
+    train: Features,
+    head: Head,
+    sets: Mapping[str, Features],
+    score_set: Callable[[str], np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Fit ``scorer`` once and score every set; any failure becomes ``ScorerFailed``."""
+    """Fit ``scorer`` once and score every set; any failure becomes ``ScorerFailed``.
+
+    ``score_set(name)`` replaces ``scorer.score(sets[name])`` where scores need more than the
+    cached features (a :class:`ModelScorer`, run by the pipeline over the set's images).
+    """
     try:
         scorer.fit(train, head)
     except Exception as e:
@@ -191,9 +312,10 @@ def fit_and_score(
     out: dict[str, np.ndarray] = {}
     for set_name, data in sets.items():
         try:
-            scores = np.asarray(scorer.score(data), dtype=np.float64)
+            raw = score_set(set_name) if score_set is not None else scorer.score(data)
+            scores = np.asarray(raw, dtype=np.float64)
         except Exception as e:
             raise ScorerFailed(f"{type(e).__name__}: {e}") from e
-        _check_scores(_label(scorer), set_name, scores, len(data))
+        _check_scores(scorer, set_name, scores, len(data))
         out[set_name] = scores
     return out

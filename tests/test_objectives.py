@@ -1,4 +1,6 @@
-"""BG-norm: background selection and where its gradient goes."""
+"""Objectives: BG-norm's background selection and gradient, LogitNorm's formula."""
+
+import math
 
 import pytest
 import torch
@@ -80,3 +82,23 @@ def test_registry_and_errors() -> None:
         create_objective("bgnorm", lambda_=1.0)
     with pytest.raises(ValueError, match="form"):
         create_objective("bgnorm", form="square")
+
+
+@pytest.mark.parametrize("temperature", [0.04, 1.0])
+def test_logitnorm_is_ce_on_normalised_logits(temperature: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 5, generator=gen) * 4
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    loss, _ = create_objective("logitnorm", temperature=temperature)(
+        torch.rand(6, 3, 2, 2), logits, labels, torch.nn.Linear(3, 5), 0.0)
+    expected = 0.0
+    for z, y in zip(logits.tolist(), labels.tolist(), strict=True):
+        scaled = [v / (temperature * math.sqrt(sum(u * u for u in z))) for v in z]
+        expected -= scaled[y] - math.log(sum(math.exp(v) for v in scaled))
+    assert loss.item() == pytest.approx(expected / 6, rel=1e-5)
+    # invariant to the logits' scale, unlike CE
+    scaled_loss, _ = create_objective("logitnorm", temperature=temperature)(
+        torch.rand(6, 3, 2, 2), logits * 10, labels, torch.nn.Linear(3, 5), 0.0)
+    assert scaled_loss.item() == pytest.approx(loss.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        create_objective("logitnorm", temperature=0.0)

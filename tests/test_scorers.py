@@ -22,25 +22,9 @@ from oodbench.scoring import (
     load_builtin_scorers,
     register_scorer,
 )
+from tests.scorer_data import make_features, make_head, separable
 
 BUILTINS = ["ash", "energy", "knn", "mahalanobis", "msp", "react"]
-
-
-def make_head(n_classes: int, n_dims: int, seed: int = 0) -> Head:
-    gen = torch.Generator().manual_seed(seed)
-    return Head(
-        weight=torch.randn(n_classes, n_dims, generator=gen),
-        bias=torch.randn(n_classes, generator=gen),
-    )
-
-
-def make_features(n: int, head: Head, seed: int, labelled: bool = True) -> Features:
-    """Continuous positive features (no ties) with logits from ``head``."""
-    gen = torch.Generator().manual_seed(seed)
-    n_classes, n_dims = head.weight.shape
-    feats = torch.rand(n, n_dims, generator=gen) * 3 + 0.01
-    labels = torch.randint(0, n_classes, (n,), generator=gen) if labelled else torch.full((n,), -1)
-    return Features(features=feats, logits=head.logits(feats), labels=labels)
 
 
 @pytest.fixture
@@ -179,6 +163,9 @@ class _Returns(Scorer):
         return out
 
 
+WHERE = f"{__name__}._Returns ({__file__})"
+
+
 @pytest.fixture
 def sets() -> tuple[Features, Head, dict[str, Features]]:
     head = make_head(3, 4)
@@ -197,10 +184,11 @@ def test_fit_and_score_ok(sets: tuple[Features, Head, dict[str, Features]]) -> N
     [
         ("fit_error", "ZeroDivisionError: division by zero"),
         ("score_error", "IndexError: boom"),
-        ("nan", "scorer 'returns' returned 3 NaN values on 'cifar'"),
-        ("inf", "scorer 'returns' returned 1 infinite values on 'cifar'"),
-        ("short", "scorer 'returns' returned 7 scores for 8 samples on 'cifar'"),
-        ("2d", "scorer 'returns' returned an array of shape (8, 1) on 'cifar'; need 1-D"),
+        ("nan", f"scorer 'returns' ({WHERE}) returned 3 NaN values on 'cifar'"),
+        ("inf", f"scorer 'returns' ({WHERE}) returned 1 infinite values on 'cifar'"),
+        ("short", f"scorer 'returns' ({WHERE}) returned 7 scores for 8 samples on 'cifar'"),
+        ("2d",
+         f"scorer 'returns' ({WHERE}) returned an array of shape (8, 1) on 'cifar'; need 1-D"),
     ],
 )
 def test_fit_and_score_failures(
@@ -342,25 +330,6 @@ def test_mahalanobis_needs_labels(problem: tuple[Features, Head, Features]) -> N
 # --- higher = more ID ---------------------------------------------------------------------
 
 
-def _separable() -> tuple[Features, Head, Features, Features]:
-    """ID: large activations on a class-specific block; OOD: small, sparse, random."""
-    gen = torch.Generator().manual_seed(0)
-    n_classes, block = 4, 16
-    n_dims = n_classes * block
-    weight = torch.zeros(n_classes, n_dims)
-    for c in range(n_classes):
-        weight[c, c * block : (c + 1) * block] = 1 / block
-    head = Head(weight=weight, bias=torch.zeros(n_classes))
-
-    def id_set(n: int) -> Features:
-        labels = torch.randint(0, n_classes, (n,), generator=gen)
-        feats = (10 * weight[labels] * block + torch.randn(n, n_dims, generator=gen)).relu()
-        return Features(feats, head.logits(feats), labels)
-
-    ood = (0.5 * torch.randn(300, n_dims, generator=gen)).relu()
-    return id_set(400), head, id_set(300), Features(ood, head.logits(ood), torch.full((300,), -1))
-
-
 @pytest.mark.parametrize(
     ("name", "params"),
     [
@@ -375,7 +344,7 @@ def _separable() -> tuple[Features, Head, Features, Features]:
     ],
 )
 def test_higher_is_more_id(name: str, params: dict[str, str]) -> None:
-    train, head, id_test, ood_test = _separable()
+    train, head, id_test, ood_test = separable()
     out = fit_and_score(
         create_scorer(name, **params), train, head, {"id": id_test, "ood": ood_test}
     )
