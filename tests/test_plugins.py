@@ -151,3 +151,20 @@ def test_bad_scorer_path_is_an_error(tiny_bench: SimpleNamespace, tmp_path: Path
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(tiny_bench, "--scorer-path", str(tmp_path / "missing.py")) == 1
     assert "does not exist" in " ".join(capsys.readouterr().err.split())
+
+
+def test_readme_plugin_example_works(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("```python\n# margin_scorer.py")
+    code = readme[start + len("```python\n") : readme.index("```", start + 10)]
+    assert len(code.splitlines()) <= 40
+    path = tmp_path / "margin_scorer.py"
+    path.write_text(code)
+    assert load_scorer_file(path) == ["margin"]
+    from tests.scorer_data import make_features, make_head
+
+    head = make_head(4, 8)
+    scorer = create_scorer("margin", scale=2.0).fit(make_features(10, head, 0), head)
+    data = make_features(6, head, 1)
+    top2 = data.logits.topk(2, dim=1).values
+    assert (scorer.score(data) == (2 * (top2[:, 0] - top2[:, 1])).double().numpy()).all()
