@@ -91,6 +91,7 @@ class Benchmark:
     device: str = "auto"
     extract_batch: int = 512
     scorer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scorer_grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     ablate: tuple[TrainingSpec, ...] = ()
     extra_ood: tuple[OODSpec, ...] = ()
     source: str = ""
@@ -251,6 +252,15 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
     scorer_params = _typed(raw.get("scorer_params", {}), dict, "scorer_params", where, path)
     for scorer, params in scorer_params.items():
         _typed(params, dict, scorer, f"{where}.scorer_params", path)
+    scorer_grids = _typed(raw.get("scorer_grids", {}), dict, "scorer_grids", where, path)
+    for scorer, grid in scorer_grids.items():
+        for key, values in _typed(grid, dict, scorer, f"{where}.scorer_grids", path).items():
+            if not _typed(values, list, key, f"{where}.scorer_grids.{scorer}", path):
+                raise ConfigError(f"{path}: [{where}.scorer_grids.{scorer}] {key} needs at "
+                                  "least one candidate value")
+    if scorer_grids and not raw.get("val_ood"):
+        raise ConfigError(f"{path}: [{where}] scorer_grids need a val_ood set to select on "
+                          "(the test OOD sets are never used for selection)")
     channels = _typed(raw["channels"], int, "channels", where, path)
     _choice(channels, (1, 3), "channels", where, path)
     fraction = _typed(raw.get("val_fraction", 0.1), float, "val_fraction", where, path)
@@ -275,6 +285,7 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
         device=_choice(raw.get("device", "auto"), DEVICES, "device", where, path),
         extract_batch=_typed(raw.get("extract_batch", 512), int, "extract_batch", where, path),
         scorer_params=dict(scorer_params),
+        scorer_grids=dict(scorer_grids),
         ablate=ablate,
         extra_ood=tuple(extra_ood),
         source=str(path),

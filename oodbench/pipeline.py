@@ -31,6 +31,7 @@ from oodbench.progress import console, make_progress
 from oodbench.provenance import code_version, library_versions
 from oodbench.report import print_summary, write_reports
 from oodbench.scoring import (
+    Features,
     Head,
     ModelScorer,
     ScorerFailed,
@@ -40,6 +41,7 @@ from oodbench.scoring import (
 )
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import Trainer, resolve_device
+from oodbench.tuning import VAL_ID, select_params
 
 COLUMNS = ["benchmark", "training", "seed", "scorer", "ood_set", "group", "metric", "value", "note"]
 OOD_METRICS = ("fpr95", "fpr95_oodpos", "auroc", "aupr_in", "aupr_out")
@@ -95,14 +97,26 @@ def score_model(
     device: torch.device,
     scorers: list[str],
     label: tuple[str, int],
+    val_ood: OODSets | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """Score one model with every scorer; returns (metric rows, per-sample scores, params)."""
+    """Score one model with every scorer; returns (metric rows, per-sample scores, params).
+
+    Scorers with a grid in ``bench.scorer_grids`` first pick their parameters on ID-validation
+    vs ``val_ood`` (:mod:`oodbench.tuning`); the test sets are scored once, with the choice.
+    """
     training, seed = label
+    tuned = [n for n in scorers if n in bench.scorer_grids]
+    if tuned and (val_ood is None or not val_ood.sets or not len(splits.val.labels)):
+        raise ValueError(f"scorer_grids ({', '.join(tuned)}) need ID validation images "
+                         "(val_fraction > 0) and a val_ood set to select on")
     with make_progress(transient=True) as prog:
         get = lambda arr: cache.get(  # noqa: E731
             model, ckpt_hash, arr, preprocess, device, bench.extract_batch, prog)
         train, test = get(splits.train), get(splits.test)
         ood_feats = {name: get(arr) for name, arr in ood.sets.items()}
+        val_sets = ({VAL_ID: get(splits.val)} | {n: get(a) for n, a in val_ood.sets.items()}
+                    if tuned and val_ood else {})
+    val_arrays = {VAL_ID: splits.val} | (val_ood.sets if tuned and val_ood else {})
     head = Head(model.fc.weight.detach().float().cpu(), model.fc.bias.detach().float().cpu())
     base = {"benchmark": bench.name, "training": training, "seed": seed}
     rows: list[dict[str, Any]] = [base | {"scorer": "", "ood_set": "", "group": "",
@@ -117,34 +131,61 @@ def score_model(
     scores |= {f"{FEATNORM}/{n}": f.features.norm(dim=1).numpy().astype(np.float32)
                for n, f in sets.items()}
     with make_progress(transient=True) as prog:
+
+        def fit_score(name: str, values: dict[str, Any], on: dict[str, Features],
+                      images: dict[str, ImageArray]) -> dict[str, np.ndarray]:
+            scorer = create_scorer(name, **values)
+            score_set = None
+            if isinstance(scorer, ModelScorer):  # scores need passes of their own
+                run = partial(cache.scores, model, ckpt_hash, scorer)
+                score_set = lambda n: run(  # noqa: E731
+                    images[n], preprocess, device, bench.extract_batch, prog)
+            return fit_and_score(scorer, train, head, on, score_set)
+
         task = prog.add_task(f"score {training} s{seed}", total=len(scorers), stats="")
         for name in scorers:
             prog.update(task, stats=name)
             note = ""
             try:
-                scorer = create_scorer(name, **bench.scorer_params.get(name, {}))
-                params[name] = scorer.get_params()
+                values = dict(bench.scorer_params.get(name, {}))
+                trials: list[dict[str, Any]] = []
+                if name in bench.scorer_grids:
+                    chosen, trials = select_params(
+                        bench.scorer_grids[name],
+                        lambda c, n=name, v=values: fit_score(n, v | c, val_sets, val_arrays),
+                        [n for n in val_sets if n != VAL_ID])
+                    values |= chosen
+                params[name] = create_scorer(name, **values).get_params()
+                if trials:
+                    params[name]["grid_search"] = {
+                        "selected_on": f"ID val ({len(splits.val.labels)} images) vs "
+                                       f"{', '.join(n for n in val_sets if n != VAL_ID)}",
+                        "rule": "lowest mean FPR95, ties by highest mean AUROC",
+                        "trials": trials}
                 start = time.perf_counter()
-                score_set = None
-                if isinstance(scorer, ModelScorer):  # scores need passes of their own
-                    run = partial(cache.scores, model, ckpt_hash, scorer)
-                    score_set = lambda n, run=run: run(  # noqa: E731
-                        arrays[n], preprocess, device, bench.extract_batch, prog)
-                out = fit_and_score(scorer, train, head, sets, score_set)
+                out = fit_score(name, values, sets, arrays)
                 params[name]["seconds"] = round(time.perf_counter() - start, 3)
-            except (ScorerFailed, TypeError, KeyError) as e:
+            except (ScorerFailed, TypeError, KeyError, ValueError) as e:
                 note = getattr(e, "reason", f"{type(e).__name__}: {e}")
                 console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {note}")
                 out = {}
             for set_name in ood.sets:
-                values = (ood_metrics(out[bench.id_dataset], out[set_name]) if out
-                          else dict.fromkeys(OOD_METRICS, float("nan")))
+                metrics = (ood_metrics(out[bench.id_dataset], out[set_name]) if out
+                           else dict.fromkeys(OOD_METRICS, float("nan")))
                 rows += [base | {"scorer": name, "ood_set": set_name,
                                  "group": ood.groups[set_name], "metric": m, "value": v,
-                                 "note": note} for m, v in values.items()]
+                                 "note": note} for m, v in metrics.items()]
             scores |= {f"{name}/{s}": v.astype(np.float32) for s, v in out.items()}
             prog.advance(task)
     return rows, scores, params
+
+
+def load_val_ood(bench: Benchmark, data_root: Path | str | None = None,
+                 download: bool = False) -> OODSets:
+    """The benchmark's validation OOD sets (used to select, never to report)."""
+    shape = (bench.image_size, bench.image_size, bench.channels)
+    return OODSets({n: load_dataset(n, "test", data_root, download=download, image_shape=shape)
+                    for n in bench.val_ood}, dict.fromkeys(bench.val_ood, "val"))
 
 
 def _write_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
@@ -207,6 +248,7 @@ def run_benchmark(
     out = Path(out_dir) / bench.name
     trainer = Trainer(bench, runs_dir, data_root, device, download=download)
     ood = load_ood_sets(bench, data_root, extra_ood, download)
+    val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
     cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
     rows: list[dict[str, Any]] = []
     checkpoints: dict[str, Any] = {}
@@ -216,9 +258,9 @@ def run_benchmark(
             path = trainer.ensure(spec.name, seed)
             model, meta = load_checkpoint(path)
             digest = file_hash(path)
-            r, scores, scorer_params = score_model(
+            r, scores, scorer_params[f"{spec.name}-s{seed}"] = score_model(
                 model, digest, bench, trainer.splits, trainer.splits.preprocess, ood, cache,
-                trainer.device, scorer_names, (spec.name, seed))
+                trainer.device, scorer_names, (spec.name, seed), val_ood)
             rows += r
             _write_scores(out / "scores" / f"{spec.name}-s{seed}.npz", scores)
             checkpoints[f"{spec.name}-s{seed}"] = {
@@ -278,8 +320,9 @@ def evaluate_checkpoint(
     digest = file_hash(path)
     cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
     training = str(meta.get("training", Path(path).stem))
+    val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
     rows, scores, params = score_model(model, digest, bench, splits, preprocess, ood, cache, dev,
-                                       list(scorers or bench.scorers), (training, 0))
+                                       list(scorers or bench.scorers), (training, 0), val_ood)
     out = Path(out_dir)
     _write_scores(out / "scores" / f"{training}-s0.npz", scores)
     manifest = {
@@ -312,9 +355,7 @@ def ablate_benchmark(
     trainer = Trainer(bench, runs_dir, data_root, device, download=download)
     val_side = IDSplits(trainer.splits.train, trainer.splits.val, trainer.splits.val,
                         trainer.splits.preprocess)
-    shape = (bench.image_size, bench.image_size, bench.channels)
-    ood = OODSets({n: load_dataset(n, "test", data_root, download=download, image_shape=shape)
-                   for n in bench.val_ood}, dict.fromkeys(bench.val_ood, "val"))
+    ood = load_val_ood(bench, data_root, download)
     cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
     rows: list[dict[str, Any]] = []
     checkpoints: dict[str, Any] = {}
