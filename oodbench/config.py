@@ -93,6 +93,7 @@ class Benchmark:
     scorer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     scorer_grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     ablate: tuple[TrainingSpec, ...] = ()
+    ablate_scorers: tuple[str, ...] = ()
     extra_ood: tuple[OODSpec, ...] = ()
     source: str = ""
 
@@ -113,7 +114,7 @@ class Benchmark:
 
     def config_hash(self) -> str:
         """Hash of everything that determines the results (not the file path)."""
-        skip = ("source", "description", "ablate")
+        skip = ("source", "description", "ablate", "ablate_scorers")
         data = {k: v for k, v in self.to_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -287,6 +288,8 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
         scorer_params=dict(scorer_params),
         scorer_grids=dict(scorer_grids),
         ablate=ablate,
+        ablate_scorers=tuple(_typed(raw.get("ablate_scorers", []), list, "ablate_scorers", where,
+                                    path)),
         extra_ood=tuple(extra_ood),
         source=str(path),
     )

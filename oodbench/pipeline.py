@@ -352,6 +352,7 @@ def ablate_benchmark(
     load_builtin_scorers()
     if not bench.val_ood:
         raise ValueError(f"benchmark {bench.name!r} defines no val_ood set to ablate against")
+    scorers = list(bench.ablate_scorers or bench.scorers)
     trainer = Trainer(bench, runs_dir, data_root, device, download=download)
     val_side = IDSplits(trainer.splits.train, trainer.splits.val, trainer.splits.val,
                         trainer.splits.preprocess)
@@ -369,7 +370,7 @@ def ablate_benchmark(
                 "path": str(path), "sha256": digest, "objective": spec.objective,
                 "params": spec.params, "init": spec.init, "train": asdict(spec.train)}
             r, _, _ = score_model(model, digest, bench, val_side, val_side.preprocess,
-                                  ood, cache, trainer.device, list(bench.scorers),
+                                  ood, cache, trainer.device, scorers,
                                   (spec.name, seed))
             extra = {"bg_norm_test": meta["bg_norm_test"], "fg_norm_test": meta["fg_norm_test"],
                      "test_acc": meta["test_acc"]}
@@ -382,7 +383,7 @@ def ablate_benchmark(
     _write_json(out / "ablation_manifest.json", {
         "benchmark": bench.name, "config_file": bench.source, "seeds": list(range(seeds or 1)),
         "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
-        "id_val": _dataset_info(trainer.splits.val), "scorers": list(bench.scorers),
+        "id_val": _dataset_info(trainer.splits.val), "scorers": scorers,
         "checkpoints": checkpoints, "cache": {"hits": cache.hits, "misses": cache.misses},
         **_provenance(started)})
     if not quiet:
@@ -411,9 +412,26 @@ def ablation_table(df: pd.DataFrame, bench: Benchmark) -> str:
         "| training | setting | " + " | ".join(ood.columns) + " |",
         "|---|---|" + "---|" * len(ood.columns),
     ]
+    chosen = choose_variant(ood)
     for name, row in ood.iterrows():
         t = specs[str(name)]
         setting = f"{t.objective} {t.params} init={t.init} epochs={t.train.epochs} lr={t.train.lr}"
         cells = " | ".join(f"{v:.2f}" for v in row)
-        lines.append(f"| {name} | {setting.replace('|', '/')} | {cells} |")
+        label = f"**{name}** (chosen)" if name == chosen else str(name)
+        lines.append(f"| {label} | {setting.replace('|', '/')} | {cells} |")
+    lines += ["", f"Rule: {CHOICE_RULE}. Chosen: **{chosen}**." if chosen else
+              f"Rule: {CHOICE_RULE}. No variant qualifies."]
     return "\n".join(lines) + "\n"
+
+
+CHOICE_RULE = ("the lowest mean validation FPR95 among the non-CE variants whose validation "
+               "accuracy is within 0.5 points of CE's")
+
+
+def choose_variant(table: pd.DataFrame, baseline: str = "ce") -> str | None:
+    """Apply ``CHOICE_RULE`` to an ablation table (index: training; FPR95 mean, id_acc in %)."""
+    if baseline not in table.index:
+        return None
+    floor = table.loc[baseline, "id_acc"] - 0.5
+    ok = table[(table.index != baseline) & (table["id_acc"] >= floor)]
+    return str(ok["FPR95 mean"].idxmin()) if len(ok) else None

@@ -1,0 +1,60 @@
+"""The validation-side ablation: variants, the choice rule, and no test OOD set in sight."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+
+from oodbench.cli import main
+from oodbench.pipeline import choose_variant
+from tests.conftest import TINY_CONFIG
+
+VARIANTS = """
+ablate_scorers = ["msp", "energy"]
+
+[[benchmarks.tiny.ablate]]
+name = "ft-l0"
+objective = "bgnorm"
+init = "ce"
+params = { lam = 0.0 }
+train = { epochs = 1, lr = 0.01, schedule = "cosine" }
+
+[[benchmarks.tiny.ablate]]
+name = "ft-ratio"
+objective = "bgnorm"
+init = "ce"
+params = { lam = 1.0, form = "ratio", warmup_start = 0.0, warmup_epochs = 0.0 }
+train = { epochs = 1, lr = 0.01, schedule = "cosine" }
+"""
+
+
+def test_choose_variant_rule() -> None:
+    table = pd.DataFrame({"FPR95 mean": [50.0, 20.0, 30.0, 40.0],
+                          "id_acc": [90.0, 89.0, 89.6, 91.0]},
+                         index=["ce", "too-inaccurate", "ok", "better-acc"])
+    assert choose_variant(table) == "ok"
+    assert choose_variant(table.drop(index=["ok", "better-acc"])) is None
+    assert choose_variant(table.drop(index="ce")) is None
+
+
+def test_ablate_scores_validation_side_only(tiny_bench: SimpleNamespace) -> None:
+    config = Path(tiny_bench.config)
+    head, _, rest = TINY_CONFIG.partition("\n[benchmarks.tiny.train]")
+    config.write_text(head + VARIANTS.split("\n[[")[0] + "\n[benchmarks.tiny.train]" + rest
+                      + "\n[[" + VARIANTS.split("\n[[", 1)[1])
+    assert main(["ablate", "--benchmark", "tiny", "--config", str(config), "--data-root",
+                 str(tiny_bench.root), "--runs-dir", str(tiny_bench.runs), "--out",
+                 str(tiny_bench.out)]) == 0
+    out = tiny_bench.out / "tiny"
+    df = pd.read_csv(out / "ablation.csv")
+    assert set(df.training) == {"ce", "bgnorm", "ft-l0", "ft-ratio"}
+    assert set(df.scorer.dropna()) == {"msp", "energy"}
+    assert set(df.ood_set.dropna()) == {"mnist"}  # val_ood only: no uniform-noise, no cifar
+    text = (out / "ablation.md").read_text()
+    chosen = [line.split("**")[1] for line in text.splitlines() if "(chosen)" in line]
+    fpr = df[df.metric == "fpr95"].groupby("training").value.mean() * 100
+    acc = df[df.metric == "id_acc"].groupby("training").value.mean() * 100
+    ok = [t for t in fpr.index if t != "ce" and acc[t] >= acc["ce"] - 0.5]
+    expected = min(ok, key=lambda t: fpr[t]) if ok else None
+    assert chosen == ([expected] if expected else [])
+    assert f"Chosen: **{expected}**" in text if expected else "No variant qualifies" in text
