@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from oodbench.config import ConfigError, load_benchmark, load_config
+from oodbench.scoring import list_scorers, load_builtin_scorers
 
 BASE = """
 [benchmarks.b]
@@ -37,7 +38,11 @@ def test_the_shipped_config_is_valid() -> None:
     benches = load_config()
     assert {"fmnist", "cifar10", "cifar10-gpu"} <= set(benches)
     fm = benches["fmnist"]
-    assert [t.name for t in fm.trainings] == ["ce", "bgnorm"]
+    assert [t.name for t in fm.trainings] == ["ce", "bgnorm", "logitnorm"]
+    load_builtin_scorers()
+    for bench in benches.values():
+        assert set(bench.scorers) | set(bench.ablate_scorers) <= set(list_scorers())
+    assert len(fm.scorers) >= 18
     gpu = benches["cifar10-gpu"]
     assert gpu.model == "resnet18_32x32" and gpu.id_dataset == "cifar10"
     assert gpu.trainings[0].train.augment == "crop-flip"
