@@ -22,6 +22,7 @@ import torch
 from oodbench.checkpoint import file_hash, load_checkpoint
 from oodbench.config import Benchmark, OODSpec
 from oodbench.data import DatasetUnavailable, ImageArray, Preprocess, load_dataset, load_path
+from oodbench.data.preprocess import conversion_note
 from oodbench.extract import FeatureCache, data_fingerprint
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import accuracy, ood_metrics
@@ -82,7 +83,12 @@ def load_ood_sets(
         out.groups[spec.name] = spec.group
     for name, arr in out.sets.items():
         if len(arr.labels) == 0:
-            raise ValueError(f"OOD set {name!r} ({arr.source}) holds no images")
+            raise ValueError(f"OOD set {name!r} ({arr.source}) holds no images; give it at "
+                             "least one image or leave it out")
+        note = conversion_note(arr.images.shape[1:], bench.image_size, bench.channels)
+        if note:
+            console.print(f"note: OOD set {name!r} is converted to the ID input "
+                          f"{shape[0]}x{shape[1]}x{shape[2]}: {note}", markup=False)
     return out
 
 
@@ -361,31 +367,40 @@ def ablate_benchmark(
     rows: list[dict[str, Any]] = []
     checkpoints: dict[str, Any] = {}
     started = time.perf_counter()
-    for seed in range(seeds or 1):
-        for spec in (*bench.trainings, *bench.ablate):
-            path = trainer.ensure(spec.name, seed)
-            model, meta = load_checkpoint(path)
-            digest = file_hash(path)
-            checkpoints[f"{spec.name}-s{seed}"] = {
-                "path": str(path), "sha256": digest, "objective": spec.objective,
-                "params": spec.params, "init": spec.init, "train": asdict(spec.train)}
-            r, _, _ = score_model(model, digest, bench, val_side, val_side.preprocess,
-                                  ood, cache, trainer.device, scorers,
-                                  (spec.name, seed))
-            extra = {"bg_norm_test": meta["bg_norm_test"], "fg_norm_test": meta["fg_norm_test"],
-                     "test_acc": meta["test_acc"]}
-            rows += r + [r[0] | {"metric": k, "value": v} for k, v in extra.items()]
-    df = pd.DataFrame(rows, columns=COLUMNS)
     out = Path(out_dir) / bench.name
-    _write_csv(out / "ablation.csv", df)
-    table = ablation_table(df, bench)
-    atomic_write_bytes(out / "ablation.md", table.encode())
-    _write_json(out / "ablation_manifest.json", {
-        "benchmark": bench.name, "config_file": bench.source, "seeds": list(range(seeds or 1)),
-        "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
-        "id_val": _dataset_info(trainer.splits.val), "scorers": scorers,
-        "checkpoints": checkpoints, "cache": {"hits": cache.hits, "misses": cache.misses},
-        **_provenance(started)})
+    variants = [(spec, seed) for seed in range(seeds or 1)
+                for spec in (*bench.trainings, *bench.ablate)]
+
+    def write() -> tuple[pd.DataFrame, str]:
+        """Write the tables so far, so an interrupted sweep keeps its finished variants."""
+        df = pd.DataFrame(rows, columns=COLUMNS)
+        _write_csv(out / "ablation.csv", df)
+        table = ablation_table(df, bench)
+        if len(checkpoints) < len(variants):
+            table += f"\nPartial: {len(checkpoints)} of {len(variants)} variants so far.\n"
+        atomic_write_bytes(out / "ablation.md", table.encode())
+        _write_json(out / "ablation_manifest.json", {
+            "benchmark": bench.name, "config_file": bench.source,
+            "seeds": list(range(seeds or 1)),
+            "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
+            "id_val": _dataset_info(trainer.splits.val), "scorers": scorers,
+            "checkpoints": checkpoints, "cache": {"hits": cache.hits, "misses": cache.misses},
+            **_provenance(started)})
+        return df, table
+
+    for spec, seed in variants:
+        path = trainer.ensure(spec.name, seed)
+        model, meta = load_checkpoint(path)
+        digest = file_hash(path)
+        r, _, _ = score_model(model, digest, bench, val_side, val_side.preprocess,
+                              ood, cache, trainer.device, scorers, (spec.name, seed))
+        extra = {"bg_norm_test": meta["bg_norm_test"], "fg_norm_test": meta["fg_norm_test"],
+                 "test_acc": meta["test_acc"]}
+        rows += r + [r[0] | {"metric": k, "value": v} for k, v in extra.items()]
+        checkpoints[f"{spec.name}-s{seed}"] = {
+            "path": str(path), "sha256": digest, "objective": spec.objective,
+            "params": spec.params, "init": spec.init, "train": asdict(spec.train)}
+        df, table = write()
     if not quiet:
         console.print(table)
     return df
