@@ -19,6 +19,9 @@ import torch
 from oodbench.fileio import atomic_write_bytes
 from oodbench.models import OODNet, create_model
 
+_MATCHING = ("matching --arch, --num-classes and --in-channels, or the --benchmark (widths) it "
+             "was trained with")
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded into the requested model."""
@@ -39,8 +42,10 @@ def save_checkpoint(path: Path, model: OODNet, meta: dict[str, Any]) -> Path:
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
     buf = io.BytesIO()
     torch.save({"state_dict": state, "meta": text}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    # the .json first: the .pt is what marks the checkpoint done, so a kill between the two
+    # never leaves a reused .pt without its readable metadata
     atomic_write_bytes(path.with_suffix(".json"), text.encode())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -51,9 +56,21 @@ def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+    except pickle.UnpicklingError as e:
+        found = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
         raise CheckpointError(
-            f"{path} could not be loaded safely (weights_only=True): {type(e).__name__}: {e}"
+            f"{path} could not be loaded safely (weights_only=True): it holds Python objects "
+            f"besides tensors ({found[0] if found else 'unsupported pickle content'}), which "
+            "could run code when unpickled; none of it was run. Re-save the weights alone with "
+            "torch.save(model.state_dict(), PATH) from code you trust"
+        ) from e
+    except OSError:
+        raise  # cannot be read at all: the OS message names the file
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... on broken files
+        detail = str(e).splitlines()[0] if str(e) else "unexpected end of file"
+        raise CheckpointError(
+            f"{path} could not be loaded: the file is truncated or not a PyTorch checkpoint "
+            f"({type(e).__name__}: {detail}); save or copy it again"
         ) from e
     if isinstance(obj, dict) and "state_dict" in obj:
         return obj["state_dict"], json.loads(obj.get("meta") or "{}")
@@ -70,13 +87,15 @@ def load_into(model: OODNet, state: dict[str, torch.Tensor], path: Path | str) -
     if missing or extra:
         raise CheckpointError(
             f"{path} does not match the model: missing keys {missing[:5]}, "
-            f"unexpected keys {extra[:5]}"
+            f"unexpected keys {extra[:5]}; it was saved from another architecture: pass the "
+            f"{_MATCHING}"
         )
     for key, tensor in own.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(
                 f"{path} does not match the model at {key!r}: the checkpoint has shape "
-                f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}"
+                f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}; pass the "
+                f"{_MATCHING}"
             )
     model.load_state_dict(state)
     return model

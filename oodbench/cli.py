@@ -1,17 +1,27 @@
-"""``oodbench`` command line: a thin layer over the Python API."""
+"""``oodbench`` command line: a thin layer over the Python API.
+
+Bad input ends in one ``error:`` paragraph naming the file, key or option and the fix, with
+exit status 1 (130 on Ctrl-C); ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
-from oodbench.config import ConfigError, load_benchmark, load_config
+from oodbench.config import Benchmark, ConfigError, load_benchmark, load_config
 from oodbench.progress import console
+
+# errors whose message is written for the user; anything else also gets its type and a hint
+EXPECTED = (ConfigError, RuntimeError, ValueError, KeyError, OSError)
 
 
 def _extra_ood(items: list[str]) -> dict[str, Path]:
@@ -19,7 +29,8 @@ def _extra_ood(items: list[str]) -> dict[str, Path]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--extra-ood expects NAME=PATH, got {item!r}")
+            raise ValueError(f"--extra-ood expects NAME=PATH, got {item!r}; e.g. "
+                             "--extra-ood mine=path/to/folder_or.npz")
         out[name] = Path(path)
     return out
 
@@ -55,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oodbench",
         description="Post-hoc OOD scorers x training objectives: train, score, tabulate.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of a short message")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train (or reuse) every checkpoint of a benchmark")
@@ -98,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None)
     p.add_argument("--data-root", type=Path, default=None)
     _scorer_path(p)
+    for p in sub.choices.values():  # --debug also after the sub-command
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     return parser
 
 
@@ -174,27 +190,84 @@ def _plot(args: argparse.Namespace) -> None:
         console.print(str(path))
 
 
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", soft_wrap=True)
+
+
+def _error(text: str) -> None:
+    console.print(f"[bold red]error:[/bold red] {escape(text)}", soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodbench`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "scorer_path", None):
-            from oodbench.scoring import load_scorer_file
-
-            for path in args.scorer_path:
-                load_scorer_file(path)
-        if args.command == "list":
-            _list(args)
-        elif args.command == "table":
-            _table(args)
-        elif args.command == "plot":
-            _plot(args)
-        else:
-            _run(args)
-    except (ConfigError, RuntimeError, ValueError, KeyError, OSError) as e:
-        console.print(f"[bold red]error:[/bold red] {e}")
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            _dispatch(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        _error("interrupted (Ctrl-C); finished files are kept, unfinished ones are not written")
+        return 130
+    except EXPECTED as e:
+        if args.debug:
+            raise
+        _error(str(e.args[0]) if type(e) is KeyError and e.args else str(e))  # unquoted
+        return 1
+    except Exception as e:
+        if args.debug:
+            raise
+        _error(f"{type(e).__name__}: {e} (unexpected; rerun with --debug for the traceback, "
+               "and please report it)")
         return 1
     return 0
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if getattr(args, "scorer_path", None):
+        from oodbench.scoring import load_scorer_file
+
+        for path in args.scorer_path:
+            load_scorer_file(path)
+    if args.command == "list":
+        _list(args)
+    elif args.command == "table":
+        _table(args)
+    elif args.command == "plot":
+        _plot(args)
+    else:
+        _run(args)
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written to."""
+    probe = folder.absolute()
+    while not probe.exists():  # the nearest existing ancestor decides
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return
+    why = "is not writable" if probe.is_dir() else "is a file, not a folder"
+    raise ValueError(f"{option} {folder}: cannot write there because {probe} {why}; pass "
+                     f"{option} a folder you can write to")
+
+
+def _check_scorers(bench: Benchmark, names: list[str], where: str) -> None:
+    """Refuse, before any training, an unknown scorer or scorer parameters it rejects."""
+    from oodbench.scoring import create_scorer, get_scorer
+
+    for name in names:
+        try:
+            get_scorer(name)
+        except KeyError as e:
+            raise ConfigError(f"{where}: {e}") from e
+        params = bench.scorer_params.get(name, {})
+        try:
+            create_scorer(name, **params)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{bench.source}: [benchmarks.{bench.name}.scorer_params] "
+                              f"{name} = {params}: {e}; fix that value in the file") from e
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -203,20 +276,28 @@ def _run(args: argparse.Namespace) -> None:
 
     bench = load_benchmark(args.benchmark, args.config)
     data_root = args.data_root or os.environ.get("OODBENCH_DATA")
+    _check_writable(args.runs_dir, "--runs-dir")
     if args.command == "train":
         train_benchmark(bench, args.seeds, args.runs_dir, data_root, args.device, args.download)
         return
+    where = f"{bench.source}: [benchmarks.{bench.name}]"
     if args.command == "ablate":
+        _check_writable(args.out, "--out")
+        _check_scorers(bench, list(bench.ablate_scorers or bench.scorers), f"{where} scorers")
         ablate_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device,
                          download=args.download)
         return
     scorers = args.scorers.split(",") if args.scorers else None
+    _check_scorers(bench, scorers or list(bench.scorers),
+                   "--scorers" if scorers else f"{where} scorers")
     extra = _extra_ood(args.extra_ood)
     if args.command == "run":
+        _check_writable(args.out, "--out")
         run_benchmark(bench, args.seeds, args.out, args.runs_dir, data_root, args.device,
                       scorers, extra, download=args.download)
     else:
         out = args.out or Path("results") / f"eval-{args.checkpoint.stem}"
+        _check_writable(out, "--out")
         evaluate_checkpoint(args.checkpoint, bench, out, args.runs_dir, data_root, args.device,
                             args.arch, args.num_classes, args.in_channels, scorers, extra,
                             download=args.download)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from oodbench.registry import did_you_mean
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "benchmarks.toml"
 SCHEDULES = ("onecycle", "cosine")
@@ -134,13 +137,17 @@ def _check_keys(
     table: dict[str, Any], accepted: set[str], where: str, path: Path,
     required: tuple[str, ...] = (),
 ) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{where}] must be a table ({{ key = value, ... }}), got "
+                          f"{table!r}")
     for key in required:
         if key not in table:
             raise ConfigError(f"{path}: [{where}] is missing the key {key!r}")
     unknown = sorted(set(table) - accepted)
     if unknown:
         raise ConfigError(
-            f"{path}: unknown key {unknown[0]!r} in [{where}]; accepted keys: "
+            f"{path}: unknown key {unknown[0]!r} in [{where}];"
+            f"{did_you_mean(unknown[0], accepted)} accepted keys: "
             f"{', '.join(sorted(accepted))}"
         )
 
@@ -159,7 +166,8 @@ def _typed(value: Any, kind: type, key: str, where: str, path: Path) -> Any:
 def _choice(value: Any, choices: tuple[str, ...] | list[str], key: str, where: str, path: Path):
     if value not in choices:
         raise ConfigError(
-            f"{path}: [{where}] {key} = {value!r} is not accepted; accepted values: "
+            f"{path}: [{where}] {key} = {value!r} is not accepted;"
+            f"{did_you_mean(value, choices)} accepted values: "
             f"{', '.join(map(str, choices))}"
         )
     return value
@@ -184,15 +192,26 @@ def _train_spec(table: dict[str, Any], base: TrainSpec, where: str, path: Path) 
     for key in ("epochs", "batch_size"):
         if values[key] < 1:
             raise ConfigError(f"{path}: [{where}] {key} must be >= 1, got {values[key]}")
-    if values["lr"] <= 0:
-        raise ConfigError(f"{path}: [{where}] lr must be > 0, got {values['lr']}")
+    for key, low, high in (("lr", 0.0, math.inf), ("momentum", 0.0, 1.0),
+                           ("weight_decay", 0.0, math.inf)):
+        value = values[key]
+        if not (math.isfinite(value) and low <= value < high) or (key == "lr" and value == 0):
+            raise ConfigError(f"{path}: [{where}] {key} = {value} is out of range "
+                              f"({'> 0' if key == 'lr' else f'[{low}, {high})'} and finite)")
     return TrainSpec(**values)
+
+
+def _positive(value: Any, key: str, where: str, path: Path) -> int:
+    """An int >= 1."""
+    if _typed(value, int, key, where, path) < 1:
+        raise ConfigError(f"{path}: [{where}] {key} must be >= 1, got {value}")
+    return value
 
 
 def _training(
     table: dict[str, Any], base: TrainSpec, where: str, path: Path
 ) -> TrainingSpec:
-    from oodbench.objectives import list_objectives, objective_params
+    from oodbench.objectives import create_objective, list_objectives, objective_params
 
     _check_keys(table, _TRAINING_KEYS, where, path, required=("name", "objective"))
     name = _typed(table["name"], str, "name", where, path)
@@ -200,6 +219,11 @@ def _training(
     params = _typed(table.get("params", {}), dict, "params", where, path)
     accepted = objective_params(objective)
     _check_keys(params, set(accepted), f"{where}.params (objective {objective!r})", path)
+    try:
+        create_objective(objective, **params)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: [{where}.params] objective {objective!r}: {e}; fix that "
+                          "value in the file") from e
     train = _train_spec(_typed(table.get("train", {}), dict, "train", where, path), base,
                         f"{where}.train", path)
     init = table.get("init")
@@ -271,25 +295,27 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
         name=name,
         description=_typed(raw.get("description", ""), str, "description", where, path),
         id_dataset=_choice(raw["id"], datasets, "id", where, path),
-        num_classes=_typed(raw["num_classes"], int, "num_classes", where, path),
-        image_size=_typed(raw["image_size"], int, "image_size", where, path),
+        num_classes=_positive(raw["num_classes"], "num_classes", where, path),
+        image_size=_positive(raw["image_size"], "image_size", where, path),
         channels=channels,
         model=_choice(raw["model"], list_models(), "model", where, path),
-        widths=tuple(_typed(raw.get("widths", []), list, "widths", where, path)),
+        widths=tuple(_positive(w, "widths", where, path)
+                     for w in _typed(raw.get("widths", []), list, "widths", where, path)),
         trainings=trainings,
         ood=tuple(ood),
-        scorers=tuple(_typed(raw["scorers"], list, "scorers", where, path)),
-        seeds=_typed(raw.get("seeds", 1), int, "seeds", where, path),
+        scorers=tuple(_typed(n, str, "scorers", where, path)
+                      for n in _typed(raw["scorers"], list, "scorers", where, path)),
+        seeds=_positive(raw.get("seeds", 1), "seeds", where, path),
         val_fraction=fraction,
         val_ood=tuple(_choice(v, datasets, "val_ood", where, path)
                       for v in _typed(raw.get("val_ood", []), list, "val_ood", where, path)),
         device=_choice(raw.get("device", "auto"), DEVICES, "device", where, path),
-        extract_batch=_typed(raw.get("extract_batch", 512), int, "extract_batch", where, path),
+        extract_batch=_positive(raw.get("extract_batch", 512), "extract_batch", where, path),
         scorer_params=dict(scorer_params),
         scorer_grids=dict(scorer_grids),
         ablate=ablate,
-        ablate_scorers=tuple(_typed(raw.get("ablate_scorers", []), list, "ablate_scorers", where,
-                                    path)),
+        ablate_scorers=tuple(_typed(n, str, "ablate_scorers", where, path) for n in _typed(
+            raw.get("ablate_scorers", []), list, "ablate_scorers", where, path)),
         extra_ood=tuple(extra_ood),
         source=str(path),
     )
@@ -308,7 +334,8 @@ def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+        raise ConfigError(f"{path}: not valid TOML: {e}; fix the syntax there (strings in "
+                          '"quotes", tables as [benchmarks.NAME])') from e
     _check_keys(doc, {"benchmarks"}, "top level", path)
     tables = _typed(doc.get("benchmarks", {}), dict, "benchmarks", "top level", path)
     resolved: dict[str, dict[str, Any]] = {}
@@ -317,7 +344,7 @@ def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
         if name in seen:
             raise ConfigError(f"{path}: circular 'extends' chain {' -> '.join((*seen, name))}")
         if name not in resolved:
-            raw = tables[name]
+            raw = _typed(tables[name], dict, name, "benchmarks", path)
             parent = raw.get("extends")
             if parent is not None:
                 _choice(parent, sorted(tables), "extends", f"benchmarks.{name}", path)
@@ -333,6 +360,7 @@ def load_benchmark(name: str, path: Path | str | None = None) -> Benchmark:
     benches = load_config(path)
     if name not in benches:
         raise ConfigError(
-            f"{path or DEFAULT_CONFIG}: no benchmark {name!r}; available: {', '.join(benches)}"
+            f"{path or DEFAULT_CONFIG}: no benchmark {name!r};{did_you_mean(name, benches)} "
+            f"available: {', '.join(benches)}"
         )
     return benches[name]

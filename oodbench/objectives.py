@@ -26,6 +26,7 @@ max(0, ||f|| - margin). lambda_t ramps linearly from 0 to ``lam`` between epochs
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -150,6 +151,8 @@ class BackgroundNorm(Objective):
             raise ValueError(f"select must be 'cam-quantile' or 'prob-threshold', got {select!r}")
         if not 0.0 < q < 1.0:
             raise ValueError(f"q must lie in (0, 1), got {q}")
+        if not (lam >= 0 and math.isfinite(lam)):
+            raise ValueError(f"lam must be finite and >= 0, got {lam}")
         self.lam, self.select, self.q, self.tau = lam, select, q, tau
         self.form, self.margin = form, margin
         self.warmup_start, self.warmup_epochs = warmup_start, warmup_epochs

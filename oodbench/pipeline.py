@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,7 +27,8 @@ from oodbench.config import Benchmark, OODSpec
 from oodbench.data import DatasetUnavailable, ImageArray, Preprocess, load_dataset, load_path
 from oodbench.data.preprocess import conversion_note
 from oodbench.extract import FeatureCache, data_fingerprint
-from oodbench.fileio import atomic_write_bytes
+from oodbench.fileio import atomic_write_bytes, remove_stale_temps
+from oodbench.lock import output_lock
 from oodbench.metrics import accuracy, ood_metrics
 from oodbench.models import OODNet
 from oodbench.plots import FEATNORM, plot_results
@@ -88,7 +92,8 @@ def load_ood_sets(
         note = conversion_note(arr.images.shape[1:], bench.image_size, bench.channels)
         if note:
             console.print(f"note: OOD set {name!r} is converted to the ID input "
-                          f"{shape[0]}x{shape[1]}x{shape[2]}: {note}", markup=False)
+                          f"{shape[0]}x{shape[1]}x{shape[2]}: {note}", markup=False,
+                          soft_wrap=True)
     return out
 
 
@@ -210,13 +215,31 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _provenance(started: float) -> dict[str, Any]:
     """What every manifest records about how it was made."""
-    return {"versions": library_versions(), "code": code_version(), "command": sys.argv,
-            "seconds": round(time.perf_counter() - started, 1)}
+    runtime = {"python": sys.version, "platform": platform.platform(),
+               "torch": torch.__version__, "cuda": torch.version.cuda,
+               "torch_threads": torch.get_num_threads()}
+    return {"versions": library_versions(), "runtime": runtime, "code": code_version(),
+            "command": sys.argv, "seconds": round(time.perf_counter() - started, 1)}
+
+
+@contextmanager
+def _exclusive(out: Path, runs: Path) -> Iterator[None]:
+    """Hold the lock of the output folder ``out``, and first delete the temp files that killed
+    runs left in ``out`` and in the checkpoint / cache folder ``runs``."""
+    with output_lock(out):
+        for folder in (out, runs):
+            remove_stale_temps(folder)
+        yield
 
 
 def _dataset_info(arr: ImageArray) -> dict[str, Any]:
     return {"n": len(arr.labels), "shape": list(arr.images.shape[1:]), "source": arr.source,
             "sha256": data_fingerprint(arr)}
+
+
+def _val_ood_info(val_ood: OODSets | None) -> dict[str, Any]:
+    """Data info of the sets a scorer grid selected on (none without scorer_grids)."""
+    return {n: _dataset_info(a) for n, a in val_ood.sets.items()} if val_ood else {}
 
 
 def _finish(df: pd.DataFrame, out: Path, bench: Benchmark, manifest: dict[str, Any],
@@ -247,48 +270,53 @@ def run_benchmark(
     download: bool = False,
 ) -> pd.DataFrame:
     """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``."""
-    load_builtin_scorers()
-    started = time.perf_counter()
-    scorer_names = list(scorers or bench.scorers)
-    n_seeds = seeds or bench.seeds
     out = Path(out_dir) / bench.name
-    trainer = Trainer(bench, runs_dir, data_root, device, download=download)
-    ood = load_ood_sets(bench, data_root, extra_ood, download)
-    val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
-    cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
-    rows: list[dict[str, Any]] = []
-    checkpoints: dict[str, Any] = {}
-    scorer_params: dict[str, Any] = {}
-    for seed in range(n_seeds):
-        for spec in bench.trainings:
-            path = trainer.ensure(spec.name, seed)
-            model, meta = load_checkpoint(path)
-            digest = file_hash(path)
-            r, scores, scorer_params[f"{spec.name}-s{seed}"] = score_model(
-                model, digest, bench, trainer.splits, trainer.splits.preprocess, ood, cache,
-                trainer.device, scorer_names, (spec.name, seed), val_ood)
-            rows += r
-            _write_scores(out / "scores" / f"{spec.name}-s{seed}.npz", scores)
-            checkpoints[f"{spec.name}-s{seed}"] = {
-                "path": str(path), "sha256": digest,
-                **{k: meta.get(k) for k in ("config_hash", "test_acc", "val_acc", "bg_norm_test",
-                                            "fg_norm_test", "objective", "objective_params",
-                                            "init", "train_stats")}}
-    if cache.misses == 0:
-        console.print(f"[green]feature cache: all {cache.hits} entries reused, no forward pass[/]")
-    else:
-        console.print(f"feature cache: {cache.hits} reused, {cache.misses} extracted")
-    manifest = {
-        "benchmark": bench.name, "config_file": bench.source, "config_hash": bench.config_hash(),
-        "config": bench.to_dict(), "seeds": list(range(n_seeds)), "scorers": scorer_names,
-        "scorer_params": scorer_params, "checkpoints": checkpoints,
-        "id_dataset": {s: _dataset_info(getattr(trainer.splits, s))
-                       for s in ("train", "val", "test")},
-        "ood_sets": {n: _dataset_info(a) | {"group": ood.groups[n]} for n, a in ood.sets.items()},
-        "skipped_ood_sets": ood.skipped, "device": str(trainer.device),
-        "cache": {"hits": cache.hits, "misses": cache.misses}, **_provenance(started),
-    }
-    return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
+    with _exclusive(out, Path(runs_dir) / bench.name):
+        load_builtin_scorers()
+        started = time.perf_counter()
+        scorer_names = list(scorers or bench.scorers)
+        n_seeds = seeds or bench.seeds
+        trainer = Trainer(bench, runs_dir, data_root, device, download=download)
+        ood = load_ood_sets(bench, data_root, extra_ood, download)
+        val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
+        cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+        rows: list[dict[str, Any]] = []
+        checkpoints: dict[str, Any] = {}
+        scorer_params: dict[str, Any] = {}
+        for seed in range(n_seeds):
+            for spec in bench.trainings:
+                path = trainer.ensure(spec.name, seed)
+                model, meta = load_checkpoint(path)
+                digest = file_hash(path)
+                r, scores, scorer_params[f"{spec.name}-s{seed}"] = score_model(
+                    model, digest, bench, trainer.splits, trainer.splits.preprocess, ood, cache,
+                    trainer.device, scorer_names, (spec.name, seed), val_ood)
+                rows += r
+                _write_scores(out / "scores" / f"{spec.name}-s{seed}.npz", scores)
+                checkpoints[f"{spec.name}-s{seed}"] = {
+                    "path": str(path), "sha256": digest,
+                    **{k: meta.get(k) for k in ("config_hash", "test_acc", "val_acc",
+                                                "bg_norm_test", "fg_norm_test", "objective",
+                                                "objective_params", "init", "train_stats")}}
+        if cache.misses == 0:
+            console.print(f"[green]feature cache: all {cache.hits} entries reused, no forward "
+                          "pass[/]")
+        else:
+            console.print(f"feature cache: {cache.hits} reused, {cache.misses} extracted")
+        manifest = {
+            "benchmark": bench.name, "config_file": bench.source,
+            "config_hash": bench.config_hash(), "config": bench.to_dict(),
+            "seeds": list(range(n_seeds)), "scorers": scorer_names,
+            "scorer_params": scorer_params, "checkpoints": checkpoints,
+            "id_dataset": {s: _dataset_info(getattr(trainer.splits, s))
+                           for s in ("train", "val", "test")},
+            "ood_sets": {n: _dataset_info(a) | {"group": ood.groups[n]}
+                         for n, a in ood.sets.items()},
+            "val_ood_sets": _val_ood_info(val_ood),
+            "skipped_ood_sets": ood.skipped, "device": str(trainer.device),
+            "cache": {"hits": cache.hits, "misses": cache.misses}, **_provenance(started),
+        }
+        return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
 
 
 def evaluate_checkpoint(
@@ -311,32 +339,38 @@ def evaluate_checkpoint(
     The checkpoint's own normalisation statistics are used when it records them, otherwise
     the benchmark's ID-train statistics.
     """
-    load_builtin_scorers()
-    started = time.perf_counter()
-    model, meta = load_checkpoint(path, arch, num_classes, in_channels or bench.channels,
-                                  bench.widths or None)
-    splits = load_id_splits(bench, data_root, download)
-    preprocess = splits.preprocess
-    if "normalisation" in meta:
-        norm = meta["normalisation"]
-        preprocess = Preprocess(bench.image_size, bench.channels, tuple(norm["mean"]),
-                                tuple(norm["std"]))
-    dev = resolve_device(device or bench.device)
-    ood = load_ood_sets(bench, data_root, extra_ood, download)
-    digest = file_hash(path)
-    cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
-    training = str(meta.get("training", Path(path).stem))
-    val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
-    rows, scores, params = score_model(model, digest, bench, splits, preprocess, ood, cache, dev,
-                                       list(scorers or bench.scorers), (training, 0), val_ood)
     out = Path(out_dir)
-    _write_scores(out / "scores" / f"{training}-s0.npz", scores)
-    manifest = {
-        "benchmark": bench.name, "checkpoint": {"path": str(path), "sha256": digest, "meta": meta},
-        "scorer_params": params, "skipped_ood_sets": ood.skipped,
-        "ood_sets": {n: _dataset_info(a) for n, a in ood.sets.items()}, **_provenance(started),
-    }
-    return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
+    with _exclusive(out, Path(runs_dir) / bench.name):
+        load_builtin_scorers()
+        started = time.perf_counter()
+        model, meta = load_checkpoint(path, arch, num_classes, in_channels or bench.channels,
+                                      bench.widths or None)
+        splits = load_id_splits(bench, data_root, download)
+        preprocess = splits.preprocess
+        if "normalisation" in meta:
+            norm = meta["normalisation"]
+            preprocess = Preprocess(bench.image_size, bench.channels, tuple(norm["mean"]),
+                                    tuple(norm["std"]))
+        dev = resolve_device(device or bench.device)
+        ood = load_ood_sets(bench, data_root, extra_ood, download)
+        digest = file_hash(path)
+        cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+        training = str(meta.get("training", Path(path).stem))
+        val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
+        rows, scores, params = score_model(model, digest, bench, splits, preprocess, ood, cache,
+                                           dev, list(scorers or bench.scorers), (training, 0),
+                                           val_ood)
+        _write_scores(out / "scores" / f"{training}-s0.npz", scores)
+        manifest = {
+            "benchmark": bench.name, "config_file": bench.source,
+            "config_hash": bench.config_hash(), "config": bench.to_dict(),
+            "checkpoint": {"path": str(path), "sha256": digest, "meta": meta},
+            "scorer_params": params, "skipped_ood_sets": ood.skipped,
+            "id_dataset": {s: _dataset_info(getattr(splits, s)) for s in ("train", "val", "test")},
+            "ood_sets": {n: _dataset_info(a) for n, a in ood.sets.items()},
+            "val_ood_sets": _val_ood_info(val_ood), "device": str(dev), **_provenance(started),
+        }
+        return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
 
 
 def ablate_benchmark(
@@ -355,55 +389,56 @@ def ablate_benchmark(
     OOD sets are never touched, so defaults chosen from this table are not tuned on them.
     Writes ``out_dir/<benchmark>/ablation.csv`` and ``ablation.md``.
     """
-    load_builtin_scorers()
-    if not bench.val_ood:
-        raise ValueError(f"benchmark {bench.name!r} defines no val_ood set to ablate against")
-    scorers = list(bench.ablate_scorers or bench.scorers)
-    trainer = Trainer(bench, runs_dir, data_root, device, download=download)
-    val_side = IDSplits(trainer.splits.train, trainer.splits.val, trainer.splits.val,
-                        trainer.splits.preprocess)
-    ood = load_val_ood(bench, data_root, download)
-    cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
-    rows: list[dict[str, Any]] = []
-    checkpoints: dict[str, Any] = {}
-    started = time.perf_counter()
     out = Path(out_dir) / bench.name
-    variants = [(spec, seed) for seed in range(seeds or 1)
-                for spec in (*bench.trainings, *bench.ablate)]
+    with _exclusive(out, Path(runs_dir) / bench.name):
+        load_builtin_scorers()
+        if not bench.val_ood:
+            raise ValueError(f"benchmark {bench.name!r} defines no val_ood set to ablate against")
+        scorers = list(bench.ablate_scorers or bench.scorers)
+        trainer = Trainer(bench, runs_dir, data_root, device, download=download)
+        val_side = IDSplits(trainer.splits.train, trainer.splits.val, trainer.splits.val,
+                            trainer.splits.preprocess)
+        ood = load_val_ood(bench, data_root, download)
+        cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+        rows: list[dict[str, Any]] = []
+        checkpoints: dict[str, Any] = {}
+        started = time.perf_counter()
+        variants = [(spec, seed) for seed in range(seeds or 1)
+                    for spec in (*bench.trainings, *bench.ablate)]
 
-    def write() -> tuple[pd.DataFrame, str]:
-        """Write the tables so far, so an interrupted sweep keeps its finished variants."""
-        df = pd.DataFrame(rows, columns=COLUMNS)
-        _write_csv(out / "ablation.csv", df)
-        table = ablation_table(df, bench)
-        if len(checkpoints) < len(variants):
-            table += f"\nPartial: {len(checkpoints)} of {len(variants)} variants so far.\n"
-        atomic_write_bytes(out / "ablation.md", table.encode())
-        _write_json(out / "ablation_manifest.json", {
-            "benchmark": bench.name, "config_file": bench.source,
-            "seeds": list(range(seeds or 1)),
-            "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
-            "id_val": _dataset_info(trainer.splits.val), "scorers": scorers,
-            "checkpoints": checkpoints, "cache": {"hits": cache.hits, "misses": cache.misses},
-            **_provenance(started)})
-        return df, table
+        def write() -> tuple[pd.DataFrame, str]:
+            """Write the tables so far, so an interrupted sweep keeps its finished variants."""
+            df = pd.DataFrame(rows, columns=COLUMNS)
+            _write_csv(out / "ablation.csv", df)
+            table = ablation_table(df, bench)
+            if len(checkpoints) < len(variants):
+                table += f"\nPartial: {len(checkpoints)} of {len(variants)} variants so far.\n"
+            atomic_write_bytes(out / "ablation.md", table.encode())
+            _write_json(out / "ablation_manifest.json", {
+                "benchmark": bench.name, "config_file": bench.source,
+                "seeds": list(range(seeds or 1)),
+                "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
+                "id_val": _dataset_info(trainer.splits.val), "scorers": scorers,
+                "checkpoints": checkpoints, "cache": {"hits": cache.hits, "misses": cache.misses},
+                **_provenance(started)})
+            return df, table
 
-    for spec, seed in variants:
-        path = trainer.ensure(spec.name, seed)
-        model, meta = load_checkpoint(path)
-        digest = file_hash(path)
-        r, _, _ = score_model(model, digest, bench, val_side, val_side.preprocess,
-                              ood, cache, trainer.device, scorers, (spec.name, seed))
-        extra = {"bg_norm_test": meta["bg_norm_test"], "fg_norm_test": meta["fg_norm_test"],
-                 "test_acc": meta["test_acc"]}
-        rows += r + [r[0] | {"metric": k, "value": v} for k, v in extra.items()]
-        checkpoints[f"{spec.name}-s{seed}"] = {
-            "path": str(path), "sha256": digest, "objective": spec.objective,
-            "params": spec.params, "init": spec.init, "train": asdict(spec.train)}
-        df, table = write()
-    if not quiet:
-        console.print(table)
-    return df
+        for spec, seed in variants:
+            path = trainer.ensure(spec.name, seed)
+            model, meta = load_checkpoint(path)
+            digest = file_hash(path)
+            r, _, _ = score_model(model, digest, bench, val_side, val_side.preprocess,
+                                  ood, cache, trainer.device, scorers, (spec.name, seed))
+            extra = {"bg_norm_test": meta["bg_norm_test"], "fg_norm_test": meta["fg_norm_test"],
+                     "test_acc": meta["test_acc"]}
+            rows += r + [r[0] | {"metric": k, "value": v} for k, v in extra.items()]
+            checkpoints[f"{spec.name}-s{seed}"] = {
+                "path": str(path), "sha256": digest, "objective": spec.objective,
+                "params": spec.params, "init": spec.init, "train": asdict(spec.train)}
+            df, table = write()
+        if not quiet:
+            console.print(table)
+        return df
 
 
 def ablation_table(df: pd.DataFrame, bench: Benchmark) -> str:

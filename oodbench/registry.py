@@ -2,17 +2,32 @@
 
 ``register`` is a decorator; ``names`` / ``get`` / ``create`` mirror timm's ``list_models`` /
 ``create_model``. A name clash names both definitions' modules and files; unknown names and
-unknown parameters are errors that list what is accepted.
+unknown parameters are errors that list what is accepted. :func:`did_you_mean` is the one
+place that suggests a close match for any unknown name (registries, config values, datasets).
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
+
+
+def did_you_mean(name: object, choices: Iterable[object]) -> str:
+    """``" did you mean 'x'?"`` for the closest of ``choices`` to ``name``, else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" did you mean {close[0]!r}?" if close else ""
+
+
+class UnknownName(KeyError):
+    """An unknown registry name; ``str()`` is the plain message (``KeyError`` quotes it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def origin(obj: object) -> str:
@@ -77,8 +92,10 @@ class Registry(Generic[T]):
         """The factory registered under ``name``."""
         self._load()
         if name not in self._items:
-            raise KeyError(
-                f"unknown {self.kind} {name!r}; available: {', '.join(self.names()) or 'none'}"
+            names = self.names()
+            raise UnknownName(
+                f"unknown {self.kind} {name!r};{did_you_mean(name, names)} available: "
+                f"{', '.join(names) or 'none'}"
             )
         return self._items[name]
 

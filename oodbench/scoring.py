@@ -226,7 +226,8 @@ def load_scorer_file(path: Path | str) -> list[str]:
         except Exception as e:
             del sys.modules[module_name]
             raise PluginError(
-                f"scorer file {path} raised on import: {type(e).__name__}: {e}") from e
+                f"scorer file {path} raised on import: {type(e).__name__}: {e}; fix the file "
+                "(or install what it imports), or leave out its --scorer-path") from e
     names = [n for n, cls in SCORERS._items.items() if cls.__module__ == module_name]
     if not names:
         raise PluginError(f"scorer file {path} registers no scorer: decorate a Scorer subclass "

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from oodbench.data import readers
+from oodbench.registry import did_you_mean
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 CACHE_DIR = Path.home() / ".cache" / "oodbench"
@@ -500,7 +501,8 @@ def dataset_names() -> list[str]:
 
 def _entry(name: str, split: str) -> _Catalogued | _GreyView | _Noise:
     if name not in _CATALOGUE:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_CATALOGUE)}")
+        raise ValueError(f"unknown dataset {name!r};{did_you_mean(name, _CATALOGUE)} known: "
+                         f"{', '.join(_CATALOGUE)}")
     entry = _CATALOGUE[name]
     if split not in entry.splits:
         raise ValueError(f"dataset {name!r} has no split {split!r}; it has {entry.splits}")
@@ -508,16 +510,29 @@ def _entry(name: str, split: str) -> _Catalogued | _GreyView | _Noise:
 
 
 def _context(data_root: Path | str | None, download: bool) -> _Context:
+    """Where to look; a data root that is given must be a folder (``download`` may create it)."""
     if data_root is None:
         data_root = os.environ.get(DATA_ENV) or None
-    return _Context(Path(data_root).expanduser() if data_root is not None else None, download)
+    root = Path(data_root).expanduser() if data_root is not None else None
+    if root is not None and not root.is_dir() and (root.exists() or not download):
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise ValueError(
+            f"data root {root} {what}: pass --data-root (data_root=, or ${DATA_ENV}) an existing "
+            "folder, or leave it unset to use only the system and package sources "
+            "(with --download a missing data root is created)"
+        )
+    return _Context(root, download)
 
 
 def _unavailable(
     name: str, split: str, entry: _Catalogued, ctx: _Context, reasons: list[str]
 ) -> str:
     """The message listing each source, why it failed, and how to provide it."""
-    lines = [f"dataset {name!r} (split {split!r}) is not available here.", "Sources, in order:"]
+    head = f"dataset {name!r} (split {split!r}) is not available here"
+    broken = [r.removeprefix("unreadable: ") for r in reasons if r.startswith("unreadable: ")]
+    if broken:  # a file is there but corrupt: say so first, it is the likely fix
+        head += f": {broken[0]}; replace or re-download that file"
+    lines = [head + ".", "Sources, in order:"]
     for i, (source, reason) in enumerate(zip(entry.sources, reasons, strict=True), 1):
         lines.append(f"  {i}. {source.label()}: {source.where(ctx, split)}")
         lines.append(f"     failed: {reason}")
@@ -639,4 +654,5 @@ def load_path(path: Path | str, name: str) -> ImageArray:
     if path.is_file() and path.suffix == ".npz":
         images, labels = readers.read_npz(path)
         return ImageArray(images, labels, name, "test", f"npz {path}", (path,))
-    raise ValueError(f"{path}: expected an image folder or an .npz file")
+    what = "does not exist" if not path.exists() else "is neither a folder nor a .npz file"
+    raise ValueError(f"OOD set {name!r}: {path} {what}; give an image folder or an .npz file")

@@ -73,6 +73,19 @@ class Preprocess:
         return f"s{self.size}-c{self.channels}-m{mean}-sd{std}"
 
 
+def conversion_note(shape: tuple[int, ...], size: int, channels: int) -> str:
+    """What :class:`Preprocess` does to H x W x C images to give ``size`` x ``size`` x
+    ``channels`` input ("" when they already match), for the note printed once per set."""
+    height, width, have = shape
+    steps = []
+    if have != channels:
+        steps.append("RGB to grey (BT.601 luma)" if channels == 1 else "grey copied to RGB")
+    if (height, width) != (size, size):
+        steps.append(f"resized from {height}x{width} (shorter side to {size}, bilinear, "
+                     "centre crop)")
+    return "; ".join(steps)
+
+
 def channel_stats(images: np.ndarray, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in [0, 1] of ``images`` converted to ``channels``, in chunks."""
     _check_images(images)

@@ -18,7 +18,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
@@ -95,13 +95,17 @@ def stack_rgb(items: Sequence[Path | bytes], origin: str, size: int | None = Non
     """
     out: np.ndarray | None = None
     for i, item in enumerate(items):
-        with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
-            rgb = image.convert("RGB")
+        name = item if isinstance(item, Path) else f"{origin}: image {i}"
+        try:
+            with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
+                rgb = image.convert("RGB")
+        except (OSError, ValueError) as exc:
+            reason = "not a decodable image" if isinstance(exc, UnidentifiedImageError) else exc
+            raise ValueError(f"{name}: corrupt or truncated image ({reason})") from exc
         array = np.asarray(rgb if size is None else resize_centre_crop(rgb, size))
         if out is None:
             out = np.empty((len(items), *array.shape), dtype=np.uint8)
         elif array.shape != out.shape[1:]:
-            name = item if isinstance(item, Path) else f"{origin}: image {i}"
             raise ValueError(
                 f"{name}: shape {array.shape} differs from the first image's {out.shape[1:]} "
                 f"in {origin}; all images must share one size"
@@ -225,7 +229,8 @@ def read_image_files(
     With ``size``, each image is resized and centre-cropped to ``size`` x ``size``.
     """
     if not files:
-        raise ValueError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ValueError(f"{folder}: holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                         "put images there or point to another folder")
     names = sorted(p.name for p in folder.iterdir() if p.is_dir())
     classes = {name: i for i, name in enumerate(names)}
     parts = [f.relative_to(folder).parts for f in files]
