@@ -191,7 +191,9 @@ def training_key(
         "id": bench.id_dataset, "source": splits.train.source, "n_train": len(splits.train.labels),
         "preprocess": splits.preprocess.key(), "model": bench.model, "widths": bench.widths,
         "num_classes": bench.num_classes, "channels": bench.channels,
-        "objective": training.objective, "params": training.params,
+        "objective": training.objective,
+        # every parameter, defaults included: a changed default must not reuse old weights
+        "params": create_objective(training.objective, **training.params).__dict__,
         "train": train_fields(training.train), "seed": seed, "init": init_hash,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

@@ -75,3 +75,20 @@ def test_progress_logs_tenths_off_a_terminal() -> None:
     lines = [line for line in out.getvalue().splitlines() if "%)" in line]
     assert [line.split("(")[1].split(")")[0] for line in lines] == [f"{p}%" for p in
                                                                       range(10, 101, 10)]
+
+
+def test_key_covers_objective_defaults(bench: SimpleNamespace, tiny_bench: SimpleNamespace,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from oodbench.objectives import BackgroundNorm
+    from oodbench.train import training_key
+
+    trainer = Trainer(bench, tiny_bench.runs, tiny_bench.root, "cpu")
+    spec = bench.training("bgnorm")
+    explicit = dataclasses.replace(spec, params={**spec.params, "q": 0.5})
+    key = training_key(bench, spec, 0, trainer.splits, None)
+    assert training_key(bench, explicit, 0, trainer.splits, None) == key  # q = 0.5 is default
+    defaults = BackgroundNorm.__init__.__defaults__
+    monkeypatch.setattr(BackgroundNorm.__init__, "__defaults__",
+                        tuple(0.25 if d == 0.5 and i == 2 else d for i, d in enumerate(defaults)))
+    assert BackgroundNorm().q == 0.25
+    assert training_key(bench, spec, 0, trainer.splits, None) != key  # a changed default
