@@ -9,7 +9,7 @@ SEEDS   ?= 1
 ARGS    ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup data lint clean
+.PHONY: run test setup data lint clean bench-perf
 
 run: setup
 	$(BIN)/oodbench run --benchmark $(BENCH) --seeds $(SEEDS) $(ARGS)
@@ -19,6 +19,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# speed figures of the evaluation path: results/perf.md and results/perf.json (benchmarks/perf.py)
+bench-perf: setup
+	$(BIN)/python -m benchmarks.perf $(ARGS)
 
 setup: data $(BIN)/.installed
 

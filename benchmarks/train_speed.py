@@ -11,14 +11,45 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+from collections.abc import Sequence
 
 import torch
 
-from oodbench.config import load_benchmark
+from oodbench.config import Benchmark, load_benchmark
 from oodbench.models import create_model
 from oodbench.objectives import create_objective
 from oodbench.progress import make_progress
 from oodbench.train import fit, resolve_device
+
+
+def measure_rates(
+    bench: Benchmark,
+    images: int,
+    repeats: int,
+    device: torch.device,
+    trainings: Sequence[str] | None = None,
+) -> dict[str, list[float]]:
+    """Training images per second of one epoch on random inputs, per training and repeat.
+
+    ``trainings`` names the benchmark's trainings to time (default: all of them).
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(images, bench.channels, bench.image_size, bench.image_size, generator=gen)
+    y = torch.randint(0, bench.num_classes, (images,), generator=gen)
+    specs = [t for t in bench.trainings if trainings is None or t.name in trainings]
+    rates: dict[str, list[float]] = {}
+    for rep in range(repeats):
+        for t in specs:
+            params = {**t.params, "warmup_start": 0.0, "warmup_epochs": 0.0} \
+                if t.objective == "bgnorm" else t.params
+            spec = dataclasses.replace(t.train, epochs=1)
+            model = create_model(bench.model, bench.num_classes, bench.channels,
+                                 **bench.model_kwargs())
+            with make_progress(transient=True) as prog:
+                stats = fit(model, create_objective(t.objective, **params), x, y, spec, rep,
+                            device, prog, f"{t.name} rep {rep}")
+            rates.setdefault(t.name, []).append(stats["images_per_s"])
+    return rates
 
 
 def main() -> None:
@@ -30,22 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     bench = load_benchmark(args.benchmark)
     device = resolve_device(args.device)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.images, bench.channels, bench.image_size, bench.image_size,
-                    generator=gen)
-    y = torch.randint(0, bench.num_classes, (args.images,), generator=gen)
-    rates: dict[str, list[float]] = {}
-    for rep in range(args.repeats):
-        for t in bench.trainings:
-            params = {**t.params, "warmup_start": 0.0, "warmup_epochs": 0.0} \
-                if t.objective == "bgnorm" else t.params
-            spec = dataclasses.replace(t.train, epochs=1)
-            model = create_model(bench.model, bench.num_classes, bench.channels,
-                                 **bench.model_kwargs())
-            with make_progress(transient=True) as prog:
-                stats = fit(model, create_objective(t.objective, **params), x, y, spec, rep,
-                            device, prog, f"{t.name} rep {rep}")
-            rates.setdefault(t.name, []).append(stats["images_per_s"])
+    rates = measure_rates(bench, args.images, args.repeats, device)
     base = bench.trainings[0].name
     print(f"{bench.name} ({bench.model} {bench.widths}, {device}, {args.images} images, "
           f"median of {args.repeats}):")

@@ -1,0 +1,1 @@
+"""Speed and cross-check scripts; not part of the ``oodbench`` package."""

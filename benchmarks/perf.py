@@ -1,0 +1,671 @@
+"""Performance figures of oodbench's evaluation path, each printed as one line.
+
+    python -m benchmarks.perf [--quick] [--only floor,overhead,...] [--benchmark fmnist]
+        [--data-root DIR] [--device auto] [--threads N] [--out DIR]
+
+Every ratio compares two things timed in the same process:
+
+- ``floor``: ``oodbench.pipeline.score_model`` (extraction + msp, energy, react, ash, knn,
+  mahalanobis + metrics, with a fresh feature cache) over a bare ``torch.inference_mode``
+  ``model(x)`` loop over the same images (ID train + ID test + OOD sets), preprocessed the same
+  way in the same batches. Target <= 1.25.
+- ``overhead``: the six scorers (fit + score of every set, from extracted features) over the
+  extraction. Target <= 0.10.
+- ``pytorch-ood``: pytorch-ood's six detectors used as its documentation shows (detector objects
+  around the model, ``fit(loader)``, ``detector(x)`` per batch, ``OODMetrics``) over
+  ``score_model``. Target >= 5.
+- ``knn``: oodbench's knn scorer (fit + score) on 50,000 x 512 random float32 ID-train features
+  and 10,000 queries, k = 50, on the CPU; faiss ``IndexFlatIP`` beside it when faiss is
+  importable. Target <= 3 s.
+- ``bgnorm``: BG-norm's training time per step over CE's (``benchmarks/train_speed.py``).
+  Target <= 1.10.
+- ``growth``: the cost of one OOD set (extraction + scoring + metrics) at 1x, 2x and 4x its
+  size; and the peak memory of knn and mahalanobis (fit + score) as the ID-train features grow
+  1x, 2x and 4x, each measured in a fresh process (``ru_maxrss``).
+
+The model is the benchmark's architecture, freshly initialised (seed 0): speed does not depend
+on the weights, so nothing is trained. A full run writes ``results/perf.md`` and
+``results/perf.json``; ``--quick`` (tiny sizes, a smoke test, not the figures) and ``--only``
+write to a new temporary folder unless ``--out`` is given. Not a test: timings depend on the
+machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from oodbench.config import Benchmark, load_benchmark
+from oodbench.data import ImageArray, Preprocess
+from oodbench.extract import FeatureCache, batches, forward_features
+from oodbench.fileio import atomic_write_bytes
+from oodbench.metrics import ood_metrics
+from oodbench.models import OODNet, create_model
+from oodbench.pipeline import OODSets, load_ood_sets, score_model
+from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_builtin_scorers
+from oodbench.splits import IDSplits, load_id_splits
+from oodbench.train import resolve_device
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "growth")  # --only names
+SIX = ("msp", "energy", "react", "ash", "knn", "mahalanobis")
+MEMORY_SCORERS = ("knn", "mahalanobis")
+FACTORS = (1, 2, 4)
+KNN_K = 50
+CKPT_HASH = "perf-untrained-seed0"
+INSTALL_HINT = ("pytorch-ood is not importable; install it without touching torch: "
+                ".venv/bin/pip install --no-deps pytorch-ood")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much data each figure uses; ``None`` means the whole set."""
+
+    id_train: int | None
+    id_test: int | None
+    ood: int | None
+    knn_bank: int
+    knn_queries: int
+    knn_dim: int
+    train_images: int
+    memory_train: int
+    memory_dim: int
+    memory_queries: int
+    repeats: int
+
+
+FULL = Sizes(None, None, None, 50_000, 10_000, 512, 12_800, 20_000, 128, 10_000, 3)
+QUICK = Sizes(2_000, 500, 500, 5_000, 1_000, 512, 512, 2_000, 32, 1_000, 1)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The benchmark, a fresh model on its device, and the data every figure evaluates."""
+
+    bench: Benchmark
+    model: OODNet
+    splits: IDSplits
+    ood: OODSets
+    device: torch.device
+    sizes: Sizes
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.splits.preprocess
+
+    @property
+    def arrays(self) -> list[ImageArray]:
+        """ID train, ID test and the OOD sets: every array ``score_model`` extracts."""
+        return [self.splits.train, self.splits.test, *self.ood.sets.values()]
+
+    @property
+    def head(self) -> Head:
+        return Head(self.model.fc.weight.detach().float().cpu(),
+                    self.model.fc.bias.detach().float().cpu())
+
+    def params(self, scorer: str) -> dict[str, Any]:
+        """The benchmark's parameters for ``scorer``."""
+        return dict(self.bench.scorer_params.get(scorer, {}))
+
+    def extract(self, arr: ImageArray) -> Features:
+        return forward_features(self.model, arr, self.preprocess, self.device,
+                                self.bench.extract_batch)
+
+
+JSON_KEYS = {"floor": "floor_ratio", "overhead": "scorer_overhead",
+             "pytorch-ood": "speedup_vs_pytorch_ood", "knn": "knn_50k_seconds",
+             "bgnorm": "bgnorm_train_overhead"}
+TARGETS: dict[str, tuple[str, float]] = {"floor": ("<=", 1.25), "overhead": ("<=", 0.10),
+                                         "pytorch-ood": (">=", 5.0), "knn": ("<=", 3.0),
+                                         "bgnorm": ("<=", 1.10)}
+
+
+@dataclass
+class Figure:
+    """One measured figure: its printed line and its row of perf.md / entry of perf.json."""
+
+    name: str  # a key of TARGETS, or "growth" / "memory"
+    label: str  # the figure column of the perf.md table
+    value: float | None  # the headline number; None when skipped or not one number
+    shown: str  # the value column of the perf.md table
+    target: str
+    met: bool | None  # None: skipped, or no pass / fail target
+    line: str  # the line printed
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _target(name: str) -> str:
+    op, bound = TARGETS[name]
+    return f"{op} {bound:g}"
+
+
+def _met(name: str, value: float) -> bool:
+    op, bound = TARGETS[name]
+    return value <= bound if op == "<=" else value >= bound
+
+
+def _verdict(name: str, value: float) -> str:
+    return f"target {_target(name)}: {'met' if _met(name, value) else 'NOT met'}"
+
+
+def _figure(name: str, label: str, value: float, line: str, details: dict[str, Any]) -> Figure:
+    """A figure with a target, judged."""
+    return Figure(name, label, value, f"{value:.3f}", _target(name), _met(name, value), line,
+                  details)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of ``fn()``, waiting for queued CUDA work on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _first(arr: ImageArray, n: int | None) -> ImageArray:
+    """The first ``n`` images of ``arr`` (all when ``n`` is None)."""
+    if n is None or n >= len(arr):
+        return arr
+    return ImageArray(arr.images[:n], arr.labels[:n], arr.name, arr.split, arr.source, arr.files)
+
+
+def _tile(arr: ImageArray, times: int) -> ImageArray:
+    """``arr`` repeated ``times`` times."""
+    return ImageArray(np.tile(arr.images, (times, 1, 1, 1)), np.tile(arr.labels, times),
+                      arr.name, arr.split, arr.source, arr.files)
+
+
+def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
+               sizes: Sizes) -> Setup:
+    """Load the ID splits and OOD sets (cut to ``sizes``), build a seeded model and warm it up."""
+    splits = load_id_splits(bench, data_root)
+    splits = replace(splits, train=_first(splits.train, sizes.id_train),
+                     test=_first(splits.test, sizes.id_test))
+    ood = load_ood_sets(bench, data_root)
+    for name, why in ood.skipped.items():
+        print(f"skipped OOD set {name}: {why.splitlines()[0]}")
+    ood = OODSets({n: _first(a, sizes.ood) for n, a in ood.sets.items()}, ood.groups, ood.skipped)
+    torch.manual_seed(0)
+    model = create_model(bench.model, bench.num_classes, bench.channels, **bench.model_kwargs())
+    model.eval().to(device)
+    with torch.inference_mode():  # first calls pick kernels and allocate buffers
+        model(splits.preprocess(splits.train.images[: bench.extract_batch]).to(device))
+    return Setup(bench, model, splits, ood, device, sizes)
+
+
+def bare_loop(s: Setup) -> None:
+    """The floor: preprocess each batch and run ``model(x)``, nothing else."""
+    with torch.inference_mode():
+        for arr in s.arrays:
+            for x in batches(arr, s.preprocess, s.device, s.bench.extract_batch, None, ""):
+                s.model(x)
+
+
+def oodbench_seconds(s: Setup) -> float:
+    """Seconds of ``score_model`` with the six scorers and a fresh, empty feature cache."""
+    with tempfile.TemporaryDirectory(prefix="oodbench-perf-cache-") as tmp:
+        cache = FeatureCache(tmp)
+        return _timed(lambda: score_model(s.model, CKPT_HASH, s.bench, s.splits, s.preprocess,
+                                          s.ood, cache, s.device, list(SIX), ("perf", 0)),
+                      s.device)
+
+
+def floor_ratio(s: Setup) -> Figure:
+    """(a) score_model over the bare inference loop, alternating the two, median of repeats."""
+    bare, ours = [], []
+    for _ in range(s.sizes.repeats):
+        bare.append(_timed(lambda: bare_loop(s), s.device))
+        ours.append(oodbench_seconds(s))
+    ratio = statistics.median(ours) / statistics.median(bare)
+    n = sum(len(a) for a in s.arrays)
+    line = (f"floor ratio: {ratio:.3f} = oodbench evaluation {statistics.median(ours):.2f} s / "
+            f"bare inference_mode loop {statistics.median(bare):.2f} s ({n:,} images, batch "
+            f"{s.bench.extract_batch}, median of {len(bare)}; {_verdict('floor', ratio)})")
+    return _figure("floor", "floor ratio: score_model / bare inference loop", ratio, line,
+                   {"images": n, "oodbench_seconds": ours, "bare_seconds": bare})
+
+
+def _scorer_seconds(s: Setup, train: Features, sets: dict[str, Features]) -> dict[str, float]:
+    """Seconds of each of the six scorers to fit on ``train`` and score every set."""
+    head = s.head
+    out = {}
+    for name in SIX:
+        start = time.perf_counter()
+        fit_and_score(create_scorer(name, **s.params(name)), train, head, sets)
+        out[name] = time.perf_counter() - start
+    return out
+
+
+def scorer_overhead(s: Setup) -> Figure:
+    """(b) the six scorers (fit + score of every set) over the extraction, median of repeats."""
+    extraction, scoring = [], []
+    per_scorer: dict[str, list[float]] = {name: [] for name in SIX}
+    for _ in range(s.sizes.repeats):
+        start = time.perf_counter()
+        train, test = s.extract(s.splits.train), s.extract(s.splits.test)
+        sets = {s.bench.id_dataset: test} | {n: s.extract(a) for n, a in s.ood.sets.items()}
+        extraction.append(time.perf_counter() - start)
+        seconds = _scorer_seconds(s, train, sets)
+        for name, value in seconds.items():
+            per_scorer[name].append(value)
+        scoring.append(sum(seconds.values()))
+    ratio = statistics.median(scoring) / statistics.median(extraction)
+    slowest = max(SIX, key=lambda n: statistics.median(per_scorer[n]))
+    line = (f"scorer overhead: {ratio:.3f} = six scorers {statistics.median(scoring):.2f} s / "
+            f"extraction {statistics.median(extraction):.2f} s (slowest: {slowest} "
+            f"{statistics.median(per_scorer[slowest]):.2f} s; {_verdict('overhead', ratio)})")
+    return _figure("overhead", "scorer overhead: six scorers / extraction", ratio, line,
+                   {"extraction_seconds": extraction, "scorer_seconds": scoring,
+                    "per_scorer_seconds": per_scorer})
+
+
+class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """One array as ``(x, y)`` batches indexed by slices, preprocessed as oodbench does."""
+
+    def __init__(self, arr: ImageArray, preprocess: Preprocess, ood: bool) -> None:
+        self.images = arr.images
+        self.labels = torch.full((len(arr),), -1) if ood else torch.from_numpy(arr.labels)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.preprocess(self.images[rows]), self.labels[rows]
+
+
+def _loader(arr: ImageArray, s: Setup, ood: bool = False) -> DataLoader:
+    """A single-process loader of ``arr`` in oodbench's batches (OOD labels -1, as pytorch-ood
+    expects)."""
+    step = s.bench.extract_batch
+    return DataLoader(_Batches(arr, s.preprocess, ood), batch_size=None,
+                      sampler=[slice(i, i + step) for i in range(0, len(arr), step)])
+
+
+def pytorch_ood_seconds(s: Setup) -> float:
+    """Seconds for pytorch-ood to evaluate the six detectors, with oodbench's parameters.
+
+    Each detector wraps the model (ReAct and ASH: backbone = feature map + global pool, as a
+    B x D x 1 x 1 map; head = ``fc``), is fitted on the ID-train loader where it needs fitting,
+    scores the ID test set once (reused for every OOD set) and each OOD set once, under
+    ``torch.no_grad()``, and ``OODMetrics`` computes the metrics of each (ID test, OOD set)
+    pair. sklearn's KNN gets as many jobs as torch has threads.
+    """
+    from pytorch_ood.detector import ASH, KNN, EnergyBased, Mahalanobis, MaxSoftmax, ReAct
+    from pytorch_ood.metrics import OODMetrics
+
+    model, device = s.model, s.device
+    p = {name: create_scorer(name, **s.params(name)).get_params() for name in SIX}
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return model.feature_map(x).mean(dim=(2, 3))
+
+    def pooled_map(x: torch.Tensor) -> torch.Tensor:
+        return features(x)[:, :, None, None]
+
+    def head(x: torch.Tensor) -> torch.Tensor:
+        return model.fc(x.flatten(1))
+
+    train, test = _loader(s.splits.train, s), _loader(s.splits.test, s)
+    oods = [_loader(arr, s, ood=True) for arr in s.ood.sets.values()]
+    id_labels = torch.from_numpy(s.splits.test.labels).to(device)
+
+    def evaluate() -> None:
+        knn = KNN(features, k=p["knn"]["k"])
+        knn.knn.set_params(n_jobs=torch.get_num_threads())
+        detectors = [
+            MaxSoftmax(model),
+            EnergyBased(model, t=p["energy"]["temperature"]),
+            ReAct(pooled_map, head, percentile=p["react"]["percentile"] / 100),
+            ASH(pooled_map, head, variant=f"ash-{p['ash']['variant']}",
+                percentile=p["ash"]["percentile"] / 100),
+            knn,
+            Mahalanobis(features),
+        ]
+        with torch.no_grad():
+            for detector in detectors:
+                detector.to(device).fit(train)
+                id_scores = torch.cat([detector(x) for x, _ in test])
+                for loader in oods:
+                    metrics = OODMetrics()
+                    metrics.update(id_scores, id_labels)
+                    for x, y in loader:
+                        metrics.update(detector(x), y.to(device))
+                    metrics.compute()
+
+    return _timed(evaluate, device)
+
+
+LABEL_POD = "speedup vs pytorch-ood: its time / oodbench's"
+
+
+def versus_pytorch_ood(s: Setup) -> Figure:
+    """(c) pytorch-ood's time over oodbench's, on the same model and data, back to back."""
+    try:
+        import pytorch_ood
+    except ImportError:
+        return Figure("pytorch-ood", LABEL_POD, None, "skipped", _target("pytorch-ood"), None,
+                      f"speedup vs pytorch-ood: skipped, {INSTALL_HINT}",
+                      {"skipped": INSTALL_HINT})
+    ours = oodbench_seconds(s)
+    theirs = pytorch_ood_seconds(s)
+    ratio = theirs / ours
+    line = (f"speedup vs pytorch-ood {pytorch_ood.__version__}: {ratio:.2f}x = pytorch-ood "
+            f"{theirs:.2f} s / oodbench {ours:.2f} s (six detectors, same model and images; "
+            f"{_verdict('pytorch-ood', ratio)})")
+    return _figure("pytorch-ood", LABEL_POD, ratio, line,
+                   {"pytorch_ood_seconds": theirs, "oodbench_seconds": ours,
+                    "pytorch_ood_version": pytorch_ood.__version__})
+
+
+def knn_at_scale(sizes: Sizes) -> Figure:
+    """(d) oodbench's knn (fit + score) on random features, on the CPU; faiss beside it."""
+    n, q, d = sizes.knn_bank, sizes.knn_queries, sizes.knn_dim
+    gen = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(n, d, generator=gen), torch.randn(q, d, generator=gen)
+    train = Features(bank, torch.zeros(n, 1), torch.zeros(n, dtype=torch.long))
+    test = Features(queries, torch.zeros(q, 1), torch.zeros(q, dtype=torch.long))
+    head = Head(torch.zeros(1, d), torch.zeros(1))
+    cpu = torch.device("cpu")
+    scores: list[np.ndarray] = []
+
+    def ours() -> None:
+        scores[:] = [create_scorer("knn", k=KNN_K).fit(train, head).score(test)]
+
+    seconds = [_timed(ours, cpu) for _ in range(sizes.repeats)]
+    value = statistics.median(seconds)
+    details: dict[str, Any] = {"bank": n, "queries": q, "dim": d, "k": KNN_K,
+                               "oodbench_seconds": seconds}
+    line = (f"knn {n:,} x {d} train, {q:,} queries, k={KNN_K}: oodbench {value:.2f} s, median "
+            f"of {len(seconds)} ({_verdict('knn', value)}); ")
+    try:
+        import faiss
+    except ImportError:
+        line += "faiss: not importable, not timed"
+    else:
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        kth: list[np.ndarray] = []
+
+        def flat_ip() -> None:
+            index = faiss.IndexFlatIP(d)
+            index.add(F.normalize(bank, dim=1).numpy())
+            sims, _ = index.search(F.normalize(queries, dim=1).numpy(), KNN_K)
+            kth[:] = [sims[:, KNN_K - 1]]
+
+        theirs = [_timed(flat_ip, cpu) for _ in range(sizes.repeats)]
+        diff = float(np.abs(-np.sqrt(np.clip(2 - 2 * kth[0], 0, None)) - scores[0]).max())
+        details |= {"faiss_seconds": theirs, "faiss_version": faiss.__version__,
+                    "max_abs_score_diff_vs_faiss": diff}
+        line += (f"faiss {faiss.__version__} IndexFlatIP {statistics.median(theirs):.2f} s "
+                 f"(max |score difference| {diff:.1e})")
+    return _figure("knn", f"knn {n:,} x {d}, {q:,} queries, k={KNN_K}: seconds", value, line,
+                   details)
+
+
+def bgnorm_overhead(s: Setup) -> Figure:
+    """(e) BG-norm's training time per step over CE's, with benchmarks/train_speed.py."""
+    from benchmarks.train_speed import measure_rates
+
+    ce = next(t.name for t in s.bench.trainings if t.objective == "ce")
+    bg = next(t.name for t in s.bench.trainings if t.objective == "bgnorm")
+    rates = measure_rates(s.bench, s.sizes.train_images, s.sizes.repeats, s.device, [ce, bg])
+    ratio = statistics.median(rates[ce]) / statistics.median(rates[bg])
+    line = (f"bgnorm training overhead: {ratio:.3f}x time per step = {ce} "
+            f"{statistics.median(rates[ce]):,.0f} img/s / {bg} {statistics.median(rates[bg]):,.0f} "
+            f"img/s ({s.sizes.train_images:,} images, median of {s.sizes.repeats}; "
+            f"{_verdict('bgnorm', ratio)})")
+    return _figure("bgnorm", f"bgnorm training overhead: {bg} / {ce} time per step", ratio, line,
+                   {"images_per_s": rates, "images": s.sizes.train_images})
+
+
+def ood_growth(s: Setup) -> Figure:
+    """(f) one OOD set's cost (extraction + scoring + metrics; scorers fitted before) at 1x, 2x
+    and 4x its size."""
+    train, test = s.extract(s.splits.train), s.extract(s.splits.test)
+    fitted = {name: create_scorer(name, **s.params(name)).fit(train, s.head) for name in SIX}
+    id_scores = {name: scorer.score(test) for name, scorer in fitted.items()}
+    name, base = next(iter(s.ood.sets.items()))
+
+    def one_set(arr: ImageArray) -> None:
+        feats = s.extract(arr)
+        for scorer_name, scorer in fitted.items():
+            ood_metrics(id_scores[scorer_name], scorer.score(feats))
+
+    seconds = {}
+    for f in FACTORS:
+        arr = _tile(base, f)
+        seconds[f] = statistics.median(_timed(lambda a=arr: one_set(a), s.device)
+                                       for _ in range(s.sizes.repeats))
+    ratios = {f: seconds[f] / seconds[1] for f in FACTORS}
+    shown = " / ".join(f"{ratios[f]:.2f}" for f in FACTORS)
+    line = (f"growth, one OOD set ({name}, {len(base):,} images) x{'/x'.join(map(str, FACTORS))}: "
+            + " / ".join(f"{seconds[f]:.2f}" for f in FACTORS) + f" s, ratio to x1 {shown} "
+            f"(linear: {' / '.join(map(str, FACTORS))})")
+    return Figure("growth", f"growth: one OOD set's cost at x{'/x'.join(map(str, FACTORS))}, "
+                  "ratio to x1", None, shown, f"~{' / '.join(map(str, FACTORS))} (linear)",
+                  None, line, {"ood_set": name, "images": len(base), "seconds": seconds,
+                               "ratios": ratios})
+
+
+def _peak_mib() -> float:
+    """This process's peak resident set size in MiB (``ru_maxrss``: KiB on Linux)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 2**20 if sys.platform == "darwin" else kib / 1024
+
+
+def _in_child(fn: Callable[[], float]) -> float:
+    """Run ``fn`` in a forked child (its own peak RSS, starting from this process's) and return
+    its value."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        status = 1
+        try:
+            os.write(write, json.dumps(fn()).encode())
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        out = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError("a memory probe failed (traceback above)")
+    return float(json.loads(out))
+
+
+def _probe(scorer: str, n: int, dim: int, queries: int, threads: int) -> float:
+    """Peak MiB that fitting ``scorer`` on n x dim features and scoring ``queries`` adds on top
+    of the imports, the inputs and a warm-up run on a few samples."""
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    train = Features(torch.randn(n, dim, generator=gen).abs_(), torch.zeros(n, 10),
+                     torch.randint(0, 10, (n,), generator=gen))
+    test = Features(torch.randn(queries, dim, generator=gen).abs_(), torch.zeros(queries, 10),
+                    torch.zeros(queries, dtype=torch.long))
+    head = Head(torch.zeros(10, dim), torch.zeros(10))
+    small = Features(train.features[:KNN_K * 2], train.logits[:KNN_K * 2],
+                     train.labels[:KNN_K * 2])
+    create_scorer(scorer).fit(small, head).score(small)  # first calls load kernels, buffers
+    base = _peak_mib()
+    create_scorer(scorer).fit(train, head).score(test)
+    return _peak_mib() - base
+
+
+def memory_probes(spec: str) -> None:
+    """Entry point of the probe process: print ``{scorer: [peak MiB per train size]}`` as JSON.
+
+    It imports once, then forks a fresh child per measurement, so every peak starts from the
+    same baseline.
+    """
+    cfg = json.loads(spec)
+    load_builtin_scorers()
+    peaks = {name: [_in_child(lambda name=name, n=n: _probe(name, n, cfg["dim"], cfg["queries"],
+                                                             cfg["threads"]))
+                    for n in cfg["train"]]
+             for name in MEMORY_SCORERS}
+    print(json.dumps(peaks))
+
+
+def memory_growth(sizes: Sizes) -> Figure:
+    """(f) the peak memory of knn and mahalanobis (fit + score) as ID-train grows x1/x2/x4."""
+    train = [sizes.memory_train * f for f in FACTORS]
+    spec = json.dumps({"train": train, "dim": sizes.memory_dim, "queries": sizes.memory_queries,
+                       "threads": torch.get_num_threads()})
+    code = f"from benchmarks.perf import memory_probes; memory_probes({spec!r})"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the memory probe process failed:\n{done.stderr}")
+    peaks: dict[str, list[float]] = json.loads(done.stdout.splitlines()[-1])
+    inputs = [n * sizes.memory_dim * 4 / 2**20 for n in train]
+    shown = "; ".join(f"{name} " + " / ".join(f"{v:.0f}" for v in peaks[name]) + " MiB"
+                      for name in MEMORY_SCORERS)
+    line = (f"peak memory above imports + inputs, train {' / '.join(f'{n:,}' for n in train)} x "
+            f"{sizes.memory_dim} ({sizes.memory_queries:,} queries): {shown} (the train "
+            "features alone: " + " / ".join(f"{v:.1f}" for v in inputs) + " MiB)")
+    return Figure("memory", f"memory: peak of fit + score at x{'/x'.join(map(str, FACTORS))} "
+                  "ID-train", None, shown, "nearly flat", None, line,
+                  {"train": train, "dim": sizes.memory_dim, "queries": sizes.memory_queries,
+                   "peak_mib_above_inputs": peaks, "train_features_mib": inputs})
+
+
+def machine_info(device: torch.device, command: str) -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                  if ln.startswith("model name")]
+        cpu = models[0] if models else cpu
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command}
+
+
+def render_markdown(figures: list[Figure], machine: dict[str, Any], quick: bool) -> str:
+    """perf.md: the table, the growth lines, and the machine."""
+    lines = ["# oodbench performance figures", ""]
+    if quick:
+        lines += ["**Quick smoke run at tiny sizes: these are not the figures.**", ""]
+    lines += ["| figure | value | target | met? |", "|---|---:|---|---|"]
+    for fig in figures:
+        met = "n/a" if fig.met is None else "yes" if fig.met else "**no**"
+        lines.append(f"| {fig.label} | {fig.shown} | {fig.target} | {met} |")
+    lines += ["", "Every line as printed:", "", "```", *(f.line for f in figures), "```", "",
+              "## Machine", ""]
+    lines += [f"- {k}: {'`' + v + '`' if k == 'command' else v}" for k, v in machine.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, figures: list[Figure], machine: dict[str, Any],
+                  sizes: Sizes, quick: bool) -> None:
+    """perf.json (the five headline keys, null when skipped, then the details) and perf.md."""
+    by_name = {f.name: f for f in figures}
+    data: dict[str, Any] = {key: by_name[name].value if name in by_name else None
+                            for name, key in JSON_KEYS.items()}
+    data |= {"quick": quick, "targets": {JSON_KEYS[n]: _target(n) for n in TARGETS},
+             "growth": by_name["growth"].details if "growth" in by_name else None,
+             "memory": by_name["memory"].details if "memory" in by_name else None,
+             "details": {f.name: f.details for f in figures if f.name in TARGETS},
+             "sizes": asdict(sizes), "machine": machine}
+    atomic_write_bytes(out / "perf.json", json.dumps(data, indent=2, default=str).encode())
+    atomic_write_bytes(out / "perf.md", render_markdown(figures, machine, quick).encode())
+
+
+def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
+    """Measure the figures named in ``only``, in order, yielding each when done."""
+    sizes = QUICK if args.quick else FULL
+    bench = load_benchmark(args.benchmark)
+    device = resolve_device(args.device)
+    needs_data = {"floor", "overhead", "pytorch-ood", "bgnorm", "growth"} & set(only)
+    s = load_setup(bench, args.data_root, device, sizes) if needs_data else None
+    if s is not None:
+        print(f"{bench.name}: {bench.model} {bench.widths}, fresh weights, {device}, "
+              f"{torch.get_num_threads()} torch threads; "
+              + ", ".join(f"{a.name}/{a.split} {len(a):,}" for a in s.arrays))
+    steps: dict[str, Callable[[], list[Figure]]] = {
+        "floor": lambda: [floor_ratio(s)],
+        "overhead": lambda: [scorer_overhead(s)],
+        "pytorch-ood": lambda: [versus_pytorch_ood(s)],
+        "knn": lambda: [knn_at_scale(sizes)],
+        "bgnorm": lambda: [bgnorm_overhead(s)],
+        "growth": lambda: [ood_growth(s), memory_growth(sizes)],
+    }
+    for name in only:
+        yield from steps[name]()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, a smoke test (writes to a temp folder)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(FIGURES)}")
+    parser.add_argument("--benchmark", default="fmnist")
+    parser.add_argument("--data-root", default=os.environ.get("OODBENCH_DATA"),
+                        help="dataset root (default: $OODBENCH_DATA)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch and BLAS threads (default: torch's)")
+    parser.add_argument("--out", help="folder for perf.md and perf.json (default: results/ for "
+                        "a full run of every figure, else a new temp folder)")
+    args = parser.parse_args()
+    only = args.only.split(",") if args.only else list(FIGURES)
+    unknown = sorted(set(only) - set(FIGURES))
+    if unknown:
+        parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
+    if str(ROOT) not in sys.path:  # `python benchmarks/perf.py` puts benchmarks/, not the root
+        sys.path.insert(0, str(ROOT))
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
+    load_builtin_scorers()
+    prog = ["python", "-m", "benchmarks.perf"] if __package__ else ["python", sys.argv[0]]
+    command = " ".join([*prog, *sys.argv[1:]])
+    if args.out:
+        out = Path(args.out)
+    elif args.quick or args.only:
+        out = Path(tempfile.mkdtemp(prefix="oodbench-perf-"))
+    else:
+        out = ROOT / "results"
+    figures = []
+    for fig in run(args, only):
+        print(fig.line, flush=True)
+        figures.append(fig)
+    write_results(out, figures, machine_info(resolve_device(args.device), command),
+                  QUICK if args.quick else FULL, args.quick)
+    print(f"written: {out / 'perf.md'}, {out / 'perf.json'}")
+
+
+if __name__ == "__main__":
+    main()
