@@ -92,3 +92,12 @@ def test_key_covers_objective_defaults(bench: SimpleNamespace, tiny_bench: Simpl
                         tuple(0.25 if d == 0.5 and i == 2 else d for i, d in enumerate(defaults)))
     assert BackgroundNorm().q == 0.25
     assert training_key(bench, spec, 0, trainer.splits, None) != key  # a changed default
+
+
+def test_relative_data_root_finds_the_same_checkpoint(
+    bench: SimpleNamespace, tiny_bench: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Trainer(bench, tiny_bench.runs, tiny_bench.root, "cpu").ensure("ce", 0)
+    monkeypatch.chdir(tiny_bench.root.parent)
+    relative = Trainer(bench, tiny_bench.runs, Path(tiny_bench.root.name), "cpu")
+    assert relative.find("ce", 0) == path

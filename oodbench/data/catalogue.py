@@ -513,7 +513,7 @@ def _context(data_root: Path | str | None, download: bool) -> _Context:
     """Where to look; a data root that is given must be a folder (``download`` may create it)."""
     if data_root is None:
         data_root = os.environ.get(DATA_ENV) or None
-    root = Path(data_root).expanduser() if data_root is not None else None
+    root = Path(data_root).expanduser().resolve() if data_root is not None else None
     if root is not None and not root.is_dir() and (root.exists() or not download):
         what = "is not a directory" if root.exists() else "does not exist"
         raise ValueError(
