@@ -32,9 +32,9 @@ class ConfigError(ValueError):
 class TrainSpec:
     """Optimisation settings (SGD with Nesterov momentum).
 
-    ``amp`` is float16 autocast on CUDA; ``cpu_amp`` is bfloat16 autocast on CPU, about 1.9x
-    faster for the CIFAR ResNet-8 on a CPU with AVX512-BF16 or AMX (ignored, with a warning, on
-    CPUs without native bfloat16).
+    ``amp`` is float16 autocast on CUDA; ``cpu_amp`` is bfloat16 autocast on CPU, faster
+    on a CPU with AVX512-BF16 or AMX (ignored, with a warning, on CPUs without native
+    bfloat16).
     """
 
     epochs: int = 5
