@@ -19,6 +19,8 @@ Every ratio compares two things timed in the same process:
   importable. Target <= 3 s.
 - ``bgnorm``: BG-norm's training time per step over CE's (``benchmarks/train_speed.py``).
   Target <= 1.10.
+- ``bf16``: CE training time per step in float32 over bfloat16 autocast on the CPU
+  (``train.cpu_amp``), no target; skipped on a CPU without native bfloat16 or on CUDA.
 - ``growth``: the cost of one OOD set (extraction + scoring + metrics) at 1x, 2x and 4x its
   size; and the peak memory of knn and mahalanobis (fit + score) as the ID-train features grow
   1x, 2x and 4x, each measured in a fresh process (``ru_maxrss``).
@@ -56,7 +58,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from oodbench.config import Benchmark, load_benchmark
 from oodbench.data import ImageArray, Preprocess
-from oodbench.extract import FeatureCache, batches, forward_features
+from oodbench.extract import FeatureCache, batches, forward_features, resolve_batch_size
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import ood_metrics
 from oodbench.models import OODNet, create_model
@@ -66,7 +68,7 @@ from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "growth")  # --only names
+FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "bf16", "growth")  # --only
 SIX = ("msp", "energy", "react", "ash", "knn", "mahalanobis")
 MEMORY_SCORERS = ("knn", "mahalanobis")
 FACTORS = (1, 2, 4)
@@ -210,8 +212,11 @@ def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
     torch.manual_seed(0)
     model = create_model(bench.model, bench.num_classes, bench.channels, **bench.model_kwargs())
     model.eval().to(device)
+    # every figure uses the batch size score_model would ("auto" resolved once, here)
+    bench = replace(bench, extract_batch=resolve_batch_size(bench.extract_batch, model,
+                                                            splits.preprocess, device))
     with torch.inference_mode():  # first calls pick kernels and allocate buffers
-        model(splits.preprocess(splits.train.images[: bench.extract_batch]).to(device))
+        model(splits.preprocess(splits.train.images[: bench.extract_batch], device))
     return Setup(bench, model, splits, ood, device, sizes)
 
 
@@ -440,6 +445,28 @@ def bgnorm_overhead(s: Setup) -> Figure:
                    {"images_per_s": rates, "images": s.sizes.train_images})
 
 
+def bf16_speedup(s: Setup) -> Figure:
+    """CE training: float32 time per step over bfloat16 autocast (``train.cpu_amp``)."""
+    from benchmarks.train_speed import measure_rates
+    from oodbench.train import cpu_bf16_supported
+
+    label = "bf16 training speed-up: float32 / bfloat16-autocast time per step (CE)"
+    if s.device.type != "cpu" or not cpu_bf16_supported():
+        why = "not a CPU with native bfloat16"
+        return Figure("bf16", label, None, "skipped", "none", None, f"bf16: skipped, {why}",
+                      {"skipped": why})
+    ce = next(t.name for t in s.bench.trainings if t.objective == "ce")
+    rates = {amp: statistics.median(measure_rates(s.bench, s.sizes.train_images,
+                                                  s.sizes.repeats, s.device, [ce], amp)[ce])
+             for amp in (False, True)}
+    ratio = rates[True] / rates[False]
+    line = (f"bf16 training speed-up: {ratio:.2f}x = bfloat16 autocast {rates[True]:,.0f} img/s "
+            f"/ float32 {rates[False]:,.0f} img/s ({ce}, {s.sizes.train_images:,} images, median "
+            f"of {s.sizes.repeats}; no target)")
+    return Figure("bf16", label, ratio, f"{ratio:.2f}", "none", None, line,
+                  {"images_per_s": {"float32": rates[False], "bfloat16": rates[True]}})
+
+
 def ood_growth(s: Setup) -> Figure:
     """(f) one OOD set's cost (extraction + scoring + metrics; scorers fitted before) at 1x, 2x
     and 4x its size."""
@@ -596,6 +623,7 @@ def write_results(out: Path, figures: list[Figure], machine: dict[str, Any],
     data |= {"quick": quick, "targets": {JSON_KEYS[n]: _target(n) for n in TARGETS},
              "growth": by_name["growth"].details if "growth" in by_name else None,
              "memory": by_name["memory"].details if "memory" in by_name else None,
+             "bf16": by_name["bf16"].details if "bf16" in by_name else None,
              "details": {f.name: f.details for f in figures if f.name in TARGETS},
              "sizes": asdict(sizes), "machine": machine}
     atomic_write_bytes(out / "perf.json", json.dumps(data, indent=2, default=str).encode())
@@ -607,7 +635,7 @@ def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
     sizes = QUICK if args.quick else FULL
     bench = load_benchmark(args.benchmark)
     device = resolve_device(args.device)
-    needs_data = {"floor", "overhead", "pytorch-ood", "bgnorm", "growth"} & set(only)
+    needs_data = {"floor", "overhead", "pytorch-ood", "bgnorm", "bf16", "growth"} & set(only)
     s = load_setup(bench, args.data_root, device, sizes) if needs_data else None
     if s is not None:
         print(f"{bench.name}: {bench.model} {bench.widths}, fresh weights, {device}, "
@@ -619,6 +647,7 @@ def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
         "pytorch-ood": lambda: [versus_pytorch_ood(s)],
         "knn": lambda: [knn_at_scale(sizes)],
         "bgnorm": lambda: [bgnorm_overhead(s)],
+        "bf16": lambda: [bf16_speedup(s)],
         "growth": lambda: [ood_growth(s), memory_growth(sizes)],
     }
     for name in only:

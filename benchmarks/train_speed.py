@@ -28,10 +28,12 @@ def measure_rates(
     repeats: int,
     device: torch.device,
     trainings: Sequence[str] | None = None,
+    cpu_amp: bool | None = None,
 ) -> dict[str, list[float]]:
     """Training images per second of one epoch on random inputs, per training and repeat.
 
-    ``trainings`` names the benchmark's trainings to time (default: all of them).
+    ``trainings`` names the benchmark's trainings to time (default: all of them); ``cpu_amp``
+    overrides their bfloat16-autocast setting when given.
     """
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(images, bench.channels, bench.image_size, bench.image_size, generator=gen)
@@ -43,6 +45,8 @@ def measure_rates(
             params = {**t.params, "warmup_start": 0.0, "warmup_epochs": 0.0} \
                 if t.objective == "bgnorm" else t.params
             spec = dataclasses.replace(t.train, epochs=1)
+            if cpu_amp is not None:
+                spec = dataclasses.replace(spec, cpu_amp=cpu_amp)
             model = create_model(bench.model, bench.num_classes, bench.channels,
                                  **bench.model_kwargs())
             with make_progress(transient=True) as prog:

@@ -92,7 +92,8 @@ class Benchmark:
     val_fraction: float = 0.1
     val_ood: tuple[str, ...] = ()
     device: str = "auto"
-    extract_batch: int = 512
+    extract_batch: int | str = "auto"
+    extract_amp: bool = True
     scorer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     scorer_grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     ablate: tuple[TrainingSpec, ...] = ()
@@ -208,6 +209,16 @@ def _positive(value: Any, key: str, where: str, path: Path) -> int:
     return value
 
 
+def _batch(value: Any, where: str, path: Path) -> int | str:
+    """``"auto"`` or an int >= 1."""
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise ConfigError(f'{path}: [{where}] extract_batch must be "auto" or an integer >= 1, '
+                          f"got {value!r}")
+    return _positive(value, "extract_batch", where, path)
+
+
 def _training(
     table: dict[str, Any], base: TrainSpec, where: str, path: Path
 ) -> TrainingSpec:
@@ -310,7 +321,8 @@ def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
         val_ood=tuple(_choice(v, datasets, "val_ood", where, path)
                       for v in _typed(raw.get("val_ood", []), list, "val_ood", where, path)),
         device=_choice(raw.get("device", "auto"), DEVICES, "device", where, path),
-        extract_batch=_positive(raw.get("extract_batch", 512), "extract_batch", where, path),
+        extract_batch=_batch(raw.get("extract_batch", "auto"), where, path),
+        extract_amp=_typed(raw.get("extract_amp", True), bool, "extract_amp", where, path),
         scorer_params=dict(scorer_params),
         scorer_grids=dict(scorer_grids),
         ablate=ablate,

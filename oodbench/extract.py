@@ -7,6 +7,12 @@ input gradients) are cached beside them, keyed also by the scorer's name and par
 The key combines the checkpoint's hash, the dataset's name and split, the
 preprocessing and a hash of the image bytes, so a changed checkpoint, preprocessing or data file
 gets a fresh pass while an unchanged one is read back without touching the model.
+
+Passes run under ``torch.inference_mode`` with channels-last input. On CUDA they use autocast
+(bfloat16 where supported, else float16; ``amp=False`` turns it off; such entries get their own
+key), pinned memory and non-blocking copies. The batch size is a number or ``"auto"``: the
+largest power of two whose layer outputs fit in a quarter of the free memory, capped (see
+:func:`auto_batch_size`).
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import weakref
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,13 +36,83 @@ from oodbench.fileio import atomic_write_bytes
 from oodbench.models import OODNet
 from oodbench.scoring import Features, ModelScorer
 
+_FINGERPRINTS: weakref.WeakKeyDictionary[ImageArray, str] = weakref.WeakKeyDictionary()
+
 
 def data_fingerprint(arr: ImageArray) -> str:
-    """SHA-256 over an array's image and label bytes."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(arr.images).data)
-    h.update(np.ascontiguousarray(arr.labels).data)
-    return h.hexdigest()
+    """SHA-256 over an array's image and label bytes, computed once per array object (arrays
+    are treated as read-only once loaded)."""
+    if arr not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(arr.images).data)
+        h.update(np.ascontiguousarray(arr.labels).data)
+        _FINGERPRINTS[arr] = h.hexdigest()
+    return _FINGERPRINTS[arr]
+
+
+# "auto" batch sizes: a quarter of the free memory, at most these many images. On the CPU,
+# batches past a few hundred images stop getting faster and only cost memory
+# (benchmarks/profile.md); on a GPU larger batches keep the device busy.
+MEMORY_FRACTION = 0.25
+MAX_AUTO_BATCH = {"cpu": 512, "cuda": 4096}
+MIN_AUTO_BATCH = 16
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes for ``device``: CUDA's free memory, or the host's MemAvailable."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def activation_bytes(model: OODNet, preprocess: Preprocess, device: torch.device) -> int:
+    """Bytes of every layer's output (and the input) for one image: about what a pass with
+    input gradients keeps, and an upper bound for an inference pass."""
+    total = 0
+
+    def count(_: torch.nn.Module, __: Any, out: Any) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    probe = np.zeros((2, preprocess.size, preprocess.size, preprocess.channels), np.uint8)
+    leaves = [m for m in model.modules() if not any(m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model.eval().to(device).forward_all(preprocess(probe, device))
+    finally:
+        for h in handles:
+            h.remove()
+    return total // 2 + probe[0].size * 4
+
+
+def auto_batch_size(model: OODNet, preprocess: Preprocess, device: torch.device) -> int:
+    """The largest power of two of images whose layer outputs fit in ``MEMORY_FRACTION`` of
+    the free memory, between ``MIN_AUTO_BATCH`` and the device's ``MAX_AUTO_BATCH``."""
+    fits = MEMORY_FRACTION * available_memory(device) / activation_bytes(model, preprocess, device)
+    cap = MAX_AUTO_BATCH.get(device.type, MAX_AUTO_BATCH["cpu"])
+    return max(MIN_AUTO_BATCH, min(cap, 2 ** max(0, int(fits).bit_length() - 1)))
+
+
+def resolve_batch_size(setting: int | str, model: OODNet, preprocess: Preprocess,
+                       device: torch.device) -> int:
+    """``setting`` itself, or :func:`auto_batch_size` for ``"auto"``."""
+    return auto_batch_size(model, preprocess, device) if setting == "auto" else int(setting)
+
+
+def extraction_autocast(device: torch.device, amp: bool) -> AbstractContextManager[Any]:
+    """Autocast for extraction passes: on CUDA when ``amp`` (bfloat16 where supported)."""
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
 
 
 def batches(
@@ -46,13 +126,12 @@ def batches(
     """Preprocessed batches of ``arr`` on ``device``, advancing a progress task."""
     task = progress.add_task(desc, total=len(arr.labels), stats="") if progress else None
     for i in range(0, len(arr.labels), batch_size):
-        x = preprocess(arr.images[i : i + batch_size]).to(device)
+        x = preprocess(arr.images[i : i + batch_size], device)
         yield x
         if progress is not None and task is not None:
             progress.advance(task, len(x))
 
 
-@torch.no_grad()
 def forward_features(
     model: OODNet,
     arr: ImageArray,
@@ -60,15 +139,19 @@ def forward_features(
     device: torch.device,
     batch_size: int = 512,
     progress: Progress | None = None,
+    amp: bool = False,
 ) -> Features:
     """One streamed forward pass over ``arr``: pooled features, logits and labels."""
     model.eval().to(device)
     feats, logits = [], []
-    for x in batches(arr, preprocess, device, batch_size, progress,
-                     f"extract {arr.name}/{arr.split}"):
-        _, f, z = model.forward_all(x)
-        feats.append(f.float().cpu())
-        logits.append(z.float().cpu())
+    with torch.inference_mode(), extraction_autocast(device, amp):
+        for x in batches(arr, preprocess, device, batch_size, progress,
+                         f"extract {arr.name}/{arr.split}"):
+            _, f, z = model.forward_all(x)
+            feats.append(f.float().to("cpu", non_blocking=True))
+            logits.append(z.float().to("cpu", non_blocking=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return Features(torch.cat(feats), torch.cat(logits),
                     torch.as_tensor(arr.labels, dtype=torch.long))
 
@@ -94,24 +177,46 @@ def model_scores(
 
 
 class FeatureCache:
-    """Cache of :class:`Features` under ``root/<checkpoint hash>/<dataset>-<split>-<key>.npz``."""
+    """Cache of :class:`Features` under ``root/<checkpoint hash>/<dataset>-<split>-<key>.npz``.
 
-    def __init__(self, root: Path | str) -> None:
+    ``amp`` allows autocast for passes on CUDA. ``extraction`` records, per device, the batch
+    size used (and how "auto" chose it), for the manifest.
+    """
+
+    def __init__(self, root: Path | str, amp: bool = True) -> None:
         self.root = Path(root)
+        self.amp = amp
         self.hits = 0
         self.misses = 0
+        self.extraction: dict[str, dict[str, Any]] = {}
+        self._batch: dict[tuple[int, str, str], int] = {}
+
+    def batch_size(self, setting: int | str, model: OODNet, preprocess: Preprocess,
+                   device: torch.device) -> int:
+        """The batch size for passes of ``model`` on ``device``; "auto" is resolved once."""
+        key = (id(model), str(device), str(setting))
+        if key not in self._batch:
+            self._batch[key] = resolve_batch_size(setting, model, preprocess, device)
+            self.extraction[str(device)] = {
+                "batch_size": self._batch[key], "setting": setting,
+                "amp": self._amp(device), "inference_mode": True, "channels_last": True}
+        return self._batch[key]
+
+    def _amp(self, device: torch.device) -> bool:
+        return self.amp and device.type == "cuda"
 
     def path(
-        self, ckpt_hash: str, arr: ImageArray, preprocess: Preprocess, scorer: str = ""
+        self, ckpt_hash: str, arr: ImageArray, preprocess: Preprocess, scorer: str = "",
+        amp: bool = False,
     ) -> Path:
         """Where the entry for this checkpoint, dataset and preprocessing (and model-level
-        scorer, given as ``name(params json)``) lives."""
+        scorer, given as ``name(params json)``; and autocast) lives."""
         key = hashlib.sha256(f"{preprocess.key()}|{data_fingerprint(arr)}".encode()).hexdigest()
         stem = f"{arr.name}-{arr.split}-{key[:16]}"
         if scorer:
             tag = hashlib.sha256(scorer.encode()).hexdigest()[:12]
             return self.root / ckpt_hash[:16] / f"{stem}-{scorer.split('(')[0]}-{tag}.npy"
-        return self.root / ckpt_hash[:16] / f"{stem}.npz"
+        return self.root / ckpt_hash[:16] / f"{stem}{'-amp' if amp else ''}.npz"
 
     def scores(
         self,
@@ -121,7 +226,7 @@ class FeatureCache:
         arr: ImageArray,
         preprocess: Preprocess,
         device: torch.device,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         progress: Progress | None = None,
     ) -> np.ndarray:
         """Read the cached scores of a model-level scorer, or compute and store them."""
@@ -131,7 +236,9 @@ class FeatureCache:
             self.hits += 1
             return np.load(path)
         self.misses += 1
-        out = model_scores(model, scorer, arr, preprocess, device, batch_size, progress)
+        # "auto" sizes for every layer output held at once, as a pass with gradients does
+        batch = self.batch_size(batch_size, model, preprocess, device)
+        out = model_scores(model, scorer, arr, preprocess, device, batch, progress)
         buf = io.BytesIO()
         np.save(buf, out)
         atomic_write_bytes(path, buf.getvalue())
@@ -144,18 +251,20 @@ class FeatureCache:
         arr: ImageArray,
         preprocess: Preprocess,
         device: torch.device,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         progress: Progress | None = None,
     ) -> Features:
         """Read the cached features, or run the forward pass once and store them."""
-        path = self.path(ckpt_hash, arr, preprocess)
+        amp = self._amp(device)
+        path = self.path(ckpt_hash, arr, preprocess, amp=amp)
         if path.is_file():
             self.hits += 1
             with np.load(path) as z:
                 return Features(torch.from_numpy(z["features"]), torch.from_numpy(z["logits"]),
                                 torch.from_numpy(z["labels"]))
         self.misses += 1
-        out = forward_features(model, arr, preprocess, device, batch_size, progress)
+        batch = self.batch_size(batch_size, model, preprocess, device)
+        out = forward_features(model, arr, preprocess, device, batch, progress, amp)
         buf = io.BytesIO()
         np.savez(buf, features=out.features.numpy(), logits=out.logits.numpy(),
                  labels=out.labels.numpy())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import auc, average_precision_score, roc_auc_score, roc_curve
 
 __all__ = ["accuracy", "aupr_in", "aupr_out", "auroc", "fpr95", "fpr95_oodpos", "ood_metrics"]
 
@@ -93,18 +93,32 @@ def _ap(labels: np.ndarray, scores: np.ndarray) -> float:
     return min(1.0, max(0.0, float(average_precision_score(labels, scores))))
 
 
+def _curve_metrics(tps: np.ndarray, fps: np.ndarray) -> tuple[float, float]:
+    """(FPR at 95% TPR, average precision) from cumulative true / false positive counts at
+    decreasing thresholds, starting at (0, 0), as scikit-learn's curves define them."""
+    tpr, fpr = tps / tps[-1], fps / fps[-1]
+    precision = tps[1:] / (tps[1:] + fps[1:])
+    ap = float(np.sum(np.diff(tpr) * precision))
+    return float(fpr[np.argmax(tpr >= RECALL)]), min(1.0, max(0.0, ap))
+
+
 def ood_metrics(
     id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor
 ) -> dict[str, float]:
-    """All five metrics: fpr95, fpr95_oodpos, auroc, aupr_in, aupr_out."""
+    """All five metrics: fpr95, fpr95_oodpos, auroc, aupr_in, aupr_out.
+
+    One scikit-learn ROC curve (one sort) serves all five: the OOD-positive curve on negated
+    scores visits the same thresholds in reverse, with the complementary counts. Equal to the
+    single-metric functions above (tests/test_metrics.py, tests/test_fuzz.py).
+    """
     labels, scores = _id_positive(id_scores, ood_scores)
-    return {
-        "fpr95": _fpr_at_recall(labels, scores),
-        "fpr95_oodpos": _fpr_at_recall(1 - labels, -scores),
-        "auroc": float(roc_auc_score(labels, scores)),
-        "aupr_in": _ap(labels, scores),
-        "aupr_out": _ap(1 - labels, -scores),
-    }
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    n_id, n_ood = int(labels.sum()), int(labels.size - labels.sum())
+    tps, fps = np.rint(tpr * n_id), np.rint(fpr * n_ood)
+    fpr95_in, ap_in = _curve_metrics(tps, fps)
+    fpr95_out, ap_out = _curve_metrics(n_ood - fps[::-1], n_id - tps[::-1])
+    return {"fpr95": fpr95_in, "fpr95_oodpos": fpr95_out, "auroc": float(auc(fpr, tpr)),
+            "aupr_in": ap_in, "aupr_out": ap_out}
 
 
 def accuracy(logits_or_preds: ArrayLike | torch.Tensor, labels: ArrayLike | torch.Tensor) -> float:

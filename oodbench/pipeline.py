@@ -39,6 +39,7 @@ from oodbench.scoring import (
     Features,
     Head,
     ModelScorer,
+    Scorer,
     ScorerFailed,
     create_scorer,
     fit_and_score,
@@ -143,9 +144,8 @@ def score_model(
                for n, f in sets.items()}
     with make_progress(transient=True) as prog:
 
-        def fit_score(name: str, values: dict[str, Any], on: dict[str, Features],
+        def fit_score(scorer: Scorer, on: dict[str, Features],
                       images: dict[str, ImageArray]) -> dict[str, np.ndarray]:
-            scorer = create_scorer(name, **values)
             score_set = None
             if isinstance(scorer, ModelScorer):  # scores need passes of their own
                 run = partial(cache.scores, model, ckpt_hash, scorer)
@@ -163,10 +163,12 @@ def score_model(
                 if name in bench.scorer_grids:
                     chosen, trials = select_params(
                         bench.scorer_grids[name],
-                        lambda c, n=name, v=values: fit_score(n, v | c, val_sets, val_arrays),
+                        lambda c, n=name, v=values: fit_score(create_scorer(n, **(v | c)),
+                                                              val_sets, val_arrays),
                         [n for n in val_sets if n != VAL_ID])
                     values |= chosen
-                params[name] = create_scorer(name, **values).get_params()
+                scorer = create_scorer(name, **values)
+                params[name] = scorer.get_params()
                 if trials:
                     params[name]["grid_search"] = {
                         "selected_on": f"ID val ({len(splits.val.labels)} images) vs "
@@ -174,7 +176,8 @@ def score_model(
                         "rule": "lowest mean FPR95, ties by highest mean AUROC",
                         "trials": trials}
                 start = time.perf_counter()
-                out = fit_score(name, values, sets, arrays)
+                out = fit_score(scorer, sets, arrays)
+                params[name] |= scorer.fit_summary()
                 params[name]["seconds"] = round(time.perf_counter() - start, 3)
             except (ScorerFailed, TypeError, KeyError, ValueError) as e:
                 note = getattr(e, "reason", f"{type(e).__name__}: {e}")
@@ -279,7 +282,7 @@ def run_benchmark(
         trainer = Trainer(bench, runs_dir, data_root, device, download=download)
         ood = load_ood_sets(bench, data_root, extra_ood, download)
         val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
-        cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+        cache = FeatureCache(Path(runs_dir) / bench.name / "cache", bench.extract_amp)
         rows: list[dict[str, Any]] = []
         checkpoints: dict[str, Any] = {}
         scorer_params: dict[str, Any] = {}
@@ -314,7 +317,8 @@ def run_benchmark(
                          for n, a in ood.sets.items()},
             "val_ood_sets": _val_ood_info(val_ood),
             "skipped_ood_sets": ood.skipped, "device": str(trainer.device),
-            "cache": {"hits": cache.hits, "misses": cache.misses}, **_provenance(started),
+            "cache": {"hits": cache.hits, "misses": cache.misses},
+            "extraction": cache.extraction, **_provenance(started),
         }
         return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
 
@@ -354,7 +358,7 @@ def evaluate_checkpoint(
         dev = resolve_device(device or bench.device)
         ood = load_ood_sets(bench, data_root, extra_ood, download)
         digest = file_hash(path)
-        cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+        cache = FeatureCache(Path(runs_dir) / bench.name / "cache", bench.extract_amp)
         training = str(meta.get("training", Path(path).stem))
         val_ood = load_val_ood(bench, data_root, download) if bench.scorer_grids else None
         rows, scores, params = score_model(model, digest, bench, splits, preprocess, ood, cache,
@@ -368,7 +372,8 @@ def evaluate_checkpoint(
             "scorer_params": params, "skipped_ood_sets": ood.skipped,
             "id_dataset": {s: _dataset_info(getattr(splits, s)) for s in ("train", "val", "test")},
             "ood_sets": {n: _dataset_info(a) for n, a in ood.sets.items()},
-            "val_ood_sets": _val_ood_info(val_ood), "device": str(dev), **_provenance(started),
+            "val_ood_sets": _val_ood_info(val_ood), "device": str(dev),
+            "extraction": cache.extraction, **_provenance(started),
         }
         return _finish(pd.DataFrame(rows, columns=COLUMNS), out, bench, manifest, quiet)
 
@@ -399,7 +404,7 @@ def ablate_benchmark(
         val_side = IDSplits(trainer.splits.train, trainer.splits.val, trainer.splits.val,
                             trainer.splits.preprocess)
         ood = load_val_ood(bench, data_root, download)
-        cache = FeatureCache(Path(runs_dir) / bench.name / "cache")
+        cache = FeatureCache(Path(runs_dir) / bench.name / "cache", bench.extract_amp)
         rows: list[dict[str, Any]] = []
         checkpoints: dict[str, Any] = {}
         started = time.perf_counter()
@@ -420,7 +425,7 @@ def ablate_benchmark(
                 "val_ood": {n: _dataset_info(a) for n, a in ood.sets.items()},
                 "id_val": _dataset_info(trainer.splits.val), "scorers": scorers,
                 "checkpoints": checkpoints, "cache": {"hits": cache.hits, "misses": cache.misses},
-                **_provenance(started)})
+                "extraction": cache.extraction, **_provenance(started)})
             return df, table
 
         for spec, seed in variants:

@@ -124,6 +124,10 @@ class Scorer(ABC):
         self.head_ = head
         return self
 
+    def fit_summary(self) -> dict[str, Any]:
+        """Facts about the fit worth recording beside the parameters (e.g. a bank's size)."""
+        return {}
+
     @abstractmethod
     def score(self, data: Features) -> np.ndarray:
         """Return float64 scores of shape (N,), higher = more in-distribution."""

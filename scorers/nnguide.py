@@ -8,7 +8,7 @@ score(x) = E(x) * guidance(x)
 The bank holds round(alpha * N) ID-train samples (at least 1), drawn without replacement with
 torch.Generator seeded by seed; alpha = 1 takes all of them. The top-k inner products are found
 in query chunks x bank chunks with torch.topk and merged, keeping peak memory near
-chunk_size x (k + bank_chunk_size).
+chunk_size x (k + bank_chunk_size) (:mod:`oodbench.neighbours`, shared with "knn").
 
 Park, Jung & Teoh, "Nearest Neighbor Guidance for Out-of-Distribution Detection", ICCV 2023,
 arXiv:2309.14888. Default k = 100 (OpenOOD v1.5). Deliberate differences from OpenOOD v1.5:
@@ -18,12 +18,13 @@ samples. OpenOOD also adds 1e-10 to every normalised feature element; here F.nor
 as in the "knn" scorer.
 """
 
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oodbench.neighbours import subset_rows, topk_inner
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
 from scorers.energy import energy
 
@@ -57,33 +58,26 @@ class NNGuide(Scorer):
 
     def fit(self, train: Features, head: Head) -> Self:
         """Build the bank E(x_i) z(x_i) from an alpha-fraction of ID-train."""
-        n_train = len(train)
-        n_bank = min(n_train, max(1, round(self.alpha * n_train)))
-        if self.k > n_bank:
-            raise ValueError(
-                f"nnguide: k={self.k} exceeds the bank of {n_bank} samples "
-                f"(alpha={self.alpha} of {n_train} ID-train samples)"
-            )
+        keep = subset_rows(len(train), self.alpha, self.seed)
         feats, logits = train.features, train.logits
-        if n_bank < n_train:
-            gen = torch.Generator().manual_seed(self.seed)
-            keep = torch.randperm(n_train, generator=gen)[:n_bank].to(feats.device)
-            feats, logits = feats[keep], logits[keep]
+        if keep is not None:
+            feats, logits = feats[keep.to(feats.device)], logits[keep.to(feats.device)]
+        if self.k > len(feats):
+            raise ValueError(
+                f"nnguide: k={self.k} exceeds the bank of {len(feats)} samples "
+                f"(alpha={self.alpha} of {len(train)} ID-train samples)"
+            )
         self.bank_ = F.normalize(feats, dim=1) * energy(logits).unsqueeze(1)
         self.head_ = head
         return self
 
-    def _guidance(self, queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-        best = queries.new_empty((queries.shape[0], 0))
-        for part in bank.split(self.bank_chunk_size):
-            merged = torch.cat([best, queries @ part.T], dim=1)
-            best = merged.topk(min(self.k, merged.shape[1]), dim=1).values
-        return best.mean(dim=1)
+    def fit_summary(self) -> dict[str, Any]:
+        """The number of ID-train samples in the bank."""
+        return {"bank_size": len(self._fitted(self.bank_))}
 
     def score(self, data: Features) -> np.ndarray:
         """Return E(x) * mean top-k z(x) . b per sample."""
-        bank = self._fitted(self.bank_)
-        queries = F.normalize(data.features, dim=1)
-        parts = [self._guidance(chunk, bank) for chunk in queries.split(self.chunk_size)]
-        guidance = torch.cat(parts) if parts else queries.new_empty(0)
+        top = topk_inner(F.normalize(data.features, dim=1), self._fitted(self.bank_), self.k,
+                         self.chunk_size, self.bank_chunk_size)
+        guidance = top.mean(dim=1)
         return to_scores(energy(data.logits.double()) * guidance.double())

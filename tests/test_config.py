@@ -118,3 +118,15 @@ def test_extends_merges_tables_and_detects_cycles(tmp_path: Path) -> None:
 def test_unknown_benchmark_lists_available(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="available: b"):
         load_benchmark("zzz", _write(tmp_path))
+
+
+@pytest.mark.parametrize(("value", "ok"), [('"auto"', True), ("64", True), ('"big"', False),
+                                           ("0", False), ("true", False)])
+def test_extract_batch_is_auto_or_a_positive_int(tmp_path: Path, value: str, ok: bool) -> None:
+    path = _write(tmp_path, extra=f"extract_batch = {value}\nextract_amp = false")
+    if ok:
+        bench = load_benchmark("b", path)
+        assert str(bench.extract_batch) == value.strip('"') and bench.extract_amp is False
+    else:
+        with pytest.raises(ConfigError, match="extract_batch"):
+            load_benchmark("b", path)

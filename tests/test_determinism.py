@@ -91,6 +91,8 @@ def test_manifest_records_what_a_rerun_needs(tiny_bench: SimpleNamespace) -> Non
     assert m["config"]["extract_batch"] == 128 and m["config"]["trainings"][1]["name"] == "bgnorm"
     assert m["config_file"] == bench.source and m["seeds"] == [0] and m["scorers"] == ["msp"]
     assert m["device"] == str(resolve_device("cpu"))
+    assert m["extraction"] == {"cpu": {"batch_size": 128, "setting": 128, "amp": False,
+                                       "inference_mode": True, "channels_last": True}}
     assert m["runtime"] == {"python": sys.version, "platform": platform.platform(),
                             "torch": torch.__version__, "cuda": torch.version.cuda,
                             "torch_threads": torch.get_num_threads()}

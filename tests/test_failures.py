@@ -216,7 +216,7 @@ def test_knn_k_above_the_train_set_marks_its_cells(
     tb.edit("k = 5", "k = 100000")
     code, err = run_cli(tb, capsys, "run")
     assert code == 0
-    assert "scorer knn failed" in err and "k=100000 exceeds the 256 ID-train samples" in err
+    assert "scorer knn failed" in err and "k=100000 exceeds the bank of 256 samples" in err
     df = pd.read_csv(tb.out / "tiny" / "metrics.csv")
     knn = df[df.scorer == "knn"]
     assert knn.value.isna().all() and knn.note.str.contains("k=100000 exceeds").all()

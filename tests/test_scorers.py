@@ -55,6 +55,8 @@ def test_get_params_defaults() -> None:
     assert create_scorer("ash").get_params() == {"variant": "s", "percentile": 90.0}
     assert create_scorer("knn").get_params() == {
         "k": 50,
+        "alpha": 1.0,
+        "seed": 0,
         "chunk_size": 1024,
         "bank_chunk_size": 16384,
     }
@@ -62,7 +64,7 @@ def test_get_params_defaults() -> None:
     scorer = create_scorer("knn", k=7, chunk_size=3)
     assert isinstance(scorer, get_scorer("knn"))
     assert scorer.get_params()["k"] == 7 and scorer.k == 7 and scorer.chunk_size == 3
-    assert repr(scorer) == "KNN(k=7, chunk_size=3, bank_chunk_size=16384)"
+    assert repr(scorer) == "KNN(k=7, alpha=1.0, seed=0, chunk_size=3, bank_chunk_size=16384)"
 
 
 def test_unknown_name_lists_available() -> None:
@@ -71,7 +73,8 @@ def test_unknown_name_lists_available() -> None:
 
 
 def test_unknown_param_names_scorer_and_accepted() -> None:
-    with pytest.raises(TypeError, match=r"'knn'.*kk.*accepted: k, chunk_size, bank_chunk_size"):
+    with pytest.raises(TypeError,
+                       match=r"'knn'.*kk.*accepted: k, alpha, seed, chunk_size, bank_chunk_size"):
         create_scorer("knn", kk=3)
     with pytest.raises(TypeError, match=r"'msp'.*temperature.*accepted: none"):
         create_scorer("msp", temperature=2.0)
@@ -205,7 +208,7 @@ def test_fit_and_score_wraps_knn_k_too_large(
     sets: tuple[Features, Head, dict[str, Features]],
 ) -> None:
     train, head, data = sets
-    with pytest.raises(ScorerFailed, match="ValueError: knn: k=50 exceeds the 20 ID-train"):
+    with pytest.raises(ScorerFailed, match="ValueError: knn: k=50 exceeds the bank of 20 samples"):
         fit_and_score(create_scorer("knn"), train, head, data)
 
 
@@ -298,8 +301,31 @@ def test_knn_formula(
 
 def test_knn_k_larger_than_train(problem: tuple[Features, Head, Features]) -> None:
     train, head, _ = problem
-    with pytest.raises(ValueError, match="k=102 exceeds the 101 ID-train samples"):
+    with pytest.raises(ValueError, match=r"k=102 exceeds the bank of 101 samples \(alpha=1.0"):
         create_scorer("knn", k=102).fit(train, head)
+    with pytest.raises(ValueError, match=r"k=31 exceeds the bank of 30 samples \(alpha=0.3 of 101"):
+        create_scorer("knn", k=31, alpha=0.3).fit(train, head)
+
+
+def test_knn_alpha_subset_is_seeded_and_equals_knn_on_that_subset(
+    problem: tuple[Features, Head, Features],
+) -> None:
+    train, head, data = problem
+    scorer = create_scorer("knn", k=5, alpha=0.3, seed=4).fit(train, head)
+    assert scorer.fit_summary() == {"bank_size": 30}
+    assert scorer.get_params()["alpha"] == 0.3
+    full = torch.nn.functional.normalize(train.features, dim=1)
+    rows = (scorer.bank_ @ full.T).argmax(dim=1)
+    assert len(set(rows.tolist())) == 30
+    subset = Features(train.features[rows], train.logits[rows], train.labels[rows])
+    np.testing.assert_allclose(scorer.score(data),
+                               create_scorer("knn", k=5).fit(subset, head).score(data), rtol=1e-6)
+    again = create_scorer("knn", k=5, alpha=0.3, seed=4, chunk_size=7, bank_chunk_size=9)
+    np.testing.assert_allclose(again.fit(train, head).score(data), scorer.score(data), rtol=1e-6)
+    other = create_scorer("knn", k=5, alpha=0.3, seed=5).fit(train, head).score(data)
+    assert not np.allclose(other, scorer.score(data))
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\]"):
+        create_scorer("knn", alpha=0.0)
 
 
 @pytest.mark.parametrize("chunk_size", [1024, 7])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -41,19 +42,39 @@ class Preprocess:
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
 
-    def __call__(self, images: np.ndarray) -> torch.Tensor:
-        """Preprocess a batch (or a slice of one) of ``uint8`` N x H x W x C images."""
+    def __call__(
+        self, images: np.ndarray, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Preprocess a batch (or a slice of one) of ``uint8`` N x H x W x C images.
+
+        The uint8 pixels move to ``device`` first (pinned and non-blocking for CUDA: a quarter
+        of the bytes of float input) and are converted there. The result is in channels-last
+        memory order (the NHWC layout of the array), which convolutions read directly.
+        """
         _check_images(images)
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(images)
+        if device is not None and torch.device(device).type == "cuda":
+            x = x.pin_memory().to(device, non_blocking=True)
+        elif device is not None:
+            x = x.to(device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[1] == 3 and self.channels == 1:
-            weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype).view(1, 3, 1, 1)
-            x = (x * weights).sum(dim=1, keepdim=True)
+            x = (x * self._luma.to(x.device)).sum(dim=1, keepdim=True)
         x = self._resize(x)
         if x.shape[1] == 1 and self.channels == 3:
             x = x.expand(-1, 3, -1, -1)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
-        return ((x - mean) / std).contiguous()
+        mean, std = (t.to(x.device) for t in self._stats)
+        return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    @cached_property
+    def _luma(self) -> torch.Tensor:
+        return torch.tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @cached_property
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and std as 1 x C x 1 x 1 float32 tensors, built once."""
+        return (torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1),
+                torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         """Resize the shorter side to ``size`` (bilinear, antialiased), then centre-crop."""
