@@ -1,10 +1,33 @@
 """Nearest-neighbour search for the feature scorers: exact top-k inner products against an
-ID-train bank, in chunks so that peak memory stays near ``chunk_size x (k + bank_chunk_size)``
-whatever the bank's size, and the seeded train subset that KNN and NNGuide can draw."""
+ID-train bank, and the seeded train subset that KNN and NNGuide can draw.
+
+Two exact backends: ``"torch"`` (query chunks x bank chunks, matmul + ``topk``, merged, so
+peak memory stays near ``chunk_size x (k + bank_chunk_size)`` whatever the bank's size) and
+``"faiss"`` (``IndexFlatIP`` from the optional ``faiss-cpu``; CPU tensors only). ``"auto"``
+takes faiss where it is importable and the tensors are on the CPU.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
+
+BACKENDS = ("auto", "torch", "faiss")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend ``backend`` means on ``device``: "auto" becomes "faiss" or "torch"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    has_faiss = importlib.util.find_spec("faiss") is not None
+    if backend == "faiss" and not has_faiss:
+        raise ValueError('backend "faiss" needs faiss-cpu: pip install "oodbench[faiss]"')
+    if backend == "faiss" and device.type != "cpu":
+        raise ValueError(f'backend "faiss" searches CPU tensors, not {device.type} ones')
+    if backend == "auto":
+        return "faiss" if has_faiss and device.type == "cpu" else "torch"
+    return backend
 
 
 def subset_rows(n: int, alpha: float, seed: int) -> torch.Tensor | None:
@@ -24,13 +47,21 @@ def topk_inner(
     k: int,
     chunk_size: int = 1024,
     bank_chunk_size: int = 16384,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """The ``k`` largest inner products of each query with the bank rows, descending (N x k).
 
-    Queries go ``chunk_size`` at a time; for each, the bank goes ``bank_chunk_size`` rows at a
-    time, and each part's top-k is merged with the best so far.
+    torch: queries go ``chunk_size`` at a time; for each, the bank goes ``bank_chunk_size`` rows
+    at a time, and each part's top-k is merged with the best so far.
     """
     k = min(k, bank.shape[0])
+    if resolve_backend(backend, bank.device) == "faiss":
+        import faiss
+
+        index = faiss.IndexFlatIP(bank.shape[1])
+        index.add(bank.float().contiguous().numpy())
+        sims, _ = index.search(queries.float().contiguous().numpy(), k)
+        return torch.from_numpy(sims).to(queries.dtype)
     out = []
     for chunk in queries.split(chunk_size):
         best = chunk.new_empty((chunk.shape[0], 0))

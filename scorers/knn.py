@@ -3,8 +3,10 @@
 z = f / ||f||_2;  score(x) = -||z(x) - z_(k)||_2, z_(k) the k-th nearest normalised ID-train
 feature. For unit vectors ||z - z'||^2 = 2 - 2 z.z', so neighbours are found by the largest
 inner products, computed in query chunks x bank chunks with torch.topk and merged, keeping
-peak memory near chunk_size x (k + bank_chunk_size) (:mod:`oodbench.neighbours`). (OpenOOD
-returns the negative *squared* distance; the ranking, hence every metric, is identical.)
+peak memory near chunk_size x (k + bank_chunk_size) (:mod:`oodbench.neighbours`); with
+faiss-cpu installed, backend "auto" uses its exact IndexFlatIP instead (the same neighbours, up
+to float rounding; the manifest records which ran). (OpenOOD returns the negative *squared*
+distance; the ranking, hence every metric, is identical.)
 
 The bank is a seeded random alpha-fraction of ID-train (the paper's sampling ratio; it uses
 alpha = 1% on ImageNet); the manifest records alpha, seed and the bank size.
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oodbench.neighbours import subset_rows, topk_inner
+from oodbench.neighbours import BACKENDS, resolve_backend, subset_rows, topk_inner
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
 
 
@@ -37,6 +39,7 @@ class KNN(Scorer):
         seed: int = 0,
         chunk_size: int = 1024,
         bank_chunk_size: int = 16384,
+        backend: str = "auto",
     ) -> None:
         if k < 1 or chunk_size < 1 or bank_chunk_size < 1:
             raise ValueError(
@@ -50,6 +53,10 @@ class KNN(Scorer):
         self.seed = seed
         self.chunk_size = chunk_size
         self.bank_chunk_size = bank_chunk_size
+        if backend not in BACKENDS:
+            raise ValueError(f"knn: backend must be one of {', '.join(BACKENDS)}, "
+                             f"got {backend!r}")
+        self.backend = backend
 
     def fit(self, train: Features, head: Head) -> Self:
         """Store the L2-normalised features of an alpha-fraction of ID-train as the bank."""
@@ -63,11 +70,12 @@ class KNN(Scorer):
         return self
 
     def fit_summary(self) -> dict[str, Any]:
-        """The number of ID-train samples in the bank."""
-        return {"bank_size": len(self._fitted(self.bank_))}
+        """The number of ID-train samples in the bank and the search backend used."""
+        bank = self._fitted(self.bank_)
+        return {"bank_size": len(bank), "backend": resolve_backend(self.backend, bank.device)}
 
     def score(self, data: Features) -> np.ndarray:
         """Return -||z - z_(k)|| per sample."""
         top = topk_inner(F.normalize(data.features, dim=1), self._fitted(self.bank_), self.k,
-                         self.chunk_size, self.bank_chunk_size)
+                         self.chunk_size, self.bank_chunk_size, self.backend)
         return to_scores(-(2 - 2 * top[:, self.k - 1]).clamp(min=0).sqrt())

@@ -8,7 +8,9 @@ score(x) = E(x) * guidance(x)
 The bank holds round(alpha * N) ID-train samples (at least 1), drawn without replacement with
 torch.Generator seeded by seed; alpha = 1 takes all of them. The top-k inner products are found
 in query chunks x bank chunks with torch.topk and merged, keeping peak memory near
-chunk_size x (k + bank_chunk_size) (:mod:`oodbench.neighbours`, shared with "knn").
+chunk_size x (k + bank_chunk_size) (:mod:`oodbench.neighbours`, shared with "knn", and
+like it searched with faiss's exact IndexFlatIP when faiss-cpu is installed and backend is
+"auto").
 
 Park, Jung & Teoh, "Nearest Neighbor Guidance for Out-of-Distribution Detection", ICCV 2023,
 arXiv:2309.14888. Default k = 100 (OpenOOD v1.5). Deliberate differences from OpenOOD v1.5:
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oodbench.neighbours import subset_rows, topk_inner
+from oodbench.neighbours import BACKENDS, resolve_backend, subset_rows, topk_inner
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
 from scorers.energy import energy
 
@@ -42,6 +44,7 @@ class NNGuide(Scorer):
         seed: int = 0,
         chunk_size: int = 1024,
         bank_chunk_size: int = 16384,
+        backend: str = "auto",
     ) -> None:
         if k < 1 or chunk_size < 1 or bank_chunk_size < 1:
             raise ValueError(
@@ -55,6 +58,10 @@ class NNGuide(Scorer):
         self.seed = seed
         self.chunk_size = chunk_size
         self.bank_chunk_size = bank_chunk_size
+        if backend not in BACKENDS:
+            raise ValueError(f"nnguide: backend must be one of {', '.join(BACKENDS)}, "
+                             f"got {backend!r}")
+        self.backend = backend
 
     def fit(self, train: Features, head: Head) -> Self:
         """Build the bank E(x_i) z(x_i) from an alpha-fraction of ID-train."""
@@ -72,12 +79,13 @@ class NNGuide(Scorer):
         return self
 
     def fit_summary(self) -> dict[str, Any]:
-        """The number of ID-train samples in the bank."""
-        return {"bank_size": len(self._fitted(self.bank_))}
+        """The number of ID-train samples in the bank and the search backend used."""
+        bank = self._fitted(self.bank_)
+        return {"bank_size": len(bank), "backend": resolve_backend(self.backend, bank.device)}
 
     def score(self, data: Features) -> np.ndarray:
         """Return E(x) * mean top-k z(x) . b per sample."""
         top = topk_inner(F.normalize(data.features, dim=1), self._fitted(self.bank_), self.k,
-                         self.chunk_size, self.bank_chunk_size)
+                         self.chunk_size, self.bank_chunk_size, self.backend)
         guidance = top.mean(dim=1)
         return to_scores(energy(data.logits.double()) * guidance.double())

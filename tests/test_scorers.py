@@ -59,12 +59,14 @@ def test_get_params_defaults() -> None:
         "seed": 0,
         "chunk_size": 1024,
         "bank_chunk_size": 16384,
+        "backend": "auto",
     }
     assert create_scorer("mahalanobis").get_params() == {"chunk_size": 1024}
     scorer = create_scorer("knn", k=7, chunk_size=3)
     assert isinstance(scorer, get_scorer("knn"))
     assert scorer.get_params()["k"] == 7 and scorer.k == 7 and scorer.chunk_size == 3
-    assert repr(scorer) == "KNN(k=7, alpha=1.0, seed=0, chunk_size=3, bank_chunk_size=16384)"
+    assert repr(scorer) == ("KNN(k=7, alpha=1.0, seed=0, chunk_size=3, bank_chunk_size=16384, "
+                            "backend='auto')")
 
 
 def test_unknown_name_lists_available() -> None:
@@ -74,7 +76,8 @@ def test_unknown_name_lists_available() -> None:
 
 def test_unknown_param_names_scorer_and_accepted() -> None:
     with pytest.raises(TypeError,
-                       match=r"'knn'.*kk.*accepted: k, alpha, seed, chunk_size, bank_chunk_size"):
+                       match=r"'knn'.*kk.*accepted: k, alpha, seed, chunk_size, "
+                             "bank_chunk_size, backend"):
         create_scorer("knn", kk=3)
     with pytest.raises(TypeError, match=r"'msp'.*temperature.*accepted: none"):
         create_scorer("msp", temperature=2.0)
@@ -312,7 +315,7 @@ def test_knn_alpha_subset_is_seeded_and_equals_knn_on_that_subset(
 ) -> None:
     train, head, data = problem
     scorer = create_scorer("knn", k=5, alpha=0.3, seed=4).fit(train, head)
-    assert scorer.fit_summary() == {"bank_size": 30}
+    assert scorer.fit_summary()["bank_size"] == 30
     assert scorer.get_params()["alpha"] == 0.3
     full = torch.nn.functional.normalize(train.features, dim=1)
     rows = (scorer.bank_ @ full.T).argmax(dim=1)
@@ -326,6 +329,31 @@ def test_knn_alpha_subset_is_seeded_and_equals_knn_on_that_subset(
     assert not np.allclose(other, scorer.score(data))
     with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\]"):
         create_scorer("knn", alpha=0.0)
+
+
+@pytest.mark.parametrize("name", ["knn", "nnguide"])
+def test_neighbour_backends_agree(problem: tuple[Features, Head, Features], name: str) -> None:
+    pytest.importorskip("faiss")
+    train, head, data = problem
+    torch_scorer = create_scorer(name, k=5, backend="torch").fit(train, head)
+    faiss_scorer = create_scorer(name, k=5, backend="faiss").fit(train, head)
+    assert torch_scorer.fit_summary()["backend"] == "torch"
+    assert faiss_scorer.fit_summary()["backend"] == "faiss"
+    assert create_scorer(name, k=5).fit(train, head).fit_summary()["backend"] == "faiss"
+    np.testing.assert_allclose(faiss_scorer.score(data), torch_scorer.score(data), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_neighbour_backend_errors(problem: tuple[Features, Head, Features],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    train, head, data = problem
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, faiss"):
+        create_scorer("knn", backend="annoy")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # no faiss here
+    scorer = create_scorer("knn", k=5).fit(train, head)
+    assert scorer.fit_summary()["backend"] == "torch"
+    with pytest.raises(ValueError, match=r"needs faiss-cpu: pip install \"oodbench\[faiss\]\""):
+        create_scorer("knn", k=5, backend="faiss").fit(train, head).score(data)
 
 
 @pytest.mark.parametrize("chunk_size", [1024, 7])

@@ -53,9 +53,10 @@ def test_get_params_defaults() -> None:
         "seed": 0,
         "chunk_size": 1024,
         "bank_chunk_size": 16384,
+        "backend": "auto",
     }
     assert repr(create_scorer("nnguide", k=7, alpha=0.5)) == (
-        "NNGuide(k=7, alpha=0.5, seed=0, chunk_size=1024, bank_chunk_size=16384)"
+        "NNGuide(k=7, alpha=0.5, seed=0, chunk_size=1024, bank_chunk_size=16384, backend='auto')"
     )
 
 
