@@ -20,8 +20,12 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
-# speed figures of the evaluation path: results/perf.md and results/perf.json (benchmarks/perf.py)
+# speed figures of the evaluation path: results/perf.md and results/perf.json (benchmarks/perf.py).
+# Installs what the figures compare against: pytorch-ood (without its dependencies, so torch
+# stays as it is) and the optional faiss-cpu backend of knn.
 bench-perf: setup
+	$(BIN)/python -c "import pytorch_ood" 2>/dev/null || $(BIN)/pip install -q --no-deps "pytorch-ood==0.4.0"
+	$(BIN)/pip install -q -e ".[faiss]"
 	$(BIN)/python -m benchmarks.perf $(ARGS)
 
 setup: data $(BIN)/.installed

@@ -216,12 +216,19 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
-def _provenance(started: float) -> dict[str, Any]:
+def _start() -> tuple[float, dict[str, object]]:
+    """The start time and the code version, read when a command starts: a checkout that
+    changes while it runs must not be recorded as the code that ran."""
+    return time.perf_counter(), code_version()
+
+
+def _provenance(start: tuple[float, dict[str, object]]) -> dict[str, Any]:
     """What every manifest records about how it was made."""
+    started, code = start
     runtime = {"python": sys.version, "platform": platform.platform(),
                "torch": torch.__version__, "cuda": torch.version.cuda,
                "torch_threads": torch.get_num_threads()}
-    return {"versions": library_versions(), "runtime": runtime, "code": code_version(),
+    return {"versions": library_versions(), "runtime": runtime, "code": code,
             "command": sys.argv, "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -276,7 +283,7 @@ def run_benchmark(
     out = Path(out_dir) / bench.name
     with _exclusive(out, Path(runs_dir) / bench.name):
         load_builtin_scorers()
-        started = time.perf_counter()
+        started = _start()
         scorer_names = list(scorers or bench.scorers)
         n_seeds = seeds or bench.seeds
         trainer = Trainer(bench, runs_dir, data_root, device, download=download)
@@ -346,7 +353,7 @@ def evaluate_checkpoint(
     out = Path(out_dir)
     with _exclusive(out, Path(runs_dir) / bench.name):
         load_builtin_scorers()
-        started = time.perf_counter()
+        started = _start()
         model, meta = load_checkpoint(path, arch, num_classes, in_channels or bench.channels,
                                       bench.widths or None)
         splits = load_id_splits(bench, data_root, download)
@@ -407,7 +414,7 @@ def ablate_benchmark(
         cache = FeatureCache(Path(runs_dir) / bench.name / "cache", bench.extract_amp)
         rows: list[dict[str, Any]] = []
         checkpoints: dict[str, Any] = {}
-        started = time.perf_counter()
+        started = _start()
         variants = [(spec, seed) for seed in range(seeds or 1)
                     for spec in (*bench.trainings, *bench.ablate)]
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import random_images, write_npz
 
@@ -138,3 +139,13 @@ def test_a_changed_data_file_invalidates_only_its_features(tiny_bench: SimpleNam
     assert ood.sum() == 2 * 2 * 5 and (before[ood].value != after[ood].value).any()
     assert (before.ood_set == "mine").sum() == 2 * 2 * 5
     pd.testing.assert_frame_equal(before[~ood], after[~ood])
+
+
+def test_manifest_names_the_code_version_read_at_the_start(
+    tiny_bench: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = iter([{"git_commit": "at-start", "dirty": False}])
+    later = {"git_commit": "edited-while-running", "dirty": True}
+    monkeypatch.setattr("oodbench.pipeline.code_version", lambda: next(calls, later))
+    out = _run(tiny_bench, _bench(tiny_bench, epochs=1), "v", scorers=["msp"])
+    assert json.loads((out / "manifest.json").read_text())["code"]["git_commit"] == "at-start"
