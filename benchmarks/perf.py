@@ -8,7 +8,7 @@ Every ratio compares two things timed in the same process:
 - ``floor``: ``oodbench.pipeline.score_model`` (extraction + msp, energy, react, ash, knn,
   mahalanobis + metrics, with a fresh feature cache) over a bare ``torch.inference_mode``
   ``model(x)`` loop over the same images (ID train + ID test + OOD sets), preprocessed the same
-  way in the same batches. Target <= 1.25.
+  way in the same batches, with the same (channels-last) model. Target <= 1.25.
 - ``overhead``: the six scorers (fit + score of every set, from extracted features) over the
   extraction. Target <= 0.10.
 - ``pytorch-ood``: pytorch-ood's six detectors used as its documentation shows (detector objects
@@ -57,7 +57,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from oodbench.config import Benchmark, load_benchmark
 from oodbench.data import ImageArray, Preprocess
-from oodbench.extract import FeatureCache, batches, forward_features, resolve_batch_size
+from oodbench.extract import (
+    FeatureCache,
+    batches,
+    forward_features,
+    prepare_model,
+    resolve_batch_size,
+)
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import ood_metrics
 from oodbench.models import OODNet, create_model
@@ -210,8 +216,10 @@ def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
     ood = OODSets({n: _first(a, sizes.ood) for n, a in ood.sets.items()}, ood.groups, ood.skipped)
     torch.manual_seed(0)
     model = create_model(bench.model, bench.num_classes, bench.channels, **bench.model_kwargs())
-    model.eval().to(device)
-    # every figure uses the batch size score_model would ("auto" resolved once, here)
+    # the model as oodbench's passes leave it (channels-last), so that the bare loop and
+    # pytorch-ood run the same weights in the same layout; every figure uses the batch size
+    # score_model would ("auto" resolved once, here)
+    prepare_model(model, device)
     bench = replace(bench, extract_batch=resolve_batch_size(bench.extract_batch, model,
                                                             splits.preprocess, device))
     with torch.inference_mode():  # first calls pick kernels and allocate buffers

@@ -11,8 +11,8 @@ gets a fresh pass while an unchanged one is read back without touching the model
 Passes run under ``torch.inference_mode`` with channels-last input. On CUDA they use autocast
 (bfloat16 where supported, else float16; ``amp=False`` turns it off; such entries get their own
 key), pinned memory and non-blocking copies. The batch size is a number or ``"auto"``: the
-largest power of two whose layer outputs fit in a quarter of the free memory, capped (see
-:func:`auto_batch_size`).
+largest power of two whose layer outputs fit in a quarter of the free memory and, on the CPU,
+whose largest layer fits in half the last-level cache (see :func:`auto_batch_size`).
 """
 
 from __future__ import annotations
@@ -50,10 +50,13 @@ def data_fingerprint(arr: ImageArray) -> str:
     return _FINGERPRINTS[arr]
 
 
-# "auto" batch sizes: a quarter of the free memory, at most these many images. On the CPU,
-# batches past a few hundred images stop getting faster and only cost memory
-# (benchmarks/profile.md); on a GPU larger batches keep the device busy.
+# "auto" batch sizes. Everywhere: the layer outputs of a batch fit in MEMORY_FRACTION of the
+# free memory. On the CPU also: the largest layer's input + output for a batch fit in
+# CACHE_FRACTION of the last-level cache; past that, a pass runs at memory bandwidth (here, a
+# ResNet-8 on 28x28 images ran 4x faster at 64-128 images than at 512; benchmarks/profile.md).
 MEMORY_FRACTION = 0.25
+CACHE_FRACTION = 0.5
+DEFAULT_CACHE = 8 * 2**20  # when the cache size cannot be read
 MAX_AUTO_BATCH = {"cpu": 512, "cuda": 4096}
 MIN_AUTO_BATCH = 16
 
@@ -71,32 +74,63 @@ def available_memory(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def activation_bytes(model: OODNet, preprocess: Preprocess, device: torch.device) -> int:
-    """Bytes of every layer's output (and the input) for one image: about what a pass with
-    input gradients keeps, and an upper bound for an inference pass."""
-    total = 0
+def last_level_cache() -> int:
+    """Bytes of the CPU's largest data cache (Linux sysfs), else ``DEFAULT_CACHE``."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "type").read_text().strip() not in ("Data", "Unified"):
+                continue
+            text = (index / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=DEFAULT_CACHE)
 
-    def count(_: torch.nn.Module, __: Any, out: Any) -> None:
-        nonlocal total
+
+def prepare_model(model: OODNet, device: torch.device) -> OODNet:
+    """``model`` in eval mode on ``device`` with channels-last weights (in place): the layout
+    the preprocessed batches have, and the faster one for convolutions on CPU and GPU."""
+    return model.eval().to(device, memory_format=torch.channels_last)
+
+
+def activation_bytes(model: OODNet, preprocess: Preprocess,
+                     device: torch.device) -> tuple[int, int]:
+    """Per image: (bytes of every layer's output and the input, about what a pass with input
+    gradients keeps; bytes of the largest single layer's input + output)."""
+    total, largest = 0, 0
+
+    def count(_: torch.nn.Module, args: Any, out: Any) -> None:
+        nonlocal total, largest
         if isinstance(out, torch.Tensor):
-            total += out.numel() * out.element_size()
+            size = out.numel() * out.element_size()
+            total += size
+            inputs = [a for a in args if isinstance(a, torch.Tensor)]
+            largest = max(largest, size + sum(a.numel() * a.element_size() for a in inputs))
 
     probe = np.zeros((2, preprocess.size, preprocess.size, preprocess.channels), np.uint8)
     leaves = [m for m in model.modules() if not any(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
         with torch.inference_mode():
-            model.eval().to(device).forward_all(preprocess(probe, device))
+            prepare_model(model, device).forward_all(preprocess(probe, device))
     finally:
         for h in handles:
             h.remove()
-    return total // 2 + probe[0].size * 4
+    return total // 2 + probe[0].size * 4, largest // 2
 
 
 def auto_batch_size(model: OODNet, preprocess: Preprocess, device: torch.device) -> int:
     """The largest power of two of images whose layer outputs fit in ``MEMORY_FRACTION`` of
-    the free memory, between ``MIN_AUTO_BATCH`` and the device's ``MAX_AUTO_BATCH``."""
-    fits = MEMORY_FRACTION * available_memory(device) / activation_bytes(model, preprocess, device)
+    the free memory and, on the CPU, whose largest layer fits in ``CACHE_FRACTION`` of the
+    last-level cache; between ``MIN_AUTO_BATCH`` and the device's ``MAX_AUTO_BATCH``."""
+    total, largest = activation_bytes(model, preprocess, device)
+    fits = MEMORY_FRACTION * available_memory(device) / total
+    if device.type == "cpu":
+        fits = min(fits, CACHE_FRACTION * last_level_cache() / largest)
     cap = MAX_AUTO_BATCH.get(device.type, MAX_AUTO_BATCH["cpu"])
     return max(MIN_AUTO_BATCH, min(cap, 2 ** max(0, int(fits).bit_length() - 1)))
 
@@ -142,7 +176,7 @@ def forward_features(
     amp: bool = False,
 ) -> Features:
     """One streamed forward pass over ``arr``: pooled features, logits and labels."""
-    model.eval().to(device)
+    prepare_model(model, device)
     feats, logits = [], []
     with torch.inference_mode(), extraction_autocast(device, amp):
         for x in batches(arr, preprocess, device, batch_size, progress,
@@ -166,7 +200,7 @@ def model_scores(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Run a fitted :class:`ModelScorer` over ``arr`` in batches (gradients enabled)."""
-    model.eval().to(device)
+    prepare_model(model, device)
     std = torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     out = []
     for x in batches(arr, preprocess, device, batch_size, progress,

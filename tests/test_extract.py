@@ -23,26 +23,38 @@ def _model() -> torch.nn.Module:
 
 
 def test_activation_bytes_counts_every_layer_output() -> None:
-    # stem conv + bn (8 x 28 x 28 each) alone exceed this; the sum is a few hundred KB
-    per_image = activation_bytes(_model(), PRE, CPU)
-    assert 2 * 8 * 28 * 28 * 4 < per_image < 2_000_000
+    # the stem conv and its batch norm (8 x 28 x 28 float32 each) alone exceed 2 x 25 KB
+    total, largest = activation_bytes(_model(), PRE, CPU)
+    assert 2 * 8 * 28 * 28 * 4 < total < 2_000_000
+    # the largest layer reads and writes 8 x 28 x 28 floats (the 1-channel input is smaller)
+    assert largest == 2 * 8 * 28 * 28 * 4
 
 
-@pytest.mark.parametrize(("free", "expected"), [(10**13, 512), (1, 16)])
+@pytest.mark.parametrize(("free", "cache", "expected"),
+                         [(10**13, 10**13, 512), (1, 10**13, 16), (10**13, 1, 16)])
 def test_auto_batch_size_is_capped_and_floored(monkeypatch: pytest.MonkeyPatch, free: int,
-                                               expected: int) -> None:
+                                               cache: int, expected: int) -> None:
     monkeypatch.setattr(extract, "available_memory", lambda device: free)
+    monkeypatch.setattr(extract, "last_level_cache", lambda: cache)
     assert auto_batch_size(_model(), PRE, CPU) == expected
 
 
-def test_auto_batch_size_fits_the_memory_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_batch_size_fits_memory_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model()
-    per_image = activation_bytes(model, PRE, CPU)
-    free = per_image * 300  # a quarter of it holds 75 images: the batch is 64
+    total, largest = activation_bytes(model, PRE, CPU)
+    monkeypatch.setattr(extract, "last_level_cache", lambda: 10**13)
+    free = total * 300  # a quarter of it holds 75 images: the batch is 64
     monkeypatch.setattr(extract, "available_memory", lambda device: free)
     batch = auto_batch_size(model, PRE, CPU)
     assert batch == 64
-    assert batch * per_image <= extract.MEMORY_FRACTION * free < 2 * batch * per_image
+    assert batch * total <= extract.MEMORY_FRACTION * free < 2 * batch * total
+    # on the CPU the cache binds too: half of it holds the largest layer of 40 images -> 32
+    monkeypatch.setattr(extract, "last_level_cache", lambda: largest * 80)
+    assert auto_batch_size(model, PRE, CPU) == 32
+
+
+def test_last_level_cache_reads_a_size() -> None:
+    assert extract.last_level_cache() >= 2**16
 
 
 def test_available_memory_is_positive() -> None:
