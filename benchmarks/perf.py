@@ -1,7 +1,7 @@
 """Performance figures of oodbench's evaluation path, each printed as one line.
 
     python -m benchmarks.perf [--quick] [--only floor,overhead,...] [--benchmark fmnist]
-        [--data-root DIR] [--device auto] [--threads N] [--out DIR]
+        [--data-root DIR] [--device auto] [--threads N] [--repeats N] [--out DIR]
 
 Every ratio compares two things timed in the same process:
 
@@ -27,9 +27,9 @@ Every ratio compares two things timed in the same process:
 
 The model is the benchmark's architecture, freshly initialised (seed 0): speed does not depend
 on the weights, so nothing is trained. A full run writes ``results/perf.md`` and
-``results/perf.json``; ``--quick`` (tiny sizes, a smoke test, not the figures) and ``--only``
-write to a new temporary folder unless ``--out`` is given. Not a test: timings depend on the
-machine and its load.
+``results/perf.json``; ``--quick`` (tiny sizes, a smoke test, not the figures), ``--only`` and
+``--repeats`` write to a new temporary folder unless ``--out`` is given. Not a test: timings
+depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -271,8 +271,10 @@ def _scorer_seconds(s: Setup, train: Features, sets: dict[str, Features]) -> dic
 
 
 def scorer_overhead(s: Setup) -> Figure:
-    """(b) the six scorers (fit + score of every set) over the extraction, median of repeats."""
-    extraction, scoring = [], []
+    """(b) the six scorers (fit + score of every set) over the extraction, median of repeats.
+    With faiss installed (knn's "auto" backend uses it), knn is also timed with its torch
+    backend, as an install without the extra would run it."""
+    extraction, scoring, knn_torch = [], [], []
     per_scorer: dict[str, list[float]] = {name: [] for name in SIX}
     for _ in range(s.sizes.repeats):
         start = time.perf_counter()
@@ -283,14 +285,25 @@ def scorer_overhead(s: Setup) -> Figure:
         for name, value in seconds.items():
             per_scorer[name].append(value)
         scoring.append(sum(seconds.values()))
+        if _faiss_version():
+            start = time.perf_counter()
+            knn = create_scorer("knn", **s.params("knn") | {"backend": "torch"})
+            fit_and_score(knn, train, s.head, sets)
+            knn_torch.append(time.perf_counter() - start)
     ratio = statistics.median(scoring) / statistics.median(extraction)
     slowest = max(SIX, key=lambda n: statistics.median(per_scorer[n]))
     line = (f"scorer overhead: {ratio:.3f} = six scorers {statistics.median(scoring):.2f} s / "
             f"extraction {statistics.median(extraction):.2f} s (slowest: {slowest} "
             f"{statistics.median(per_scorer[slowest]):.2f} s; {_verdict('overhead', ratio)})")
-    return _figure("overhead", "scorer overhead: six scorers / extraction", ratio, line,
-                   {"extraction_seconds": extraction, "scorer_seconds": scoring,
-                    "per_scorer_seconds": per_scorer})
+    details: dict[str, Any] = {"extraction_seconds": extraction, "scorer_seconds": scoring,
+                               "per_scorer_seconds": per_scorer}
+    if knn_torch:
+        without = (statistics.median(scoring) - statistics.median(per_scorer["knn"])
+                   + statistics.median(knn_torch)) / statistics.median(extraction)
+        details |= {"knn_torch_backend_seconds": knn_torch, "ratio_with_knn_torch": without}
+        line += (f"; with knn's torch backend (no faiss): knn {statistics.median(knn_torch):.2f}"
+                 f" s, ratio {without:.3f}")
+    return _figure("overhead", "scorer overhead: six scorers / extraction", ratio, line, details)
 
 
 class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -640,9 +653,14 @@ def write_results(out: Path, figures: list[Figure], machine: dict[str, Any],
     atomic_write_bytes(out / "perf.md", render_markdown(figures, machine, quick).encode())
 
 
+def _sizes(args: argparse.Namespace) -> Sizes:
+    sizes = QUICK if args.quick else FULL
+    return replace(sizes, repeats=args.repeats) if args.repeats else sizes
+
+
 def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
     """Measure the figures named in ``only``, in order, yielding each when done."""
-    sizes = QUICK if args.quick else FULL
+    sizes = _sizes(args)
     bench = load_benchmark(args.benchmark)
     device = resolve_device(args.device)
     needs_data = {"floor", "overhead", "pytorch-ood", "bgnorm", "bf16", "growth"} & set(only)
@@ -674,6 +692,9 @@ def main() -> None:
                         help="dataset root (default: $OODBENCH_DATA)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch and BLAS threads (default: torch's)")
+    parser.add_argument("--repeats", type=int,
+                        help="repeats per figure (default 3; 1 for a profile, written to a "
+                             "temp folder)")
     parser.add_argument("--out", help="folder for perf.md and perf.json (default: results/ for "
                         "a full run of every figure, else a new temp folder)")
     args = parser.parse_args()
@@ -693,7 +714,7 @@ def main() -> None:
     command = " ".join([*prog, *sys.argv[1:]])
     if args.out:
         out = Path(args.out)
-    elif args.quick or args.only:
+    elif args.quick or args.only or args.repeats:
         out = Path(tempfile.mkdtemp(prefix="oodbench-perf-"))
     else:
         out = ROOT / "results"
@@ -702,7 +723,7 @@ def main() -> None:
         print(fig.line, flush=True)
         figures.append(fig)
     write_results(out, figures, machine_info(resolve_device(args.device), command),
-                  QUICK if args.quick else FULL, args.quick)
+                  _sizes(args), args.quick)
     print(f"written: {out / 'perf.md'}, {out / 'perf.json'}")
 
 
