@@ -8,7 +8,8 @@ The key combines the checkpoint's hash, the dataset's name and split, the
 preprocessing and a hash of the image bytes, so a changed checkpoint, preprocessing or data file
 gets a fresh pass while an unchanged one is read back without touching the model.
 
-Passes run under ``torch.inference_mode`` with channels-last input. On CUDA they use autocast
+Passes run under ``torch.inference_mode`` with the model and its input in channels-last
+memory order (:func:`prepare_model`). On CUDA they use autocast
 (bfloat16 where supported, else float16; ``amp=False`` turns it off; such entries get their own
 key), pinned memory and non-blocking copies. The batch size is a number or ``"auto"``: the
 largest power of two whose layer outputs fit in a quarter of the free memory and, on the CPU,
@@ -52,8 +53,8 @@ def data_fingerprint(arr: ImageArray) -> str:
 
 # "auto" batch sizes. Everywhere: the layer outputs of a batch fit in MEMORY_FRACTION of the
 # free memory. On the CPU also: the largest layer's input + output for a batch fit in
-# CACHE_FRACTION of the last-level cache; past that, a pass runs at memory bandwidth (here, a
-# ResNet-8 on 28x28 images ran 4x faster at 64-128 images than at 512; benchmarks/profile.md).
+# CACHE_FRACTION of the last-level cache; past that, a pass runs at memory bandwidth (the
+# batch-size measurements are in benchmarks/profile.md).
 MEMORY_FRACTION = 0.25
 CACHE_FRACTION = 0.5
 DEFAULT_CACHE = 8 * 2**20  # when the cache size cannot be read
