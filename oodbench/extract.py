@@ -113,11 +113,14 @@ def activation_bytes(model: OODNet, preprocess: Preprocess,
             largest = max(largest, size + sum(a.numel() * a.element_size() for a in inputs))
 
     probe = np.zeros((2, preprocess.size, preprocess.size, preprocess.channels), np.uint8)
+    # outside inference_mode: weights converted inside it would become inference tensors,
+    # which a later pass with gradients (a ModelScorer) cannot use
+    prepare_model(model, device)
     leaves = [m for m in model.modules() if not any(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
         with torch.inference_mode():
-            prepare_model(model, device).forward_all(preprocess(probe, device))
+            model.forward_all(preprocess(probe, device))
     finally:
         for h in handles:
             h.remove()

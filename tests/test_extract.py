@@ -12,6 +12,7 @@ from oodbench import extract
 from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import FeatureCache, activation_bytes, auto_batch_size, data_fingerprint
 from oodbench.models import create_model
+from oodbench.scoring import Head, create_scorer, load_builtin_scorers
 
 PRE = Preprocess(28, 1, (0.3,), (0.3,))
 CPU = torch.device("cpu")
@@ -78,3 +79,16 @@ def test_fingerprint_is_computed_once_per_array(monkeypatch: pytest.MonkeyPatch)
     first = data_fingerprint(arr)
     monkeypatch.setattr(extract.hashlib, "sha256", None)  # any recomputation would fail
     assert data_fingerprint(arr) == first
+
+
+def test_auto_batch_leaves_the_model_usable_for_gradient_scorers(tmp_path: Path) -> None:
+    load_builtin_scorers()
+    arr = ImageArray(np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), np.uint8),
+                     np.zeros(5, np.int64), "x", "test", "")
+    model = _model()  # fresh: its weights are converted to channels-last on first use
+    cache = FeatureCache(tmp_path)
+    train = cache.get(model, "c" * 16, arr, PRE, CPU, "auto")
+    odin = create_scorer("odin").fit(train, Head(model.fc.weight.detach(), model.fc.bias.detach()))
+    scores = cache.scores(model, "c" * 16, odin, arr, PRE, CPU, "auto")
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+    assert not any(p.is_inference() for p in model.parameters())
