@@ -68,6 +68,7 @@ from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import ood_metrics
 from oodbench.models import OODNet, create_model
 from oodbench.pipeline import OODSets, load_ood_sets, score_model
+from oodbench.provenance import code_version
 from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_builtin_scorers
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import resolve_device
@@ -619,7 +620,7 @@ def machine_info(device: torch.device, command: str) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": command}
+            "git_commit": code_version()["git_commit"], "command": command}
 
 
 def render_markdown(figures: list[Figure], machine: dict[str, Any], quick: bool) -> str:
