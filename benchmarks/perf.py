@@ -21,6 +21,8 @@ Every ratio compares two things timed in the same process:
   Target <= 1.10.
 - ``bf16``: CE training time per step in float32 over bfloat16 autocast on the CPU
   (``train.cpu_amp``), no target; skipped on a CPU without native bfloat16 or on CUDA.
+- ``batch``: extraction speed (images/s, ``forward_features`` over the ID test set) at batch
+  sizes 32 to 512, beside the size ``extract_batch = "auto"`` picks; no target.
 - ``growth``: the cost of one OOD set (extraction + scoring + metrics) at 1x, 2x and 4x its
   size; and the peak memory of knn and mahalanobis (fit + score) as the ID-train features grow
   1x, 2x and 4x, each measured in a fresh process (``ru_maxrss``).
@@ -74,7 +76,7 @@ from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "bf16", "growth")  # --only
+FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "bf16", "batch", "growth")
 SIX = ("msp", "energy", "react", "ash", "knn", "mahalanobis")
 MEMORY_SCORERS = ("knn", "mahalanobis")
 FACTORS = (1, 2, 4)
@@ -482,6 +484,29 @@ def bf16_speedup(s: Setup) -> Figure:
                   {"images_per_s": {"float32": rates[False], "bfloat16": rates[True]}})
 
 
+BATCHES = (32, 64, 128, 256, 512)
+
+
+def batch_speeds(s: Setup) -> Figure:
+    """Extraction images/s by batch size, median of repeats, and the "auto" choice."""
+    arr = s.splits.test
+    rates = {}
+    for batch in BATCHES:
+        seconds = [_timed(lambda b=batch: forward_features(s.model, arr, s.preprocess, s.device,
+                                                           b), s.device)
+                   for _ in range(s.sizes.repeats)]
+        rates[batch] = len(arr) / statistics.median(seconds)
+    best = max(rates, key=lambda b: rates[b])
+    auto = s.bench.extract_batch
+    shown = " / ".join(f"{rates[b]:,.0f}" for b in BATCHES)
+    line = (f"extraction by batch size {' / '.join(map(str, BATCHES))}: {shown} img/s "
+            f"({arr.name}/{arr.split}, {len(arr):,} images, median of {s.sizes.repeats}); "
+            f"fastest {best}, auto picks {auto}")
+    return Figure("batch", f"extraction img/s at batch {' / '.join(map(str, BATCHES))} "
+                  f"(auto picks {auto})", None, shown, "none", None, line,
+                  {"images_per_s": rates, "auto": auto, "fastest": best})
+
+
 def ood_growth(s: Setup) -> Figure:
     """(f) one OOD set's cost (extraction + scoring + metrics; scorers fitted before) at 1x, 2x
     and 4x its size."""
@@ -648,6 +673,7 @@ def write_results(out: Path, figures: list[Figure], machine: dict[str, Any],
              "growth": by_name["growth"].details if "growth" in by_name else None,
              "memory": by_name["memory"].details if "memory" in by_name else None,
              "bf16": by_name["bf16"].details if "bf16" in by_name else None,
+             "batch": by_name["batch"].details if "batch" in by_name else None,
              "details": {f.name: f.details for f in figures if f.name in TARGETS},
              "sizes": asdict(sizes), "machine": machine}
     atomic_write_bytes(out / "perf.json", json.dumps(data, indent=2, default=str).encode())
@@ -664,7 +690,7 @@ def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
     sizes = _sizes(args)
     bench = load_benchmark(args.benchmark)
     device = resolve_device(args.device)
-    needs_data = {"floor", "overhead", "pytorch-ood", "bgnorm", "bf16", "growth"} & set(only)
+    needs_data = (set(FIGURES) - {"knn"}) & set(only)
     s = load_setup(bench, args.data_root, device, sizes) if needs_data else None
     if s is not None:
         print(f"{bench.name}: {bench.model} {bench.widths}, fresh weights, {device}, "
@@ -677,6 +703,7 @@ def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
         "knn": lambda: [knn_at_scale(sizes)],
         "bgnorm": lambda: [bgnorm_overhead(s)],
         "bf16": lambda: [bf16_speedup(s)],
+        "batch": lambda: [batch_speeds(s)],
         "growth": lambda: [ood_growth(s), memory_growth(sizes)],
     }
     for name in only:

@@ -45,14 +45,16 @@ def topk_inner(
     queries: torch.Tensor,
     bank: torch.Tensor,
     k: int,
-    chunk_size: int = 1024,
-    bank_chunk_size: int = 16384,
+    chunk_size: int = 256,
+    bank_chunk_size: int = 65536,
     backend: str = "torch",
 ) -> torch.Tensor:
     """The ``k`` largest inner products of each query with the bank rows, descending (N x k).
 
     torch: queries go ``chunk_size`` at a time; for each, the bank goes ``bank_chunk_size`` rows
-    at a time, and each part's top-k is merged with the best so far.
+    at a time, and each part's top-k is merged with the best so far. The defaults hold 64 MiB
+    of similarities at a time and take banks of up to 65,536 rows in one ``topk`` per query
+    chunk, which ran 16% faster here than 1,024 x 16,384 (benchmarks/profile.md).
     """
     k = min(k, bank.shape[0])
     if resolve_backend(backend, bank.device) == "faiss":
@@ -64,9 +66,11 @@ def topk_inner(
         return torch.from_numpy(sims).to(queries.dtype)
     out = []
     for chunk in queries.split(chunk_size):
-        best = chunk.new_empty((chunk.shape[0], 0))
+        best: torch.Tensor | None = None
         for part in bank.split(bank_chunk_size):
-            merged = torch.cat([best, chunk @ part.T], dim=1)
-            best = merged.topk(min(k, merged.shape[1]), dim=1).values
+            top = (chunk @ part.T).topk(min(k, len(part)), dim=1).values
+            if best is not None:  # merge two short lists, not the best with a whole part
+                top = torch.cat([best, top], dim=1).topk(k, dim=1).values
+            best = top
         out.append(best)
     return torch.cat(out) if out else queries.new_empty((0, k))

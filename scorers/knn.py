@@ -37,8 +37,8 @@ class KNN(Scorer):
         k: int = 50,
         alpha: float = 1.0,
         seed: int = 0,
-        chunk_size: int = 1024,
-        bank_chunk_size: int = 16384,
+        chunk_size: int = 256,
+        bank_chunk_size: int = 65536,
         backend: str = "auto",
     ) -> None:
         if k < 1 or chunk_size < 1 or bank_chunk_size < 1:

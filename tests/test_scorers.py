@@ -57,15 +57,15 @@ def test_get_params_defaults() -> None:
         "k": 50,
         "alpha": 1.0,
         "seed": 0,
-        "chunk_size": 1024,
-        "bank_chunk_size": 16384,
+        "chunk_size": 256,
+        "bank_chunk_size": 65536,
         "backend": "auto",
     }
     assert create_scorer("mahalanobis").get_params() == {"chunk_size": 1024}
     scorer = create_scorer("knn", k=7, chunk_size=3)
     assert isinstance(scorer, get_scorer("knn"))
     assert scorer.get_params()["k"] == 7 and scorer.k == 7 and scorer.chunk_size == 3
-    assert repr(scorer) == ("KNN(k=7, alpha=1.0, seed=0, chunk_size=3, bank_chunk_size=16384, "
+    assert repr(scorer) == ("KNN(k=7, alpha=1.0, seed=0, chunk_size=3, bank_chunk_size=65536, "
                             "backend='auto')")
 
 

@@ -51,12 +51,12 @@ def test_get_params_defaults() -> None:
         "k": 100,
         "alpha": 1.0,
         "seed": 0,
-        "chunk_size": 1024,
-        "bank_chunk_size": 16384,
+        "chunk_size": 256,
+        "bank_chunk_size": 65536,
         "backend": "auto",
     }
     assert repr(create_scorer("nnguide", k=7, alpha=0.5)) == (
-        "NNGuide(k=7, alpha=0.5, seed=0, chunk_size=1024, bank_chunk_size=16384, backend='auto')"
+        "NNGuide(k=7, alpha=0.5, seed=0, chunk_size=256, bank_chunk_size=65536, backend='auto')"
     )
 
 
@@ -65,9 +65,9 @@ def test_get_params_defaults() -> None:
     [
         ("rmds", {"chunk_size": 0}, r"^rmds: chunk_size must be >= 1, got 0"),
         ("fdbd", {"distance_as_normalizer": "yes"}, r"^fdbd: .*must be a bool, got 'yes'"),
-        ("nnguide", {"k": 0}, r"^nnguide: k, .* must be >= 1, got 0, 1024, 16384"),
-        ("nnguide", {"chunk_size": 0}, r"^nnguide: .*got 100, 0, 16384"),
-        ("nnguide", {"bank_chunk_size": -1}, r"^nnguide: .*got 100, 1024, -1"),
+        ("nnguide", {"k": 0}, r"^nnguide: k, .* must be >= 1, got 0, 256, 65536"),
+        ("nnguide", {"chunk_size": 0}, r"^nnguide: .*got 100, 0, 65536"),
+        ("nnguide", {"bank_chunk_size": -1}, r"^nnguide: .*got 100, 256, -1"),
         ("nnguide", {"alpha": 0.0}, r"^nnguide: alpha must be in \(0, 1\], got 0.0"),
         ("nnguide", {"alpha": 1.5}, r"^nnguide: alpha must be in \(0, 1\], got 1.5"),
         ("nnguide", {"alpha": float("nan")}, r"^nnguide: alpha .*got nan"),
