@@ -70,7 +70,8 @@ def topk_inner(
         for part in bank.split(bank_chunk_size):
             top = (chunk @ part.T).topk(min(k, len(part)), dim=1).values
             if best is not None:  # merge two short lists, not the best with a whole part
-                top = torch.cat([best, top], dim=1).topk(k, dim=1).values
+                merged = torch.cat([best, top], dim=1)
+                top = merged.topk(min(k, merged.shape[1]), dim=1).values
             best = top
         out.append(best)
     return torch.cat(out) if out else queries.new_empty((0, k))

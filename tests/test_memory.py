@@ -34,7 +34,7 @@ def vm_size():
 
 knn_train, knn_query = feats(40000, 16, 10), feats(8000, 16, 10)
 maha_train, maha_query = feats(20000, 256, 100), feats(20000, 256, 100)
-knn = create_scorer("knn", k=50, chunk_size=512, bank_chunk_size=4096)
+knn = create_scorer("knn", k=50, chunk_size=512, bank_chunk_size=4096, backend="torch")
 maha = create_scorer("mahalanobis", chunk_size=512)
 small = feats(300, 16, 10)  # warm up: first calls allocate kernels and thread-local buffers
 head = Head(torch.zeros(10, 16), torch.zeros(10))

@@ -291,7 +291,8 @@ def test_knn_formula(
     problem: tuple[Features, Head, Features], k: int, chunk_size: int, bank_chunk_size: int
 ) -> None:
     train, head, data = problem
-    scorer = create_scorer("knn", k=k, chunk_size=chunk_size, bank_chunk_size=bank_chunk_size)
+    scorer = create_scorer("knn", k=k, chunk_size=chunk_size, bank_chunk_size=bank_chunk_size,
+                           backend="torch")  # the chunked search, whether faiss is installed
     got = scorer.fit(train, head).score(data)
     bank = train.features.double().numpy()
     queries = data.features.double().numpy()
@@ -323,7 +324,8 @@ def test_knn_alpha_subset_is_seeded_and_equals_knn_on_that_subset(
     subset = Features(train.features[rows], train.logits[rows], train.labels[rows])
     np.testing.assert_allclose(scorer.score(data),
                                create_scorer("knn", k=5).fit(subset, head).score(data), rtol=1e-6)
-    again = create_scorer("knn", k=5, alpha=0.3, seed=4, chunk_size=7, bank_chunk_size=9)
+    again = create_scorer("knn", k=5, alpha=0.3, seed=4, chunk_size=7, bank_chunk_size=9,
+                          backend="torch")
     np.testing.assert_allclose(again.fit(train, head).score(data), scorer.score(data), rtol=1e-6)
     other = create_scorer("knn", k=5, alpha=0.3, seed=5).fit(train, head).score(data)
     assert not np.allclose(other, scorer.score(data))

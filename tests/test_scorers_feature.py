@@ -228,7 +228,8 @@ def _nnguide_reference(bank: np.ndarray, data: Features, k: int) -> np.ndarray:
 )
 def test_nnguide_formula(problem: Problem, k: int, chunk_size: int, bank_chunk_size: int) -> None:
     train, head, data = problem
-    scorer = create_scorer("nnguide", k=k, chunk_size=chunk_size, bank_chunk_size=bank_chunk_size)
+    scorer = create_scorer("nnguide", k=k, chunk_size=chunk_size, bank_chunk_size=bank_chunk_size,
+                           backend="torch")  # the chunked search, whether faiss is installed
     got = scorer.fit(train, head).score(data)
     assert got.dtype == np.float64 and got.shape == (37,)
     np.testing.assert_allclose(got, _nnguide_reference(_nnguide_bank(train), data, k), rtol=1e-5)
@@ -237,7 +238,8 @@ def test_nnguide_formula(problem: Problem, k: int, chunk_size: int, bank_chunk_s
 def test_nnguide_subset_bank(problem: Problem) -> None:
     train, head, data = problem
     full = _nnguide_bank(train)
-    scorer = create_scorer("nnguide", k=10, alpha=0.3, seed=4, chunk_size=8, bank_chunk_size=7)
+    scorer = create_scorer("nnguide", k=10, alpha=0.3, seed=4, chunk_size=8, bank_chunk_size=7,
+                            backend="torch")
     got = scorer.fit(train, head).score(data)
     bank = _np(scorer.bank_)
     assert bank.shape == (30, 16)  # round(0.3 * 101)
@@ -245,7 +247,8 @@ def test_nnguide_subset_bank(problem: Problem) -> None:
     np.testing.assert_allclose(bank, full[rows], rtol=1e-5)
     assert len(set(rows.tolist())) == 30
     np.testing.assert_allclose(got, _nnguide_reference(full[rows], data, 10), rtol=1e-5)
-    same = create_scorer("nnguide", k=10, alpha=0.3, seed=4, chunk_size=8, bank_chunk_size=7)
+    same = create_scorer("nnguide", k=10, alpha=0.3, seed=4, chunk_size=8, bank_chunk_size=7,
+                         backend="torch")
     np.testing.assert_array_equal(same.fit(train, head).score(data), got)
     other = create_scorer("nnguide", k=10, alpha=0.3, seed=5).fit(train, head).score(data)
     assert not np.allclose(other, got)
