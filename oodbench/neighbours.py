@@ -1,5 +1,6 @@
 """Nearest-neighbour search for the feature scorers: exact top-k inner products against an
-ID-train bank, and the seeded train subset that KNN and NNGuide can draw.
+ID-train bank, the seeded train subset that KNN and NNGuide can draw, and
+:class:`NeighbourScorer`, the parameters and bank handling those two scorers share.
 
 Two exact backends: ``"torch"`` (query chunks x bank chunks, matmul + ``topk``, merged, so
 peak memory stays near ``chunk_size x (k + bank_chunk_size)`` whatever the bank's size) and
@@ -10,8 +11,12 @@ takes faiss where it is importable and the tensors are on the CPU.
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+
+from oodbench.scoring import Features, Scorer
 
 BACKENDS = ("auto", "torch", "faiss")
 
@@ -75,3 +80,47 @@ def topk_inner(
             best = top
         out.append(best)
     return torch.cat(out) if out else queries.new_empty((0, k))
+
+
+class NeighbourScorer(Scorer):
+    """A scorer that searches a bank built from a seeded ``alpha``-fraction of ID-train.
+
+    Subclasses keep their own constructor (its signature is the scorer's parameters, with
+    their own defaults) and call :meth:`_init_search` from it; ``fit`` builds ``bank_`` from
+    the rows :meth:`_bank_rows` picks, and ``score`` reads :meth:`_top_k`.
+    """
+
+    bank_: torch.Tensor | None = None
+
+    def _init_search(self, k: int, alpha: float, seed: int, chunk_size: int,
+                     bank_chunk_size: int, backend: str) -> None:
+        """Check and store the search parameters."""
+        if k < 1 or chunk_size < 1 or bank_chunk_size < 1:
+            raise ValueError(f"{self.name}: k, chunk_size and bank_chunk_size must be >= 1, "
+                             f"got {k}, {chunk_size}, {bank_chunk_size}")
+        if not 0 < alpha <= 1:
+            raise ValueError(f"{self.name}: alpha must be in (0, 1], got {alpha}")
+        if backend not in BACKENDS:
+            raise ValueError(f"{self.name}: backend must be one of {', '.join(BACKENDS)}, "
+                             f"got {backend!r}")
+        self.k, self.alpha, self.seed, self.backend = k, alpha, seed, backend
+        self.chunk_size, self.bank_chunk_size = chunk_size, bank_chunk_size
+
+    def _bank_rows(self, train: Features) -> torch.Tensor | None:
+        """The ID-train rows of the bank (None: all of them); k must not exceed their number."""
+        keep = subset_rows(len(train), self.alpha, self.seed)
+        size = len(train) if keep is None else len(keep)
+        if self.k > size:
+            raise ValueError(f"{self.name}: k={self.k} exceeds the bank of {size} samples "
+                             f"(alpha={self.alpha} of {len(train)} ID-train samples)")
+        return None if keep is None else keep.to(train.features.device)
+
+    def _top_k(self, data: Features) -> torch.Tensor:
+        """The k largest inner products of each normalised feature of ``data`` with the bank."""
+        return topk_inner(F.normalize(data.features, dim=1), self._fitted(self.bank_), self.k,
+                          self.chunk_size, self.bank_chunk_size, self.backend)
+
+    def fit_summary(self) -> dict[str, Any]:
+        """The number of ID-train samples in the bank and the search backend used."""
+        bank = self._fitted(self.bank_)
+        return {"bank_size": len(bank), "backend": resolve_backend(self.backend, bank.device)}

@@ -20,22 +20,19 @@ samples. OpenOOD also adds 1e-10 to every normalised feature element; here F.nor
 as in the "knn" scorer.
 """
 
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
-from oodbench.neighbours import BACKENDS, resolve_backend, subset_rows, topk_inner
-from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
+from oodbench.neighbours import NeighbourScorer
+from oodbench.scoring import Features, Head, register_scorer, to_scores
 from scorers.energy import energy
 
 
 @register_scorer("nnguide")
-class NNGuide(Scorer):
+class NNGuide(NeighbourScorer):
     """Energy times the mean top-k similarity to a confidence-scaled ID-train bank."""
-
-    bank_: torch.Tensor | None = None
 
     def __init__(
         self,
@@ -46,46 +43,19 @@ class NNGuide(Scorer):
         bank_chunk_size: int = 65536,
         backend: str = "auto",
     ) -> None:
-        if k < 1 or chunk_size < 1 or bank_chunk_size < 1:
-            raise ValueError(
-                f"nnguide: k, chunk_size and bank_chunk_size must be >= 1, got {k}, "
-                f"{chunk_size}, {bank_chunk_size}"
-            )
-        if not 0 < alpha <= 1:
-            raise ValueError(f"nnguide: alpha must be in (0, 1], got {alpha}")
-        self.k = k
-        self.alpha = alpha
-        self.seed = seed
-        self.chunk_size = chunk_size
-        self.bank_chunk_size = bank_chunk_size
-        if backend not in BACKENDS:
-            raise ValueError(f"nnguide: backend must be one of {', '.join(BACKENDS)}, "
-                             f"got {backend!r}")
-        self.backend = backend
+        self._init_search(k, alpha, seed, chunk_size, bank_chunk_size, backend)
 
     def fit(self, train: Features, head: Head) -> Self:
         """Build the bank E(x_i) z(x_i) from an alpha-fraction of ID-train."""
-        keep = subset_rows(len(train), self.alpha, self.seed)
+        keep = self._bank_rows(train)
         feats, logits = train.features, train.logits
         if keep is not None:
-            feats, logits = feats[keep.to(feats.device)], logits[keep.to(feats.device)]
-        if self.k > len(feats):
-            raise ValueError(
-                f"nnguide: k={self.k} exceeds the bank of {len(feats)} samples "
-                f"(alpha={self.alpha} of {len(train)} ID-train samples)"
-            )
+            feats, logits = feats[keep], logits[keep]
         self.bank_ = F.normalize(feats, dim=1) * energy(logits).unsqueeze(1)
         self.head_ = head
         return self
 
-    def fit_summary(self) -> dict[str, Any]:
-        """The number of ID-train samples in the bank and the search backend used."""
-        bank = self._fitted(self.bank_)
-        return {"bank_size": len(bank), "backend": resolve_backend(self.backend, bank.device)}
-
     def score(self, data: Features) -> np.ndarray:
         """Return E(x) * mean top-k z(x) . b per sample."""
-        top = topk_inner(F.normalize(data.features, dim=1), self._fitted(self.bank_), self.k,
-                         self.chunk_size, self.bank_chunk_size, self.backend)
-        guidance = top.mean(dim=1)
+        guidance = self._top_k(data).mean(dim=1)
         return to_scores(energy(data.logits.double()) * guidance.double())
