@@ -227,18 +227,16 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
         self.extraction: dict[str, dict[str, Any]] = {}
-        self._batch: dict[tuple[int, str, str], int] = {}
 
     def batch_size(self, setting: int | str, model: OODNet, preprocess: Preprocess,
                    device: torch.device) -> int:
-        """The batch size for passes of ``model`` on ``device``; "auto" is resolved once."""
-        key = (id(model), str(device), str(setting))
-        if key not in self._batch:
-            self._batch[key] = resolve_batch_size(setting, model, preprocess, device)
-            self.extraction[str(device)] = {
-                "batch_size": self._batch[key], "setting": setting,
-                "amp": self._amp(device), "inference_mode": True, "channels_last": True}
-        return self._batch[key]
+        """The batch size for a pass of ``model`` on ``device`` ("auto" resolved by a cheap
+        probe each time: a cached object id could outlive its model), recorded."""
+        batch = resolve_batch_size(setting, model, preprocess, device)
+        self.extraction[str(device)] = {"batch_size": batch, "setting": setting,
+                                        "amp": self._amp(device), "inference_mode": True,
+                                        "channels_last": True}
+        return batch
 
     def _amp(self, device: torch.device) -> bool:
         return self.amp and device.type == "cuda"
