@@ -88,6 +88,11 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self._items)
 
+    def ordered(self) -> list[str]:
+        """Registered names in registration order."""
+        self._load()
+        return list(self._items)
+
     def get(self, name: str) -> T:
         """The factory registered under ``name``."""
         self._load()

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oodbench.registry import Registry, origin, signature_params
+from oodbench.registry import Registry, UnknownName, did_you_mean, origin, signature_params
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -113,6 +113,7 @@ class Scorer(ABC):
     """
 
     name: ClassVar[str]
+    group: ClassVar[str] = "other"  # one of SCORER_GROUPS
     head_: Head | None = None
 
     def get_params(self) -> dict[str, Any]:
@@ -242,6 +243,41 @@ def load_scorer_file(path: Path | str) -> list[str]:
 SCORERS: Registry[type[Scorer]] = Registry("scorer", loader=load_builtin_scorers)
 list_scorers = SCORERS.names
 get_scorer = SCORERS.get
+
+ALL_SCORERS = "all"
+SCORER_GROUPS: dict[str, str] = {
+    "logits": "read the logits (and the head)",
+    "activations": "rectify, prune or rescale the penultimate activations, then energy",
+    "features": "read the geometry of the penultimate features: distances, subspaces, means",
+    "model": "need the model itself (input gradients)",
+    "other": "plugin scorers that name no group",
+}
+
+
+def scorer_group(group: str) -> list[str]:
+    """The scorers of a group (``"all"``: every scorer), groups in ``SCORER_GROUPS`` order and
+    registration order within a group."""
+    if group != ALL_SCORERS and group not in SCORER_GROUPS:
+        raise UnknownName(f"unknown scorer group {group!r};{did_you_mean(group, SCORER_GROUPS)} "
+                          f"groups: {ALL_SCORERS}, {', '.join(SCORER_GROUPS)}")
+    order = list(SCORER_GROUPS)
+    names = [n for n in SCORERS.ordered() if group in (ALL_SCORERS, get_scorer(n).group)]
+    return sorted(names, key=lambda n: order.index(get_scorer(n).group)
+                  if get_scorer(n).group in order else len(order))
+
+
+def expand_scorers(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Scorer names from ``"all"``, a group name, or a list of scorer and group names, in order,
+    each once. Unknown names raise :class:`UnknownName` with a suggestion."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for item in items:
+        if item == ALL_SCORERS or item in SCORER_GROUPS:
+            out += [n for n in scorer_group(item) if n not in out]
+        else:
+            get_scorer(item)
+            out.append(item)
+    return out
 
 
 def _param_names(cls: type[Scorer]) -> list[str]:

@@ -48,6 +48,8 @@ def ash(features: torch.Tensor, variant: str, percentile: float) -> torch.Tensor
 class ASH(Scorer):
     """Energy of the head applied to ASH-shaped penultimate features."""
 
+    group = "activations"
+
     def __init__(self, variant: Literal["s", "p", "b"] = "s", percentile: float = 90.0) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"ash: variant must be one of {VARIANTS}, got {variant!r}")

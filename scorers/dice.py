@@ -24,6 +24,8 @@ from scorers.energy import energy
 class DICE(Scorer):
     """Energy of a head whose weights are pruned by their mean ID-train contribution."""
 
+    group = "activations"
+
     weight_: torch.Tensor | None = None
 
     def __init__(self, p: float = 90.0) -> None:

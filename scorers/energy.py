@@ -21,6 +21,8 @@ def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 class Energy(Scorer):
     """Negative free energy of the cached logits."""
 
+    group = "logits"
+
     def __init__(self, temperature: float = 1.0) -> None:
         if temperature <= 0:
             raise ValueError(f"energy: temperature must be > 0, got {temperature}")

@@ -31,6 +31,8 @@ _EPS = 1e-12
 class FDBD(Scorer):
     """Mean feature-space distance to the other classes' decision boundaries, normalised."""
 
+    group = "features"
+
     centre_: torch.Tensor | None = None
     boundary_norms_: torch.Tensor | None = None
 

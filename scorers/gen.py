@@ -27,6 +27,8 @@ def generalized_entropy(logits: torch.Tensor, gamma: float, M: int) -> torch.Ten
 class GEN(Scorer):
     """Negative generalized entropy of the top-M softmax probabilities."""
 
+    group = "logits"
+
     def __init__(self, gamma: float = 0.1, M: int = 100) -> None:
         if gamma <= 0:
             raise ValueError(f"gen: gamma must be > 0, got {gamma}")

@@ -20,6 +20,8 @@ from oodbench.scoring import Features, Scorer, register_scorer, to_scores
 class GradNorm(Scorer):
     """L1 norm of the last layer's gradient of KL(uniform || softmax)."""
 
+    group = "logits"
+
     def __init__(self, temperature: float = 1.0) -> None:
         if temperature <= 0:
             raise ValueError(f"gradnorm: temperature must be > 0, got {temperature}")

@@ -28,6 +28,8 @@ EPS = torch.finfo(torch.float64).tiny
 class KLMatching(Scorer):
     """Negative KL divergence to the closest ID-train mean softmax per predicted class."""
 
+    group = "logits"
+
     log_templates_: torch.Tensor | None = None
 
     def fit(self, train: Features, head: Head) -> Self:

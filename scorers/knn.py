@@ -29,6 +29,8 @@ from oodbench.scoring import Features, Head, register_scorer, to_scores
 class KNN(NeighbourScorer):
     """Negative distance to the k-th nearest normalised ID-train feature."""
 
+    group = "features"
+
     def __init__(
         self,
         k: int = 50,

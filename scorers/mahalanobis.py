@@ -25,6 +25,8 @@ from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
 class Mahalanobis(Scorer):
     """Negative minimum Mahalanobis distance to the ID-train class means."""
 
+    group = "features"
+
     means_: torch.Tensor | None = None
     precision_: torch.Tensor | None = None
 

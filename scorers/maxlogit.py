@@ -16,6 +16,8 @@ from oodbench.scoring import Features, Scorer, register_scorer, to_scores
 class MaxLogit(Scorer):
     """Maximum logit of the cached logits."""
 
+    group = "logits"
+
     def score(self, data: Features) -> np.ndarray:
         """Return max_c logits_c per sample."""
         return to_scores(data.logits.amax(dim=1))

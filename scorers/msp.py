@@ -15,6 +15,8 @@ from oodbench.scoring import Features, Scorer, register_scorer, to_scores
 class MSP(Scorer):
     """Maximum softmax probability of the cached logits."""
 
+    group = "logits"
+
     def score(self, data: Features) -> np.ndarray:
         """Return max_c softmax(logits)_c per sample."""
         return to_scores(data.logits.softmax(dim=1).amax(dim=1))

@@ -34,6 +34,8 @@ from scorers.energy import energy
 class NNGuide(NeighbourScorer):
     """Energy times the mean top-k similarity to a confidence-scaled ID-train bank."""
 
+    group = "features"
+
     def __init__(
         self,
         k: int = 100,

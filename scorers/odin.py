@@ -23,6 +23,8 @@ from oodbench.scoring import ModelScorer, register_scorer
 class ODIN(ModelScorer):
     """Max softmax at temperature T after an input step that raises it."""
 
+    group = "model"
+
     def __init__(self, temperature: float = 1000.0, noise: float = 0.0014) -> None:
         if temperature <= 0:
             raise ValueError(f"odin: temperature must be > 0, got {temperature}")

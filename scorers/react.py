@@ -20,6 +20,8 @@ from scorers.energy import energy
 class ReAct(Scorer):
     """Energy of the head applied to features clipped at an ID-train percentile."""
 
+    group = "activations"
+
     threshold_: float | None = None
 
     def __init__(self, percentile: float = 90.0) -> None:

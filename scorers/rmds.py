@@ -29,6 +29,8 @@ from scorers.mahalanobis import Mahalanobis
 class RMDS(Scorer):
     """Negative minimum class Mahalanobis distance relative to the background distance."""
 
+    group = "features"
+
     means_: torch.Tensor | None = None
     precision_: torch.Tensor | None = None
     background_mean_: torch.Tensor | None = None

@@ -35,6 +35,8 @@ def scale(features: torch.Tensor, percentile: float) -> torch.Tensor:
 class SCALE(Scorer):
     """Energy of the head applied to SCALE-rescaled penultimate features."""
 
+    group = "activations"
+
     def __init__(self, percentile: float = 85.0) -> None:
         if not 0 <= percentile < 100:
             raise ValueError(f"scale: percentile must be in [0, 100), got {percentile}")

@@ -26,6 +26,8 @@ from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
 class SHE(Scorer):
     """Inner product with the stored pattern of the predicted class."""
 
+    group = "features"
+
     patterns_: torch.Tensor | None = None
 
     def fit(self, train: Features, head: Head) -> Self:

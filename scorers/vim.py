@@ -26,6 +26,8 @@ from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
 class ViM(Scorer):
     """Energy minus alpha times the norm of the feature residual outside the principal space."""
 
+    group = "features"
+
     origin_: torch.Tensor | None = None
     residual_basis_: torch.Tensor | None = None
     alpha_: float | None = None
