@@ -25,7 +25,7 @@ lint: setup
 # stays as it is) and the optional faiss-cpu backend of knn.
 bench-perf: setup
 	$(BIN)/python -c "import pytorch_ood" 2>/dev/null || $(BIN)/pip install -q --no-deps "pytorch-ood==0.4.0"
-	$(BIN)/pip install -q -e ".[faiss]"
+	$(BIN)/pip install -q -e ".[faiss,bench]"
 	$(BIN)/python -m benchmarks.perf $(ARGS)
 
 setup: data $(BIN)/.installed

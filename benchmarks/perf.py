@@ -219,10 +219,10 @@ def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
     ood = OODSets({n: _first(a, sizes.ood) for n, a in ood.sets.items()}, ood.groups, ood.skipped)
     torch.manual_seed(0)
     model = create_model(bench.model, bench.num_classes, bench.channels, **bench.model_kwargs())
-    # the model as oodbench's passes leave it (channels-last), so that the bare loop and
+    # the model as oodbench's passes prepare it (channels-last), so that the bare loop and
     # pytorch-ood run the same weights in the same layout; every figure uses the batch size
-    # score_model would ("auto" resolved once, here)
-    prepare_model(model, device)
+    # the pipeline would ("auto" resolved once, here)
+    model = prepare_model(model, device)
     bench = replace(bench, extract_batch=resolve_batch_size(bench.extract_batch, model,
                                                             splits.preprocess, device))
     with torch.inference_mode():  # first calls pick kernels and allocate buffers

@@ -5,39 +5,58 @@ The pipeline reads top-down: config -> data -> models -> train -> extract (cache
 
     from oodbench import load_benchmark, run_benchmark
     df = run_benchmark(load_benchmark("fmnist"), seeds=1)
+
+Names are imported on first use, so ``import oodbench`` (and ``oodbench --help``) does not
+load torch.
 """
 
-from oodbench.checkpoint import load_checkpoint
-from oodbench.config import Benchmark, ConfigError, load_benchmark, load_config
-from oodbench.data import load_dataset
-from oodbench.models import create_model, list_models, register_model
-from oodbench.objectives import create_objective, list_objectives, register_objective
-from oodbench.pipeline import ablate_benchmark, evaluate_checkpoint, run_benchmark
-from oodbench.scoring import Features, Head, Scorer, create_scorer, list_scorers, register_scorer
-from oodbench.train import Trainer, train_benchmark
+from __future__ import annotations
 
-__all__ = [
-    "Benchmark",
-    "ConfigError",
-    "Features",
-    "Head",
-    "Scorer",
-    "Trainer",
-    "ablate_benchmark",
-    "create_model",
-    "create_objective",
-    "create_scorer",
-    "evaluate_checkpoint",
-    "list_models",
-    "list_objectives",
-    "list_scorers",
-    "load_benchmark",
-    "load_checkpoint",
-    "load_config",
-    "load_dataset",
-    "register_model",
-    "register_objective",
-    "register_scorer",
-    "run_benchmark",
-    "train_benchmark",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Benchmark": "oodbench.config",
+    "load_benchmark": "oodbench.config",
+    "load_config": "oodbench.config",
+    "ConfigError": "oodbench.errors",
+    "OodbenchError": "oodbench.errors",
+    "load_checkpoint": "oodbench.checkpoint",
+    "load_dataset": "oodbench.data",
+    "register_dataset": "oodbench.data",
+    "create_model": "oodbench.models",
+    "list_models": "oodbench.models",
+    "register_model": "oodbench.models",
+    "Objective": "oodbench.objectives",
+    "create_objective": "oodbench.objectives",
+    "list_objectives": "oodbench.objectives",
+    "register_objective": "oodbench.objectives",
+    "RunOptions": "oodbench.pipeline",
+    "ablate_benchmark": "oodbench.pipeline",
+    "evaluate_checkpoint": "oodbench.pipeline",
+    "run_benchmark": "oodbench.pipeline",
+    "load_plugin_file": "oodbench.plugins",
+    "inventory": "oodbench.inventory",
+    "Features": "oodbench.scoring",
+    "Head": "oodbench.scoring",
+    "Scorer": "oodbench.scoring",
+    "create_scorer": "oodbench.scoring",
+    "list_scorers": "oodbench.scoring",
+    "register_scorer": "oodbench.scoring",
+    "Trainer": "oodbench.train",
+    "train_benchmark": "oodbench.train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'oodbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -16,15 +16,25 @@ from typing import Any
 
 import torch
 
+from oodbench.errors import CheckpointError
 from oodbench.fileio import atomic_write_bytes
 from oodbench.models import OODNet, create_model
 
-_MATCHING = ("matching --arch, --num-classes and --in-channels, or the --benchmark (widths) it "
-             "was trained with")
+__all__ = ["SUMMARY_KEYS", "CheckpointError", "file_hash", "load_checkpoint", "load_into",
+           "read_checkpoint", "save_checkpoint"]
 
+_MATCHING = ("matching <arch>, <num_classes> and <in_channels>, or the <benchmark> (widths) "
+             "it was trained with")
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded into the requested model."""
+# the metadata an oodbench checkpoint carries (written by oodbench.train): the model
+# ("arch", "widths", "num_classes", "in_channels", "image_size"), its data ("benchmark",
+# "id_dataset", "id_source", "normalisation", "preprocess"), its training ("training",
+# "objective", "objective_params", "train", "seed", "epochs", "init", "device",
+# "train_stats"), results on the ID set ("test_acc", "val_acc", and "diagnostics": every
+# objective diagnostic measured on the ID test set, as "<name>_test"), and provenance
+# ("config_hash", "versions", "code"). These are the keys a manifest records per checkpoint:
+SUMMARY_KEYS = ("config_hash", "test_acc", "val_acc", "diagnostics", "objective",
+                "objective_params", "init", "train_stats")
 
 
 def file_hash(path: Path | str) -> str:
@@ -73,10 +83,19 @@ def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
             f"({type(e).__name__}: {detail}); save or copy it again"
         ) from e
     if isinstance(obj, dict) and "state_dict" in obj:
-        return obj["state_dict"], json.loads(obj.get("meta") or "{}")
+        return obj["state_dict"], _upgrade(json.loads(obj.get("meta") or "{}"))
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, {}
     raise CheckpointError(f"{path} holds neither an oodbench checkpoint nor a state_dict")
+
+
+def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata of checkpoints written before the diagnostics moved under one key: their
+    ``<name>_test`` entries become ``diagnostics``."""
+    if meta and "diagnostics" not in meta:
+        meta["diagnostics"] = {k: meta.pop(k) for k in list(meta)
+                               if k.endswith("_test") and k != "test_acc"}
+    return meta
 
 
 def load_into(model: OODNet, state: dict[str, torch.Tensor], path: Path | str) -> OODNet:
@@ -115,8 +134,9 @@ def load_checkpoint(
     in_channels = in_channels or meta.get("in_channels")
     if arch is None or num_classes is None or in_channels is None:
         raise CheckpointError(
-            f"{path} is a plain state_dict: pass the architecture, number of classes and "
-            "input channels (--arch, --num-classes, --in-channels)"
+            f"{path} is a plain state_dict",
+            "pass the architecture, number of classes and input channels (<arch>, "
+            "<num_classes>, <in_channels>)"
         )
     widths = widths or tuple(meta.get("widths", ())) or None
     kwargs: dict[str, Any] = {"widths": tuple(widths)} if widths else {}

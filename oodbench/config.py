@@ -1,34 +1,279 @@
 """Benchmark configuration: ``benchmarks.toml`` parsed by ``tomllib`` into validated objects.
 
 A benchmark is a table ``[benchmarks.NAME]``; ``extends = "OTHER"`` starts from another
-benchmark's table (sub-tables merge, lists replace). Any wrong key or value raises
-:class:`ConfigError` naming the key, its table, the accepted values and the file.
+benchmark's table (sub-tables merge, lists replace). The classes below are pydantic dataclasses
+(still plain dataclasses to ``dataclasses.asdict`` / ``replace``): their fields declare the
+types, bounds and choices, their validators check names against the registries (objectives,
+scorers, models, datasets) and build every objective and scorer with its parameters, so a bad
+file fails here, before any training. Any wrong key or value raises :class:`ConfigError` naming
+the file, the TOML table of the key, the key, its value, a close match and the accepted values.
+
+The default file is the packaged ``oodbench/benchmarks.toml``; a ``benchmarks.toml`` in the
+working directory overrides it, and an explicit ``path`` always wins.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import hashlib
 import json
-import math
+import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterable, Sequence
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_origin
 
-from oodbench.registry import did_you_mean
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "benchmarks.toml"
-SCHEDULES = ("onecycle", "cosine")
-AUGMENTS = ("none", "crop-flip")
+from oodbench.errors import ConfigError, OodbenchError
+from oodbench.registry import UnknownName, did_you_mean
+
+__all__ = [
+    "AUGMENTS",
+    "DEFAULT_CONFIG",
+    "DEVICES",
+    "DEVICE_HELP",
+    "DEVICE_PATTERN",
+    "MAX_IMAGE_SIZE",
+    "SAFE_NAME",
+    "SCHEDULES",
+    "Benchmark",
+    "ConfigError",
+    "OODSpec",
+    "TrainSpec",
+    "TrainingSpec",
+    "check_device",
+    "check_name",
+    "load_benchmark",
+    "load_config",
+]
+
+DEFAULT_CONFIG: Traversable = files("oodbench") / "benchmarks.toml"
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+"""A name that becomes a file or folder name (benchmarks, trainings, OOD sets): 1 to 64
+letters, digits, ``.``, ``_``, ``+`` or ``-``, starting with a letter or digit (so never ``.``,
+``..``, an absolute path or one with a ``/``). Matched with ``fullmatch``."""
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(?:0|[1-9][0-9]*))?")
+"""Accepted device strings (``fullmatch``); whether the device exists is checked at run time."""
 DEVICES = ("auto", "cpu", "cuda")
+DEVICE_HELP = "auto, cpu, cuda, cuda:N (N = 0, 1, ...)"
+
+Schedule = Literal["onecycle", "cosine"]
+Augment = Literal["none", "crop-flip"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+AUGMENTS: tuple[str, ...] = get_args(Augment)
+CHANNELS = (1, 3)
+MAX_IMAGE_SIZE = 1024
+
+_CONFIG = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+_TABLE = "a table ({ key = value, ... })"
+_TYPES = {"int_type": "int", "int_parsing": "int", "int_from_float": "int", "float_type": "float",
+          "float_parsing": "float", "bool_type": "bool", "bool_parsing": "bool",
+          "string_type": "str", "list_type": "list", "tuple_type": "list"}
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
+_FILE_ONLY = ("train", "extends")  # benchmark keys of the file that are not Benchmark fields
+_SET_BY_LOADER = ("name", "source")  # Benchmark fields that the file cannot set
+
+C = TypeVar("C", bound=type)
+T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A wrong key or value in a benchmark file."""
+# ---------------------------------------------------------------- checks shared with callers
 
 
-@dataclass(frozen=True)
+class _Refused(ValueError):
+    """A field value that is not accepted; the text follows ``key = value``."""
+
+
+class _Invalid(ValueError):
+    """A model-level problem: ``text`` about the table at ``at`` (relative to the model), or,
+    with ``accepted``, the unknown key ``at[-1]`` of the table ``at[:-1]``."""
+
+    def __init__(self, text: str, at: tuple[str | int, ...] = (), hint: str = "",
+                 accepted: Sequence[str] | None = None, note: str = "") -> None:
+        super().__init__(text)
+        self.text, self.at, self.hint, self.accepted, self.note = text, at, hint, accepted, note
+
+
+def _not_accepted(value: object, choices: Iterable[object], shown: str = "") -> str:
+    choices = list(choices)
+    return (f"is not accepted;{did_you_mean(value, choices)} accepted values: "
+            f"{shown or ', '.join(map(str, choices))}")
+
+
+def _unknown(key: object, where: str, accepted: Iterable[str], note: str = "") -> str:
+    accepted = sorted(accepted)
+    table = f" in [{where}{note}]" if where else ""
+    return (f"unknown key {key!r}{table};{did_you_mean(key, accepted)} accepted keys: "
+            f"{', '.join(accepted)}")
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a safe name (:data:`SAFE_NAME`), else :class:`ConfigError` naming
+    ``what`` ("benchmark name", "extra OOD set name", ...)."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+        raise ConfigError(f"{what} {value!r} is not a safe name",
+                          "use 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a "
+                          "letter or digit (it becomes a file or folder name)")
+    return value
+
+
+def _device(value: object) -> str:
+    if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
+        raise _Refused(_not_accepted(value, DEVICES, DEVICE_HELP))
+    return value
+
+
+def _positive(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _override(arg: str, value: Any, check: Callable[[Any], Any]) -> Any:
+    """``check(value)``, its error a :class:`ConfigError` naming the API argument ``<arg>``."""
+    try:
+        return check(value)
+    except _Refused as e:
+        raise ConfigError(f"<{arg}>: {value!r} {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"<{arg}>: {e}") from None
+
+
+def check_device(value: str) -> str:
+    """``value`` if it matches :data:`DEVICE_PATTERN`, else :class:`ConfigError` naming
+    ``<device>``."""
+    return _override("device", value, _device)
+
+
+def _scorer_names(value: object, required: bool = True) -> tuple[str, ...]:
+    """Scorer names from a scorer or group name or a list of them (``expand_scorers``); a scorer
+    named twice, directly or by a group, is an error."""
+    from oodbench.scoring import ALL_SCORERS, SCORER_GROUPS, expand_scorers
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"must be a scorer name, a group name or a list of them, got {value!r}")
+    seen: dict[str, str] = {}
+    for item in items:
+        try:
+            names = expand_scorers(item)
+        except UnknownName as e:
+            groups = (ALL_SCORERS, *SCORER_GROUPS)
+            close = "" if "did you mean" in str(e) else did_you_mean(item, groups)
+            raise ValueError(f"{e}; groups: {', '.join(groups)}"
+                             + (f";{close}" if close else "")) from None
+        for name in names:
+            if name in seen:
+                both = "" if seen[name] == item == name else f" ({seen[name]!r} and {item!r})"
+                raise ValueError(f"scorer {name!r} is listed twice{both}; name each scorer once")
+            seen[name] = item
+    if required and not seen:
+        raise ValueError(f"{value!r} names no scorer; name at least one")
+    return tuple(seen)
+
+
+def _optional_scorer_names(value: object) -> tuple[str, ...]:
+    return _scorer_names(value, required=False)
+
+
+def _dataset(value: str) -> str:
+    from oodbench.data import dataset_names
+
+    if value not in dataset_names():
+        raise _Refused(_not_accepted(value, dataset_names()))
+    return value
+
+
+def _model(value: str) -> str:
+    from oodbench.models import list_models
+
+    if value not in list_models():
+        raise _Refused(_not_accepted(value, list_models()))
+    return value
+
+
+def _channels(value: int) -> int:
+    if value not in CHANNELS:
+        raise _Refused(_not_accepted(value, CHANNELS))
+    return value
+
+
+def _extract_batch(value: object) -> int | str:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f'must be "auto" or an integer >= 1, got {value!r}')
+    return value  # type: ignore[return-value]
+
+
+def _unknown_params(name: str, keys: Iterable[str], what: str,
+                    at: tuple[str | int, ...]) -> None:
+    """Parameter keys that scorer ``name`` does not take."""
+    from oodbench.scoring import SCORERS
+
+    accepted = list(SCORERS.params(name))
+    unknown = [k for k in keys if k not in accepted]
+    if unknown:
+        close = did_you_mean(unknown[0], accepted)
+        raise _Invalid(f"{what} has unknown parameter(s) {', '.join(unknown)}; accepted: "
+                       f"{', '.join(accepted) or 'none'}" + (f";{close}" if close else ""), at)
+
+
+def _construct(name: str, params: dict[str, Any], what: str, at: tuple[str | int, ...]) -> None:
+    """Build scorer ``name`` with ``params``; what its constructor refuses is an error."""
+    from oodbench.scoring import create_scorer
+
+    try:
+        create_scorer(name, **params)
+    except (TypeError, ValueError) as e:
+        raise _Invalid(f"{what} is refused by scorer {name!r}: {e}", at, "fix that value") from e
+
+
+# ---------------------------------------------------------------- the classes
+
+
+def _config_errors(cls: C) -> C:
+    """Make a validation error of ``cls(...)`` (direct, or by ``dataclasses.replace``) a
+    :class:`ConfigError`."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as e:
+            raise _config_error(e, cls, cls.__name__, (), file=False) from None
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    return cls
+
+
+Count = Annotated[int, Strict(), Field(ge=1)]
+Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Flag = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+Dataset = Annotated[str, Strict(), AfterValidator(_dataset)]
+
+
+@_config_errors
+@dataclass(frozen=True, config=_CONFIG)
 class TrainSpec:
     """Optimisation settings (SGD with Nesterov momentum).
 
@@ -37,30 +282,52 @@ class TrainSpec:
     bfloat16).
     """
 
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    augment: str = "none"
-    amp: bool = True
-    cpu_amp: bool = False
-    channels_last: bool = True
+    epochs: Count = 5
+    batch_size: Count = 128
+    lr: Annotated[Real, Field(gt=0)] = 0.1
+    momentum: Annotated[Real, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[Real, Field(ge=0)] = 5e-4
+    schedule: Schedule = "onecycle"
+    augment: Augment = "none"
+    amp: Flag = True
+    cpu_amp: Flag = False
+    channels_last: Flag = True
 
 
-@dataclass(frozen=True)
+@_config_errors
+@dataclass(frozen=True, config=_CONFIG)
 class TrainingSpec:
-    """One training of the matrix: an objective, its parameters, and an optional init."""
+    """One training of the matrix: an objective, its parameters, and an optional init (the name
+    of another training whose checkpoint it starts from)."""
 
-    name: str
-    objective: str
-    params: dict[str, Any]
-    train: TrainSpec
-    init: str | None = None
+    name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "training name"))]
+    objective: Text
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    init: Text | None = None
+
+    @model_validator(mode="after")
+    def _objective(self) -> Self:
+        from oodbench.objectives import create_objective, list_objectives, objective_params
+
+        if self.objective not in list_objectives():
+            raise _Invalid(f"objective = {self.objective!r} "
+                           f"{_not_accepted(self.objective, list_objectives())}")
+        accepted = objective_params(self.objective)
+        for key in self.params:
+            if key not in accepted:
+                raise _Invalid("", ("params", key), accepted=list(accepted),
+                               note=f" (objective {self.objective!r})")
+        try:
+            create_objective(self.objective, **self.params)
+        except (TypeError, ValueError) as e:
+            raise _Invalid(f"objective {self.objective!r}: {e}", ("params",),
+                           "fix that value in the file") from e
+        return self
 
 
-@dataclass(frozen=True)
+@_config_errors
+@dataclass(frozen=True, config=_CONFIG)
 class OODSpec:
     """An OOD test set and its group (near / far / sanity, or empty).
 
@@ -68,38 +335,126 @@ class OODSpec:
     dataset.
     """
 
-    name: str
-    group: str = ""
-    path: str = ""
+    name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "OOD set name"))]
+    group: Text = ""
+    path: Text = ""
 
 
-@dataclass(frozen=True)
+@_config_errors
+@dataclass(frozen=True, config=_CONFIG)
 class Benchmark:
-    """A named benchmark: ID set, model, trainings, OOD sets and scorers."""
+    """A named benchmark: ID set, model, trainings, OOD sets and scorers.
 
-    name: str
-    id_dataset: str
-    num_classes: int
-    image_size: int
-    channels: int
-    model: str
-    trainings: tuple[TrainingSpec, ...]
+    ``scorers`` and ``ablate_scorers`` accept scorer and group names (``"all"``, ``"logits"``,
+    ...) and hold the expanded scorer names. ``id_dataset`` is the key ``id`` of the file.
+    """
+
+    name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "benchmark name"))]
+    id_dataset: Annotated[Dataset, Field(alias="id")]
+    num_classes: Count
+    image_size: Annotated[Count, Field(le=MAX_IMAGE_SIZE)]
+    channels: Annotated[int, Strict(), AfterValidator(_channels)]
+    model: Annotated[str, Strict(), AfterValidator(_model)]
+    trainings: Annotated[tuple[TrainingSpec, ...], Field(min_length=1)]
     ood: tuple[OODSpec, ...]
-    scorers: tuple[str, ...]
-    description: str = ""
-    widths: tuple[int, ...] = ()
-    seeds: int = 1
-    val_fraction: float = 0.1
-    val_ood: tuple[str, ...] = ()
-    device: str = "auto"
-    extract_batch: int | str = "auto"
-    extract_amp: bool = True
-    scorer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scorer_grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    scorers: Annotated[tuple[str, ...], BeforeValidator(_scorer_names)]
+    description: Text = ""
+    widths: tuple[Count, ...] = ()
+    seeds: Count = 1
+    val_fraction: Annotated[Real, Field(ge=0, lt=1)] = 0.1
+    val_ood: tuple[Dataset, ...] = ()
+    device: Annotated[str, BeforeValidator(_device)] = "auto"
+    extract_batch: Annotated[int | str, BeforeValidator(_extract_batch)] = "auto"
+    extract_amp: Flag = True
+    scorer_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    scorer_grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     ablate: tuple[TrainingSpec, ...] = ()
-    ablate_scorers: tuple[str, ...] = ()
+    ablate_scorers: Annotated[tuple[str, ...], BeforeValidator(_optional_scorer_names)] = ()
     extra_ood: tuple[OODSpec, ...] = ()
-    source: str = ""
+    source: Text = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        self._check_sets()
+        self._check_trainings()
+        self._check_scorers()
+        return self
+
+    def _check_sets(self) -> None:
+        from oodbench.data import dataset_names
+
+        seen: dict[str, str] = {self.id_dataset: "the ID set"}
+        for i, spec in enumerate(self.ood):
+            if spec.name not in dataset_names():
+                raise _Invalid(f"name = {spec.name!r} {_not_accepted(spec.name, dataset_names())}",
+                               ("ood", i))
+            if spec.path:
+                raise _Invalid("", ("ood", i, "path"), accepted=("name", "group"))
+            if spec.name in seen and seen[spec.name] != "the ID set":
+                raise _Invalid(f"name = {spec.name!r} is listed twice (also {seen[spec.name]})",
+                               ("ood", i), "list each OOD set once")
+            seen[spec.name] = f"ood[{i}]"
+        for i, spec in enumerate(self.extra_ood):
+            if not spec.path:
+                raise _Invalid("is missing the key 'path'", ("extra_ood", i))
+            if spec.name in seen:
+                raise _Invalid(f"name = {spec.name!r} clashes with {seen[spec.name]}",
+                               ("extra_ood", i), "give it another name")
+            seen[spec.name] = f"extra_ood[{i}]"
+        for i, name in enumerate(self.val_ood):
+            if name in self.val_ood[:i]:
+                raise _Invalid(f"val_ood[{i}] = {name!r} is listed twice", (),
+                               "list each set once")
+
+    def _check_trainings(self) -> None:
+        entries = [("trainings", i, t) for i, t in enumerate(self.trainings)]
+        entries += [("ablate", i, t) for i, t in enumerate(self.ablate)]
+        by_name: dict[str, str] = {}
+        for kind, i, t in entries:
+            if t.name in by_name:
+                raise _Invalid(f"name = {t.name!r} is taken by {by_name[t.name]}: trainings and "
+                               "ablate variants need unique names", (kind, i))
+            by_name[t.name] = f"{kind}[{i}]"
+        specs = {t.name: t for _, _, t in entries}
+        for kind, i, t in entries:
+            others = [n for n in specs if n != t.name]
+            if t.init is not None and t.init not in others:
+                raise _Invalid(f"init = {t.init!r} {_not_accepted(t.init, others)}", (kind, i))
+        for kind, i, t in entries:
+            chain = [t.name]
+            while (parent := specs[chain[-1]].init) is not None:
+                chain.append(parent)
+                if parent == t.name:
+                    raise _Invalid(f"init chain {' -> '.join(chain)} is circular", (kind, i))
+                if chain.count(parent) > 1:
+                    break  # a loop that does not pass through t: reported from its own entry
+
+    def _check_scorers(self) -> None:
+        from oodbench.scoring import get_scorer
+
+        for table in ("scorer_params", "scorer_grids"):
+            for name in getattr(self, table):
+                try:
+                    get_scorer(name)
+                except UnknownName as e:
+                    raise _Invalid(f"{name}: {e}", (table,)) from None
+        for name, params in self.scorer_params.items():
+            _unknown_params(name, params, f"{name} = {params!r}", ("scorer_params",))
+            _construct(name, params, f"{name} = {params!r}", ("scorer_params",))
+        for name, grid in self.scorer_grids.items():
+            base = self.scorer_params.get(name, {})
+            _unknown_params(name, grid, f"{name} = {grid!r}", ("scorer_grids",))
+            for key, values in grid.items():
+                if not values:
+                    raise _Invalid(f"{key} needs at least one candidate value",
+                                   ("scorer_grids", name))
+                for value in values:
+                    _construct(name, {**base, key: value},
+                               f"{key} = {values!r}: candidate {value!r}", ("scorer_grids", name))
+        if self.scorer_grids and (not self.val_ood or not self.val_fraction):
+            raise _Invalid("scorer_grids need a val_ood set and val_fraction > 0 to select on "
+                           "(the test OOD sets are never used for selection)", (),
+                           "add val_ood = [...] or remove scorer_grids")
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`oodbench.models.create_model`."""
@@ -112,9 +467,23 @@ class Benchmark:
                 return t
         raise KeyError(f"benchmark {self.name!r} has no training {name!r}")
 
+    def with_overrides(self, *, scorers: list[str] | str | None = None, seeds: int | None = None,
+                       device: str | None = None) -> Benchmark:
+        """A validated copy with these API arguments replacing the file's (``None``: keep);
+        a bad one is a :class:`ConfigError` naming it as ``<scorers>``, ``<seeds>`` or
+        ``<device>``."""
+        changes: dict[str, Any] = {}
+        if scorers is not None:
+            changes["scorers"] = _override("scorers", scorers, _scorer_names)
+        if seeds is not None:
+            changes["seeds"] = _override("seeds", seeds, _positive)
+        if device is not None:
+            changes["device"] = check_device(device)
+        return dataclasses.replace(self, **changes) if changes else self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, for manifests and hashing."""
-        return asdict(self)
+        return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
         """Hash of everything that determines the results (not the file path)."""
@@ -123,55 +492,138 @@ class Benchmark:
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-_BENCH_KEYS = {f.name for f in fields(Benchmark)} - {"name", "source", "id_dataset"} | {
-    "id",
-    "train",
-    "extends",
-}
-_TRAIN_KEYS = {f.name for f in fields(TrainSpec)}
-_TRAINING_KEYS = {"name", "objective", "params", "train", "init"}
-_OOD_KEYS = {"name", "group"}
-_EXTRA_OOD_KEYS = {"name", "path", "group"}
+# ---------------------------------------------------------------- pydantic errors -> ConfigError
 
 
-def _check_keys(
-    table: dict[str, Any], accepted: set[str], where: str, path: Path,
-    required: tuple[str, ...] = (),
-) -> None:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [{where}] must be a table ({{ key = value, ... }}), got "
-                          f"{table!r}")
-    for key in required:
-        if key not in table:
-            raise ConfigError(f"{path}: [{where}] is missing the key {key!r}")
-    unknown = sorted(set(table) - accepted)
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key {unknown[0]!r} in [{where}];"
-            f"{did_you_mean(unknown[0], accepted)} accepted keys: "
-            f"{', '.join(sorted(accepted))}"
-        )
+def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
+    """``tp`` without ``Annotated`` and ``| None``, and the metadata that ``Annotated`` held."""
+    meta: list[Any] = []
+    while True:
+        if get_origin(tp) is Annotated:
+            tp, *extra = get_args(tp)
+            for m in extra:
+                meta += m.metadata if isinstance(m, FieldInfo) else [m]
+        elif get_origin(tp) in (Union, UnionType) and type(None) in get_args(tp):
+            tp = next(a for a in get_args(tp) if a is not type(None))
+        else:
+            return tp, meta
 
 
-def _typed(value: Any, kind: type, key: str, where: str, path: Path) -> Any:
-    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not ok:
-        raise ConfigError(
-            f"{path}: [{where}] {key} = {value!r} must be of type {kind.__name__}"
-        )
-    return value
+def _walk(cls: type, loc: Sequence[str | int]) -> tuple[Any, list[Any]]:
+    """The type at ``loc`` inside ``cls`` and its metadata (``None`` where it cannot tell)."""
+    tp, meta = cls, []
+    for part in loc:
+        tp, _ = _unwrap(tp)
+        if dataclasses.is_dataclass(tp) and isinstance(part, str):
+            found = _fields(tp).get(part)
+            if found is None:
+                return None, []
+            tp, meta = found.annotation, list(found.metadata)
+        elif get_origin(tp) in (tuple, list) and isinstance(part, int):
+            tp, meta = get_args(tp)[0], []
+        elif get_origin(tp) is dict and isinstance(part, str):
+            tp, meta = get_args(tp)[1], []
+        else:
+            return None, []
+    tp, more = _unwrap(tp)
+    return tp, meta + more
 
 
-def _choice(value: Any, choices: tuple[str, ...] | list[str], key: str, where: str, path: Path):
-    if value not in choices:
-        raise ConfigError(
-            f"{path}: [{where}] {key} = {value!r} is not accepted;"
-            f"{did_you_mean(value, choices)} accepted values: "
-            f"{', '.join(map(str, choices))}"
-        )
-    return value
+def _fields(cls: type) -> dict[str, FieldInfo]:
+    infos: dict[str, FieldInfo] = cls.__pydantic_fields__  # type: ignore[attr-defined]
+    return {**infos, **{f.alias: f for f in infos.values() if f.alias}}
+
+
+def _keys(cls: Any, file: bool) -> list[str]:
+    """The keys a table of type ``cls`` accepts (for ``Benchmark`` in a file: its file keys)."""
+    if not dataclasses.is_dataclass(cls):
+        return []
+    keys = [f.alias or n for n, f in cls.__pydantic_fields__.items()]  # type: ignore[union-attr]
+    if cls is Benchmark and file:
+        keys = [k for k in keys if k not in _SET_BY_LOADER] + list(_FILE_ONLY)
+    return keys
+
+
+def _range(meta: list[Any]) -> str:
+    """``must be >= 1`` / ``must lie in [0, 1)`` (``and finite``) from bound metadata."""
+    b = {k: v for m in meta for k in ("ge", "gt", "le", "lt")
+         if (v := getattr(m, k, None)) is not None}
+    low = f"[{b['ge']}" if "ge" in b else f"({b['gt']}" if "gt" in b else ""
+    high = f"{b['le']}]" if "le" in b else f"{b['lt']})" if "lt" in b else ""
+    finite = any(getattr(m, "allow_inf_nan", True) is False for m in meta)
+    if low and high:
+        return f"must lie in {low}, {high}"
+    text = (f"must be {'>=' if 'ge' in b else '>'} {low[1:]}" if low
+            else f"must be {'<=' if 'le' in b else '<'} {high[:-1]}" if high else "must be")
+    return f"{text} and finite" if finite else text
+
+
+def _table(loc: Sequence[str | int]) -> str:
+    """``benchmarks.b.trainings[1].params`` from a location."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+def _config_error(exc: ValidationError, cls: type, source: str, root: tuple[str | int, ...],
+                  file: bool = True) -> ConfigError:
+    """The first error of ``exc`` (validating ``cls`` at the table ``root`` of ``source``) as a
+    :class:`ConfigError` naming the table, key, value and what is accepted."""
+    err = exc.errors(include_url=False)[0]
+    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
+    if loc and isinstance(loc[0], int) and not file:  # a positional argument of cls(...)
+        names = [f.name for f in dataclasses.fields(cls)]
+        loc = (names[loc[0]] if loc[0] < len(names) else f"argument {loc[0] + 1}", *loc[1:])
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, _Invalid):
+        loc = (*loc, *cause.at)
+        if cause.accepted is not None:
+            body = _unknown(loc[-1], _table((*root, *loc[:-1])), cause.accepted, cause.note)
+        else:
+            where = _table((*root, *loc))
+            body = f"[{where}] {cause.text}" if where else cause.text
+        return ConfigError(f"{source}: {body}", cause.hint)
+    full = (*root, *loc)
+    split = max((i for i, p in enumerate(full) if isinstance(p, str)), default=0)
+    where, key = _table(full[:split]), _table(full[split:])
+    head = f"{source}: [{where}] " if where else f"{source}: "
+    hint = ""
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        accepted = _keys(_walk(cls, loc[:-1])[0], file)
+        return ConfigError(f"{source}: {_unknown(loc[-1], where, accepted)}")
+    if kind.startswith("missing"):
+        text = f"is missing the key {full[-1]!r}"
+        head = f"{source}: [{_table(full[:-1])}] " if len(full) > 1 else head
+    elif kind == "literal_error":
+        text = f"{key} = {value!r} {_not_accepted(value, get_args(_walk(cls, loc)[0]))}"
+    elif kind == "value_error" and isinstance(cause, _Refused):
+        text = f"{key} = {value!r} {cause}"
+    elif kind == "value_error" and isinstance(cause, OodbenchError):
+        text, hint = f"{key}: {cause.message}", cause.hint
+    elif kind == "value_error":
+        text = f"{key}: {cause}"
+    elif kind in _BOUNDS:
+        text = f"{key} {_range(_walk(cls, loc)[1])}, got {value!r}"
+    elif kind == "too_short":
+        text = f"{key} needs at least one entry"
+    elif kind in _TYPES:
+        text = f"{key} = {value!r} must be of type {_TYPES[kind]}"
+    elif kind in ("dict_type", "dataclass_type", "dataclass_exact_type", "model_type"):
+        text = f"{key} = {value!r} must be {_TABLE}"
+    else:
+        text = f"{key} = {value!r}: {err['msg']}"
+    return ConfigError(head + text, hint)
+
+
+def _validate(cls: type[T], data: Any, source: str, root: tuple[str | int, ...]) -> T:
+    try:
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as e:
+        raise _config_error(e, cls, source, root) from None
+
+
+# ---------------------------------------------------------------- the file
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -181,198 +633,96 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _train_spec(table: dict[str, Any], base: TrainSpec, where: str, path: Path) -> TrainSpec:
-    _check_keys(table, _TRAIN_KEYS, where, path)
-    values = asdict(base)
-    for f in fields(TrainSpec):
-        if f.name in table:
-            kind = type(getattr(base, f.name))
-            values[f.name] = _typed(table[f.name], kind, f.name, where, path)
-    _choice(values["schedule"], SCHEDULES, "schedule", where, path)
-    _choice(values["augment"], AUGMENTS, "augment", where, path)
-    for key in ("epochs", "batch_size"):
-        if values[key] < 1:
-            raise ConfigError(f"{path}: [{where}] {key} must be >= 1, got {values[key]}")
-    for key, low, high in (("lr", 0.0, math.inf), ("momentum", 0.0, 1.0),
-                           ("weight_decay", 0.0, math.inf)):
-        value = values[key]
-        if not (math.isfinite(value) and low <= value < high) or (key == "lr" and value == 0):
-            raise ConfigError(f"{path}: [{where}] {key} = {value} is out of range "
-                              f"({'> 0' if key == 'lr' else f'[{low}, {high})'} and finite)")
-    return TrainSpec(**values)
+def _with_train(entry: Any, base: TrainSpec) -> Any:
+    """A training table with the benchmark's ``train`` values under its own."""
+    if isinstance(entry, dict) and isinstance(entry.get("train", {}), dict):
+        return {**entry, "train": {**dataclasses.asdict(base), **entry.get("train", {})}}
+    return entry
 
 
-def _positive(value: Any, key: str, where: str, path: Path) -> int:
-    """An int >= 1."""
-    if _typed(value, int, key, where, path) < 1:
-        raise ConfigError(f"{path}: [{where}] {key} must be >= 1, got {value}")
-    return value
+def _extra_set(entry: Any, folder: Path) -> Any:
+    """An ``extra_ood`` table with group ``extra`` by default and its path made relative to
+    the file's folder."""
+    if not isinstance(entry, dict):
+        return entry
+    entry = {"group": "extra", **entry}
+    if isinstance(entry.get("path"), str):
+        target = Path(entry["path"])
+        entry["path"] = str(target if target.is_absolute() else folder / target)
+    return entry
 
 
-def _batch(value: Any, where: str, path: Path) -> int | str:
-    """``"auto"`` or an int >= 1."""
-    if value == "auto":
-        return value
-    if isinstance(value, str):
-        raise ConfigError(f'{path}: [{where}] extract_batch must be "auto" or an integer >= 1, '
-                          f"got {value!r}")
-    return _positive(value, "extract_batch", where, path)
-
-
-def _training(
-    table: dict[str, Any], base: TrainSpec, where: str, path: Path
-) -> TrainingSpec:
-    from oodbench.objectives import create_objective, list_objectives, objective_params
-
-    _check_keys(table, _TRAINING_KEYS, where, path, required=("name", "objective"))
-    name = _typed(table["name"], str, "name", where, path)
-    objective = _choice(table["objective"], list_objectives(), "objective", where, path)
-    params = _typed(table.get("params", {}), dict, "params", where, path)
-    accepted = objective_params(objective)
-    _check_keys(params, set(accepted), f"{where}.params (objective {objective!r})", path)
+def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Benchmark:
+    where = ("benchmarks", name)
     try:
-        create_objective(objective, **params)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: [{where}.params] objective {objective!r}: {e}; fix that "
-                          "value in the file") from e
-    train = _train_spec(_typed(table.get("train", {}), dict, "train", where, path), base,
-                        f"{where}.train", path)
-    init = table.get("init")
-    if init is not None:
-        _typed(init, str, "init", where, path)
-    return TrainingSpec(name, objective, dict(params), train, init)
+        check_name(name, "benchmark name")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: [benchmarks] {e.message}", e.hint) from None
+    for key in (*_SET_BY_LOADER, "id_dataset"):
+        if key in raw:
+            raise ConfigError(f"{source}: {_unknown(key, _table(where), _keys(Benchmark, True))}")
+    data = {"ood": [], **raw, "name": name, "source": source}
+    base = _validate(TrainSpec, data.pop("train", {}), source, (*where, "train"))
+    for key in ("trainings", "ablate"):
+        if isinstance(data.get(key), list):
+            data[key] = [_with_train(t, base) for t in data[key]]
+    if isinstance(data.get("extra_ood"), list):
+        data["extra_ood"] = [_extra_set(o, folder) for o in data["extra_ood"]]
+    return _validate(Benchmark, data, source, where)
 
 
-def _benchmark(name: str, raw: dict[str, Any], path: Path) -> Benchmark:
-    from oodbench.data import dataset_names
-    from oodbench.models import list_models
-
-    where = f"benchmarks.{name}"
-    _check_keys(raw, _BENCH_KEYS, where, path, required=(
-        "id", "num_classes", "image_size", "channels", "model", "trainings", "scorers"))
-    datasets = dataset_names()
-    base_train = _train_spec(_typed(raw.get("train", {}), dict, "train", where, path),
-                             TrainSpec(), f"{where}.train", path)
-    trainings_raw = _typed(raw["trainings"], list, "trainings", where, path)
-    trainings = tuple(
-        _training(t, base_train, f"{where}.trainings[{i}]", path)
-        for i, t in enumerate(trainings_raw)
-    )
-    ablate = tuple(
-        _training(t, base_train, f"{where}.ablate[{i}]", path)
-        for i, t in enumerate(_typed(raw.get("ablate", []), list, "ablate", where, path))
-    )
-    names = [t.name for t in (*trainings, *ablate)]
-    if not trainings or len(set(names)) != len(names):
-        raise ConfigError(
-            f"{path}: [{where}] trainings and ablate variants need unique names, got {names}"
-        )
-    for t in (*trainings, *ablate):
-        if t.init is not None:
-            _choice(t.init, [n for n in names if n != t.name], "init",
-                    f"{where}.trainings ({t.name})", path)
-    ood = []
-    for i, o in enumerate(_typed(raw.get("ood", []), list, "ood", where, path)):
-        w = f"{where}.ood[{i}]"
-        _check_keys(o, _OOD_KEYS, w, path)
-        ood.append(OODSpec(_choice(o.get("name"), datasets, "name", w, path),
-                           _typed(o.get("group", ""), str, "group", w, path)))
-    extra_ood = []
-    for i, o in enumerate(_typed(raw.get("extra_ood", []), list, "extra_ood", where, path)):
-        w = f"{where}.extra_ood[{i}]"
-        _check_keys(o, _EXTRA_OOD_KEYS, w, path, required=("name", "path"))
-        target = Path(_typed(o["path"], str, "path", w, path))
-        extra_ood.append(OODSpec(_typed(o["name"], str, "name", w, path),
-                                 _typed(o.get("group", "extra"), str, "group", w, path),
-                                 str(target if target.is_absolute() else path.parent / target)))
-    scorer_params = _typed(raw.get("scorer_params", {}), dict, "scorer_params", where, path)
-    for scorer, params in scorer_params.items():
-        _typed(params, dict, scorer, f"{where}.scorer_params", path)
-    scorer_grids = _typed(raw.get("scorer_grids", {}), dict, "scorer_grids", where, path)
-    for scorer, grid in scorer_grids.items():
-        for key, values in _typed(grid, dict, scorer, f"{where}.scorer_grids", path).items():
-            if not _typed(values, list, key, f"{where}.scorer_grids.{scorer}", path):
-                raise ConfigError(f"{path}: [{where}.scorer_grids.{scorer}] {key} needs at "
-                                  "least one candidate value")
-    if scorer_grids and not raw.get("val_ood"):
-        raise ConfigError(f"{path}: [{where}] scorer_grids need a val_ood set to select on "
-                          "(the test OOD sets are never used for selection)")
-    channels = _typed(raw["channels"], int, "channels", where, path)
-    _choice(channels, (1, 3), "channels", where, path)
-    fraction = _typed(raw.get("val_fraction", 0.1), float, "val_fraction", where, path)
-    if not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"{path}: [{where}] val_fraction must lie in [0, 1), got {fraction}")
-    return Benchmark(
-        name=name,
-        description=_typed(raw.get("description", ""), str, "description", where, path),
-        id_dataset=_choice(raw["id"], datasets, "id", where, path),
-        num_classes=_positive(raw["num_classes"], "num_classes", where, path),
-        image_size=_positive(raw["image_size"], "image_size", where, path),
-        channels=channels,
-        model=_choice(raw["model"], list_models(), "model", where, path),
-        widths=tuple(_positive(w, "widths", where, path)
-                     for w in _typed(raw.get("widths", []), list, "widths", where, path)),
-        trainings=trainings,
-        ood=tuple(ood),
-        scorers=tuple(_typed(n, str, "scorers", where, path)
-                      for n in _typed(raw["scorers"], list, "scorers", where, path)),
-        seeds=_positive(raw.get("seeds", 1), "seeds", where, path),
-        val_fraction=fraction,
-        val_ood=tuple(_choice(v, datasets, "val_ood", where, path)
-                      for v in _typed(raw.get("val_ood", []), list, "val_ood", where, path)),
-        device=_choice(raw.get("device", "auto"), DEVICES, "device", where, path),
-        extract_batch=_batch(raw.get("extract_batch", "auto"), where, path),
-        extract_amp=_typed(raw.get("extract_amp", True), bool, "extract_amp", where, path),
-        scorer_params=dict(scorer_params),
-        scorer_grids=dict(scorer_grids),
-        ablate=ablate,
-        ablate_scorers=tuple(_typed(n, str, "ablate_scorers", where, path) for n in _typed(
-            raw.get("ablate_scorers", []), list, "ablate_scorers", where, path)),
-        extra_ood=tuple(extra_ood),
-        source=str(path),
-    )
+def _default_source() -> Path | Traversable:
+    local = Path("benchmarks.toml")
+    return local if local.is_file() else DEFAULT_CONFIG
 
 
 def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
     """Parse and validate every benchmark of a TOML file.
 
-    Default: ``benchmarks.toml`` in the working directory, else the repository's own.
+    Default: ``benchmarks.toml`` in the working directory, else the packaged one.
     """
-    if path is None:
-        path = Path("benchmarks.toml") if Path("benchmarks.toml").is_file() else DEFAULT_CONFIG
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    file = Path(path) if path is not None else _default_source()
+    source = str(file)
+    if not file.is_file():
+        raise ConfigError(f"config file {source} does not exist", "pass an existing file")
     try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}; fix the syntax there (strings in "
+        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}", 'fix the syntax there (strings in '
                           '"quotes", tables as [benchmarks.NAME])') from e
-    _check_keys(doc, {"benchmarks"}, "top level", path)
-    tables = _typed(doc.get("benchmarks", {}), dict, "benchmarks", "top level", path)
+    for key in doc:
+        if key != "benchmarks":
+            raise ConfigError(f"{source}: {_unknown(key, 'top level', ['benchmarks'])}")
+    tables = doc.get("benchmarks", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{source}: benchmarks = {tables!r} must be {_TABLE}")
     resolved: dict[str, dict[str, Any]] = {}
 
     def resolve(name: str, seen: tuple[str, ...]) -> dict[str, Any]:
         if name in seen:
-            raise ConfigError(f"{path}: circular 'extends' chain {' -> '.join((*seen, name))}")
+            raise ConfigError(f"{source}: circular 'extends' chain {' -> '.join((*seen, name))}")
         if name not in resolved:
-            raw = _typed(tables[name], dict, name, "benchmarks", path)
+            raw = tables[name]
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{source}: [benchmarks] {name} = {raw!r} must be {_TABLE}")
             parent = raw.get("extends")
             if parent is not None:
-                _choice(parent, sorted(tables), "extends", f"benchmarks.{name}", path)
+                if not isinstance(parent, str) or parent not in tables:
+                    raise ConfigError(f"{source}: [benchmarks.{name}] extends = {parent!r} "
+                                      f"{_not_accepted(parent, sorted(tables))}")
                 raw = _merge(resolve(parent, (*seen, name)), raw)
             resolved[name] = {k: v for k, v in raw.items() if k != "extends"}
         return resolved[name]
 
-    return {name: _benchmark(name, resolve(name, ()), path) for name in tables}
+    folder = Path(source).parent
+    return {name: _benchmark(name, resolve(name, ()), source, folder) for name in tables}
 
 
 def load_benchmark(name: str, path: Path | str | None = None) -> Benchmark:
     """One benchmark by name; an unknown name lists the available ones."""
     benches = load_config(path)
     if name not in benches:
-        raise ConfigError(
-            f"{path or DEFAULT_CONFIG}: no benchmark {name!r};{did_you_mean(name, benches)} "
-            f"available: {', '.join(benches)}"
-        )
+        source = path if path is not None else _default_source()
+        raise ConfigError(f"{source}: no benchmark {name!r};{did_you_mean(name, benches)} "
+                          f"available: {', '.join(benches)}")
     return benches[name]

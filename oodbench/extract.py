@@ -18,6 +18,7 @@ whose largest layer fits in half the last-level cache (see :func:`auto_batch_siz
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -93,9 +94,10 @@ def last_level_cache() -> int:
 
 
 def prepare_model(model: OODNet, device: torch.device) -> OODNet:
-    """``model`` in eval mode on ``device`` with channels-last weights (in place): the layout
-    the preprocessed batches have, and the faster one for convolutions on CPU and GPU."""
-    return model.eval().to(device, memory_format=torch.channels_last)
+    """A copy of ``model`` in eval mode on ``device`` with channels-last weights: the layout
+    the preprocessed batches have, and the faster one for convolutions on CPU and GPU. The
+    caller's model is left as it was (mode, device, memory format)."""
+    return copy.deepcopy(model).eval().to(device, memory_format=torch.channels_last)
 
 
 def activation_bytes(model: OODNet, preprocess: Preprocess,
@@ -115,7 +117,7 @@ def activation_bytes(model: OODNet, preprocess: Preprocess,
     probe = np.zeros((2, preprocess.size, preprocess.size, preprocess.channels), np.uint8)
     # outside inference_mode: weights converted inside it would become inference tensors,
     # which a later pass with gradients (a ModelScorer) cannot use
-    prepare_model(model, device)
+    model = prepare_model(model, device)
     leaves = [m for m in model.modules() if not any(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
@@ -180,7 +182,7 @@ def forward_features(
     amp: bool = False,
 ) -> Features:
     """One streamed forward pass over ``arr``: pooled features, logits and labels."""
-    prepare_model(model, device)
+    model = prepare_model(model, device)
     feats, logits = [], []
     with torch.inference_mode(), extraction_autocast(device, amp):
         for x in batches(arr, preprocess, device, batch_size, progress,
@@ -204,7 +206,7 @@ def model_scores(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Run a fitted :class:`ModelScorer` over ``arr`` in batches (gradients enabled)."""
-    prepare_model(model, device)
+    model = prepare_model(model, device)
     std = torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     out = []
     for x in batches(arr, preprocess, device, batch_size, progress,

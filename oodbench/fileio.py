@@ -14,6 +14,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from oodbench.errors import OutputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
@@ -21,11 +23,22 @@ _TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[a-z0-9_]+\.
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class DiskFullError(OSError):
+class DiskFullError(OutputError):
     """A write failed because the disk (or the quota) is full; the message names the file."""
 
-    def __str__(self) -> str:
-        return str(self.strerror)
+
+def check_writable(folder: Path | str, option: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written to; ``option`` is
+    the API argument that named it (``out_dir``, ``runs_dir``)."""
+    folder = Path(folder)
+    probe = folder.absolute()
+    while not probe.exists():  # the nearest existing ancestor decides
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return
+    why = "is not writable" if probe.is_dir() else "is a file, not a folder"
+    raise OutputError(f"{folder}: cannot write there because {probe} {why}",
+                      f"pass <{option}> a folder you can write to")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -49,8 +62,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
-            raise DiskFullError(errno.ENOSPC, f"cannot write {path}: no space left on device; "
-                                "free space or use --out elsewhere", str(path)) from e
+            raise DiskFullError(f"cannot write {path}: no space left on device",
+                                "free space there, or write to another folder") from e
         raise
 
 

@@ -12,9 +12,41 @@ import torch
 from numpy.typing import ArrayLike
 from sklearn.metrics import auc, average_precision_score, roc_curve
 
-__all__ = ["accuracy", "aupr_in", "aupr_out", "auroc", "fpr95", "fpr95_oodpos", "ood_metrics"]
+__all__ = [
+    "COLUMNS",
+    "ID_ACC",
+    "LOWER_IS_BETTER",
+    "METRIC_LABELS",
+    "OOD_METRICS",
+    "accuracy",
+    "aupr_in",
+    "aupr_out",
+    "auroc",
+    "fpr95",
+    "fpr95_oodpos",
+    "ood_metrics",
+]
 
 RECALL = 0.95
+
+# every metric name, its display label and its direction: the one place that defines them
+FPR95, FPR95_OODPOS, AUROC, AUPR_IN, AUPR_OUT = (
+    "fpr95", "fpr95_oodpos", "auroc", "aupr_in", "aupr_out")
+OOD_METRICS = (FPR95, FPR95_OODPOS, AUROC, AUPR_IN, AUPR_OUT)
+ID_ACC = "id_acc"
+HEADLINE = (FPR95, AUROC)  # the metrics the summary tables and exports show
+METRIC_LABELS: dict[str, str] = {
+    FPR95: "FPR95 ↓",
+    FPR95_OODPOS: "FPR95 (OOD positive) ↓",
+    AUROC: "AUROC ↑",
+    AUPR_IN: "AUPR-In ↑",
+    AUPR_OUT: "AUPR-Out ↑",
+    ID_ACC: "ID acc. ↑",
+}
+LOWER_IS_BETTER = frozenset({FPR95, FPR95_OODPOS})
+# the columns of metrics.csv, one row per (training, seed, scorer, OOD set, metric)
+COLUMNS = ("benchmark", "training", "seed", "scorer", "ood_set", "group", "metric", "value",
+           "note")
 
 
 def _as_scores(values: ArrayLike | torch.Tensor, what: str) -> np.ndarray:
@@ -120,8 +152,8 @@ def ood_metrics(
     tps, fps = np.rint(tpr * n_id), np.rint(fpr * n_ood)
     fpr95_in, ap_in = _curve_metrics(tps, fps)
     fpr95_out, ap_out = _curve_metrics(n_ood - fps[::-1], n_id - tps[::-1])
-    return {"fpr95": fpr95_in, "fpr95_oodpos": fpr95_out, "auroc": float(auc(fpr, tpr)),
-            "aupr_in": ap_in, "aupr_out": ap_out}
+    return dict(zip(OOD_METRICS, (fpr95_in, fpr95_out, float(auc(fpr, tpr)), ap_in, ap_out),
+                    strict=True))
 
 
 def accuracy(logits_or_preds: ArrayLike | torch.Tensor, labels: ArrayLike | torch.Tensor) -> float:

@@ -1,7 +1,11 @@
 """Training objectives by name: ``ce``, ``bgnorm`` and ``logitnorm``, in a small registry.
 
 An objective sees one batch's feature map, logits, labels and the linear head, and returns
-the loss plus a dict of floats for the progress bar.
+the loss plus a dict of floats (its per-step stats: the progress line shows them and the
+checkpoint records their last-epoch means). It names itself in tables (``label``) and may
+measure end-of-training diagnostics on the ID test set (``diagnostics``, ``DIAGNOSTICS``): the
+trainer computes those of every objective of a benchmark for each of its checkpoints, so a CE
+checkpoint carries the background norm that BG-norm lowers, for comparison.
 
 BG-norm is **our reconstruction** of "Local Background Features Matter in Out-of-Distribution
 Detection" (arXiv 2510.12259) from its abstract and from its predecessor (Pei et al., ICLR 2024,
@@ -48,9 +52,15 @@ def create_objective(name: str, **params: Any) -> Objective:
 
 
 class Objective:
-    """Base class: ``__call__(fmap, logits, labels, head, epoch) -> (loss, stats)``."""
+    """Base class: ``__call__(fmap, logits, labels, head, epoch) -> (loss, stats)``.
+
+    ``label`` is the display name of a training that uses the objective under its own name;
+    ``DIAGNOSTICS`` maps each diagnostic that :meth:`diagnostics` measures to a description.
+    """
 
     name: ClassVar[str]
+    label: ClassVar[str] = ""
+    DIAGNOSTICS: ClassVar[dict[str, str]] = {}
 
     def __call__(
         self,
@@ -62,10 +72,24 @@ class Objective:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    @classmethod
+    def diagnostics(
+        cls, fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear
+    ) -> dict[str, tuple[float, int]]:
+        """(sum, count) per diagnostic over one evaluation batch; the mean is sum / count."""
+        return {}
+
+
+def objective_label(name: str) -> str:
+    """Display name of the objective ``name`` (its ``label``, else the name)."""
+    return get_objective(name).label or name
+
 
 @register_objective("ce")
 class CrossEntropy(Objective):
     """Plain cross-entropy."""
+
+    label = "CE"
 
     def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
         loss = F.cross_entropy(logits, labels)
@@ -80,6 +104,8 @@ class LogitNorm(Objective):
     Neural Network Overconfidence with Logit Normalization", ICML 2022, arXiv:2205.09310.
     Default temperature t = 0.04, the paper's CIFAR-10 value.
     """
+
+    label = "LogitNorm"
 
     def __init__(self, temperature: float = 0.04) -> None:
         if temperature <= 0:
@@ -133,6 +159,12 @@ class BackgroundNorm(Objective):
     the lowest mean FPR95 over the six scorers among variants within 0.5 points of CE's
     validation accuracy.
     """
+
+    label = "BG-norm"
+    DIAGNOSTICS: ClassVar[dict[str, str]] = {
+        "bg_norm": "mean feature norm at background locations (lowest-half true-class CAM)",
+        "fg_norm": "mean feature norm at the other (foreground) locations",
+    }
 
     def __init__(
         self,
@@ -189,4 +221,13 @@ class BackgroundNorm(Objective):
         lam = self.weight(epoch)
         term, bg_norm = self.background_term(fmap, labels, head)
         loss = ce + lam * term if lam > 0 else ce
-        return loss, {"ce": ce.item(), "bg": bg_norm.item(), "lam": lam}
+        return loss, {"ce": ce.item(), "bg": bg_norm.item()}
+
+    @classmethod
+    def diagnostics(cls, fmap, labels, head):  # type: ignore[override]
+        """Feature norms at background (the lowest-half CAM of the true class) and foreground
+        locations of the last feature map, whatever objective trained the model."""
+        mask = background_mask(fmap, labels, head, "cam-quantile", 0.5)
+        norms = fmap.float().norm(dim=1)
+        return {"bg_norm": (norms[mask].sum().item(), int(mask.sum())),
+                "fg_norm": (norms[~mask].sum().item(), int((~mask).sum()))}

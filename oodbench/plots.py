@@ -21,13 +21,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from oodbench.errors import DataError
 from oodbench.fileio import atomic_write_bytes
-from oodbench.metrics import RECALL, auroc
+from oodbench.metrics import FPR95, RECALL, auroc
 from oodbench.report import (
     DELTA,
     compat_table,
     ordered_trainings,
     per_ood_table,
+    read_metrics,
     training_label,
 )
 
@@ -52,15 +54,6 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _read_metrics(path: Path) -> pd.DataFrame:
-    """``metrics.csv`` with text columns as ``str`` ('' where missing)."""
-    df = pd.read_csv(path, keep_default_na=True)
-    for col in ("scorer", "ood_set", "group", "note"):
-        df[col] = df[col].astype(object).fillna("").astype(str) if col in df else ""
-    df["training"] = df["training"].astype(str)
-    return df
-
-
 def _ood_sets(df: pd.DataFrame) -> dict[str, str]:
     """OOD set -> group, in order of appearance in ``metrics.csv``."""
     rows = df[df["ood_set"] != ""]
@@ -78,7 +71,8 @@ def _load_scores(path: Path, scorers: list[str], ood: dict[str, str]) -> dict[st
     for scorer, sets in list(out.items()):
         id_names = [d for d in sets if d not in ood]
         if len(id_names) != 1:
-            raise ValueError(f"{path}: scorer {scorer!r} needs one ID set, found {id_names}")
+            raise DataError(f"{path}: scorer {scorer!r} needs one ID set, found {id_names}",
+                            "write the scores again with oodbench run")
         sets[""] = sets.pop(id_names[0])
     return out
 
@@ -103,6 +97,10 @@ def _failure(df: pd.DataFrame, training: str, scorer: str) -> str:
     notes = df.loc[(df["training"] == training) & (df["scorer"] == scorer), "note"]
     note = next((n for n in notes if n), "")
     return f"no scores\n{note}" if note else "no scores"
+
+
+def _n_handles(legend: tuple[list, list[str]]) -> int:
+    return len(legend[0])
 
 
 def _bins(arrays: Iterable[np.ndarray]) -> np.ndarray:
@@ -176,15 +174,16 @@ def _score_figure(
         else:
             _roc_panel(ax, sets, ood)
     if kind == "hist":
-        handles = max((ax.get_legend_handles_labels() for ax in axes), key=lambda h: len(h[0]))
-        fig.legend(*handles, loc="outside right upper", fontsize="small", frameon=False)
+        handles = [ax.get_legend_handles_labels() for ax in axes]
+        fig.legend(*max(handles, key=_n_handles), loc="outside right upper", fontsize="small",
+                   frameon=False)
     fig.suptitle(title)
     return fig
 
 
 def _delta_figure(df: pd.DataFrame, bench: str) -> Figure | None:
     """Δ FPR95 (treatment − baseline, mean over OOD sets) per scorer; None with one training."""
-    table = compat_table(df, "fpr95")
+    table = compat_table(df, FPR95)
     mean, std = table.attrs["mean"]["all"] * 100, table.attrs["std"]["all"] * 100
     treatments = [c for c in mean.columns if c.startswith(DELTA)]
     if not treatments:
@@ -237,7 +236,7 @@ def _delta_matrices(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def _heatmap_figure(df: pd.DataFrame, bench: str, ood: dict[str, str]) -> Figure | None:
     """Heat map of Δ FPR95 per scorer and OOD set, one panel per treatment; None with one
     training. Colours are centred at 0 (green = fewer false positives than the baseline)."""
-    table = per_ood_table(df, "fpr95")
+    table = per_ood_table(df, FPR95)
     deltas = _delta_matrices(table)
     if not deltas:
         return None
@@ -305,7 +304,7 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
     """
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "plots"
-    df = _read_metrics(results_dir / "metrics.csv")
+    df = read_metrics(results_dir)
     bench = str(df["benchmark"].iloc[0])
     ood = _ood_sets(df)
     scorers = list(dict.fromkeys(s for s in df["scorer"] if s))
@@ -314,7 +313,8 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
     scores = {t: _load_scores(p, [*scorers, FEATNORM], ood) for t, p in files.items()
               if p.is_file()}
     if not scores:
-        raise FileNotFoundError(f"no scores for seed {seed} in {results_dir / 'scores'}")
+        raise DataError(f"no scores for seed {seed} in {results_dir / 'scores'}",
+                        "plot a seed the run has")
     norms = {t: s.pop(FEATNORM) for t, s in scores.items() if FEATNORM in s}
     written = []
     for scorer in scorers:

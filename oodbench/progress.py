@@ -1,7 +1,7 @@
 """Rich progress bars and the shared console, so every long step looks the same.
 
 When stderr is not a terminal (``nohup``, a CI log, a pipe) rich draws nothing until a bar
-finishes, so there the bars also print a plain line at every 10% of each task.
+finishes, so there the bars also print one plain, unwrapped line at every 10% of each task.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+# progress, notes and logs: stderr, never wrapped (a log line stays one line in a file)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class LoggingProgress(Progress):
@@ -48,7 +49,8 @@ class LoggingProgress(Progress):
             self._logged[task_id] = tenth
             stats = task.fields.get("stats", "")
             self.console.print(f"{task.description}: {task.completed:.0f}/{task.total:.0f} "
-                               f"({10 * tenth}%) {task.elapsed or 0:.0f} s {stats}".rstrip())
+                               f"({10 * tenth}%) {task.elapsed or 0:.0f} s {stats}".rstrip(),
+                               soft_wrap=True, markup=False, highlight=False)
 
 
 def make_progress(transient: bool = False) -> Progress:

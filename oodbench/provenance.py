@@ -27,7 +27,7 @@ def code_version() -> dict[str, object]:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "oodbench", "scorers", "benchmarks.toml"], check=True,
+                                "oodbench", "scorers"], check=True,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "dirty": None}

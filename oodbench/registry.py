@@ -2,8 +2,10 @@
 
 ``register`` is a decorator; ``names`` / ``get`` / ``create`` mirror timm's ``list_models`` /
 ``create_model``. A name clash names both definitions' modules and files; unknown names and
-unknown parameters are errors that list what is accepted. :func:`did_you_mean` is the one
-place that suggests a close match for any unknown name (registries, config values, datasets).
+unknown parameters are errors that list what is accepted. ``check`` holds a factory to its
+kind's contract; ``scoped`` undoes a block's registrations (tests). Plugins of every registry
+load through :mod:`oodbench.plugins`. :func:`did_you_mean` is the one place that suggests a
+close match for any unknown name (registries, config values, datasets).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Generic, Self, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -28,6 +31,10 @@ class UnknownName(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class RegistrationError(TypeError, ValueError):
+    """A factory that cannot be registered: its name is taken, or it breaks its kind's contract."""
 
 
 def origin(obj: object) -> str:
@@ -65,7 +72,7 @@ class Registry(Generic[T]):
             same = old is not None and (old.__module__, old.__qualname__) == (
                 factory.__module__, factory.__qualname__)
             if old is not None and not same:
-                raise ValueError(
+                raise RegistrationError(
                     f"{self.kind} name {name!r} is already registered by {origin(old)}; "
                     f"cannot register {origin(factory)} under the same name"
                 )
@@ -75,9 +82,48 @@ class Registry(Generic[T]):
 
         return deco
 
-    def unregister(self, name: str) -> None:
-        """Remove ``name`` (tests and interactive sessions)."""
-        self._items.pop(name, None)
+    def check(self, name: str, factory: object, base: type | None = None) -> None:
+        """Raise :class:`RegistrationError` unless ``factory`` may be registered as ``name``: a
+        concrete subclass of ``base`` (any class or function without one) whose parameters,
+        beyond the fixed ones, are named keyword arguments with defaults."""
+        if not callable(factory):
+            raise RegistrationError(
+                f"{self.kind} {name!r} must be a class or a function, got {factory!r}")
+        what = f"{self.kind} {name!r} ({origin(factory)})"
+        if base is not None and not (isinstance(factory, type) and issubclass(factory, base)):
+            raise RegistrationError(f"{what} must subclass {base.__name__}")
+        if inspect.isabstract(factory):
+            missing = ", ".join(sorted(factory.__abstractmethods__))  # type: ignore[attr-defined]
+            raise RegistrationError(f"{what} does not implement {missing}")
+        role = "constructor parameter" if isinstance(factory, type) else "parameter"
+        for p in signature_params(factory):
+            if p.name not in self._fixed and (
+                p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty
+            ):
+                raise RegistrationError(
+                    f"{what}: {role} {p.name!r} must be a named keyword argument with a default"
+                )
+
+    def snapshot(self) -> dict[str, T]:
+        """A copy of the registered factories by name, in registration order (loads nothing)."""
+        return dict(self._items)
+
+    def restore(self, items: Mapping[str, T]) -> None:
+        """Make ``items`` (a :meth:`snapshot`) the registered factories."""
+        self._items = dict(items)
+
+    @contextmanager
+    def scoped(self) -> Iterator[Self]:
+        """Undo on exit whatever the block registers (tests): ``with SCORERS.scoped(): ...``.
+
+        Plugins are loaded first, so the block starts from, and returns to, the full registry.
+        """
+        self._load()
+        saved = self.snapshot()
+        try:
+            yield self
+        finally:
+            self.restore(saved)
 
     def _load(self) -> None:
         if self._loader is not None:

@@ -25,18 +25,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from oodbench.errors import ConfigError, DataError, OodbenchError
 from oodbench.fileio import atomic_write_text
+from oodbench.metrics import AUROC, COLUMNS, FPR95, HEADLINE, ID_ACC, LOWER_IS_BETTER, METRIC_LABELS
+from oodbench.objectives import list_objectives, objective_label
+from oodbench.registry import did_you_mean
 
-METRIC_LABELS: dict[str, str] = {
-    "fpr95": "FPR95 ↓",
-    "fpr95_oodpos": "FPR95 (OOD positive) ↓",
-    "auroc": "AUROC ↑",
-    "aupr_in": "AUPR-In ↑",
-    "aupr_out": "AUPR-Out ↑",
-    "id_acc": "ID acc. ↑",
-}
-LOWER_IS_BETTER = frozenset({"fpr95", "fpr95_oodpos"})
-TRAINING_LABELS: dict[str, str] = {"ce": "CE", "bgnorm": "BG-norm", "logitnorm": "LogitNorm"}
 DELTA = "Δ "
 FAILED = "failed"
 MISSING = "—"
@@ -71,8 +65,9 @@ _Seeds = dict[tuple[str, str], pd.Series]  # (training, row key) -> value per se
 
 
 def training_label(name: str) -> str:
-    """Display name of a training (``TRAINING_LABELS``, else the name itself)."""
-    return TRAINING_LABELS.get(name, name)
+    """Display name of a training: a training named after its objective shows the objective's
+    ``label``; any other training shows its own name."""
+    return objective_label(name) if name in list_objectives() else name
 
 
 def higher_is_better(metric: str) -> bool:
@@ -100,9 +95,10 @@ def _ood_rows(data: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def ordered_trainings(rows: pd.DataFrame, baseline: str | None = None) -> list[str]:
-    """Trainings in order of appearance, baseline first (default: 'ce', else the first)."""
+    """Trainings in order of appearance, baseline first (default: the first to appear, which
+    is the benchmark's first training)."""
     order = list(rows["training"].unique())
-    base = baseline if baseline is not None else ("ce" if "ce" in order else order[0])
+    base = baseline if baseline is not None else order[0]
     if base not in order:
         raise ValueError(f"baseline {base!r} not among trainings {order}")
     return [base, *(t for t in order if t != base)]
@@ -110,10 +106,13 @@ def ordered_trainings(rows: pd.DataFrame, baseline: str | None = None) -> list[s
 
 def _per_seed(rows: pd.DataFrame, key: str) -> _Seeds:
     """Mean of ``value`` over `rows` per (training, `key`, seed); NaN if any value is NaN."""
-    means = rows.groupby(["training", key, "seed"], sort=False)["value"].agg(
-        lambda s: s.mean(skipna=False)
-    )
+    means = rows.groupby(["training", key, "seed"], sort=False)["value"].agg(_strict_mean)
     return {k: s.droplevel([0, 1]) for k, s in means.groupby(level=[0, 1], sort=False)}
+
+
+def _strict_mean(values: pd.Series) -> float:
+    """The mean, NaN when any value is NaN (a failed cell)."""
+    return values.mean(skipna=False)
 
 
 def _signed(x: float) -> str:
@@ -188,7 +187,7 @@ def _scoped(blocks: dict[str, list[pd.DataFrame]], level: str) -> list[pd.DataFr
 
 
 def compat_table(
-    df: pd.DataFrame, metric: str = "fpr95", baseline: str | None = None
+    df: pd.DataFrame, metric: str = FPR95, baseline: str | None = None
 ) -> pd.DataFrame:
     """Scorer × (scope, training/Δ) table of `metric` averaged over OOD sets.
 
@@ -210,7 +209,7 @@ def compat_table(
 
 
 def per_ood_table(
-    df: pd.DataFrame, metric: str = "fpr95", baseline: str | None = None
+    df: pd.DataFrame, metric: str = FPR95, baseline: str | None = None
 ) -> pd.DataFrame:
     """Scorer × (OOD set, training/Δ) table of `metric`, sets in order of appearance."""
     data = _prepare(df)
@@ -228,14 +227,14 @@ def per_ood_table(
 def accuracy_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     """One-row table of ID accuracy per training (and Δ per treatment), mean ± std."""
     data = _prepare(df)
-    rows = data[data["metric"] == "id_acc"]
+    rows = data[data["metric"] == ID_ACC]
     if rows.empty:
-        raise ValueError("no id_acc rows")
+        raise ValueError(f"no {ID_ACC} rows")
     trainings = ordered_trainings(rows, baseline)
-    frames = _block(_per_seed(rows, "metric"), ["id_acc"], trainings, rows["seed"].nunique() > 1)
+    frames = _block(_per_seed(rows, "metric"), [ID_ACC], trainings, rows["seed"].nunique() > 1)
     for frame in frames:
-        frame.index = [METRIC_LABELS["id_acc"]]
-    return _finish(frames, "metric", "id_acc", trainings[0], rows)
+        frame.index = [METRIC_LABELS[ID_ACC]]
+    return _finish(frames, "metric", ID_ACC, trainings[0], rows)
 
 
 def failure_notes(df: pd.DataFrame) -> list[str]:
@@ -318,14 +317,18 @@ def to_latex(table: pd.DataFrame, caption: str, label: str, standalone: bool = T
     `caption` is inserted as LaTeX source (escape it yourself); cell and header text is
     escaped. Failure reasons follow the tabular. With `standalone`, a compilable document.
     """
-    mask = _best_mask(table)
+    bold = np.where(_best_mask(table), "textbf: --rwrap;", "")
+
+    def bold_cells(_: pd.DataFrame) -> np.ndarray:
+        return bold
+
     names = [None] * (table.columns.nlevels - 1) + [table.index.name]
     styler = (
         table.rename_axis(columns=names)
         .style.format(_latex_text)
         .format_index(_latex_text, axis=0)
         .format_index(_latex_text, axis=1)
-        .apply(lambda _: np.where(mask, "textbf: --rwrap;", ""), axis=None)
+        .apply(bold_cells, axis=None)
         .hide(names=True, axis="index")
     )
     body = styler.to_latex(
@@ -406,9 +409,9 @@ def print_summary(
     groups = df.groupby("benchmark", sort=False) if "benchmark" in df else [("", df)]
     for bench, data in groups:
         console.print(f"[bold]{bench}[/bold] {_seed_line(data)}", highlight=False)
-        if (data["metric"] == "id_acc").any():
+        if (data["metric"] == ID_ACC).any():
             console.print(rich_table(accuracy_table(data, baseline), f"{bench} ID accuracy"))
-        for metric in ("fpr95", "auroc"):
+        for metric in HEADLINE:
             if _has_ood(data, metric):
                 table = compat_table(data, metric, baseline)
                 console.print(rich_table(table, f"{bench} {METRIC_LABELS[metric]}"))
@@ -426,7 +429,7 @@ def write_reports(
         raise ValueError(f"no rows for benchmark {benchmark!r}")
     prepared = _prepare(data)
     base = ordered_trainings(prepared, baseline)[0]
-    metrics = [m for m in ("fpr95", "auroc") if _has_ood(data, m)]
+    metrics = [m for m in HEADLINE if _has_ood(data, m)]
     md = [
         f"# {benchmark}: post-hoc OOD scorers × training",
         "",
@@ -439,7 +442,7 @@ def write_reports(
     groups = grouped.groupby("group")["ood_set"].unique()
     if not groups.empty:
         md += ["", "OOD groups: " + "; ".join(f"{g} = {', '.join(s)}" for g, s in groups.items())]
-    if (data["metric"] == "id_acc").any():
+    if (data["metric"] == ID_ACC).any():
         md += ["", "## ID accuracy", "", to_markdown(accuracy_table(data, baseline), notes=False)]
     compat = {m: compat_table(data, m, baseline) for m in metrics}
     per_ood = {m: per_ood_table(data, m, baseline) for m in metrics}
@@ -461,3 +464,146 @@ def write_reports(
         atomic_write_text(path, to_latex(compat[metric], caption, f"tab:{benchmark}-{metric}"))
         paths.append(path)
     return paths
+
+
+CHOICE_RULE = ("the lowest mean validation FPR95 among the variants other than the baseline "
+               "whose validation accuracy is within 0.5 points of the baseline's")
+
+
+def choose_variant(table: pd.DataFrame, baseline: str) -> str | None:
+    """Apply ``CHOICE_RULE`` to an ablation table (index: training; columns ``FPR95 mean``
+    and ``id_acc`` in %); ``None`` when the baseline is missing or no variant qualifies."""
+    if baseline not in table.index:
+        return None
+    floor = table.loc[baseline, ID_ACC] - 0.5
+    ok = table[(table.index != baseline) & (table[ID_ACC] >= floor)]
+    return str(ok["FPR95 mean"].idxmin()) if len(ok) else None
+
+
+def ablation_frame(df: pd.DataFrame, diagnostics: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per training variant: validation FPR95 per scorer and its mean, mean AUROC,
+    validation accuracy (all in %), then each diagnostic (NaN where a checkpoint lacks it)."""
+    table = df[df["metric"] == FPR95].pivot_table(
+        index="training", columns="scorer", values="value", aggfunc="mean", sort=False) * 100
+    table.columns = [f"FPR95 {c}" for c in table.columns]
+    table["FPR95 mean"] = table.mean(axis=1)
+    by_training = df.groupby(["metric", "training"], sort=False)["value"].mean()
+    table["AUROC mean"] = by_training[AUROC] * 100
+    table[ID_ACC] = by_training[ID_ACC] * 100
+    for name in diagnostics:
+        table[name] = by_training.get(name, math.nan)
+    return table
+
+
+def ablation_table(
+    df: pd.DataFrame,
+    benchmark: str,
+    val_ood: list[str],
+    settings: dict[str, str],
+    diagnostics: dict[str, str],
+    baseline: str,
+) -> str:
+    """Markdown of an ablation: :func:`ablation_frame` with each variant's ``settings``, the
+    variant ``CHOICE_RULE`` picks in bold, and a line per diagnostic a checkpoint lacks.
+
+    ``diagnostics`` maps each diagnostic metric to its description.
+    """
+    table = ablation_frame(df, diagnostics)
+    described = "; ".join(f"{k}: {v}, on the ID test set" for k, v in diagnostics.items())
+    lines = [
+        f"Ablation on the validation side of `{benchmark}`: ID = held-out ID-train images, "
+        f"OOD = {', '.join(val_ood)}. {ID_ACC} is validation accuracy (%)"
+        + (f"; {described}." if described else "."),
+        "",
+        "| training | setting | " + " | ".join(table.columns) + " |",
+        "|---|---|" + "---|" * len(table.columns),
+    ]
+    chosen = choose_variant(table, baseline)
+    for name, row in table.iterrows():
+        cells = " | ".join(MISSING if math.isnan(v) else f"{v:.2f}" for v in row)
+        label = f"**{name}** (chosen)" if name == chosen else str(name)
+        setting = settings.get(str(name), "").replace("|", "/")
+        lines.append(f"| {label} | {setting} | {cells} |")
+    missing = [f"- {name} records no {k}: its checkpoint was written without that diagnostic "
+               "(by an older oodbench); delete it to retrain"
+               for k in diagnostics for name in table.index if math.isnan(table.loc[name, k])]
+    lines += ["", f"Rule: {CHOICE_RULE}. Chosen: **{chosen}**." if chosen else
+              f"Rule: {CHOICE_RULE}. No variant qualifies."]
+    if missing:
+        lines += ["", *missing]
+    return "\n".join(lines) + "\n"
+
+
+def read_metrics(folder: Path) -> pd.DataFrame:
+    """``folder/metrics.csv``, checked: every column there, at least one row, and every
+    metric value in [0, 1] or NaN (a failed cell); text columns as ``str``."""
+    path = Path(folder) / "metrics.csv"
+    if not path.is_file():
+        raise OodbenchError(f"{path} not found", "run the benchmark first (oodbench run, or "
+                            "run_benchmark), or point at the folder that holds its results")
+    try:
+        df = pd.read_csv(path, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not a readable metrics CSV ({type(e).__name__}: {e})",
+                        "write it again with oodbench run") from e
+    missing = [c for c in COLUMNS if c not in df.columns and c != "note"]
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(missing)}",
+                        f"a metrics.csv has the columns {', '.join(COLUMNS)}")
+    if df.empty:
+        raise DataError(f"{path} holds a header but no rows", "run the benchmark again")
+    values = pd.to_numeric(df["value"], errors="coerce")
+    bad = df.index[(values.isna() & df["value"].notna()) | (values < 0) | (values > 1)]
+    if len(bad):
+        row = df.loc[bad[0]]
+        raise DataError(f"{path} line {bad[0] + 2}: {row['metric']} = {row['value']!r} "
+                        f"({row['training']}, scorer {row['scorer']!r}, OOD set "
+                        f"{row['ood_set']!r}) is not a number in [0, 1]",
+                        "metric values are fractions; the file was edited or is not "
+                        "oodbench's")
+    df["value"] = values
+    return _prepare(df)
+
+
+def read_results(folder: Path, metric: str = FPR95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The checked ``metrics.csv`` of a results folder and its compat table of ``metric``
+    (which must be one of the metrics the file holds)."""
+    df = read_metrics(folder)
+    present = sorted(set(df.loc[df["scorer"] != "", "metric"]))
+    if metric not in present:
+        raise ConfigError(f"<metric={metric}> is not in {Path(folder) / 'metrics.csv'};"
+                          f"{did_you_mean(metric, present)} it holds: {', '.join(present)}")
+    return df, compat_table(df, metric)
+
+
+def _plain(col: object) -> str:
+    return _header(col, " / ").replace("Δ", "delta")
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    """CSV of a table's numbers: per column its mean and sample std in % (plain numbers,
+    ASCII minus, empty where failed or missing)."""
+    mean, std = table.attrs["mean"] * 100, table.attrs["std"] * 100
+    out = pd.DataFrame(index=table.index)
+    for col in table.columns:
+        out[f"{_plain(col)} mean"] = mean[col]
+        out[f"{_plain(col)} std"] = std[col]
+    return out.to_csv(float_format="%.6g")
+
+
+def table_records(table: pd.DataFrame) -> dict[str, object]:
+    """A table as JSON-ready data: metric, baseline, seeds, failures, and one record per
+    cell (row, column levels, mean and std as fractions or null, display text)."""
+    mean, std = table.attrs["mean"], table.attrs["std"]
+    cells = []
+    for row in table.index:
+        for col in table.columns:
+            m, s = mean.at[row, col], std.at[row, col]
+            cells.append({table.index.name or "row": str(row),
+                          "column": list(col) if isinstance(col, tuple) else [str(col)],
+                          "mean": None if math.isnan(m) else float(m),
+                          "std": None if math.isnan(s) else float(s),
+                          "text": str(table.at[row, col])})
+    return {"metric": table.attrs["metric"], "baseline": table.attrs["baseline"],
+            "n_seeds": table.attrs["n_seeds"], "failures": table.attrs["failures"],
+            "cells": cells}

@@ -9,17 +9,12 @@ preprocessed images (for input gradients, as ODIN needs).
 Scorers come from three places, all landing in one registry: the modules of the ``scorers``
 package; the entry-point group ``oodbench.scorers`` of installed packages (an entry point names
 a module whose scorers carry ``@register_scorer``, or a ``Scorer`` subclass, registered under
-the entry point's name); and files named at run time (``--scorer-path``, ``load_scorer_file``).
+the entry point's name); and plugin files named at run time. :mod:`oodbench.plugins` loads the
+last two, for objectives, models and datasets as well.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.metadata
-import importlib.util
-import inspect
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oodbench.errors import PluginError
+from oodbench.plugins import load_entry_points, load_plugin_file
 from oodbench.registry import Registry, UnknownName, did_you_mean, origin, signature_params
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "Features",
     "Head",
     "ModelScorer",
@@ -163,84 +159,16 @@ class ModelScorer(Scorer):
         """Return the N scores of a batch, higher = more in-distribution."""
 
 
-ENTRY_POINT_GROUP = "oodbench.scorers"
-
-
-class PluginError(RuntimeError):
-    """A scorer plugin (entry point or file) could not be loaded; the message names it."""
-
-
-_entry_points_seen: set[str] = set()
-
-
-def load_builtin_scorers() -> None:
-    """Import the ``scorers`` package and every ``oodbench.scorers`` entry point. Idempotent.
-
-    An entry point that fails to load is reported and skipped, so one broken plugin does not
-    stop the others; naming its scorer then fails as an unknown name.
-    """
-    importlib.import_module("scorers")
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.value in _entry_points_seen:
-            continue
-        _entry_points_seen.add(ep.value)
-        try:
-            _register_entry_point(ep)
-        except PluginError as e:
-            from oodbench.progress import console
-
-            console.print(f"[yellow]skipped scorer plugin[/yellow]: {e}")
-
-
-def _register_entry_point(ep: importlib.metadata.EntryPoint) -> None:
-    dist = getattr(ep.dist, "name", None) or "an installed package"
-    where = f"entry point {ep.name!r} = {ep.value!r} of {dist} (group {ENTRY_POINT_GROUP})"
-    try:
-        obj = ep.load()
-    except Exception as e:
-        raise PluginError(f"{where} raised on import: {type(e).__name__}: {e}") from e
-    if isinstance(obj, type) and issubclass(obj, Scorer):
-        if SCORERS._items.get(getattr(obj, "name", "")) is not obj:
-            try:
-                register_scorer(ep.name)(obj)
-            except (TypeError, ValueError) as e:
-                raise PluginError(f"{where}: {e}") from e
-    elif not inspect.ismodule(obj):
-        raise PluginError(f"{where} is neither a module nor a Scorer subclass: {obj!r}")
+load_builtin_scorers = load_entry_points  # the name before objectives and models had plugins
 
 
 def load_scorer_file(path: Path | str) -> list[str]:
-    """Import a Python file of ``@register_scorer`` classes; return the names it registered.
-
-    Loading the same file again is a no-op; a file that raises, registers nothing or clashes
-    with a registered name is a :class:`PluginError` naming the file.
-    """
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise PluginError(f"scorer file {path} does not exist")
-    load_builtin_scorers()
-    module_name = "oodbench_user_scorer_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise PluginError(f"scorer file {path} is not an importable Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            del sys.modules[module_name]
-            raise PluginError(
-                f"scorer file {path} raised on import: {type(e).__name__}: {e}; fix the file "
-                "(or install what it imports), or leave out its --scorer-path") from e
-    names = [n for n, cls in SCORERS._items.items() if cls.__module__ == module_name]
-    if not names:
-        raise PluginError(f"scorer file {path} registers no scorer: decorate a Scorer subclass "
-                          'with @register_scorer("name") from oodbench.scoring')
-    return sorted(names)
+    """The scorers that a plugin file registers (see :func:`oodbench.plugins.load_plugin_file`,
+    which also returns its objectives, models and datasets)."""
+    return load_plugin_file(path).get("scorers", [])
 
 
-SCORERS: Registry[type[Scorer]] = Registry("scorer", loader=load_builtin_scorers)
+SCORERS: Registry[type[Scorer]] = Registry("scorer", loader=load_entry_points)
 list_scorers = SCORERS.names
 get_scorer = SCORERS.get
 
@@ -292,17 +220,7 @@ def register_scorer(name: str) -> Callable[[type[S]], type[S]]:
     """Class decorator registering a Scorer subclass under ``name`` and setting ``cls.name``."""
 
     def decorate(cls: type[S]) -> type[S]:
-        if not (isinstance(cls, type) and issubclass(cls, Scorer)):
-            raise TypeError(f"@register_scorer({name!r}) needs a Scorer subclass, got {cls!r}")
-        if inspect.isabstract(cls):
-            missing = ", ".join(sorted(cls.__abstractmethods__))
-            raise TypeError(f"scorer {name!r} ({origin(cls)}) does not implement {missing}")
-        for p in signature_params(cls):
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is p.empty:
-                raise TypeError(
-                    f"scorer {name!r} ({origin(cls)}): constructor parameter {p.name!r} must be "
-                    "a named keyword argument with a default"
-                )
+        SCORERS.check(name, cls, Scorer)
         return SCORERS.register(name)(cls)
 
     return decorate

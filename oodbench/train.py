@@ -29,8 +29,10 @@ from oodbench.checkpoint import (
 )
 from oodbench.config import Benchmark, TrainingSpec, TrainSpec
 from oodbench.data import Preprocess
+from oodbench.errors import DeviceError, TrainingError
+from oodbench.fileio import check_writable
 from oodbench.models import OODNet, create_model
-from oodbench.objectives import Objective, background_mask, create_objective
+from oodbench.objectives import Objective, create_objective, get_objective
 from oodbench.progress import console, make_progress
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits, load_id_splits
@@ -41,10 +43,9 @@ def resolve_device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            "--device cuda was requested but torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}); use --device cpu"
-        )
+        raise DeviceError(
+            f"device {name!r} was requested but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__})", "use <device=cpu>")
     return torch.device(name)
 
 
@@ -139,13 +140,20 @@ def fit(
             scaler.step(opt)
             scaler.update()
             sched.step()
-            for k, v in {"loss": loss.item(), **parts}.items():
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"{desc}: the loss became {value} at epoch {epoch + 1}, step {i + 1} of "
+                    f"{steps} (lr {spec.lr}); nothing was saved",
+                    "the learning rate is the usual cause: lower train.lr, or the weight of the "
+                    "objective's extra term, in the benchmark file")
+            for k, v in {"loss": value, **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
             correct += (logits.argmax(1) == yb).sum().item()
             seen += len(yb)
             stats = {k: v / (i + 1) for k, v in sums.items()} | {"acc": correct / seen}
             if i % 10 == 0 or i == steps - 1:
-                shown = " ".join(f"{k} {v:.3f}" for k, v in stats.items() if k != "lam")
+                shown = " ".join(f"{k} {v:.3f}" for k, v in stats.items())
                 progress.update(task, completed=epoch * steps + i + 1,
                                 stats=f"ep {epoch + 1}/{spec.epochs} {shown}")
     elapsed = time.perf_counter() - start
@@ -155,23 +163,27 @@ def fit(
 
 @torch.no_grad()
 def evaluate(
-    model: OODNet, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch: int = 512
+    model: OODNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    diagnose: tuple[type[Objective], ...] = (),
+    batch: int = 512,
 ) -> dict[str, float]:
-    """Accuracy, and mean feature norms at background (lowest-half CAM of the true class) and
-    foreground locations of the last feature map."""
+    """Accuracy, and the mean of every diagnostic of the objective classes ``diagnose``."""
     model.eval().to(device)
-    correct, bg, fg, nbg, nfg = 0, 0.0, 0.0, 0, 0
+    correct = 0
+    sums: dict[str, list[float]] = {}
     for i in range(0, len(y), batch):
         xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
         fmap, _, logits = model.forward_all(xb)
         correct += (logits.argmax(1) == yb).sum().item()
-        mask = background_mask(fmap, yb, model.fc, "cam-quantile", 0.5)
-        norms = fmap.float().norm(dim=1)
-        bg += norms[mask].sum().item()
-        fg += norms[~mask].sum().item()
-        nbg += int(mask.sum())
-        nfg += int((~mask).sum())
-    return {"acc": correct / len(y), "bg_norm": bg / max(nbg, 1), "fg_norm": fg / max(nfg, 1)}
+        for objective in diagnose:
+            for key, (total, count) in objective.diagnostics(fmap, yb, model.fc).items():
+                acc = sums.setdefault(key, [0.0, 0])
+                acc[0] += total
+                acc[1] += count
+    return {"acc": correct / len(y)} | {k: t / max(c, 1) for k, (t, c) in sums.items()}
 
 
 def train_fields(spec: TrainSpec) -> dict[str, Any]:
@@ -269,9 +281,12 @@ class Trainer:
         x, y = self.tensors("train")
         stats = fit(model, objective, x, y, spec.train, seed, self.device, progress,
                     f"train {training} s{seed}")
-        test = evaluate(model, *self.tensors("test"), self.device)
+        diagnose = tuple(dict.fromkeys(get_objective(t.objective)
+                                       for t in (*bench.trainings, *bench.ablate)))
+        test = evaluate(model, *self.tensors("test"), self.device, diagnose)
         val = evaluate(model, *self.tensors("val"), self.device) if len(self.splits.val.labels) \
             else {}
+        diagnostics = {f"{k}_test": v for k, v in test.items() if k != "acc"}
         model.cpu()
         meta: dict[str, Any] = {
             "benchmark": bench.name, "training": training, "arch": bench.model,
@@ -288,16 +303,13 @@ class Trainer:
             "preprocess": self.splits.preprocess.key(),
             "config_hash": path.stem.rsplit("-", 1)[-1],
             "device": str(self.device), "train_stats": stats,
-            "test_acc": test["acc"], "val_acc": val.get("acc"),
-            "bg_norm_test": test["bg_norm"], "fg_norm_test": test["fg_norm"],
+            "test_acc": test["acc"], "val_acc": val.get("acc"), "diagnostics": diagnostics,
             "versions": library_versions(), "code": code_version(),
         }
         save_checkpoint(path, model, meta)
-        console.print(
-            f"[green]trained[/green] {training} s{seed}: test acc {test['acc']:.4f}, "
-            f"background norm {test['bg_norm']:.3f} (foreground {test['fg_norm']:.3f}), "
-            f"{stats['images_per_s']:.0f} img/s -> {path}"
-        )
+        shown = "".join(f", {k} {v:.3f}" for k, v in diagnostics.items())
+        console.print(f"[green]trained[/green] {training} s{seed}: test acc {test['acc']:.4f}"
+                      f"{shown}, {stats['images_per_s']:.0f} img/s -> {path}")
 
 
 def train_benchmark(
@@ -308,7 +320,11 @@ def train_benchmark(
     device: str | None = None,
     download: bool = False,
 ) -> dict[tuple[str, int], Path]:
-    """Train (or reuse) every training x seed of a benchmark; returns the checkpoint paths."""
-    trainer = Trainer(bench, runs_dir, data_root, device, download=download)
+    """Train (or reuse) every training x seed of a benchmark; returns the checkpoint paths.
+
+    ``seeds`` and ``device`` override the benchmark's, checked before any training."""
+    bench = bench.with_overrides(seeds=seeds, device=device)
+    check_writable(runs_dir, "runs_dir")
+    trainer = Trainer(bench, runs_dir, data_root, download=download)
     return {(t.name, s): trainer.ensure(t.name, s)
-            for s in range(seeds or bench.seeds) for t in bench.trainings}
+            for s in range(bench.seeds) for t in bench.trainings}

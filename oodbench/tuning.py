@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from oodbench.metrics import ood_metrics
+from oodbench.metrics import AUROC, FPR95, ood_metrics
 from oodbench.scoring import ScorerFailed
 
 VAL_ID = "_val_id"
@@ -26,6 +26,11 @@ def candidates(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination of a grid, in the order the values are listed."""
     keys = list(grid)
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def _rank(trial: dict[str, Any]) -> tuple[float, float]:
+    """Lowest mean validation FPR95 first, ties by highest mean AUROC."""
+    return trial["val_fpr95"], -trial["val_auroc"]
 
 
 def select_params(
@@ -48,11 +53,11 @@ def select_params(
             continue
         metrics = [ood_metrics(scores[VAL_ID], scores[name]) for name in val_ood]
         trials.append({"params": params,
-                       "val_fpr95": float(np.mean([m["fpr95"] for m in metrics])),
-                       "val_auroc": float(np.mean([m["auroc"] for m in metrics]))})
+                       "val_fpr95": float(np.mean([m[FPR95] for m in metrics])),
+                       "val_auroc": float(np.mean([m[AUROC] for m in metrics]))})
     scored = [t for t in trials if "error" not in t and not math.isnan(t["val_fpr95"])]
     if not scored:
         reasons = "; ".join(f"{t['params']}: {t.get('error', 'NaN')}" for t in trials)
         raise ScorerFailed(f"every grid point failed on the validation side ({reasons})")
-    best = min(scored, key=lambda t: (t["val_fpr95"], -t["val_auroc"]))
+    best = min(scored, key=_rank)
     return dict(best["params"]), trials

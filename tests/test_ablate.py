@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from oodbench.cli import main
-from oodbench.pipeline import choose_variant
+from oodbench.report import ablation_table, choose_variant
 from tests.conftest import TINY_CONFIG
 
 VARIANTS = """
@@ -32,9 +32,21 @@ def test_choose_variant_rule() -> None:
     table = pd.DataFrame({"FPR95 mean": [50.0, 20.0, 30.0, 40.0],
                           "id_acc": [90.0, 89.0, 89.6, 91.0]},
                          index=["ce", "too-inaccurate", "ok", "better-acc"])
-    assert choose_variant(table) == "ok"
-    assert choose_variant(table.drop(index=["ok", "better-acc"])) is None
-    assert choose_variant(table.drop(index="ce")) is None
+    assert choose_variant(table, "ce") == "ok"
+    assert choose_variant(table.drop(index=["ok", "better-acc"]), "ce") is None
+    assert choose_variant(table.drop(index="ce"), "ce") is None
+
+
+def test_ablation_table_names_a_checkpoint_without_a_diagnostic() -> None:
+    rows = [{"benchmark": "b", "training": t, "seed": 0, "scorer": s, "ood_set": "v",
+             "group": "val", "metric": m, "value": v, "note": ""}
+            for t in ("ce", "old") for s, m, v in (("msp", "fpr95", 0.5), ("msp", "auroc", 0.7),
+                                                   ("", "id_acc", 0.9))]
+    rows.append(rows[2] | {"metric": "bg_norm_test", "value": 3.0})  # only ce records it
+    text = ablation_table(pd.DataFrame(rows), "b", ["v"], {}, {"bg_norm_test": "a norm"}, "ce")
+    assert "old records no bg_norm_test" in text
+    assert "| ce |  | 50.00 | 50.00 | 70.00 | 90.00 | 3.00 |" in text
+    assert "| old |  | 50.00 | 50.00 | 70.00 | 90.00 | — |" in text
 
 
 def test_ablate_scores_validation_side_only(tiny_bench: SimpleNamespace) -> None:

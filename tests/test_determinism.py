@@ -146,6 +146,6 @@ def test_manifest_names_the_code_version_read_at_the_start(
 ) -> None:
     calls = iter([{"git_commit": "at-start", "dirty": False}])
     later = {"git_commit": "edited-while-running", "dirty": True}
-    monkeypatch.setattr("oodbench.pipeline.code_version", lambda: next(calls, later))
+    monkeypatch.setattr("oodbench.manifest.code_version", lambda: next(calls, later))
     out = _run(tiny_bench, _bench(tiny_bench, epochs=1), "v", scorers=["msp"])
     assert json.loads((out / "manifest.json").read_text())["code"]["git_commit"] == "at-start"

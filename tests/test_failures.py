@@ -3,6 +3,7 @@ traceback unless ``--debug``, and nothing half-written on disk (README, "Failure
 
 import gzip
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from conftest import encode_jpegs, random_images, write_image_folder, write_npz
 
-from oodbench import cli, scoring
+from oodbench import cli, plugins
 from oodbench.checkpoint import save_checkpoint
 from oodbench.config import ConfigError
 from oodbench.data.preprocess import conversion_note
@@ -85,10 +86,10 @@ def tb(tiny_bench: SimpleNamespace) -> SimpleNamespace:
 
 
 @pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scorers registered from files in these tests do not outlive them."""
-    scoring.load_builtin_scorers()
-    monkeypatch.setattr(scoring.SCORERS, "_items", dict(scoring.SCORERS._items))
+def isolated_registry() -> Iterator[None]:
+    """Plugins registered from files in these tests do not outlive them."""
+    with plugins.scoped():
+        yield
 
 
 def run_cli(tb: SimpleNamespace, capsys: pytest.CaptureFixture, command: str, *extra: str,
@@ -204,6 +205,49 @@ def test_bad_values_are_refused_before_training(
     assert_failed_cleanly(tb, code, err, str(tb.config), *needles)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "needles"),
+    [
+        ("image_size = 28", "image_size = 2048",
+         ("[benchmarks.tiny] image_size must lie in [1, 1024], got 2048",)),
+        ('name = "bgnorm"', 'name = "../bgnorm"',
+         ("[benchmarks.tiny.trainings[1]] name: training name '../bgnorm' is not a safe name",
+          "letters, digits")),
+        ('scorers = ["msp", "knn"]', 'scorers = ["msp", "knn", "msp"]',
+         ("[benchmarks.tiny] scorers: scorer 'msp' is listed twice",)),
+        ("scorer_params = { knn = { k = 5 } }", "scorer_params = { knn = { kk = 5 } }",
+         ("[benchmarks.tiny.scorer_params] knn", "did you mean 'k'?")),
+        ('scorers = ["msp", "knn"]', 'scorers = ["msp", "knn"]\ndevice = "gpu"',
+         ("[benchmarks.tiny] device = 'gpu' is not accepted; did you mean 'cpu'?",
+          "cuda:N")),
+    ],
+    ids=["image-size-2048", "unsafe-training-name", "scorer-twice", "scorer-param-key",
+         "device-in-file"],
+)
+def test_config_checks_run_before_training(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture, old: str, new: str,
+    needles: tuple[str, ...],
+) -> None:
+    tb.edit(old, new)
+    code, err = run_cli(tb, capsys, "train")
+    assert_failed_cleanly(tb, code, err, str(tb.config), *needles)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [(("--device", "gpu"), ("--device: 'gpu' is not accepted; did you mean 'cpu'?",
+                            "accepted values: auto, cpu, cuda, cuda:N")),
+     (("--device", "cuda:x"), ("--device: 'cuda:x' is not accepted",))],
+    ids=["gpu", "cuda-x"],
+)
+def test_bad_device_option_names_the_flag(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture, extra: tuple[str, ...],
+    needles: tuple[str, ...],
+) -> None:
+    code, err = run_cli(tb, capsys, "train", *extra)
+    assert_failed_cleanly(tb, code, err, *needles)
+
+
 def test_bgnorm_rejects_negative_lambda() -> None:
     with pytest.raises(ValueError, match="lam must be finite and >= 0"):
         BackgroundNorm(lam=-0.1)
@@ -231,6 +275,15 @@ def test_missing_data_root(tb: SimpleNamespace, capsys: pytest.CaptureFixture) -
     code, err = run_cli(tb, capsys, "run", data_root=nope)
     assert_failed_cleanly(tb, code, err, f"data root {nope} does not exist",
                           "pass --data-root")
+
+
+def test_empty_data_root_variable(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("OODBENCH_DATA", " ")
+    code = cli.main(["list"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and err.count("error:") == 1 and "Traceback" not in err
+    assert "$OODBENCH_DATA is set but empty; unset it, or set it to a folder" in err
 
 
 def test_truncated_or_corrupt_id_set(tb: SimpleNamespace, capsys: pytest.CaptureFixture) -> None:
@@ -416,24 +469,27 @@ def test_output_folder_not_writable(
         if base.is_dir():
             base.chmod(0o755)
     why = "is a file, not a folder" if how == "below-a-file" else "is not writable"
-    assert_failed_cleanly(tb, code, err, f"--out {out}: cannot write there because {blocker} "
-                          f"{why}", "pass --out a folder you can write to")
+    assert_failed_cleanly(tb, code, err, f"{out / 'tiny'}: cannot write there because "
+                          f"{blocker} {why}", "pass --out a folder you can write to")
     assert not out.exists()
 
 
 # --- catch-all, --debug, Ctrl-C -----------------------------------------------------------
 
 
-def test_unexpected_error_is_one_paragraph_and_debug_shows_it(
+def test_unexpected_error_shows_its_traceback_as_a_bug(
     tb: SimpleNamespace, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def boom(args):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(cli, "_run", boom)
-    code, err = run_cli(tb, capsys, "run")
-    assert_failed_cleanly(tb, code, err, "error: ZeroDivisionError: boom",
-                          "rerun with --debug for the traceback")
+    code = cli.main(["run", "--config", str(tb.config)])
+    err = capsys.readouterr().err
+    assert code == 1 and not written(tb.out) and not written(tb.runs)
+    # a bug, not bad input: its traceback, then one line that says so
+    assert "Traceback" in err and 'raise ZeroDivisionError("boom")' in err
+    assert "error: ZeroDivisionError: boom: this is a bug in oodbench" in " ".join(err.split())
     with pytest.raises(ZeroDivisionError):
         cli.main(["--debug", "run", "--config", str(tb.config)])
     with pytest.raises(ZeroDivisionError):  # also after the sub-command

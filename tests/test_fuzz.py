@@ -13,12 +13,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from oodbench.config import AUGMENTS, DEVICES, SCHEDULES, Benchmark, ConfigError, load_benchmark
+from oodbench.config import (
+    AUGMENTS,
+    DEVICE_PATTERN,
+    DEVICES,
+    MAX_IMAGE_SIZE,
+    SAFE_NAME,
+    SCHEDULES,
+    Benchmark,
+    ConfigError,
+    load_benchmark,
+)
 from oodbench.data import dataset_names
 from oodbench.metrics import RECALL, ood_metrics
 from oodbench.models import list_models
 from oodbench.objectives import list_objectives, objective_params
-from oodbench.scoring import list_scorers, load_builtin_scorers
+from oodbench.scoring import SCORER_GROUPS, list_scorers, load_builtin_scorers
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -88,6 +98,8 @@ DATASETS = dataset_names()
 SCORERS = [*list_scorers(), "no-such-scorer"]
 OBJECTIVES = [*list_objectives(), "no-such-objective"]
 NAMES = ["ce", "variant", "other"]
+UNSAFE = ["../x", "a/b", "", "..", "/abs"]
+GROUPS = ["all", *SCORER_GROUPS]
 
 scalars = st.one_of(st.integers(-3, 600), st.floats(), st.text(max_size=6), st.booleans())
 anything = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
@@ -119,7 +131,8 @@ def _training(draw: st.DrawFn) -> dict[str, Any]:
                              maybe(st.floats(-1, 5) | st.sampled_from(["ratio", "abs"])),
                              max_size=3)
     return draw(st.fixed_dictionaries(
-        {"name": maybe(st.sampled_from(NAMES)), "objective": maybe(st.just(objective))},
+        {"name": maybe(st.sampled_from(NAMES), st.sampled_from(UNSAFE) | anything),
+         "objective": maybe(st.just(objective))},
         optional={"params": maybe(params), "train": maybe(_train_table()),
                   "init": maybe(st.nothing(), st.sampled_from(NAMES))}))
 
@@ -127,18 +140,22 @@ def _training(draw: st.DrawFn) -> dict[str, Any]:
 _ood = st.fixed_dictionaries({"name": maybe(st.sampled_from([*DATASETS, "nope"]))},
                              optional={"group": maybe(st.sampled_from(["near", "far", ""]))})
 _trainings = st.lists(_training(), min_size=1, max_size=3, unique_by=lambda t: str(t.get("name")))
-_scorer_names = st.lists(st.sampled_from(SCORERS), max_size=4, unique=True)
+# scorer and group names, sometimes repeated or overlapping (an error), or one name alone
+_scorer_names = st.one_of(st.lists(st.sampled_from(SCORERS), min_size=1, max_size=4, unique=True),
+                          st.sampled_from(GROUPS[:-1]),
+                          st.lists(st.sampled_from([*SCORERS, *GROUPS]), max_size=4))
 
 _bench = st.fixed_dictionaries(
     {"id": maybe(st.sampled_from(DATASETS)), "num_classes": maybe(st.integers(1, 100)),
-     "image_size": maybe(st.sampled_from([28, 32])), "channels": maybe(st.sampled_from([1, 3])),
+     "image_size": maybe(st.sampled_from([28, 32]), st.just(2048) | anything),
+     "channels": maybe(st.sampled_from([1, 3])),
      "model": maybe(st.sampled_from(list_models())),
      "trainings": maybe(_trainings), "scorers": maybe(_scorer_names)},
     optional={
         "widths": maybe(st.lists(st.integers(-1, 64), max_size=4)),
         "seeds": maybe(st.integers(0, 3)), "val_fraction": maybe(st.floats(-0.5, 1.5)),
         "val_ood": maybe(st.lists(st.sampled_from(DATASETS), max_size=2)),
-        "device": maybe(st.sampled_from([*DEVICES, "tpu"])),
+        "device": maybe(st.sampled_from([*DEVICES, "cuda:0", "cuda:3", "cuda:-1", "gpu", "tpu"])),
         "extract_batch": maybe(st.one_of(st.integers(0, 1024), st.just("auto"))),
         "extract_amp": maybe(st.booleans()),
         "scorer_params": maybe(st.dictionaries(st.sampled_from(SCORERS),
@@ -151,7 +168,8 @@ _bench = st.fixed_dictionaries(
         "ood": maybe(st.lists(_ood, max_size=3)), "train": maybe(_train_table()),
         "description": maybe(st.text(max_size=10)),
         "extra_ood": maybe(st.lists(st.fixed_dictionaries(
-            {"name": maybe(st.text(max_size=5)), "path": maybe(st.text(max_size=8))},
+            {"name": maybe(st.text(max_size=5) | st.sampled_from([*DATASETS, *NAMES, *UNSAFE])),
+             "path": maybe(st.text(max_size=8))},
             optional={"group": maybe(st.text(max_size=5))}), max_size=2)),
         "ablate": maybe(st.lists(_training(), max_size=1)),
         "ablate_scorers": maybe(_scorer_names),
@@ -186,6 +204,16 @@ def _check_load(path: Path, text: str) -> None:
     except ConfigError:
         return
     assert isinstance(bench, Benchmark)
+    # what loaded holds the documented invariants
+    names = [bench.name, *(t.name for t in (*bench.trainings, *bench.ablate)),
+             *(o.name for o in bench.extra_ood)]
+    assert all(SAFE_NAME.fullmatch(n) for n in names), names
+    assert bench.scorers and set(bench.scorers) <= set(list_scorers())
+    assert len(set(bench.scorers)) == len(bench.scorers)
+    sets = [bench.id_dataset, *(o.name for o in (*bench.ood, *bench.extra_ood))]
+    assert len(set(sets)) == len(sets)
+    assert DEVICE_PATTERN.fullmatch(bench.device) and 1 <= bench.image_size <= MAX_IMAGE_SIZE
+    assert len(bench.config_hash()) == 64 and bench.with_overrides(seeds=2).seeds == 2
 
 
 @SETTINGS

@@ -28,7 +28,7 @@ def test_bgnorm_lowers_the_background_norm(tiny_bench: SimpleNamespace) -> None:
     ce = read_checkpoint(trainer.ensure("ce", 0))[1]
     bg = read_checkpoint(trainer.ensure("bgnorm", 0))[1]
     assert ce["test_acc"] > 0.5 and bg["test_acc"] > 0.5
-    assert bg["bg_norm_test"] < 0.8 * ce["bg_norm_test"]
+    assert bg["diagnostics"]["bg_norm_test"] < 0.8 * ce["diagnostics"]["bg_norm_test"]
 
 
 def test_training_is_deterministic_and_reused(tiny_bench: SimpleNamespace) -> None:
@@ -82,15 +82,14 @@ def test_run_writes_results_and_reuses_the_cache(tiny_bench: SimpleNamespace) ->
 def test_a_failing_scorer_does_not_stop_the_run(
     tiny_bench: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    @scoring.register_scorer("always-nan")
-    class AlwaysNaN(scoring.Scorer):
-        def score(self, data: scoring.Features) -> np.ndarray:
-            return np.full(len(data), np.nan)
+    with scoring.SCORERS.scoped():
 
-    try:
+        @scoring.register_scorer("always-nan")
+        class AlwaysNaN(scoring.Scorer):
+            def score(self, data: scoring.Features) -> np.ndarray:
+                return np.full(len(data), np.nan)
+
         assert _run(tiny_bench, "--scorers", "energy,always-nan") == 0
-    finally:
-        scoring.SCORERS.unregister("always-nan")
     df = pd.read_csv(tiny_bench.out / "tiny" / "metrics.csv")
     bad = df[df.scorer == "always-nan"]
     assert bad.value.isna().all() and bad.note.str.contains("NaN").all()

@@ -1,6 +1,7 @@
 """Scorer registry, fit_and_score and every built-in scorer against its written-out formula."""
 
 import sys
+from collections.abc import Iterator
 from typing import Self
 
 import numpy as np
@@ -28,9 +29,9 @@ BUILTINS = ["ash", "energy", "knn", "mahalanobis", "msp", "react"]
 
 
 @pytest.fixture
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    load_builtin_scorers()
-    monkeypatch.setattr(scoring.SCORERS, "_items", dict(scoring.SCORERS._items))
+def isolated_registry() -> Iterator[None]:
+    with scoring.SCORERS.scoped():
+        yield
 
 
 # --- registry -----------------------------------------------------------------------------

