@@ -2,8 +2,10 @@
 and plugin datasets, all in :data:`DATASETS`.
 
 A plugin registers a factory, called as ``factory(split, data_root)``, with ``split`` one of
-the ``splits`` it was registered with and ``data_root`` the resolved data root (a ``Path``
-that exists) or ``None``; it returns an :class:`ImageArray`::
+the ``splits`` it was registered with and ``data_root`` the resolved data root (an absolute
+``Path``, an existing folder unless ``download`` is set) or ``None``; it returns an
+:class:`ImageArray` (whose ``name`` and ``split`` :func:`load_dataset` sets to the requested
+ones)::
 
     from oodbench.data import ImageArray, read_npz, register_dataset
 
@@ -13,10 +15,11 @@ that exists) or ``None``; it returns an :class:`ImageArray`::
         return ImageArray(images, labels, "my-set", split, "my-set.npz", notes=notes)
 
 Any further parameter must have a default; ``download`` and ``image_shape`` are passed by
-:func:`load_dataset` to a factory that takes them. One that cannot provide the set here raises ``DatasetUnavailable``
-(a corrupt file: ``DataError``), saying how to get it; any other exception is a bug in it.
-``register_dataset(name, splits=..., status=...)``: ``status(split, data_root)`` returns
-``(available, where or why not)`` cheaply; without it :func:`dataset_status` loads the set.
+:func:`load_dataset` to a factory that takes them. One that cannot provide the set here
+raises ``DatasetUnavailable`` (a corrupt file: ``DataError``), saying how to get it; any other
+exception is a bug in it. With ``register_dataset(name, splits=..., status=...)``,
+``status(split, data_root)`` returns ``(available, where it loads from or why not)`` cheaply;
+without it :func:`dataset_status` loads the set to find out.
 Installed packages register datasets through the entry-point group ``oodbench.datasets``.
 """
 
@@ -523,6 +526,7 @@ _Entry = _Catalogued | _GreyView | _Noise
 DatasetFactory = Callable[..., ImageArray]
 StatusHook = Callable[[str, Path | None], tuple[bool, str]]
 F = TypeVar("F", bound=DatasetFactory)
+PLUGIN_SPLITS = ("test",)  # what a registered factory provides unless it says otherwise
 
 
 def _load_plugins() -> None:
@@ -538,7 +542,7 @@ DATASETS: Registry[DatasetFactory] = Registry(
 
 
 def register_dataset(
-    name: str, *, splits: tuple[str, ...] = ("test",), status: StatusHook | None = None
+    name: str, *, splits: tuple[str, ...] = PLUGIN_SPLITS, status: StatusHook | None = None
 ) -> Callable[[F], F]:
     """Decorator registering a dataset factory under ``name``; the contract is in this
     module's docstring (a ``RegistrationError`` if it is broken). ``splits`` are the splits it
@@ -567,7 +571,7 @@ def _factory(name: str, split: str) -> DatasetFactory:
     except UnknownName as e:
         raise ConfigError(str(e), "or register your own with "
                           "oodbench.data.register_dataset") from None
-    splits = getattr(factory, "splits", ("test",))
+    splits = getattr(factory, "splits", PLUGIN_SPLITS)
     if split not in splits:
         raise ConfigError(f"dataset {name!r} has no split {split!r}; it has "
                           f"{', '.join(splits)}")
