@@ -94,6 +94,7 @@ class _Loaded:
     files: dict[Path, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def copy(self) -> _Loaded:
+        """A copy to restore later (:func:`scoped`)."""
         return _Loaded(set(self.entry_points), self.scanned, dict(self.files))
 
 

@@ -1,4 +1,4 @@
-"""One name -> factory registry, shared by models, objectives and scorers.
+"""One name -> factory registry, shared by datasets, models, objectives and scorers.
 
 ``register`` is a decorator; ``names`` / ``get`` / ``create`` mirror timm's ``list_models`` /
 ``create_model``. A name clash names both definitions' modules and files; unknown names and
@@ -54,7 +54,8 @@ def signature_params(factory: Callable[..., Any]) -> list[inspect.Parameter]:
 
 
 class Registry(Generic[T]):
-    """Factories of one kind (``"model"``, ``"objective"``, ``"scorer"``) by name."""
+    """Factories of one kind (``"dataset"``, ``"model"``, ``"objective"``, ``"scorer"``) by
+    name; ``loader`` loads plugins before any lookup."""
 
     def __init__(
         self, kind: str, loader: Callable[[], None] | None = None, fixed: tuple[str, ...] = ()
