@@ -13,9 +13,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from oodbench.plugins import load_entry_points
 from oodbench.registry import Registry
 
-MODELS: Registry[Callable[..., OODNet]] = Registry("model", fixed=("num_classes", "in_channels"))
+MODELS: Registry[Callable[..., OODNet]] = Registry(
+    "model", loader=load_entry_points, fixed=("num_classes", "in_channels"))
 register_model = MODELS.register
 list_models = MODELS.names
 

@@ -37,9 +37,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from oodbench.plugins import load_entry_points
 from oodbench.registry import Registry
 
-OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+OBJECTIVES: Registry[type[Objective]] = Registry("objective", loader=load_entry_points)
 register_objective = OBJECTIVES.register
 list_objectives = OBJECTIVES.names
 get_objective = OBJECTIVES.get

@@ -140,7 +140,8 @@ def test_a_plugin_objective_is_listed_and_trains(
     objectives = {o["name"]: o for o in json.loads(out)["objectives"]}
     assert code == 0 and objectives["halfce"]["label"] == "Half-CE"
     text = tiny_bench.config.read_text().replace(
-        'name = "bgnorm"\nobjective = "bgnorm"', 'name = "halfce"\nobjective = "halfce"')
+        'name = "bgnorm"\nobjective = "bgnorm"\nparams = { lam = 0.2, form = "abs", '
+        'warmup_start = 2.0, warmup_epochs = 2.0 }', 'name = "halfce"\nobjective = "halfce"')
     tiny_bench.config.write_text(text.replace("epochs = 8", "epochs = 1"))
     code, _, err = _cli(capsys, "run", "--benchmark", "tiny", "--config",
                         str(tiny_bench.config), "--data-root", str(tiny_bench.root),

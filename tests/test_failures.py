@@ -434,8 +434,8 @@ def test_scorer_plugin_raising_on_import(
     plugin = tb.config.parent / "broken.py"
     plugin.write_text("raise ImportError('needs faiss')\n")
     code, err = run_cli(tb, capsys, "run", "--scorer-path", str(plugin))
-    assert_failed_cleanly(tb, code, err, f"scorer file {plugin} raised on import: ImportError: "
-                          "needs faiss", "--scorer-path")
+    assert_failed_cleanly(tb, code, err, f"plugin file {plugin} raised on import: ImportError: "
+                          "needs faiss", "--plugin")
 
 
 # --- 13-14. device, output folder ---------------------------------------------------------

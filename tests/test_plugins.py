@@ -260,12 +260,7 @@ def test_entry_point_plugin_is_discovered(
 
 @pytest.mark.parametrize(
     "kind",
-    ["scorers",
-     pytest.param("objectives", marks=pytest.mark.xfail(
-         strict=True, reason="objectives.py: OBJECTIVES needs loader=load_entry_points")),
-     pytest.param("models", marks=pytest.mark.xfail(
-         strict=True, reason="models.py: MODELS needs loader=load_entry_points")),
-     *(["datasets"] if "datasets" in SOURCES else [])],
+    ["scorers", "objectives", "models", *(["datasets"] if "datasets" in SOURCES else [])],
 )
 def test_registries_load_entry_points_on_first_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
