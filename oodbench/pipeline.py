@@ -125,7 +125,9 @@ def load_ood_sets(
         if len(arr.labels) == 0:
             raise DataError(f"OOD set {name!r} ({arr.source}) holds no images",
                             "give it at least one image or leave it out")
-        note = conversion_note(arr.images.shape[1:], bench.image_size, bench.channels)
+        steps = [*arr.notes, conversion_note(arr.images.shape[1:], bench.image_size,
+                                             bench.channels)]
+        note = "; ".join(step for step in steps if step)
         if note:
             console.print(f"note: OOD set {name!r} is converted to the ID input "
                           f"{shape[0]}x{shape[1]}x{shape[2]}: {note}", markup=False,

@@ -29,7 +29,8 @@ class IDSplits:
 
 
 def _subset(arr: ImageArray, idx: np.ndarray, split: str) -> ImageArray:
-    return ImageArray(arr.images[idx], arr.labels[idx], arr.name, split, arr.source, arr.files)
+    return ImageArray(arr.images[idx], arr.labels[idx], arr.name, split, arr.source, arr.files,
+                      arr.notes)
 
 
 def load_id_splits(
