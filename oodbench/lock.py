@@ -57,7 +57,7 @@ def output_lock(folder: Path | str) -> Iterator[Path]:
         except BlockingIOError:
             raise LockedError(
                 f"another oodbench run ({_describe(os.pread(fd, 1 << 16, 0))}) is writing to "
-                f"{folder}", "wait for it, or pass <out_dir> another folder") from None
+                f"{folder}", "wait for it or use <out_dir> elsewhere") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder_info()).encode(), 0)
         try:

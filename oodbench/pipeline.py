@@ -166,9 +166,11 @@ class EvalContext:
                 "validation images and a val_ood set to select on",
                 "set val_fraction > 0 and val_ood in the benchmark file")
 
-    def manifest(self, started: Started, **specific: Any) -> dict[str, Any]:
-        """The command's manifest: the common keys, then ``specific``."""
-        return build_manifest(self.bench, self.splits, self.ood.sets, self.ood.groups,
+    def manifest(self, started: Started, given: Benchmark, **specific: Any) -> dict[str, Any]:
+        """The command's manifest: the common keys, then ``specific``. ``given`` is the
+        benchmark as the caller passed it, before the command's overrides (which ``specific``
+        records: seeds, scorers)."""
+        return build_manifest(given, self.splits, self.ood.sets, self.ood.groups,
                               self.ood.skipped, self.val_ood.sets, self.device, self.cache,
                               started, **specific)
 
@@ -384,7 +386,7 @@ def run_benchmark(
     argument is checked before any training.
     """
     opts = RunOptions.of(options)
-    bench = bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
+    given, bench = bench, bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
     out = Path(out_dir) / check_name(bench.name, "benchmark name")
     started = Started()
     with _exclusive(out, Path(opts.runs_dir) / bench.name):
@@ -403,7 +405,7 @@ def run_benchmark(
                 scorer_params[f"{spec.name}-s{seed}"] = result.params
                 _write_scores(out / "scores" / f"{spec.name}-s{seed}.npz", result.scores)
                 checkpoints[f"{spec.name}-s{seed}"] = _checkpoint_summary(path, digest, meta)
-        manifest = ctx.manifest(started, seeds=list(range(bench.seeds)),
+        manifest = ctx.manifest(started, given, seeds=list(range(bench.seeds)),
                                 scorers=list(bench.scorers), scorer_params=scorer_params,
                                 checkpoints=checkpoints)
         return _finish(pd.DataFrame(rows, columns=list(COLUMNS)), out, ctx, manifest,
@@ -425,7 +427,7 @@ def evaluate_checkpoint(
     the benchmark's ID-train statistics. ``options`` are :class:`RunOptions`.
     """
     opts = RunOptions.of(options)
-    bench = bench.with_overrides(scorers=scorers, device=opts.device)
+    given, bench = bench, bench.with_overrides(scorers=scorers, device=opts.device)
     out = Path(out_dir)
     started = Started()
     with _exclusive(out, Path(opts.runs_dir) / bench.name):
@@ -445,7 +447,7 @@ def evaluate_checkpoint(
         training = check_name(str(meta.get("training", Path(path).stem)), "training name")
         result = score_model(ctx, model, digest, training, 0)
         _write_scores(out / "scores" / f"{training}-s0.npz", result.scores)
-        manifest = ctx.manifest(started, seeds=[0], scorers=list(bench.scorers),
+        manifest = ctx.manifest(started, given, seeds=[0], scorers=list(bench.scorers),
                                 scorer_params={f"{training}-s0": result.params},
                                 checkpoint={"path": str(path), "sha256": digest, "meta": meta})
         return _finish(pd.DataFrame(result.rows, columns=list(COLUMNS)), out, ctx, manifest,
@@ -468,7 +470,7 @@ def ablate_benchmark(
     :class:`RunOptions`.
     """
     opts = RunOptions.of(options)
-    bench = bench.with_overrides(scorers=list(bench.ablate_scorers or bench.scorers),
+    given, bench = bench, bench.with_overrides(scorers=list(bench.ablate_scorers or bench.scorers),
                                  seeds=seeds or 1, device=opts.device)
     if not bench.val_ood:
         raise ConfigError(f"{bench.source}: benchmark {bench.name!r} defines no val_ood set to "
@@ -507,7 +509,7 @@ def ablate_benchmark(
             _write_csv(out / "ablation.csv", df)
             atomic_write_bytes(out / "ablation.md", table.encode())
             _write_json(out / "ablation_manifest.json", ctx.manifest(
-                started, seeds=list(range(bench.seeds)), scorers=list(bench.scorers),
+                started, given, seeds=list(range(bench.seeds)), scorers=list(bench.scorers),
                 checkpoints=checkpoints))
         if not opts.quiet:
             console.print(table, markup=False)

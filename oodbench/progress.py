@@ -53,8 +53,9 @@ class LoggingProgress(Progress):
                                soft_wrap=True, markup=False, highlight=False)
 
 
-def make_progress(transient: bool = False) -> Progress:
-    """A progress bar with a free-text ``stats`` field (loss, accuracy, ...)."""
+def make_progress(transient: bool = False, out: Console | None = None) -> Progress:
+    """A progress bar with a free-text ``stats`` field (loss, accuracy, ...), drawn on ``out``
+    (default: the shared stderr console)."""
     return LoggingProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(bar_width=24),
@@ -62,6 +63,6 @@ def make_progress(transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[stats]}"),
-        console=console,
+        console=out or console,
         transient=transient,
     )

@@ -44,7 +44,7 @@ def resolve_device(name: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceError(
-            f"device {name!r} was requested but torch.cuda.is_available() is False "
+            f"<device={name}> was requested but torch.cuda.is_available() is False "
             f"(torch {torch.__version__})", "use <device=cpu>")
     return torch.device(name)
 

@@ -46,7 +46,8 @@ def test_ablation_table_names_a_checkpoint_without_a_diagnostic() -> None:
     text = ablation_table(pd.DataFrame(rows), "b", ["v"], {}, {"bg_norm_test": "a norm"}, "ce")
     assert "old records no bg_norm_test" in text
     assert "| ce |  | 50.00 | 50.00 | 70.00 | 90.00 | 3.00 |" in text
-    assert "| old |  | 50.00 | 50.00 | 70.00 | 90.00 | — |" in text
+    # old ties CE's FPR95 at CE's accuracy, so the rule picks it
+    assert "| **old** (chosen) |  | 50.00 | 50.00 | 70.00 | 90.00 | — |" in text
 
 
 def test_ablate_scores_validation_side_only(tiny_bench: SimpleNamespace) -> None:

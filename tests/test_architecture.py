@@ -119,8 +119,7 @@ def test_list_goes_to_stdout_and_as_json(capsys: pytest.CaptureFixture) -> None:
 
 def test_progress_off_a_terminal_logs_one_unwrapped_line_per_tenth() -> None:
     buf = io.StringIO()
-    prog = make_progress()
-    prog.console = Console(file=buf, width=80, force_terminal=False)
+    prog = make_progress(out=Console(file=buf, width=80, force_terminal=False))
     stats = "loss " + " ".join(f"{i:.3f}" for i in range(40))  # far wider than 80 columns
     with prog:
         task = prog.add_task("train x", total=100, stats=stats)

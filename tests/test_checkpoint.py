@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from oodbench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from oodbench.cli import OPTIONS
 from oodbench.models import create_model
 
 
@@ -16,7 +17,7 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.pt", model, meta)
     assert path.with_suffix(".json").is_file()
     loaded, meta2 = load_checkpoint(path)
-    assert meta2 == meta
+    assert meta2 == meta | {"diagnostics": {}}  # every checkpoint's meta has the key
     x = torch.randn(2, 1, 28, 28)
     model.eval()
     assert torch.equal(model(x), loaded(x))
@@ -25,8 +26,9 @@ def test_round_trip_keeps_weights_and_metadata(tmp_path: Path) -> None:
 def test_plain_state_dict_needs_arch(tmp_path: Path) -> None:
     model = create_model("resnet8", 10, 3)
     torch.save(model.state_dict(), tmp_path / "plain.pt")
-    with pytest.raises(CheckpointError, match="--arch"):
+    with pytest.raises(CheckpointError, match="plain state_dict") as info:
         load_checkpoint(tmp_path / "plain.pt")
+    assert "(--arch, --num-classes, --in-channels)" in info.value.render(OPTIONS)
     loaded, meta = load_checkpoint(tmp_path / "plain.pt", "resnet8", 10, 3)
     assert meta == {} and loaded.fc.out_features == 10
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from oodbench.errors import DataError
 from oodbench.metrics import ood_metrics
 from oodbench.plots import (
     _delta_matrices,
@@ -15,11 +16,10 @@ from oodbench.plots import (
     _load_scores,
     _norm_figure,
     _ood_sets,
-    _read_metrics,
     _score_figure,
     plot_results,
 )
-from oodbench.report import per_ood_table
+from oodbench.report import per_ood_table, read_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REAL = Path(__file__).resolve().parents[1] / "results" / "fmnist"
@@ -113,13 +113,13 @@ def test_single_training_has_no_delta_and_missing_seed_raises(tmp_path):
     results = make_results(tmp_path / "toy", trainings=["ce"])
     names = {p.name for p in plot_results(results, tmp_path / "figs")}
     assert not names & set(DELTA_NAMES) and {"roc_msp.png", "feature_norms.png"} <= names
-    with pytest.raises(FileNotFoundError, match="seed 7"):
+    with pytest.raises(DataError, match="seed 7"):
         plot_results(results, tmp_path / "figs", seed=7)
 
 
 def test_roc_legend_auroc_matches_metrics_csv(tmp_path):
     results = make_results(tmp_path / "toy")
-    df = _read_metrics(results / "metrics.csv")
+    df = read_metrics(results)
     scores = {t: _load_scores(results / "scores" / f"{t}-s0.npz", SCORERS, OOD)
               for t in TRAININGS}
     fig = _score_figure("roc", "energy", scores, df, OOD, "title")
@@ -156,10 +156,10 @@ def test_feature_norm_panels_share_x_and_list_means(tmp_path):
 
 def test_heatmap_numbers_match_per_ood_table(tmp_path):
     failed = {("bgnorm", "energy"): "ScorerFailed: singular covariance"}
-    results = make_results(tmp_path / "toy", failed, trainings=["bgnorm", "ce", "logitnorm"])
-    df = _read_metrics(results / "metrics.csv")
+    results = make_results(tmp_path / "toy", failed, trainings=["ce", "bgnorm", "logitnorm"])
+    df = read_metrics(results)
     table = per_ood_table(df, "fpr95")
-    assert table.attrs["baseline"] == "ce"
+    assert table.attrs["baseline"] == "ce"  # the first training
     deltas = _delta_matrices(table)
     assert list(deltas) == ["BG-norm", "LogitNorm"]
     for label, matrix in deltas.items():

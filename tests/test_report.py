@@ -99,7 +99,10 @@ def test_three_seeds_paired_delta_and_sample_std():
 
 def test_baseline_choice():
     df = make_df(order=("bgnorm", "ce"))
-    assert report.compat_table(df).attrs["baseline"] == "ce"
+    assert report.compat_table(df).attrs["baseline"] == "bgnorm"  # the first training
+    chosen = report.compat_table(df, baseline="ce")
+    assert list(chosen.columns.unique(level=1)) == ["CE", "BG-norm", "Δ BG-norm"]
+    assert chosen.loc["energy", ("all", "Δ BG-norm")] == "−10.00"
     flipped = report.compat_table(df, baseline="bgnorm")
     assert list(flipped.columns.unique(level=1)) == ["BG-norm", "CE", "Δ CE"]
     assert flipped.loc["energy", ("all", "Δ CE")] == "+10.00"
