@@ -7,7 +7,6 @@ the architecture and the number of classes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import pickle
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from oodbench.errors import CheckpointError
-from oodbench.fileio import atomic_write_bytes
+from oodbench.fileio import atomic_write_bytes, file_hash
 from oodbench.models import OODNet, create_model
 
 __all__ = ["SUMMARY_KEYS", "CheckpointError", "file_hash", "load_checkpoint", "load_into",
@@ -37,15 +36,6 @@ SUMMARY_KEYS = ("config_hash", "test_acc", "val_acc", "diagnostics", "objective"
                 "objective_params", "init", "train_stats")
 
 
-def file_hash(path: Path | str) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_checkpoint(path: Path, model: OODNet, meta: dict[str, Any]) -> Path:
     """Save weights and metadata atomically; also writes ``path.with_suffix('.json')``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -60,8 +50,12 @@ def save_checkpoint(path: Path, model: OODNet, meta: dict[str, Any]) -> Path:
 
 
 def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (state_dict, meta) with ``weights_only=True``; meta is empty for a plain state_dict."""
+    """Read (state_dict, meta) with ``weights_only=True``; meta is empty for a plain state_dict.
+    Weights with a NaN or inf are refused."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file",
+                              "pass the checkpoint file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -83,10 +77,39 @@ def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
             f"({type(e).__name__}: {detail}); save or copy it again"
         ) from e
     if isinstance(obj, dict) and "state_dict" in obj:
-        return obj["state_dict"], _upgrade(json.loads(obj.get("meta") or "{}"))
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, {}
-    raise CheckpointError(f"{path} holds neither an oodbench checkpoint nor a state_dict")
+        state, meta = obj["state_dict"], _upgrade(_read_meta(obj.get("meta"), path))
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, {}
+    else:
+        raise CheckpointError(f"{path} holds neither an oodbench checkpoint nor a state_dict")
+    _check_finite(state, path)
+    return state, meta
+
+
+def _read_meta(text: object, path: Path) -> dict[str, Any]:
+    """The checkpoint's metadata, a JSON object."""
+    try:
+        meta = json.loads(text or "{}")  # type: ignore[arg-type]
+    except (TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: its metadata is not JSON ({e})",
+                              "the file was not written by oodbench: save the weights alone "
+                              "with torch.save(model.state_dict(), PATH)") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is a {type(meta).__name__}, not a JSON "
+                              "object", "save the weights alone with torch.save(model."
+                              "state_dict(), PATH)")
+    return meta
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with a NaN or inf, naming the first such tensor."""
+    for key, tensor in state.items():
+        if (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+                and not bool(torch.isfinite(tensor).all())):
+            raise CheckpointError(
+                f"{path} holds non-finite (NaN/inf) weights, first at {key!r}",
+                "the training that wrote it diverged: delete the file and train again (a lower "
+                "lr in the benchmark's train table)")
 
 
 def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:

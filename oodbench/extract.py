@@ -6,7 +6,9 @@ input gradients) are cached beside them, keyed also by the scorer's name and par
 
 The key combines the checkpoint's hash, the dataset's name and split, the
 preprocessing and a hash of the image bytes, so a changed checkpoint, preprocessing or data file
-gets a fresh pass while an unchanged one is read back without touching the model.
+gets a fresh pass while an unchanged one is read back without touching the model. An entry is
+computed under its claim (:func:`oodbench.lock.claim`), so processes sharing a runs folder
+compute each entry once: the others wait for it and read it back.
 
 Passes run under ``torch.inference_mode`` with the model and its input in channels-last
 memory order (:func:`prepare_model`). On CUDA they use autocast
@@ -24,10 +26,10 @@ import io
 import json
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,8 +37,11 @@ from rich.progress import Progress
 
 from oodbench.data import ImageArray, Preprocess
 from oodbench.fileio import atomic_write_bytes
+from oodbench.lock import unless_done
 from oodbench.models import OODNet
 from oodbench.scoring import Features, ModelScorer
+
+T = TypeVar("T", Features, np.ndarray)
 
 _FINGERPRINTS: weakref.WeakKeyDictionary[ImageArray, str] = weakref.WeakKeyDictionary()
 
@@ -270,17 +275,10 @@ class FeatureCache:
         """Read the cached scores of a model-level scorer, or compute and store them."""
         params = json.dumps(scorer.get_params(), sort_keys=True, default=str)
         path = self.path(ckpt_hash, arr, preprocess, f"{scorer.name}({params})")
-        if path.is_file():
-            self.hits += 1
-            return np.load(path)
-        self.misses += 1
         # "auto" sizes for every layer output held at once, as a pass with gradients does
-        batch = self.batch_size(batch_size, model, preprocess, device)
-        out = model_scores(model, scorer, arr, preprocess, device, batch, progress)
-        buf = io.BytesIO()
-        np.save(buf, out)
-        atomic_write_bytes(path, buf.getvalue())
-        return out
+        return self._once(path, lambda: model_scores(
+            model, scorer, arr, preprocess, device,
+            self.batch_size(batch_size, model, preprocess, device), progress), np.load)
 
     def get(
         self,
@@ -295,16 +293,35 @@ class FeatureCache:
         """Read the cached features, or run the forward pass once and store them."""
         amp = self._amp(device)
         path = self.path(ckpt_hash, arr, preprocess, amp=amp)
-        if path.is_file():
-            self.hits += 1
-            with np.load(path) as z:
-                return Features(torch.from_numpy(z["features"]), torch.from_numpy(z["logits"]),
-                                torch.from_numpy(z["labels"]))
-        self.misses += 1
-        batch = self.batch_size(batch_size, model, preprocess, device)
-        out = forward_features(model, arr, preprocess, device, batch, progress, amp)
-        buf = io.BytesIO()
+        return self._once(path, lambda: forward_features(
+            model, arr, preprocess, device, self.batch_size(batch_size, model, preprocess, device),
+            progress, amp), _load_features)
+
+    def _once(self, path: Path, compute: Callable[[], T], load: Callable[[Path], T]) -> T:
+        """``load(path)`` if the entry exists (or its claim's holder made it), else
+        ``compute()``, stored at ``path`` under the entry's claim (a hit or a miss)."""
+        with unless_done(path) as missing:
+            if missing:
+                self.misses += 1
+                out = compute()
+                atomic_write_bytes(path, _dump(out))
+                return out
+        self.hits += 1
+        return load(path)
+
+
+def _dump(out: Features | np.ndarray) -> bytes:
+    """A cache entry's bytes: ``.npz`` of a pass's arrays, or ``.npy`` of model scores."""
+    buf = io.BytesIO()
+    if isinstance(out, Features):
         np.savez(buf, features=out.features.numpy(), logits=out.logits.numpy(),
                  labels=out.labels.numpy())
-        atomic_write_bytes(path, buf.getvalue())
-        return out
+    else:
+        np.save(buf, out)
+    return buf.getvalue()
+
+
+def _load_features(path: Path) -> Features:
+    with np.load(path) as z:
+        return Features(torch.from_numpy(z["features"]), torch.from_numpy(z["logits"]),
+                        torch.from_numpy(z["labels"]))

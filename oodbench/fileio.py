@@ -1,4 +1,5 @@
-"""Atomic file writes: every artefact goes to a temp file beside its target, then is renamed.
+"""Atomic writes: every artefact goes to a temp file beside its target, then is renamed, and a
+results folder is written beside its target and swapped in whole (:class:`StagedFolder`).
 
 A run killed at any point leaves each target either absent or whole; what it can leave behind
 is a temp file, named ``.<target>.<host>.<pid>.<random>.tmp`` so that
@@ -8,10 +9,13 @@ is a temp file, named ``.<target>.<host>.<pid>.<random>.tmp`` so that
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
+import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from oodbench.errors import OutputError
@@ -72,7 +76,36 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _alive(pid: int) -> bool:
+def file_hash(path: Path | str) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_files(folder: Path, names: list[str]) -> dict[str, str]:
+    """SHA-256 of each file ``names`` (relative to ``folder``), for :func:`check_files`."""
+    return {name: file_hash(folder / name) for name in names}
+
+
+def check_files(folder: Path, recorded: dict[str, str], source: Path) -> None:
+    """Refuse a folder whose files are missing or differ from the hashes ``source`` (a
+    manifest) recorded: they are not the files that run wrote together."""
+    for name, digest in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            raise OutputError(f"{path} is missing, but {source} records it",
+                              "the folder is incomplete: run the benchmark again")
+        if file_hash(path) != digest:
+            raise OutputError(f"{path} differs from the file {source} records (sha256 "
+                              f"{digest[:12]}...): the folder mixes files of different runs",
+                              "run the benchmark again into this folder")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,7 +121,74 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     removed = []
     for tmp in folder.rglob(".*.tmp") if folder.is_dir() else ():
         m = _TEMP.match(tmp.name)
-        if m and m["host"] == _HOST and not _alive(int(m["pid"])):
+        if m and m["host"] == _HOST and not pid_alive(int(m["pid"])):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StagedFolder:
+    """A results folder replaced whole: a command writes into :attr:`staging` (beside
+    ``target``), and :meth:`commit` swaps it in, so ``target`` always holds one complete run.
+
+    ``keep`` names the files (paths relative to the folder) of ``target`` that another command
+    owns: they are carried into the new folder (hard links, else copies); every other old file
+    goes, so nothing stale survives. While the swap runs the old folder is
+    ``.<name>.previous``; :meth:`recover` (called on creation, under the caller's lock) puts it
+    back if a killed swap left ``target`` missing, and deletes what a finished one left.
+    Until :meth:`commit`, ``target`` is not touched; after a failure the partial output stays
+    in :attr:`staging` until the next command on ``target`` starts.
+    """
+
+    def __init__(self, target: Path | str, keep: Callable[[str], bool] = lambda rel: False):
+        self.target = Path(target)
+        self.keep = keep
+        self.staging = self.target.parent / f".{self.target.name}.staging"
+        self.previous = self.target.parent / f".{self.target.name}.previous"
+        self.recover()
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+
+    def recover(self) -> None:
+        """Undo or finish a swap that a killed process left half done."""
+        if self.previous.exists():
+            if self.target.exists():
+                shutil.rmtree(self.previous)
+            else:
+                os.rename(self.previous, self.target)
+
+    def discard_if_empty(self) -> bool:
+        """Remove the staging folder if nothing was written to it; whether anything was."""
+        if any(self.staging.rglob("*")):
+            return True
+        self.staging.rmdir()
+        return False
+
+    def commit(self) -> Path:
+        """Carry the kept files over, then swap the staging folder in; returns ``target``."""
+        old = self.target if self.target.is_dir() else None
+        for path in sorted(old.rglob("*")) if old else ():
+            rel = path.relative_to(old).as_posix()
+            dest = self.staging / rel
+            if path.is_file() and self.keep(rel) and not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, dest)
+                except OSError:
+                    shutil.copy2(path, dest)
+        if old:
+            os.rename(old, self.previous)
+        os.rename(self.staging, self.target)
+        _fsync_dir(self.target.parent)
+        if old:
+            shutil.rmtree(self.previous)
+        return self.target

@@ -21,6 +21,12 @@ from oodbench.extract import FeatureCache, data_fingerprint
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits
 
+# the files of a results folder, and the manifest key holding the hashes of the files that
+# plot and table read (metrics.csv, scores/*.npz), so a folder mixing two runs is refused
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.csv"
+FILES_KEY = "files"
+
 # the keys every manifest has, in the order they are built
 COMMON_KEYS = ("benchmark", "config_file", "config_hash", "config", "id_dataset", "ood_sets",
                "val_ood_sets", "skipped_ood_sets", "device", "cache", "extraction", "versions",

@@ -14,14 +14,17 @@ from sklearn.metrics import auc, average_precision_score, roc_curve
 
 __all__ = [
     "COLUMNS",
+    "DEGENERATE_FRACTION",
     "ID_ACC",
     "LOWER_IS_BETTER",
     "METRIC_LABELS",
     "OOD_METRICS",
+    "WARNING",
     "accuracy",
     "aupr_in",
     "aupr_out",
     "auroc",
+    "degenerate_note",
     "fpr95",
     "fpr95_oodpos",
     "ood_metrics",
@@ -47,6 +50,10 @@ LOWER_IS_BETTER = frozenset({FPR95, FPR95_OODPOS})
 # the columns of metrics.csv, one row per (training, seed, scorer, OOD set, metric)
 COLUMNS = ("benchmark", "training", "seed", "scorer", "ood_set", "group", "metric", "value",
            "note")
+# a ``note`` that starts so flags a cell whose value stands (a failed cell's value is NaN)
+WARNING = "warning: "
+# scores that give one value to more than this share of ID test + OOD samples are degenerate
+DEGENERATE_FRACTION = 0.99
 
 
 def _as_scores(values: ArrayLike | torch.Tensor, what: str) -> np.ndarray:
@@ -154,6 +161,20 @@ def ood_metrics(
     fpr95_out, ap_out = _curve_metrics(n_ood - fps[::-1], n_id - tps[::-1])
     return dict(zip(OOD_METRICS, (fpr95_in, fpr95_out, float(auc(fpr, tpr)), ap_in, ap_out),
                     strict=True))
+
+
+def degenerate_note(
+    id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor
+) -> str:
+    """A ``WARNING`` note when more than ``DEGENERATE_FRACTION`` of the ID and OOD scores
+    together share one value (the metrics then mostly measure tie-breaking), else ``""``."""
+    _, scores = _id_positive(id_scores, ood_scores)
+    _, counts = np.unique(scores, return_counts=True)
+    share = counts.max() / scores.size
+    if share <= DEGENERATE_FRACTION:
+        return ""
+    kind = "constant" if counts.size == 1 else "near-constant"
+    return f"{WARNING}{share:.1%} of scores equal ({kind})"
 
 
 def accuracy(logits_or_preds: ArrayLike | torch.Tensor, labels: ArrayLike | torch.Tensor) -> float:

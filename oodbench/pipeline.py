@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
@@ -37,10 +37,24 @@ from oodbench.data import (
 from oodbench.data.preprocess import conversion_note
 from oodbench.errors import DataError
 from oodbench.extract import FeatureCache
-from oodbench.fileio import atomic_write_bytes, check_writable, remove_stale_temps
+from oodbench.fileio import (
+    StagedFolder,
+    atomic_write_bytes,
+    check_writable,
+    record_files,
+    remove_stale_temps,
+)
 from oodbench.lock import output_lock
-from oodbench.manifest import Started, build_manifest
-from oodbench.metrics import COLUMNS, ID_ACC, OOD_METRICS, accuracy, ood_metrics
+from oodbench.manifest import FILES_KEY, MANIFEST_FILE, METRICS_FILE, Started, build_manifest
+from oodbench.metrics import (
+    COLUMNS,
+    ID_ACC,
+    OOD_METRICS,
+    WARNING,
+    accuracy,
+    degenerate_note,
+    ood_metrics,
+)
 from oodbench.models import OODNet
 from oodbench.objectives import get_objective
 from oodbench.plots import FEATNORM, plot_results
@@ -261,7 +275,10 @@ def score_model(ctx: EvalContext, model: OODNet, ckpt_hash: str, training: str,
 
     Scorers with a grid in ``scorer_grids`` first pick their parameters on ID-validation vs
     the validation OOD sets (:mod:`oodbench.tuning`); the test sets are scored once, with the
-    choice. The model is not changed (extraction works on a prepared copy).
+    choice. The model is not changed (extraction works on a prepared copy). A failed
+    scorer's rows hold NaN and its failure as ``note``; a scorer whose scores on ID test + an
+    OOD set are degenerate (:func:`oodbench.metrics.degenerate_note`) keeps its values, with
+    the warning as the rows' ``note``, in its parameters' ``warnings`` and on the console.
     """
     bench, splits = ctx.bench, ctx.splits
     tuned = any(n in bench.scorer_grids for n in bench.scorers)
@@ -286,16 +303,27 @@ def score_model(ctx: EvalContext, model: OODNet, ckpt_hash: str, training: str,
         task = prog.add_task(f"score {training} s{seed}", total=len(bench.scorers), stats="")
         for name in bench.scorers:
             prog.update(task, stats=name)
-            out, result.params[name], note = _score_one(run, name, train, head, sets, arrays, val)
-            if note:
-                console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {note}",
+            out, params, failure = _score_one(run, name, train, head, sets, arrays, val)
+            result.params[name] = params
+            if failure:
+                console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {failure}",
                               soft_wrap=True)
+            # a failed scorer's rows carry its failure; a degenerate one's keep their values
+            notes = {s: failure or degenerate_note(out[bench.id_dataset], out[s])
+                     for s in ctx.ood.sets}
+            warned = [f"{s}: {n.removeprefix(WARNING)}" for s, n in notes.items()
+                      if n and not failure]
+            if warned:
+                params["warnings"] = warned
+                console.print(f"[yellow]warning: scorer {name} gives degenerate scores[/yellow] "
+                              f"({training} s{seed}): {'; '.join(warned)}", soft_wrap=True)
             for set_name in ctx.ood.sets:
                 metrics = (ood_metrics(out[bench.id_dataset], out[set_name]) if out
                            else dict.fromkeys(OOD_METRICS, float("nan")))
                 result.rows += [base | {"scorer": name, "ood_set": set_name,
                                         "group": ctx.ood.groups[set_name], "metric": m,
-                                        "value": v, "note": note} for m, v in metrics.items()]
+                                        "value": v, "note": notes[set_name]}
+                                for m, v in metrics.items()]
             result.scores |= {f"{name}/{s}": v for s, v in out.items()}
             prog.advance(task)
     return result
@@ -315,16 +343,39 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
+# the files of a results folder that ``ablate`` writes; ``run`` and ``eval`` write the others
+ABLATION_PREFIX = "ablation"
+
+
+def _ablation_file(rel: str) -> bool:
+    return rel.startswith(ABLATION_PREFIX)
+
+
+def _run_file(rel: str) -> bool:
+    return not _ablation_file(rel)
+
+
 @contextmanager
-def _exclusive(out: Path, runs: Path) -> Iterator[None]:
+def _exclusive(out: Path, runs: Path, keep: Callable[[str], bool]) -> Iterator[Path]:
     """Check that ``out`` and the checkpoint / cache folder ``runs`` can be written, hold the
-    lock of ``out``, and first delete the temp files that killed runs left in both."""
+    lock of ``out``, delete the temp files that killed runs left, and yield the staging
+    folder that replaces ``out`` whole when the block ends normally (:class:`StagedFolder`;
+    ``keep`` names the files of ``out`` that another command owns). On any error or
+    interrupt ``out`` is left as it was and the partial output stays in the staging folder."""
     check_writable(out, "out_dir")
     check_writable(runs, "runs_dir")
     with output_lock(out):
-        for folder in (out, runs):
-            remove_stale_temps(folder)
-        yield
+        remove_stale_temps(runs)
+        stage = StagedFolder(out, keep)
+        try:
+            yield stage.staging
+        except BaseException:
+            if stage.discard_if_empty():
+                console.print(f"[yellow]{out} is left as it was[/yellow]; this run's partial "
+                              f"output is in {stage.staging}", soft_wrap=True)
+            raise
+        stage.commit()
+    console.print(f"results written to {out}/", soft_wrap=True)
 
 
 def _context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
@@ -349,8 +400,12 @@ def _context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
 
 def _finish(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, Any],
             quiet: bool) -> pd.DataFrame:
-    _write_csv(out / "metrics.csv", df)
-    _write_json(out / "manifest.json", manifest)
+    """Write metrics.csv, the manifest (with the hashes of metrics.csv and every scores file,
+    which ``plot`` and ``table`` check), the tables and the plots into the staging folder."""
+    _write_csv(out / METRICS_FILE, df)
+    manifest[FILES_KEY] = record_files(out, [METRICS_FILE, *sorted(
+        p.relative_to(out).as_posix() for p in (out / "scores").glob("*.npz"))])
+    _write_json(out / MANIFEST_FILE, manifest)
     write_reports(df, out, ctx.bench.name)
     plot_results(out)
     cache = ctx.cache
@@ -364,7 +419,6 @@ def _finish(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, A
     for name, why in ctx.ood.skipped.items():
         console.print(f"[yellow]skipped OOD set {name}[/yellow]: {why.splitlines()[0]} "
                       "(every way to get it: manifest.json, or `oodbench list`)", soft_wrap=True)
-    console.print(f"results written to {out}/")
     return df
 
 
@@ -389,7 +443,7 @@ def run_benchmark(
     given, bench = bench, bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
     out = Path(out_dir) / check_name(bench.name, "benchmark name")
     started = Started()
-    with _exclusive(out, Path(opts.runs_dir) / bench.name):
+    with _exclusive(out, Path(opts.runs_dir) / bench.name, _ablation_file) as stage:
         ctx, trainer = _context(bench, opts)
         assert trainer is not None
         rows: list[dict[str, Any]] = []
@@ -403,13 +457,14 @@ def run_benchmark(
                 result = score_model(ctx, model, digest, spec.name, seed)
                 rows += result.rows
                 scorer_params[f"{spec.name}-s{seed}"] = result.params
-                _write_scores(out / "scores" / f"{spec.name}-s{seed}.npz", result.scores)
+                _write_scores(stage / "scores" / f"{spec.name}-s{seed}.npz", result.scores)
                 checkpoints[f"{spec.name}-s{seed}"] = _checkpoint_summary(path, digest, meta)
         manifest = ctx.manifest(started, given, seeds=list(range(bench.seeds)),
                                 scorers=list(bench.scorers), scorer_params=scorer_params,
                                 checkpoints=checkpoints)
-        return _finish(pd.DataFrame(rows, columns=list(COLUMNS)), out, ctx, manifest,
-                       opts.quiet)
+        df = _finish(pd.DataFrame(rows, columns=list(COLUMNS)), stage, ctx, manifest,
+                     opts.quiet)
+    return df
 
 
 def evaluate_checkpoint(
@@ -430,7 +485,7 @@ def evaluate_checkpoint(
     given, bench = bench, bench.with_overrides(scorers=scorers, device=opts.device)
     out = Path(out_dir)
     started = Started()
-    with _exclusive(out, Path(opts.runs_dir) / bench.name):
+    with _exclusive(out, Path(opts.runs_dir) / bench.name, _ablation_file) as stage:
         args = dict(model_args or {})
         model, meta = load_checkpoint(path, args.get("arch"), args.get("num_classes"),
                                       args.get("in_channels") or bench.channels,
@@ -446,12 +501,13 @@ def evaluate_checkpoint(
         digest = file_hash(path)
         training = check_name(str(meta.get("training", Path(path).stem)), "training name")
         result = score_model(ctx, model, digest, training, 0)
-        _write_scores(out / "scores" / f"{training}-s0.npz", result.scores)
+        _write_scores(stage / "scores" / f"{training}-s0.npz", result.scores)
         manifest = ctx.manifest(started, given, seeds=[0], scorers=list(bench.scorers),
                                 scorer_params={f"{training}-s0": result.params},
                                 checkpoint={"path": str(path), "sha256": digest, "meta": meta})
-        return _finish(pd.DataFrame(result.rows, columns=list(COLUMNS)), out, ctx, manifest,
-                       opts.quiet)
+        df = _finish(pd.DataFrame(result.rows, columns=list(COLUMNS)), stage, ctx, manifest,
+                     opts.quiet)
+    return df
 
 
 def ablate_benchmark(
@@ -465,8 +521,9 @@ def ablate_benchmark(
     ID = the held-out validation part of the ID training split, OOD = ``val_ood``: the test
     OOD sets are never touched, so defaults chosen from this table are not tuned on them.
     Scored with ``ablate_scorers`` (default: the benchmark's scorers). Writes
-    ``out_dir/<benchmark>/ablation.csv``, ``ablation.md`` and ``ablation_manifest.json`` after
-    every variant, so an interrupted sweep keeps its finished ones. ``options`` are
+    ``out_dir/<benchmark>/ablation.csv``, ``ablation.md`` and ``ablation_manifest.json`` (the
+    folder's other files are kept); the staging folder has them after every variant, and a
+    re-run of an interrupted sweep reuses its finished checkpoints. ``options`` are
     :class:`RunOptions`.
     """
     opts = RunOptions.of(options)
@@ -477,7 +534,7 @@ def ablate_benchmark(
                           "ablate against", "add val_ood = [...] to its table")
     out = Path(out_dir) / check_name(bench.name, "benchmark name")
     started = Started()
-    with _exclusive(out, Path(opts.runs_dir) / bench.name):
+    with _exclusive(out, Path(opts.runs_dir) / bench.name, _run_file) as stage:
         ctx, trainer = _context(bench, opts, val_side=True)
         assert trainer is not None
         variants = [(spec, seed) for seed in range(bench.seeds)
@@ -506,9 +563,9 @@ def ablate_benchmark(
                                    baseline=bench.trainings[0].name)
             if len(checkpoints) < len(variants):
                 table += f"\nPartial: {len(checkpoints)} of {len(variants)} variants so far.\n"
-            _write_csv(out / "ablation.csv", df)
-            atomic_write_bytes(out / "ablation.md", table.encode())
-            _write_json(out / "ablation_manifest.json", ctx.manifest(
+            _write_csv(stage / f"{ABLATION_PREFIX}.csv", df)
+            atomic_write_bytes(stage / f"{ABLATION_PREFIX}.md", table.encode())
+            _write_json(stage / f"{ABLATION_PREFIX}_manifest.json", ctx.manifest(
                 started, given, seeds=list(range(bench.seeds)), scorers=list(bench.scorers),
                 checkpoints=checkpoints))
         if not opts.quiet:

@@ -3,19 +3,24 @@
 Input is the tidy long frame of ``metrics.csv`` (columns ``benchmark, training, seed, scorer,
 ood_set, group, metric, value`` and optionally ``note``). Every table builder returns a
 DataFrame of display strings (percentages with 2 decimals, ``"mean ± std"`` when there is
-more than one seed, ``"failed"`` for failed cells, ``"—"`` for cells without data) whose
-``attrs`` keep the numbers behind them:
+more than one seed, ``"failed"`` for failed cells, ``"—"`` for cells without data, a
+trailing ``"†"`` where a scorer's scores were degenerate) whose ``attrs`` keep the numbers
+behind them:
 
 - ``attrs["mean"]``, ``attrs["std"]``: float frames of the same shape, in metric units
   (fractions, not percent); NaN where a cell is failed or missing,
 - ``attrs["metric"]``, ``attrs["baseline"]`` (training name), ``attrs["n_seeds"]``,
-- ``attrs["failures"]``: one line per failure reason behind the table's cells.
+- ``attrs["failures"]``: one line per failure reason behind the table's cells,
+- ``attrs["warnings"]``: one line per warning (a ``note`` starting ``"warning: "``) behind the
+  cells marked ``"†"``; a Δ cell is marked when either of its trainings is.
 
 A column labelled ``"Δ <training>"`` holds treatment − baseline, computed per seed (paired)
 before averaging; every other column holds one training.
 """
 
+import json
 import math
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,14 +31,25 @@ from rich.table import Table
 from rich.text import Text
 
 from oodbench.errors import ConfigError, DataError, OodbenchError
-from oodbench.fileio import atomic_write_text
-from oodbench.metrics import AUROC, COLUMNS, FPR95, HEADLINE, ID_ACC, LOWER_IS_BETTER, METRIC_LABELS
+from oodbench.fileio import atomic_write_text, check_files
+from oodbench.manifest import FILES_KEY, MANIFEST_FILE, METRICS_FILE
+from oodbench.metrics import (
+    AUROC,
+    COLUMNS,
+    FPR95,
+    HEADLINE,
+    ID_ACC,
+    LOWER_IS_BETTER,
+    METRIC_LABELS,
+    WARNING,
+)
 from oodbench.objectives import list_objectives, objective_label
 from oodbench.registry import did_you_mean
 
 DELTA = "Δ "
 FAILED = "failed"
 MISSING = "—"
+FLAGGED = "†"  # after the value of a cell whose scores were degenerate
 
 _LATEX = {
     "\\": r"\textbackslash{}",
@@ -53,6 +69,7 @@ _LATEX = {
     "↑": r"$\uparrow$",
     "—": "---",
     "·": r"$\cdot$",
+    FLAGGED: r"\textsuperscript{\dag}",
 }
 _PREAMBLE = (
     "\\documentclass{article}\n"
@@ -62,6 +79,7 @@ _PREAMBLE = (
 )
 
 _Seeds = dict[tuple[str, str], pd.Series]  # (training, row key) -> value per seed
+_Flags = set[tuple[str, str]]  # (training, row key) of the cells with a warning
 
 
 def training_label(name: str) -> str:
@@ -110,6 +128,12 @@ def _per_seed(rows: pd.DataFrame, key: str) -> _Seeds:
     return {k: s.droplevel([0, 1]) for k, s in means.groupby(level=[0, 1], sort=False)}
 
 
+def _flagged(rows: pd.DataFrame, key: str) -> _Flags:
+    """(training, `key`) of the `rows` that kept a value with a warning note."""
+    hit = rows[rows["value"].notna() & rows["note"].str.startswith(WARNING)]
+    return set(zip(hit["training"], hit[key], strict=True))
+
+
 def _strict_mean(values: pd.Series) -> float:
     """The mean, NaN when any value is NaN (a failed cell)."""
     return values.mean(skipna=False)
@@ -121,8 +145,11 @@ def _signed(x: float) -> str:
     return ("−" if x < 0 and body != "0.00" else "+") + body
 
 
-def _cell(values: pd.Series | None, spread: bool, signed: bool) -> tuple[float, float, str]:
-    """Mean, sample std (ddof=1; 0 for one seed) and display text of one cell's seed values."""
+def _cell(
+    values: pd.Series | None, spread: bool, signed: bool, flagged: bool = False
+) -> tuple[float, float, str]:
+    """Mean, sample std (ddof=1; 0 for one seed) and display text of one cell's seed values
+    (``FLAGGED`` after it when `flagged`)."""
     if values is None or values.empty:
         return math.nan, math.nan, MISSING
     if values.isna().any():
@@ -130,7 +157,8 @@ def _cell(values: pd.Series | None, spread: bool, signed: bool) -> tuple[float, 
     mean = float(values.mean())
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     text = _signed(mean) if signed else f"{mean * 100:.2f}"
-    return mean, std, f"{text} ± {std * 100:.2f}" if spread else text
+    text = f"{text} ± {std * 100:.2f}" if spread else text
+    return mean, std, text + FLAGGED if flagged else text
 
 
 def _paired_delta(treat: pd.Series | None, base: pd.Series | None) -> pd.Series | None:
@@ -142,16 +170,21 @@ def _paired_delta(treat: pd.Series | None, base: pd.Series | None) -> pd.Series 
 
 
 def _block(
-    seeds: _Seeds, rows: list[str], trainings: list[str], spread: bool
+    seeds: _Seeds, rows: list[str], trainings: list[str], spread: bool,
+    flags: _Flags | None = None,
 ) -> list[pd.DataFrame]:
     """Mean, std and text frames for the baseline, then each treatment and its Δ."""
     base = trainings[0]
+    flags = flags or set()
     cells: dict[str, list[tuple[float, float, str]]] = {}
     for t in trainings:
-        cells[training_label(t)] = [_cell(seeds.get((t, r)), spread, False) for r in rows]
+        cells[training_label(t)] = [
+            _cell(seeds.get((t, r)), spread, False, (t, r) in flags) for r in rows
+        ]
         if t != base:
             cells[DELTA + training_label(t)] = [
-                _cell(_paired_delta(seeds.get((t, r)), seeds.get((base, r))), spread, True)
+                _cell(_paired_delta(seeds.get((t, r)), seeds.get((base, r))), spread, True,
+                      bool({(t, r), (base, r)} & flags))
                 for r in rows
             ]
     return [
@@ -174,6 +207,7 @@ def _finish(
         "mean": mean,
         "std": std,
         "failures": failure_notes(rows),
+        "warnings": warning_notes(rows),
     }
     return text
 
@@ -202,7 +236,8 @@ def compat_table(
     groups = sorted(g for g in rows["group"].unique() if g)
     scopes = {"all": rows} | {g: rows[rows["group"] == g] for g in groups}
     blocks = {
-        scope: _block(_per_seed(sub, "scorer"), scorers, trainings, spread)
+        scope: _block(_per_seed(sub, "scorer"), scorers, trainings, spread,
+                      _flagged(sub, "scorer"))
         for scope, sub in scopes.items()
     }
     return _finish(_scoped(blocks, "scope"), "scorer", metric, trainings[0], rows)
@@ -218,7 +253,8 @@ def per_ood_table(
     scorers = list(rows["scorer"].unique())
     spread = rows["seed"].nunique() > 1
     blocks = {
-        name: _block(_per_seed(sub, "scorer"), scorers, trainings, spread)
+        name: _block(_per_seed(sub, "scorer"), scorers, trainings, spread,
+                     _flagged(sub, "scorer"))
         for name, sub in rows.groupby("ood_set", sort=False)
     }
     return _finish(_scoped(blocks, "ood_set"), "scorer", metric, trainings[0], rows)
@@ -249,6 +285,21 @@ def failure_notes(df: pd.DataFrame) -> list[str]:
             f"{training_label(training)} / {scorer or 'ID accuracy'} "
             f"({which} {', '.join(map(str, seeds))}): {note or 'no reason recorded'}"
         )
+    return lines
+
+
+def warning_notes(df: pd.DataFrame) -> list[str]:
+    """One line per (training, scorer, OOD set, warning) in `df` of a cell that kept its
+    value, listing the affected seeds."""
+    data = _prepare(df)
+    flagged = data[data["value"].notna() & data["note"].str.startswith(WARNING)]
+    lines = []
+    keys = ["training", "scorer", "ood_set", "note"]
+    for (training, scorer, ood_set, note), grp in flagged.groupby(keys, sort=False):
+        seeds = sorted(grp["seed"].unique())
+        which = "seed" if len(seeds) == 1 else "seeds"
+        lines.append(f"{training_label(training)} / {scorer} on {ood_set} "
+                     f"({which} {', '.join(map(str, seeds))}): {note}")
     return lines
 
 
@@ -303,6 +354,9 @@ def to_markdown(table: pd.DataFrame, bold: bool = True, notes: bool = True) -> s
     ]
     if notes and table.attrs["failures"]:
         lines += ["", "Failed cells:", "", *(f"- {n}" for n in table.attrs["failures"])]
+    if notes and table.attrs["warnings"]:
+        lines += ["", f"{FLAGGED} Degenerate scores (values kept):", "",
+                  *(f"- {n}" for n in table.attrs["warnings"])]
     return "\n".join(lines) + "\n"
 
 
@@ -352,6 +406,11 @@ def to_latex(table: pd.DataFrame, caption: str, label: str, standalone: bool = T
         lines.insert(
             lines.index(r"\end{table}"), rf"\par\smallskip{{\footnotesize Failed: {notes}.}}"
         )
+    if table.attrs["warnings"]:
+        notes = "; ".join(_latex_text(n) for n in table.attrs["warnings"])
+        lines.insert(lines.index(r"\end{table}"),
+                     rf"\par\smallskip{{\footnotesize {_latex_text(FLAGGED)} Degenerate scores: "
+                     rf"{notes}.}}")
     body = "\n".join(lines) + "\n"
     return _PREAMBLE + body + "\\end{document}\n" if standalone else body
 
@@ -367,8 +426,8 @@ def rich_table(table: pd.DataFrame, title: str) -> Table:
         gain = -gain
     multi = isinstance(table.columns, pd.MultiIndex)
     groups = _column_groups(table)
-    failures = table.attrs["failures"]
-    out = Table(title=title, caption="\n".join(failures) or None, caption_justify="left")
+    notes = [*table.attrs["failures"], *(f"{FLAGGED} {n}" for n in table.attrs["warnings"])]
+    out = Table(title=title, caption="\n".join(notes) or None, caption_justify="left")
     if multi:
         out.add_column(table.columns.names[0] or "")
     out.add_column(table.index.name or "")
@@ -451,6 +510,10 @@ def write_reports(
             md += ["", f"## {METRIC_LABELS[metric]}, {what}", "", to_markdown(table, notes=False)]
     failures = failure_notes(data)
     md += ["", "## Failures", "", *(f"- {n}" for n in failures or ["None."])]
+    warnings = warning_notes(data)
+    if warnings:
+        md += ["", f"## Degenerate scores ({FLAGGED}, values kept)", "",
+               *(f"- {n}" for n in warnings)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "compat.md"]
@@ -534,10 +597,31 @@ def ablation_table(
     return "\n".join(lines) + "\n"
 
 
+def check_results(folder: Path) -> None:
+    """Refuse a results folder whose metrics.csv or scores files are not the ones its
+    manifest hashed (a mix of two runs); a manifest too old to hold the hashes is a warning,
+    a folder without a manifest (not written by a run) is not checked."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get(FILES_KEY)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise DataError(f"{path} is not a readable manifest ({type(e).__name__}: {e})",
+                        "run the benchmark again into this folder") from e
+    if recorded is None:
+        warnings.warn(f"{path} records no file hashes (written by an older oodbench), so "
+                      "its files are not checked against each other", stacklevel=2)
+        return
+    check_files(folder, recorded, path)
+
+
 def read_metrics(folder: Path) -> pd.DataFrame:
     """``folder/metrics.csv``, checked: every column there, at least one row, and every
-    metric value in [0, 1] or NaN (a failed cell); text columns as ``str``."""
-    path = Path(folder) / "metrics.csv"
+    metric value in [0, 1] or NaN (a failed cell); text columns as ``str``. A folder whose
+    files differ from the hashes its manifest records is refused (:func:`check_results`)."""
+    check_results(Path(folder))
+    path = Path(folder) / METRICS_FILE
     if not path.is_file():
         raise OodbenchError(f"{path} not found", "run the benchmark first (oodbench run, or "
                             "run_benchmark), or point at the folder that holds its results")
@@ -556,7 +640,7 @@ def read_metrics(folder: Path) -> pd.DataFrame:
     bad = df.index[(values.isna() & df["value"].notna()) | (values < 0) | (values > 1)]
     if len(bad):
         row = df.loc[bad[0]]
-        raise DataError(f"{path} line {bad[0] + 2}: {row['metric']} = {row['value']!r} "
+        raise DataError(f"{path} line {bad[0] + 2}: {row['metric']} = {row['value']} "
                         f"({row['training']}, scorer {row['scorer']!r}, OOD set "
                         f"{row['ood_set']!r}) is not a number in [0, 1]",
                         "metric values are fractions; the file was edited or is not "
@@ -592,8 +676,8 @@ def to_csv(table: pd.DataFrame) -> str:
 
 
 def table_records(table: pd.DataFrame) -> dict[str, object]:
-    """A table as JSON-ready data: metric, baseline, seeds, failures, and one record per
-    cell (row, column levels, mean and std as fractions or null, display text)."""
+    """A table as JSON-ready data: metric, baseline, seeds, failures, warnings, and one record
+    per cell (row, column levels, mean and std as fractions or null, display text)."""
     mean, std = table.attrs["mean"], table.attrs["std"]
     cells = []
     for row in table.index:
@@ -606,4 +690,4 @@ def table_records(table: pd.DataFrame) -> dict[str, object]:
                           "text": str(table.at[row, col])})
     return {"metric": table.attrs["metric"], "baseline": table.attrs["baseline"],
             "n_seeds": table.attrs["n_seeds"], "failures": table.attrs["failures"],
-            "cells": cells}
+            "warnings": table.attrs["warnings"], "cells": cells}

@@ -240,16 +240,19 @@ class ScorerFailed(RuntimeError):
 
 
 def _check_scores(scorer: Scorer, set_name: str, scores: np.ndarray, n: int) -> None:
-    where = f"scorer {_label(scorer)!r} ({origin(type(scorer))}) returned"
+    """Raise :class:`ScorerFailed` unless ``scores`` are ``n`` finite values in one dimension."""
+    where = f"ScorerFailed: scorer {_label(scorer)!r} ({origin(type(scorer))}) returned"
     if scores.ndim != 1:
         raise ScorerFailed(f"{where} an array of shape {scores.shape} on {set_name!r}; need 1-D")
     if scores.shape[0] != n:
         raise ScorerFailed(f"{where} {scores.shape[0]} scores for {n} samples on {set_name!r}")
     n_nan = int(np.isnan(scores).sum())
     n_inf = int(np.isinf(scores).sum())
-    problems = [f"{c} {kind}" for c, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if c]
-    if problems:
-        raise ScorerFailed(f"{where} {' and '.join(problems)} values on {set_name!r}")
+    if n_nan or n_inf:
+        kinds = ", ".join(f"{c} {kind} values" for c, kind in ((n_nan, "NaN"), (n_inf, "infinite"))
+                          if c)
+        raise ScorerFailed(f"{where} {n_nan + n_inf} non-finite (NaN/inf) scores of {n} on "
+                           f"{set_name!r} ({kinds})")
 
 
 def fit_and_score(

@@ -14,8 +14,24 @@ import numpy as np
 
 from oodbench.config import Benchmark
 from oodbench.data import ImageArray, Preprocess, channel_stats, load_dataset
+from oodbench.errors import ConfigError
 
 HOLDOUT_SEED = 0
+# the fewest ID-train images left after the hold-out (a batch to train on, statistics to fit)
+MIN_TRAIN = 2
+
+
+def _check_labels(bench: Benchmark, arr: ImageArray) -> None:
+    """Refuse, before any training, labels outside 0 .. num_classes - 1."""
+    if not len(arr.labels):
+        return
+    low, high = int(arr.labels.min()), int(arr.labels.max())
+    if low < 0 or high >= bench.num_classes:
+        raise ConfigError(
+            f"{bench.source}: benchmark {bench.name!r} has num_classes = {bench.num_classes}, "
+            f"but {arr.name}/{arr.split} ({arr.source}) has labels {low} .. {high}",
+            f"set num_classes = {high + 1} (or more) in the benchmark file" if low >= 0 else
+            "an ID set needs class labels from 0 (-1 marks an unlabelled image)")
 
 
 @dataclass(frozen=True)
@@ -39,8 +55,16 @@ def load_id_splits(
     """Load the ID set and hold out ``bench.val_fraction`` of its training split."""
     full = load_dataset(bench.id_dataset, "train", data_root, download=download)
     test = load_dataset(bench.id_dataset, "test", data_root, download=download)
+    for arr in (full, test):
+        _check_labels(bench, arr)
     order = np.random.default_rng(HOLDOUT_SEED).permutation(len(full.labels))
     n_val = round(bench.val_fraction * len(order))
+    if len(order) - n_val < MIN_TRAIN:
+        raise ConfigError(
+            f"{bench.source}: benchmark {bench.name!r} holds out val_fraction = "
+            f"{bench.val_fraction} of the {len(order)} ID-train images of {full.source}, which "
+            f"leaves {len(order) - n_val} to train on (at least {MIN_TRAIN} are needed)",
+            "lower val_fraction in the benchmark file")
     train = _subset(full, np.sort(order[n_val:]), "train")
     val = _subset(full, np.sort(order[:n_val]), "val")
     mean, std = channel_stats(train.images, bench.channels)

@@ -31,6 +31,7 @@ from oodbench.config import Benchmark, TrainingSpec, TrainSpec
 from oodbench.data import Preprocess
 from oodbench.errors import DeviceError, TrainingError
 from oodbench.fileio import check_writable
+from oodbench.lock import unless_done
 from oodbench.models import OODNet, create_model
 from oodbench.objectives import Objective, create_objective, get_objective
 from oodbench.progress import console, make_progress
@@ -258,14 +259,18 @@ class Trainer:
         return path if path.is_file() or not same else same[0]
 
     def ensure(self, training: str, seed: int, progress: Progress | None = None) -> Path:
-        """Return the checkpoint for (training, seed), training it (and its init) if missing."""
+        """Return the checkpoint for (training, seed), training it (and its init) if missing.
+
+        Training holds the checkpoint's claim (:func:`~oodbench.lock.claim`): another process
+        of a shared runs folder that needs it waits, then reuses it."""
         path = self._path(training, seed, create=True)
         assert path is not None
-        if path.is_file():
-            console.print(f"[dim]reusing {path}[/dim]")
-            return path
-        with progress or make_progress() as prog:
-            self._train(training, seed, path, prog)
+        with unless_done(path) as missing:
+            if missing:
+                with progress or make_progress() as prog:
+                    self._train(training, seed, path, prog)
+                return path
+        console.print(f"[dim]reusing {path}[/dim]")
         return path
 
     def _train(self, training: str, seed: int, path: Path, progress: Progress) -> None:

@@ -65,3 +65,22 @@ def test_pickle_payload_never_runs(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="weights_only"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("plain", [False, True], ids=["oodbench", "plain"])
+def test_non_finite_weights_are_refused(tmp_path: Path, bad: float, plain: bool) -> None:
+    model = create_model("resnet8", 10, 1)
+    keys = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+    with torch.no_grad():
+        model.state_dict()[keys[3]].view(-1)[1] = bad  # state_dict tensors share storage
+    path = tmp_path / "diverged.pt"
+    if plain:
+        torch.save(model.state_dict(), path)
+    else:
+        save_checkpoint(path, model, {"arch": "resnet8", "num_classes": 10, "in_channels": 1})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, "resnet8", 10, 1)
+    assert info.value.message == (f"{path} holds non-finite (NaN/inf) weights, first at "
+                                  f"{keys[3]!r}")
+    assert "delete the file and train again (a lower lr" in info.value.hint

@@ -2,6 +2,7 @@
 traceback unless ``--debug``, and nothing half-written on disk (README, "Failure modes")."""
 
 import gzip
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -386,6 +387,21 @@ def test_truncated_checkpoint(tb: SimpleNamespace, capsys: pytest.CaptureFixture
                           "save or copy it again")
 
 
+def test_checkpoint_metadata_that_is_not_json_or_a_folder(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    path = save_checkpoint(tb.config.parent / "m.pt", create_model("resnet8", 10, 1),
+                           {"arch": "resnet8", "num_classes": 10, "in_channels": 1})
+    obj = torch.load(path, weights_only=True)
+    torch.save(obj | {"meta": "{not json"}, path)
+    code, err = run_cli(tb, capsys, "eval", "--checkpoint", str(path))
+    assert_failed_cleanly(tb, code, err, f"{path}: its metadata is not JSON")
+    folder = tb.config.parent / "folder.pt"
+    folder.mkdir()
+    code, err = run_cli(tb, capsys, "eval", "--checkpoint", str(folder))
+    assert_failed_cleanly(tb, code, err, f"checkpoint {folder} is a folder, not a file")
+
+
 class _Payload:
     """Unpickling this would run ``touch MARKER``."""
 
@@ -428,6 +444,43 @@ def test_scorer_returning_nan_or_wrong_length_marks_its_cells(
     assert df[df.scorer == "msp"].value.notna().all()
 
 
+CONSTANT_SCORER = '''
+import numpy as np
+
+from oodbench.scoring import Features, Scorer, register_scorer
+
+
+@register_scorer("constant-scorer")
+class ConstantScorer(Scorer):
+    def score(self, data: Features) -> np.ndarray:
+        return np.ones(len(data))
+'''
+
+
+def test_degenerate_scores_are_flagged_not_failed(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    plugin = tb.config.parent / "constant_scorer.py"
+    plugin.write_text(CONSTANT_SCORER)
+    code, err = run_cli(tb, capsys, "run", "--scorer-path", str(plugin), "--scorers",
+                        "msp,constant-scorer")
+    assert code == 0 and "failed" not in err
+    warning = "100.0% of scores equal (constant)"
+    for training in ("ce", "bgnorm"):  # once per checkpoint, naming its OOD sets
+        assert err.count(f"warning: scorer constant-scorer gives degenerate scores ({training} "
+                         f"s0): mnist: {warning}") == 1
+    df = pd.read_csv(tb.out / "tiny" / "metrics.csv")
+    flat = df[df.scorer == "constant-scorer"]
+    assert len(flat) and (flat.note == f"warning: {warning}").all()
+    assert flat[flat.metric == "auroc"].value.eq(0.5).all()  # values kept
+    assert df[df.scorer == "msp"].note.isna().all()
+    params = json.loads((tb.out / "tiny" / "manifest.json").read_text())["scorer_params"]
+    assert params["ce-s0"]["constant-scorer"]["warnings"] == [f"mnist: {warning}"]
+    assert "warnings" not in params["ce-s0"]["msp"]
+    md = (tb.out / "tiny" / "compat.md").read_text()
+    assert "50.00†" in md and f"- CE / constant-scorer on mnist (seed 0): warning: {warning}" in md
+
+
 def test_scorer_plugin_raising_on_import(
     tb: SimpleNamespace, capsys: pytest.CaptureFixture
 ) -> None:
@@ -436,6 +489,24 @@ def test_scorer_plugin_raising_on_import(
     code, err = run_cli(tb, capsys, "run", "--scorer-path", str(plugin))
     assert_failed_cleanly(tb, code, err, f"plugin file {plugin} raised on import: ImportError: "
                           "needs faiss", "--plugin")
+
+
+def test_labels_beyond_num_classes_are_refused_before_training(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    tb.edit("num_classes = 10", "num_classes = 5")
+    code, err = run_cli(tb, capsys, "train")
+    assert_failed_cleanly(tb, code, err, "has num_classes = 5", "has labels 0 .. 9",
+                          "set num_classes = 10 (or more)")
+
+
+def test_a_hold_out_that_leaves_too_few_to_train_on(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    tb.edit("val_fraction = 0.2", "val_fraction = 0.999")
+    code, err = run_cli(tb, capsys, "run")
+    assert_failed_cleanly(tb, code, err, "val_fraction = 0.999 of the 320 ID-train images",
+                          "leaves 0 to train on", "lower val_fraction")
 
 
 # --- 13-14. device, output folder ---------------------------------------------------------

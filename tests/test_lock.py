@@ -16,7 +16,7 @@ import pytest
 
 import oodbench.lock
 from oodbench.cli import main
-from oodbench.lock import LOCK_NAME, LockedError, output_lock
+from oodbench.lock import LockedError, lock_path, output_lock
 
 # lock.py needs only the standard library: loading it alone keeps the holder quick to start
 HOLDER = """
@@ -48,7 +48,8 @@ def test_a_second_run_on_the_same_out_fails_at_once(
             "started ") in err
     assert f"is writing to {folder}; wait for it or use --out elsewhere" in err
     assert not tiny_bench.runs.exists()  # refused before any training
-    assert (folder / LOCK_NAME).read_bytes() == b""  # released: empty again
+    assert lock_path(folder) == tiny_bench.out / ".tiny.oodbench.lock"  # beside the folder
+    assert lock_path(folder).read_bytes() == b""  # released: empty again
 
     eval_out = tiny_bench.out / "eval"
     checkpoint = tiny_bench.runs.parent / "model.pt"
@@ -74,13 +75,13 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     with output_lock(folder) as path:  # the kernel released the dead holder's lock
-        assert path == folder / LOCK_NAME
+        assert path == lock_path(folder)
         assert f'"pid": {os.getpid()}' in path.read_text()
 
 
 def test_a_holder_that_has_not_written_its_details_yet(tmp_path: Path) -> None:
-    tmp_path.joinpath(LOCK_NAME).touch()
-    with open(tmp_path / LOCK_NAME, "rb") as f:
+    lock_path(tmp_path).touch()
+    with open(lock_path(tmp_path), "rb") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         with pytest.raises(LockedError, match="holder details not written yet"), \
                 output_lock(tmp_path):

@@ -6,10 +6,12 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from oodbench.metrics import (
+    DEGENERATE_FRACTION,
     accuracy,
     aupr_in,
     aupr_out,
     auroc,
+    degenerate_note,
     fpr95,
     fpr95_oodpos,
     ood_metrics,
@@ -134,6 +136,18 @@ def test_invalid_scores(ids: object, oods: object, match: str) -> None:
     for fn in (fpr95, fpr95_oodpos, auroc, aupr_in, aupr_out, ood_metrics):
         with pytest.raises(ValueError, match=match):
             fn(ids, oods)
+
+
+def test_degenerate_scores_are_flagged_above_the_threshold() -> None:
+    assert degenerate_note(np.full(60, 2.5), np.full(40, 2.5)) == (
+        "warning: 100.0% of scores equal (constant)")
+    n = 1000
+    at = int(n * DEGENERATE_FRACTION)  # exactly at the threshold: not flagged
+    ids, oods = np.zeros(n // 2), np.r_[np.zeros(at - n // 2), np.arange(1.0, n - at + 1)]
+    assert degenerate_note(ids, oods) == ""
+    oods[-1] = 0.0
+    assert degenerate_note(ids, oods) == "warning: 99.1% of scores equal (near-constant)"
+    assert degenerate_note(np.arange(50.0), np.arange(50.0)) == ""
 
 
 def test_accuracy() -> None:

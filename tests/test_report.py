@@ -1,5 +1,6 @@
 """Tests for oodbench.report: aggregation, formatting and rendering of result tables."""
 
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from oodbench import report
+from oodbench.errors import ConfigError, DataError
 
 SETS = {"mnist": "far", "svhn": "far", "cifar100": "near"}
 # fpr95 per OOD set (in SETS order) per training and scorer; auroc = 1 - fpr95.
@@ -198,6 +200,80 @@ def test_failed_without_note_column():
     table = report.compat_table(df)
     assert table.loc["energy", ("all", "CE")] == "failed"
     assert table.attrs["failures"] == ["CE / energy (seed 0): no reason recorded"]
+
+
+CONSTANT = "warning: 100.0% of scores equal (constant)"
+
+
+def test_degenerate_cells_are_marked_and_listed(tmp_path: Path):
+    df = fail(make_df(seeds=2), "ce", "energy", "oops")
+    hit = (df["training"] == "bgnorm") & (df["scorer"] == "msp") & (df["ood_set"] == "mnist")
+    df.loc[hit, "note"] = CONSTANT
+    table = report.compat_table(df)
+    assert table.loc["msp", ("all", "BG-norm")] == "47.00 ± 2.83†"
+    assert table.loc["msp", ("all", "Δ BG-norm")].endswith("†")
+    assert not table.loc["msp", ("all", "CE")].endswith("†")
+    assert table.loc["energy", ("all", "CE")] == "failed"  # a failed cell stays failed
+    assert table.attrs["mean"].loc["msp", ("all", "BG-norm")] == pytest.approx(0.47)
+    line = f"BG-norm / msp on mnist (seeds 0, 1): {CONSTANT}"
+    assert table.attrs["warnings"] == [line]
+    assert table.attrs["failures"] == ["CE / energy (seeds 0, 1): oops"]
+    per_ood = report.per_ood_table(df)
+    assert per_ood.loc["msp", ("mnist", "BG-norm")].endswith("†")
+    assert not per_ood.loc["msp", ("svhn", "BG-norm")].endswith("†")
+    assert report.compat_table(df).loc["msp", ("near", "BG-norm")][-1] != "†"
+    md = report.to_markdown(table)
+    assert "† Degenerate scores (values kept):" in md and f"- {line}" in md
+    assert r"\textsuperscript{\dag}" in report.to_latex(table, "c", "tab:c")
+    console = Console(record=True, width=200)
+    console.print(report.rich_table(table, "FPR"))
+    assert f"† {line}" in " ".join(console.export_text().split())  # the caption wraps
+    assert report.table_records(table)["warnings"] == [line]
+    report.write_reports(df, tmp_path, "toy")
+    assert f"- {line}" in (tmp_path / "compat.md").read_text()
+
+
+def test_csv_numbers_parse_with_ascii_minus():
+    table = report.compat_table(fail(make_df(seeds=2), "ce", "msp", "oops"))
+    text = report.to_csv(table)
+    assert text.isascii()
+    parsed = pd.read_csv(io.StringIO(text), index_col="scorer")
+    assert all(pd.api.types.is_numeric_dtype(t) for t in parsed.dtypes)
+    delta = parsed["all / delta BG-norm mean"]
+    assert delta["energy"] < 0 and np.isnan(delta["msp"])
+    assert delta["energy"] == pytest.approx(
+        table.attrs["mean"].loc["energy", ("all", "Δ BG-norm")] * 100)
+    assert parsed.loc["energy", "all / CE std"] == pytest.approx(
+        table.attrs["std"].loc["energy", ("all", "CE")] * 100)
+
+
+def _write_metrics(folder: Path, df: pd.DataFrame) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    df.to_csv(folder / "metrics.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize(("value", "shown"),
+                         [(1.5, "1.5"), (-0.25, "-0.25"), (np.inf, "inf"), ("abc", "abc")])
+def test_read_metrics_refuses_values_outside_0_1(tmp_path: Path, value: object, shown: str):
+    df = make_df().astype({"value": object})
+    df.loc[5, "value"] = value
+    with pytest.raises(DataError, match=rf"metrics.csv line 7: fpr95 = {shown} \(ce, scorer "
+                                        r"'energy', OOD set 'cifar100'\) is not a number in"):
+        report.read_metrics(_write_metrics(tmp_path, df))
+
+
+def test_read_metrics_refuses_a_header_only_file(tmp_path: Path):
+    with pytest.raises(DataError, match="holds a header but no rows"):
+        report.read_metrics(_write_metrics(tmp_path, make_df().iloc[:0]))
+
+
+def test_read_results_checks_the_metric(tmp_path: Path):
+    folder = _write_metrics(tmp_path, make_df())
+    with pytest.raises(ConfigError, match="did you mean 'auroc'") as info:
+        report.read_results(folder, "aurc")
+    assert "metric=aurc" in str(info.value) and "it holds: auroc, fpr95" in str(info.value)
+    assert report.read_results(folder, "auroc")[1].attrs["metric"] == "auroc"
 
 
 def test_missing_cells_are_dashed():

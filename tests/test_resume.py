@@ -1,10 +1,13 @@
-"""A run SIGKILLed at any point, then re-run, ends with the results of an uninterrupted run and
-reuses every checkpoint and cache entry that was finished."""
+"""A re-run into an existing results folder, SIGINTed or SIGKILLed at any point, leaves that
+folder byte for byte as it was; run again, it ends with the results of an uninterrupted run
+(nothing stale kept) and reuses every checkpoint and cache entry that was finished."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,10 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 FAST = {"epochs = 8": "epochs = 3"}  # training is not what is tested here (nor every scorer)
 
 
-def _cli(tb: SimpleNamespace, base: Path) -> list[str]:
+def _cli(tb: SimpleNamespace, base: Path, scorers: str = "msp,knn,mahalanobis",
+         runs: str = "runs") -> list[str]:
     return [sys.executable, "-m", "oodbench.cli", "run", "--benchmark", "tiny", "--config",
-            str(tb.config), "--data-root", str(tb.root), "--runs-dir", str(base / "runs"),
-            "--out", str(base / "results"), "--scorers", "msp,knn,mahalanobis"]
+            str(tb.config), "--data-root", str(tb.root), "--runs-dir", str(base / runs),
+            "--out", str(base / "results"), "--scorers", scorers]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -33,18 +37,26 @@ def _env(home: Path) -> dict[str, str]:
                   "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(REPO)}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _launch(cmd: list[str], env: dict[str, str], log: Path,
-            kill_when: Callable[[], bool] | None = None) -> int | None:
-    """Run the CLI; SIGKILL it as soon as ``kill_when()`` holds. Returns its exit status, or
-    None when it was killed."""
+            kill_when: Callable[[], bool] | None = None,
+            sig: signal.Signals = signal.SIGKILL) -> int | None:
+    """Run the CLI; send it ``sig`` as soon as ``kill_when()`` holds. Returns its exit status,
+    or None when it was signalled (130 is what SIGINT ends in)."""
     with log.open("ab") as out:
+        # SIGINT as in a terminal, even where this test runs in the background (a shell then
+        # starts it with SIGINT ignored, and Python keeps an ignored SIGINT ignored)
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=log.parent)
+                                cwd=log.parent, preexec_fn=_default_sigint)
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             if kill_when is not None and kill_when():
-                proc.kill()
-                proc.wait()
+                proc.send_signal(sig)
+                code = proc.wait(timeout=120)
+                assert code in (130, -signal.SIGKILL), f"{sig.name} ended the run with {code}"
                 return None
             time.sleep(0.005)
         if proc.poll() is None:
@@ -56,6 +68,12 @@ def _appears(folder: Path, pattern: str) -> Callable[[], bool]:
     """True once a file matching ``pattern`` exists under ``folder`` that did not before."""
     before = set(folder.glob(pattern))
     return lambda: bool(set(folder.glob(pattern)) - before)
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path -> SHA-256)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _mtimes(folder: Path, pattern: str) -> dict[Path, int]:
@@ -89,23 +107,39 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tiny_bench: SimpleNames
 
     cmd = _cli(tiny_bench, resumed)
     runs, out = resumed / "runs" / "tiny", resumed / "results" / "tiny"
+    staging = out.parent / ".tiny.staging"
+    # the previous results (own runs dir): other scorers, so its energy files must not survive
+    assert _launch(_cli(tiny_bench, resumed, "msp,energy", "previous-runs"), env, log) == 0, \
+        tail()
+    before = _snapshot(out)
+    assert "plots/roc_energy.png" in before
     runs.mkdir(parents=True)
-    # 1: killed as soon as the first checkpoint is written
-    assert _launch(cmd, env, log, _appears(runs, "*.pt")) is None, tail()
+
+    def killed(when: Callable[[], bool], sig: signal.Signals) -> None:
+        assert _launch(cmd, env, log, when, sig) is None, tail()
+        assert _snapshot(out) == before, f"{sig.name} changed the previous results"
+        assert f"{out} is left as it was" in log.read_text() or sig == signal.SIGKILL
+
+    # 1: as soon as the first checkpoint is written, then the second
+    killed(_appears(runs, "*.pt"), signal.SIGINT)
     checkpoints = _mtimes(runs, "*.pt")
     assert len(checkpoints) == 1
-    # 2: killed as soon as the first feature-cache entry is written (the checkpoint is reused)
-    assert _launch(cmd, env, log, _appears(runs, "cache/*/*.npz")) is None, tail()
+    killed(_appears(runs, "*.pt"), signal.SIGKILL)
+    checkpoints = _mtimes(runs, "*.pt")
+    # 2: as soon as a feature-cache entry is written (the checkpoints are reused)
+    killed(_appears(runs, "cache/*/*.npz"), signal.SIGKILL)
+    killed(_appears(runs, "cache/*/*.npz"), signal.SIGINT)
     assert _mtimes(runs, "*.pt") == checkpoints
-    # 3: killed as soon as metrics.csv is written (typically before the tables and plots)
-    assert _launch(cmd, env, log, _appears(out, "metrics.csv")) is None, tail()
+    # 3: as soon as the staged metrics.csv is written (before the tables, plots and swap)
+    killed(lambda: (staging / "metrics.csv").is_file(), signal.SIGINT)
+    killed(lambda: (staging / "metrics.csv").is_file(), signal.SIGKILL)
     checkpoints = _mtimes(runs, "*.pt")
     cache = _mtimes(runs, "cache/*/*.npz")
     assert len(checkpoints) == 2 and len(cache) == 8
     # what a kill during a write leaves behind (whether these kills hit one is up to timing)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
                           capture_output=True, text=True).stdout.strip()
-    for folder in (out, next(runs.glob("cache/*"))):
+    for folder in (staging, next(runs.glob("cache/*"))):
         (folder / f".x.npz.{fileio._HOST}.{dead}.abcd1234.tmp").write_bytes(b"half")
     # 4: runs to the end, reusing all of it
     assert _launch(cmd, env, log) == 0, tail()
@@ -124,4 +158,7 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tiny_bench: SimpleNames
             np.testing.assert_array_equal(got[name][key], value, err_msg=f"{name} {key}")
     for name in ("compat.md", "compat_fpr95.tex", "plots/roc_knn.png"):
         assert (out / name).is_file()
+    # only what this run produced: the same files as the uninterrupted run, nothing stale
+    assert set(_snapshot(out)) == set(_snapshot(ref_out))
     assert sorted(resumed.rglob("*.tmp")) == [], "temp files of the killed runs were left"
+    assert not staging.exists() and not (out.parent / ".tiny.previous").exists()

@@ -157,10 +157,12 @@ class _Returns(Scorer):
 
     def score(self, data: Features) -> np.ndarray:
         out = data.logits.amax(dim=1).double().numpy().copy()
-        if self.mode == "nan":
+        if self.mode in ("nan", "nan_inf"):
             out[:3] = np.nan
-        elif self.mode == "inf":
-            out[0] = np.inf
+        if self.mode in ("inf", "nan_inf"):
+            out[-1] = np.inf
+        if self.mode == "huge":  # finite in float64, inf in float32
+            out[:] = 1e39 * np.arange(1, len(out) + 1)
         elif self.mode == "short":
             out = out[:-1]
         elif self.mode == "2d":
@@ -171,6 +173,7 @@ class _Returns(Scorer):
 
 
 WHERE = f"{__name__}._Returns ({__file__})"
+FAILED = f"ScorerFailed: scorer 'returns' ({WHERE}) returned"
 
 
 @pytest.fixture
@@ -186,16 +189,26 @@ def test_fit_and_score_ok(sets: tuple[Features, Head, dict[str, Features]]) -> N
     assert out["mnist"].dtype == np.float64 and out["mnist"].shape == (5,)
 
 
+def test_fit_and_score_keeps_float64_scores_beyond_float32(
+    sets: tuple[Features, Head, dict[str, Features]],
+) -> None:
+    train, head, data = sets
+    out = fit_and_score(_Returns(mode="huge"), train, head, data)["cifar"]
+    assert out.dtype == np.float64 and np.isfinite(out).all() and out[-1] == 8e39
+    assert auroc(out[4:], out[:4]) == 1.0
+
+
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
         ("fit_error", "ZeroDivisionError: division by zero"),
         ("score_error", "IndexError: boom"),
-        ("nan", f"scorer 'returns' ({WHERE}) returned 3 NaN values on 'cifar'"),
-        ("inf", f"scorer 'returns' ({WHERE}) returned 1 infinite values on 'cifar'"),
-        ("short", f"scorer 'returns' ({WHERE}) returned 7 scores for 8 samples on 'cifar'"),
-        ("2d",
-         f"scorer 'returns' ({WHERE}) returned an array of shape (8, 1) on 'cifar'; need 1-D"),
+        ("nan", f"{FAILED} 3 non-finite (NaN/inf) scores of 8 on 'cifar' (3 NaN values)"),
+        ("inf", f"{FAILED} 1 non-finite (NaN/inf) scores of 8 on 'cifar' (1 infinite values)"),
+        ("nan_inf", f"{FAILED} 4 non-finite (NaN/inf) scores of 8 on 'cifar' (3 NaN values, "
+         "1 infinite values)"),
+        ("short", f"{FAILED} 7 scores for 8 samples on 'cifar'"),
+        ("2d", f"{FAILED} an array of shape (8, 1) on 'cifar'; need 1-D"),
     ],
 )
 def test_fit_and_score_failures(

@@ -1,0 +1,207 @@
+"""Per-entry claims in a shared runs folder: one process computes an entry, the others wait and
+reuse it; a dead or silent holder's claim is taken over; a claim never outlives its block."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from oodbench import fileio, lock
+from oodbench.checkpoint import file_hash
+from oodbench.lock import claim, claim_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# a second process that claims sys.argv[1]; reports whether the target was there once it held it
+WAITER = """
+import sys
+from pathlib import Path
+from oodbench.lock import claim
+with claim(Path(sys.argv[1])):
+    print("holding, target exists:", Path(sys.argv[1]).is_file(), flush=True)
+"""
+# a holder that is SIGKILLed while it holds the claim of sys.argv[1]
+KILLED = """
+import os, signal, sys
+from oodbench.lock import claim
+with claim(sys.argv[1]):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _env(home: Path) -> dict[str, str]:
+    """One thread per process (three share the CPUs); no data from the user's caches."""
+    env = {k: v for k, v in os.environ.items() if k != "OODBENCH_DATA"}
+    return env | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HOME": str(home),
+                  "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(REPO)}
+
+
+def _holder(path: Path) -> dict[str, object]:
+    return json.loads(path.read_text())
+
+
+def test_a_second_claimant_waits_then_finds_the_target(tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "ce-s0-abc.pt"
+    with claim(target) as path:
+        assert path == claim_path(target) == tmp_path / "runs" / "ce-s0-abc.pt.claim"
+        info = _holder(path)
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        assert {"command", "started"} <= info.keys()
+        waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(target)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=_env(tmp_path))
+        try:
+            assert waiter.stderr is not None
+            line = waiter.stderr.readline()  # printed once it found our claim
+            assert f"waiting for {target}: another oodbench process is computing it (pid " \
+                   f"{os.getpid()} on host {socket.gethostname()}, started " in line
+            time.sleep(3 * lock.CLAIM_POLL_S)
+            assert waiter.poll() is None  # still waiting: the claim is exclusive
+            target.write_bytes(b"done")
+        except BaseException:
+            waiter.kill()
+            raise
+    out, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0, err
+    assert out == "holding, target exists: True\n"
+    assert "waiting for" not in err  # said once
+    assert not path.exists()
+
+
+def test_a_dead_holders_claim_is_taken_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "entry.npz"
+    killed = subprocess.run([sys.executable, "-c", KILLED, str(target)], env=_env(tmp_path),
+                            check=False)
+    assert killed.returncode == -signal.SIGKILL
+    dead = _holder(claim_path(target))["pid"]
+    assert isinstance(dead, int) and not fileio.pid_alive(dead)
+    with claim(target) as path:
+        assert _holder(path)["pid"] == os.getpid()
+    err = capsys.readouterr().err
+    assert f"taking over the stale claim on {target} (its holder, pid {dead}, is dead" in err
+    assert not path.exists()
+
+
+def test_an_unrefreshed_claim_is_taken_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "entry.npz"
+    path = claim_path(target)
+    # a holder on another host: its pid cannot be checked, only whether it touches its claim
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "oodbench run",
+                                "started": "2026-01-01T00:00:00+00:00"}))
+    old = time.time() - 2 * lock.CLAIM_STALE_S
+    os.utime(path, (old, old))
+    with claim(target):
+        assert _holder(path)["pid"] == os.getpid()
+    assert re.search(r"\(not refreshed for 12\d s; pid 1 on host elsewhere, started 2026-",
+                     capsys.readouterr().err)
+
+    # a fresh one is waited for until it has gone unrefreshed for CLAIM_STALE_S
+    monkeypatch.setattr(lock, "CLAIM_STALE_S", 0.5)
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    start = time.monotonic()
+    with claim(target):
+        waited = time.monotonic() - start
+    assert 0.4 < waited < 5
+    err = capsys.readouterr().err
+    assert "waiting for" in err and "taking over the stale claim" in err
+
+
+def test_a_live_holder_keeps_its_claim_fresh(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setattr(lock, "CLAIM_REFRESH_S", 0.05)
+    monkeypatch.setattr(lock, "CLAIM_STALE_S", 0.5)
+    target = tmp_path / "entry.npz"
+    got = threading.Event()
+
+    def second() -> None:
+        with claim(target):
+            got.set()
+
+    with claim(target):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not got.wait(1.5)  # three times the stale timeout: refreshed, never taken over
+    assert got.wait(10)
+    thread.join()
+
+
+def test_the_claim_is_removed_when_the_block_fails(tmp_path: Path) -> None:
+    target = tmp_path / "ce-s0-abc.pt"
+    with pytest.raises(RuntimeError, match="training failed"), claim(target) as path:
+        assert path.is_file()
+        raise RuntimeError("training failed")
+    assert not path.exists()
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_two_waiters_never_remove_a_live_claim(tmp_path: Path) -> None:
+    target = tmp_path / "entry.npz"
+    path = claim_path(target)
+    path.write_text('{"claim": "dead"}')
+    stale, raw = os.stat(path), path.read_bytes()
+    # another waiter took the stale claim over and claimed anew after we looked at it (the
+    # new file may even get the same inode number)
+    os.unlink(path)
+    path.write_text(json.dumps(lock.holder_info()))
+    assert not lock._take_over(path, stale, raw)
+    assert _holder(path)["pid"] == os.getpid()  # the live claim was put back
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_shared_runs_dir_trains_each_checkpoint_once(tiny_bench: SimpleNamespace) -> None:
+    # few epochs, and no OOD sets past MNIST (10k noise images): what counts here is who does what
+    text = tiny_bench.config.read_text().replace("epochs = 8", "epochs = 2")
+    tiny_bench.config.write_text(text[:text.index('[[benchmarks.tiny.ood]]\nname = "uniform')])
+    base = tiny_bench.root.parent
+    common = ["--benchmark", "tiny", "--config", str(tiny_bench.config), "--data-root",
+              str(tiny_bench.root), "--runs-dir", str(tiny_bench.runs)]
+    commands = {
+        "run-a": ["run", *common, "--out", str(base / "a"), "--scorers", "msp"],
+        "run-b": ["run", *common, "--out", str(base / "b"), "--scorers", "msp"],
+        "train": ["train", *common],
+    }
+    env = _env(base / "home")
+    procs = {}
+    for name, args in commands.items():
+        with (base / f"{name}.log").open("wb") as log:
+            procs[name] = subprocess.Popen([sys.executable, "-m", "oodbench.cli", *args],
+                                           stdout=subprocess.DEVNULL, stderr=log, env=env,
+                                           cwd=base)
+    try:
+        codes = {name: proc.wait(timeout=120) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    logs = {name: (base / f"{name}.log").read_text() for name in commands}
+    assert codes == dict.fromkeys(commands, 0), logs
+
+    trained = Counter(m.groups() for log in logs.values()
+                      for m in re.finditer(r"^trained (\S+) s(\d+):", log, re.MULTILINE))
+    assert trained == {("ce", "0"): 1, ("bgnorm", "0"): 1}, logs
+    runs = tiny_bench.runs / "tiny"
+    assert len(list(runs.glob("*.pt"))) == 2
+    misses = 0
+    for out in ("a", "b"):
+        manifest = json.loads((base / out / "tiny" / "manifest.json").read_text())
+        assert manifest["checkpoints"].keys() == {"ce-s0", "bgnorm-s0"}
+        for summary in manifest["checkpoints"].values():
+            assert summary["sha256"] == file_hash(Path(summary["path"])), summary["path"]
+        misses += manifest["cache"]["misses"]
+    assert misses == len(list(runs.glob("cache/*/*.npz")))  # each entry extracted once
+    assert sorted(runs.rglob("*.claim")) == [] and sorted(runs.rglob("*.tmp")) == []
