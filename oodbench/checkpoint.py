@@ -19,8 +19,8 @@ from oodbench.errors import CheckpointError
 from oodbench.fileio import atomic_write_bytes, file_hash
 from oodbench.models import OODNet, create_model
 
-__all__ = ["SUMMARY_KEYS", "CheckpointError", "file_hash", "load_checkpoint", "load_into",
-           "read_checkpoint", "save_checkpoint"]
+__all__ = ["SUMMARY_KEYS", "CheckpointError", "file_hash", "first_non_finite", "load_checkpoint",
+           "load_into", "read_checkpoint", "save_checkpoint"]
 
 _MATCHING = ("matching <arch>, <num_classes> and <in_channels>, or the <benchmark> (widths) "
              "it was trained with")
@@ -101,15 +101,20 @@ def _read_meta(text: object, path: Path) -> dict[str, Any]:
     return meta
 
 
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The key of the first floating-point tensor of ``state`` holding a NaN or inf."""
+    return next((key for key, t in state.items() if isinstance(t, torch.Tensor)
+                 and t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+
+
 def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
     """Refuse weights with a NaN or inf, naming the first such tensor."""
-    for key, tensor in state.items():
-        if (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
-                and not bool(torch.isfinite(tensor).all())):
-            raise CheckpointError(
-                f"{path} holds non-finite (NaN/inf) weights, first at {key!r}",
-                "the training that wrote it diverged: delete the file and train again (a lower "
-                "lr in the benchmark's train table)")
+    key = first_non_finite(state)
+    if key is not None:
+        raise CheckpointError(
+            f"{path} holds non-finite (NaN/inf) weights, first at {key!r}",
+            "the training that wrote it diverged: delete the file and train again (a lower "
+            "lr in the benchmark's train table)")
 
 
 def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
 from oodbench.errors import ConfigError, OodbenchError
-from oodbench.registry import UnknownName, did_you_mean
+from oodbench.registry import SAFE_NAME, UnknownName, did_you_mean
 
 __all__ = [
     "AUGMENTS",
@@ -65,11 +65,6 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG: Traversable = files("oodbench") / "benchmarks.toml"
-
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
-"""A name that becomes a file or folder name (benchmarks, trainings, OOD sets): 1 to 64
-letters, digits, ``.``, ``_``, ``+`` or ``-``, starting with a letter or digit (so never ``.``,
-``..``, an absolute path or one with a ``/``). Matched with ``fullmatch``."""
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(?:0|[1-9][0-9]*))?")
 """Accepted device strings (``fullmatch``); whether the device exists is checked at run time."""

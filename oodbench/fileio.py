@@ -45,6 +45,19 @@ def check_writable(folder: Path | str, option: str) -> None:
                       f"pass <{option}> a folder you can write to")
 
 
+def inside(folder: Path | str, *parts: str) -> Path:
+    """``folder`` joined with ``parts``, refused unless it resolves inside ``folder``: the one
+    check that every output path built from a name (benchmark, training, scorer, dataset)
+    passes, so no name can write outside the folder the user gave."""
+    folder = Path(folder)
+    path = folder.joinpath(*parts)
+    if not path.resolve().is_relative_to(folder.resolve()) or path.resolve() == folder.resolve():
+        raise OutputError(f"{path} is not inside {folder}",
+                          "names that become paths must be safe names (letters, digits, '.', "
+                          "'_', '+', '-'; no '/' or '..')")
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it into place.
 

@@ -41,6 +41,7 @@ from oodbench.fileio import (
     StagedFolder,
     atomic_write_bytes,
     check_writable,
+    inside,
     record_files,
     remove_stale_temps,
 )
@@ -387,7 +388,7 @@ def _context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
     if splits is None:
         trainer = Trainer(bench, opts.runs_dir, data_root, bench.device, download=opts.download)
         splits = trainer.splits
-    cache = FeatureCache(Path(opts.runs_dir) / bench.name / "cache", bench.extract_amp)
+    cache = FeatureCache(inside(opts.runs_dir, bench.name, "cache"), bench.extract_amp)
     device = trainer.device if trainer else resolve_device(bench.device)
     if val_side:
         val_side_splits = IDSplits(splits.train, splits.val, splits.val, splits.preprocess)
@@ -441,9 +442,9 @@ def run_benchmark(
     """
     opts = RunOptions.of(options)
     given, bench = bench, bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
-    out = Path(out_dir) / check_name(bench.name, "benchmark name")
+    out = inside(out_dir, check_name(bench.name, "benchmark name"))
     started = Started()
-    with _exclusive(out, Path(opts.runs_dir) / bench.name, _ablation_file) as stage:
+    with _exclusive(out, inside(opts.runs_dir, bench.name), _ablation_file) as stage:
         ctx, trainer = _context(bench, opts)
         assert trainer is not None
         rows: list[dict[str, Any]] = []
@@ -457,7 +458,7 @@ def run_benchmark(
                 result = score_model(ctx, model, digest, spec.name, seed)
                 rows += result.rows
                 scorer_params[f"{spec.name}-s{seed}"] = result.params
-                _write_scores(stage / "scores" / f"{spec.name}-s{seed}.npz", result.scores)
+                _write_scores(inside(stage, "scores", f"{spec.name}-s{seed}.npz"), result.scores)
                 checkpoints[f"{spec.name}-s{seed}"] = _checkpoint_summary(path, digest, meta)
         manifest = ctx.manifest(started, given, seeds=list(range(bench.seeds)),
                                 scorers=list(bench.scorers), scorer_params=scorer_params,
@@ -485,7 +486,7 @@ def evaluate_checkpoint(
     given, bench = bench, bench.with_overrides(scorers=scorers, device=opts.device)
     out = Path(out_dir)
     started = Started()
-    with _exclusive(out, Path(opts.runs_dir) / bench.name, _ablation_file) as stage:
+    with _exclusive(out, inside(opts.runs_dir, bench.name), _ablation_file) as stage:
         args = dict(model_args or {})
         model, meta = load_checkpoint(path, args.get("arch"), args.get("num_classes"),
                                       args.get("in_channels") or bench.channels,
@@ -501,7 +502,7 @@ def evaluate_checkpoint(
         digest = file_hash(path)
         training = check_name(str(meta.get("training", Path(path).stem)), "training name")
         result = score_model(ctx, model, digest, training, 0)
-        _write_scores(stage / "scores" / f"{training}-s0.npz", result.scores)
+        _write_scores(inside(stage, "scores", f"{training}-s0.npz"), result.scores)
         manifest = ctx.manifest(started, given, seeds=[0], scorers=list(bench.scorers),
                                 scorer_params={f"{training}-s0": result.params},
                                 checkpoint={"path": str(path), "sha256": digest, "meta": meta})
@@ -532,9 +533,9 @@ def ablate_benchmark(
     if not bench.val_ood:
         raise ConfigError(f"{bench.source}: benchmark {bench.name!r} defines no val_ood set to "
                           "ablate against", "add val_ood = [...] to its table")
-    out = Path(out_dir) / check_name(bench.name, "benchmark name")
+    out = inside(out_dir, check_name(bench.name, "benchmark name"))
     started = Started()
-    with _exclusive(out, Path(opts.runs_dir) / bench.name, _run_file) as stage:
+    with _exclusive(out, inside(opts.runs_dir, bench.name), _run_file) as stage:
         ctx, trainer = _context(bench, opts, val_side=True)
         assert trainer is not None
         variants = [(spec, seed) for seed in range(bench.seeds)

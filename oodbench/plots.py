@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from oodbench.errors import DataError
-from oodbench.fileio import atomic_write_bytes
+from oodbench.fileio import atomic_write_bytes, inside
 from oodbench.metrics import FPR95, RECALL, auroc
 from oodbench.report import (
     DELTA,
@@ -309,7 +309,7 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
     ood = _ood_sets(df)
     scorers = list(dict.fromkeys(s for s in df["scorer"] if s))
     trainings = ordered_trainings(df)
-    files = {t: results_dir / "scores" / f"{t}-s{seed}.npz" for t in trainings}
+    files = {t: inside(results_dir, "scores", f"{t}-s{seed}.npz") for t in trainings}
     scores = {t: _load_scores(p, [*scorers, FEATNORM], ood) for t, p in files.items()
               if p.is_file()}
     if not scores:
@@ -323,7 +323,7 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
         for kind, what in (("hist", "score histograms"), ("roc", "ROC curves, ID positive")):
             title = f"{bench} · {scorer}: {what} (seed {seed})"
             fig = _score_figure(kind, scorer, scores, df, ood, title)
-            written.append(_save(fig, out / f"{kind}_{scorer}.png"))
+            written.append(_save(fig, inside(out, f"{kind}_{scorer}.png")))
     if scorers:
         deltas = {"delta_fpr95": _delta_figure(df, bench),
                   "delta_fpr95_heatmap": _heatmap_figure(df, bench, ood)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +32,13 @@ class UnknownName(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+"""A name that becomes a file or folder name (benchmarks, trainings, OOD sets, and every
+registered scorer, objective, model or dataset): 1 to 64 letters, digits, ``.``, ``_``, ``+``
+or ``-``, starting with a letter or digit (so never ``.``, ``..``, an absolute path or one with
+a ``/``). Matched with ``fullmatch``."""
 
 
 class RegistrationError(TypeError, ValueError):
@@ -69,6 +77,11 @@ class Registry(Generic[T]):
         """Decorator registering ``factory`` under ``name`` (sets ``factory.name``)."""
 
         def deco(factory: T) -> T:
+            if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+                raise RegistrationError(
+                    f"{self.kind} name {name!r} of {origin(factory)} is not a safe name: use 1 "
+                    "to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or "
+                    "digit (it becomes part of file names)")
             old = self._items.get(name)
             same = old is not None and (old.__module__, old.__qualname__) == (
                 factory.__module__, factory.__qualname__)

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from oodbench.checkpoint import (
     file_hash,
+    first_non_finite,
     load_into,
     read_checkpoint,
     save_checkpoint,
@@ -30,7 +31,7 @@ from oodbench.checkpoint import (
 from oodbench.config import Benchmark, TrainingSpec, TrainSpec
 from oodbench.data import Preprocess
 from oodbench.errors import DeviceError, TrainingError
-from oodbench.fileio import check_writable
+from oodbench.fileio import check_writable, inside
 from oodbench.lock import unless_done
 from oodbench.models import OODNet, create_model
 from oodbench.objectives import Objective, create_objective, get_objective
@@ -157,6 +158,13 @@ def fit(
                 shown = " ".join(f"{k} {v:.3f}" for k, v in stats.items())
                 progress.update(task, completed=epoch * steps + i + 1,
                                 stats=f"ep {epoch + 1}/{spec.epochs} {shown}")
+        bad = first_non_finite(model.state_dict())
+        if bad is not None:  # a last step can overflow the weights while its loss was finite
+            raise TrainingError(
+                f"{desc}: the weights became non-finite (NaN/inf, first at {bad!r}) in epoch "
+                f"{epoch + 1} (lr {spec.lr}, last loss {value:.3g}); nothing was saved",
+                "the learning rate is the usual cause: lower train.lr, or the weight of the "
+                "objective's extra term, in the benchmark file")
     elapsed = time.perf_counter() - start
     return stats | {"seconds": elapsed, "images_per_s": spec.epochs * steps * spec.batch_size
                     / max(elapsed, 1e-9)}
@@ -225,7 +233,7 @@ class Trainer:
         download: bool = False,
     ) -> None:
         self.bench = bench
-        self.dir = Path(runs_dir) / bench.name
+        self.dir = inside(runs_dir, bench.name)
         self.device = resolve_device(device or bench.device)
         self.splits = splits or load_id_splits(bench, data_root, download)
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -252,7 +260,7 @@ class Trainer:
                 return None
             init_hash = file_hash(parent)
         key = training_key(self.bench, spec, seed, self.splits, init_hash)[:12]
-        path = self.dir / f"{training}-s{seed}-{key}.pt"
+        path = inside(self.dir, f"{training}-s{seed}-{key}.pt")
         # the key covers everything that sets the weights, so an identical training stored under
         # another name (an ablation variant that became the default) is the same checkpoint
         same = sorted(self.dir.glob(f"*-s{seed}-{key}.pt"))

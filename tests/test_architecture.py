@@ -201,3 +201,13 @@ def test_the_wheel_installs_and_lists_its_packaged_benchmarks(tmp_path: Path) ->
     fmnist = next(b for b in info["benchmarks"] if b["name"] == "fmnist")
     assert Path(fmnist["source"]).is_relative_to(venv)  # the packaged benchmarks.toml
     assert len(info["scorers"]) >= 18
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "--seeds", "0"]])
+def test_help_and_argument_errors_do_not_import_torch(argv: list[str]) -> None:
+    code = (f"import sys\nfrom oodbench import cli\ntry:\n    cli.main({argv!r})\n"
+            "except SystemExit as e:\n    print('exit', e.code)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout.split()
+    assert out[-1] == "False" and out[-2] == ("0" if "--help" in argv else "2")

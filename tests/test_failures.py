@@ -509,6 +509,34 @@ def test_a_hold_out_that_leaves_too_few_to_train_on(
                           "leaves 0 to train on", "lower val_fraction")
 
 
+def test_a_diverging_training_stops_and_saves_nothing(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    tb.edit("batch_size = 64", "batch_size = 64\nlr = 1e6")
+    code, err = run_cli(tb, capsys, "train")
+    assert_failed_cleanly(tb, code, err, "train ce s0: the weights became non-finite",
+                          "nothing was saved", "lower train.lr")
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+@pytest.mark.parametrize("seeds", ["0", "-1"])
+def test_seeds_below_one_are_an_argument_error(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture, command: str, seeds: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--seeds", seeds])
+    assert info.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_the_same_extra_ood_name_twice_is_an_error(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    path = tb.root / "mnist" / "test.npz"
+    code, err = run_cli(tb, capsys, "run", "--extra-ood", f"x={path}", "--extra-ood",
+                        f"x={path}")
+    assert_failed_cleanly(tb, code, err, "--extra-ood names 'x' twice")
+
+
 # --- 13-14. device, output folder ---------------------------------------------------------
 
 

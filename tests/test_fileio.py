@@ -108,3 +108,10 @@ def test_stale_temps_of_dead_processes_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.rglob("*.tmp")) == sorted(
         p.name for p in (mine, other_host, unrelated))
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("parts", [("..", "x"), ("/tmp/abs",), ("a/../../x",), (".",)])
+def test_a_path_built_from_a_name_stays_inside_its_folder(tmp_path: Path, parts) -> None:
+    with pytest.raises(OutputError, match="is not inside"):
+        fileio.inside(tmp_path / "out", *parts)
+    assert fileio.inside(tmp_path / "out", "bench", "ce-s0.npz") == tmp_path / "out/bench/ce-s0.npz"

@@ -399,3 +399,11 @@ def test_readme_plugin_example_works(tmp_path: Path) -> None:
     data = make_features(6, head, 1)
     top2 = data.logits.topk(2, dim=1).values
     assert (scorer.score(data) == (2 * (top2[:, 0] - top2[:, 1])).double().numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", ""])
+def test_an_unsafe_registry_name_is_refused(name: str) -> None:
+    from oodbench.registry import RegistrationError, Registry
+
+    with pytest.raises(RegistrationError, match="not a safe name"):
+        Registry("scorer").register(name)(type("X", (), {}))
