@@ -23,6 +23,9 @@ Every ratio compares two things timed in the same process:
   (``train.cpu_amp``), no target; skipped on a CPU without native bfloat16 or on CUDA.
 - ``batch``: extraction speed (images/s, ``forward_features`` over the ID test set) at batch
   sizes 32 to 512, beside the size ``extract_batch = "auto"`` picks; no target.
+- ``evaluate``: ``oodbench.evaluate`` of an adapted model (timm resnet18, fresh weights, at
+  the benchmark's image size; ID set whole, OOD sets as cut) over bare passes of the same
+  model over the same images plus the six scorers' fit + score. Target <= 1.10.
 - ``growth``: the cost of one OOD set (extraction + scoring + metrics) at 1x, 2x and 4x its
   size; and the peak memory of knn and mahalanobis (fit + score) as the ID-train features grow
   1x, 2x and 4x, each measured in a fresh process (``ru_maxrss``).
@@ -69,14 +72,15 @@ from oodbench.extract import (
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import ood_metrics
 from oodbench.models import OODNet, create_model
-from oodbench.pipeline import OODSets, load_ood_sets, score_model
+from oodbench.pipeline import EvalContext, OODSets, load_ood_sets, score_model
 from oodbench.provenance import code_version
 from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_builtin_scorers
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "bf16", "batch", "growth")
+FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "bf16", "batch", "growth",
+           "evaluate")
 SIX = ("msp", "energy", "react", "ash", "knn", "mahalanobis")
 MEMORY_SCORERS = ("knn", "mahalanobis")
 FACTORS = (1, 2, 4)
@@ -117,6 +121,7 @@ class Setup:
     ood: OODSets
     device: torch.device
     sizes: Sizes
+    data_root: str | None = None
 
     @property
     def preprocess(self) -> Preprocess:
@@ -143,10 +148,10 @@ class Setup:
 
 JSON_KEYS = {"floor": "floor_ratio", "overhead": "scorer_overhead",
              "pytorch-ood": "speedup_vs_pytorch_ood", "knn": "knn_50k_seconds",
-             "bgnorm": "bgnorm_train_overhead"}
+             "bgnorm": "bgnorm_train_overhead", "evaluate": "evaluate_ratio"}
 TARGETS: dict[str, tuple[str, float]] = {"floor": ("<=", 1.25), "overhead": ("<=", 0.10),
                                          "pytorch-ood": (">=", 5.0), "knn": ("<=", 3.0),
-                                         "bgnorm": ("<=", 1.10)}
+                                         "bgnorm": ("<=", 1.10), "evaluate": ("<=", 1.10)}
 
 
 @dataclass
@@ -227,7 +232,7 @@ def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
                                                             splits.preprocess, device))
     with torch.inference_mode():  # first calls pick kernels and allocate buffers
         model(splits.preprocess(splits.train.images[: bench.extract_batch], device))
-    return Setup(bench, model, splits, ood, device, sizes)
+    return Setup(bench, model, splits, ood, device, sizes, data_root)
 
 
 def bare_loop(s: Setup) -> None:
@@ -241,10 +246,58 @@ def bare_loop(s: Setup) -> None:
 def oodbench_seconds(s: Setup) -> float:
     """Seconds of ``score_model`` with the six scorers and a fresh, empty feature cache."""
     with tempfile.TemporaryDirectory(prefix="oodbench-perf-cache-") as tmp:
-        cache = FeatureCache(tmp)
-        return _timed(lambda: score_model(s.model, CKPT_HASH, s.bench, s.splits, s.preprocess,
-                                          s.ood, cache, s.device, list(SIX), ("perf", 0)),
-                      s.device)
+        ctx = EvalContext(replace(s.bench, scorers=SIX), s.splits, s.ood, FeatureCache(tmp),
+                          s.device)
+        return _timed(lambda: score_model(ctx, s.model, CKPT_HASH, "perf", 0), s.device)
+
+
+def evaluate_ratio(s: Setup) -> Figure:
+    """(g) ``oodbench.evaluate`` of an adapted model (timm resnet18, fresh weights, at the
+    benchmark's image size) over bare ``model(x)`` passes over the same images plus the six
+    scorers' fit + score on its features; median of repeats. ``evaluate`` loads the whole ID
+    set itself, so both sides use all of it, and the (cut) OOD sets are passed to it."""
+    import timm
+
+    from oodbench.adapters import adapt
+    from oodbench.pipeline import evaluate, model_preprocess
+
+    torch.manual_seed(0)
+    net = adapt(timm.create_model("resnet18", pretrained=False,
+                                  num_classes=s.bench.num_classes)).eval()
+    splits = load_id_splits(s.bench, s.data_root)
+    preprocess = model_preprocess(net, s.bench, splits, s.bench.image_size)
+    arrays = [splits.train, splits.test, *s.ood.sets.values()]
+    ready = prepare_model(net, s.device)
+    batch = resolve_batch_size(s.bench.extract_batch, ready, preprocess, s.device)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for arr in arrays:
+                for x in batches(arr, preprocess, s.device, batch, None, ""):
+                    ready(x)
+
+    feats = [forward_features(net, a, preprocess, s.device, batch) for a in arrays]
+    head = Head.from_linear(net.fc)
+    sets = {a.name: f for a, f in zip(arrays[1:], feats[1:], strict=True)}
+
+    def scoring() -> None:
+        for name in SIX:
+            fit_and_score(create_scorer(name, **s.params(name)), feats[0], head, sets)
+
+    base, ours = [], []
+    for _ in range(s.sizes.repeats):
+        base.append(_timed(bare, s.device) + _timed(scoring, s.device))
+        ours.append(_timed(lambda: evaluate(
+            net, s.bench, ood=s.ood.sets, scorers=list(SIX), data_root=s.data_root,
+            input_size=s.bench.image_size, batch_size=batch, device=str(s.device)), s.device))
+    ratio = statistics.median(ours) / statistics.median(base)
+    n = sum(len(a) for a in arrays)
+    line = (f"evaluate ratio: {ratio:.3f} = oodbench.evaluate (timm resnet18, adapted) "
+            f"{statistics.median(ours):.2f} s / bare passes + six scorers "
+            f"{statistics.median(base):.2f} s ({n:,} images at {preprocess.size} px, batch "
+            f"{batch}, median of {len(base)}; {_verdict('evaluate', ratio)})")
+    return _figure("evaluate", "evaluate() of an adapted timm model / bare passes + scoring",
+                   ratio, line, {"images": n, "evaluate_seconds": ours, "base_seconds": base})
 
 
 def floor_ratio(s: Setup) -> Figure:
@@ -705,6 +758,7 @@ def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
         "bf16": lambda: [bf16_speedup(s)],
         "batch": lambda: [batch_speeds(s)],
         "growth": lambda: [ood_growth(s), memory_growth(sizes)],
+        "evaluate": lambda: [evaluate_ratio(s)],
     }
     for name in only:
         yield from steps[name]()

@@ -23,7 +23,8 @@ OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--o
            "runs_dir": "--runs-dir", "device": "--device", "scorers": "--scorers",
            "seeds": "--seeds", "arch": "--arch", "num_classes": "--num-classes",
            "in_channels": "--in-channels", "benchmark": "--benchmark", "plugins": "--plugin",
-           "extra_ood": "--extra-ood", "config": "--config", "metric": "--metric"}
+           "extra_ood": "--extra-ood", "config": "--config", "metric": "--metric",
+           "model": "--model", "batch_size": "--batch-size", "input_size": "--input-size"}
 
 
 def _positive(text: str) -> int:
@@ -111,10 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("eval", help="score one checkpoint you bring with every scorer")
+    p = sub.add_parser("eval", help="score one model you bring (a checkpoint, or timm, "
+                       "torchvision or your own code) with every scorer")
     _common(p)
     _scoring(p)
-    p.add_argument("--checkpoint", type=Path, required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", type=Path, help="an oodbench checkpoint (or a plain "
+                       "state_dict of one of its models, with --arch)")
+    which.add_argument("--model", metavar="REF", help="timm:NAME, torchvision:NAME or "
+                       "FILE.py:FACTORY")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="with --model: a .safetensors or .pt state_dict to load")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --model: timm's or torchvision's default weights (downloads)")
+    p.add_argument("--input-size", type=_positive, default=None,
+                   help="with --model: input side in pixels (default: the model's own, else "
+                        "the benchmark's)")
     p.add_argument("--arch", default=None, help="for a plain state_dict")
     p.add_argument("--num-classes", type=_positive, default=None, help="for a plain state_dict")
     p.add_argument("--in-channels", type=_positive, default=None, help="for a plain state_dict")
@@ -172,8 +185,10 @@ def _list(args: argparse.Namespace) -> None:
         ("datasets (test split)", ["name", "available here", "source / how to get it"],
          [[d["name"], "yes" if d["available"] else "no", d["detail"]]
           for d in info["datasets"]]),
-        ("models", ["name", "parameters"],
-         [[m["name"], str(m["params"])] for m in info["models"]]),
+        ("models (or a reference: timm:NAME, torchvision:NAME, FILE.py:FACTORY)",
+         ["name", "parameters"], [[m["name"], str(m["params"])] for m in info["models"]]),
+        ("model adapters (tried in this order)", ["name", "takes", "defined in"],
+         [[a["name"], a["takes"], a["defined_in"]] for a in info["adapters"]]),
         ("objectives", ["name", "label", "parameters", "diagnostics"],
          [[o["name"], o["label"], str(o["params"]), ", ".join(o["diagnostics"])]
           for o in info["objectives"]]),
@@ -241,6 +256,17 @@ def _run(args: argparse.Namespace) -> None:
         from oodbench.pipeline import run_benchmark
 
         run_benchmark(bench, args.seeds, args.out, scorers, **options)
+    elif args.model:
+        from oodbench.config import check_name
+        from oodbench.modelref import load_model
+        from oodbench.pipeline import evaluate
+
+        name = check_name(args.model.rpartition(":")[2].removesuffix(".py"), "model name")
+        model = load_model(args.model, args.num_classes or bench.num_classes, args.weights,
+                           args.pretrained)
+        evaluate(model, bench, scorers=scorers, out=args.out or Path("results") / f"eval-{name}",
+                 cache_dir=args.runs_dir / bench.name / "cache", name=name,
+                 input_size=args.input_size, quiet=False, **options)
     else:
         from oodbench.pipeline import evaluate_checkpoint
 

@@ -21,12 +21,22 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    Self,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 from pydantic import (
     AfterValidator,
@@ -44,12 +54,16 @@ from pydantic.fields import FieldInfo
 from oodbench.errors import ConfigError, OodbenchError
 from oodbench.registry import SAFE_NAME, UnknownName, did_you_mean
 
+if TYPE_CHECKING:
+    from oodbench.scoring import Scorer
+
 __all__ = [
     "AUGMENTS",
     "DEFAULT_CONFIG",
     "DEVICES",
     "DEVICE_HELP",
     "DEVICE_PATTERN",
+    "INIT_MODEL",
     "MAX_IMAGE_SIZE",
     "SAFE_NAME",
     "SCHEDULES",
@@ -60,6 +74,7 @@ __all__ = [
     "TrainingSpec",
     "check_device",
     "check_name",
+    "check_scorer",
     "load_benchmark",
     "load_config",
 ]
@@ -68,6 +83,9 @@ DEFAULT_CONFIG: Traversable = files("oodbench") / "benchmarks.toml"
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(?:0|[1-9][0-9]*))?")
 """Accepted device strings (``fullmatch``); whether the device exists is checked at run time."""
+INIT_MODEL = "model"
+"""``init`` of a training that starts from the benchmark's ``model_weights``."""
+
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (N = 0, 1, ...)"
 
@@ -159,6 +177,24 @@ def check_device(value: str) -> str:
     return _override("device", value, _device)
 
 
+def check_scorer(name: str, params: Mapping[str, Any]) -> Scorer:
+    """Scorer ``name`` built with ``params``, checked as a file's ``scorer_params`` are: an
+    unknown scorer or parameter, or a value its constructor refuses, is a
+    :class:`ConfigError` naming ``<scorer>``."""
+    from oodbench.scoring import get_scorer
+
+    def build(value: str) -> Scorer:
+        try:
+            get_scorer(value)
+        except UnknownName as e:
+            raise ValueError(str(e)) from None
+        what = f"{value} parameters {dict(params)!r}"
+        _unknown_params(value, params, what, ())
+        return _construct(value, dict(params), what, ())
+
+    return _override("scorer", name, build)
+
+
 def _scorer_names(value: object, required: bool = True) -> tuple[str, ...]:
     """Scorer names from a scorer or group name or a list of them (``expand_scorers``); a scorer
     named twice, directly or by a group, is an error."""
@@ -199,10 +235,17 @@ def _dataset(value: str) -> str:
 
 
 def _model(value: str) -> str:
+    from oodbench.modelref import check_reference, is_reference
     from oodbench.models import list_models
 
+    if is_reference(value):
+        try:
+            return check_reference(value)
+        except ValueError as e:
+            raise _Refused(str(e).removeprefix(f"{value!r} ")) from None
     if value not in list_models():
-        raise _Refused(_not_accepted(value, list_models()))
+        raise _Refused(_not_accepted(value, list_models()) + "; or a model reference "
+                       "timm:NAME, torchvision:NAME or FILE.py:FACTORY")
     return value
 
 
@@ -231,12 +274,13 @@ def _unknown_params(name: str, keys: Iterable[str], what: str,
                        f"{', '.join(accepted) or 'none'}" + (f";{close}" if close else ""), at)
 
 
-def _construct(name: str, params: dict[str, Any], what: str, at: tuple[str | int, ...]) -> None:
+def _construct(name: str, params: dict[str, Any], what: str,
+               at: tuple[str | int, ...]) -> Scorer:
     """Build scorer ``name`` with ``params``; what its constructor refuses is an error."""
     from oodbench.scoring import create_scorer
 
     try:
-        create_scorer(name, **params)
+        return create_scorer(name, **params)
     except (TypeError, ValueError) as e:
         raise _Invalid(f"{what} is refused by scorer {name!r}: {e}", at, "fix that value") from e
 
@@ -293,7 +337,8 @@ class TrainSpec:
 @dataclass(frozen=True, config=_CONFIG)
 class TrainingSpec:
     """One training of the matrix: an objective, its parameters, and an optional init (the name
-    of another training whose checkpoint it starts from)."""
+    of another training whose checkpoint it starts from, or ``"model"``: the benchmark's
+    ``model_weights``)."""
 
     name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "training name"))]
     objective: Text
@@ -366,6 +411,7 @@ class Benchmark:
     ablate: tuple[TrainingSpec, ...] = ()
     ablate_scorers: Annotated[tuple[str, ...], BeforeValidator(_optional_scorer_names)] = ()
     extra_ood: tuple[OODSpec, ...] = ()
+    model_weights: Text | None = None
     source: Text = ""
 
     @model_validator(mode="after")
@@ -413,11 +459,17 @@ class Benchmark:
         specs = {t.name: t for _, _, t in entries}
         for kind, i, t in entries:
             others = [n for n in specs if n != t.name]
-            if t.init is not None and t.init not in others:
-                raise _Invalid(f"init = {t.init!r} {_not_accepted(t.init, others)}", (kind, i))
+            if t.init == INIT_MODEL:
+                if self.model_weights is None:
+                    raise _Invalid(f"init = {INIT_MODEL!r} starts from the weights in "
+                                   "model_weights, which the benchmark does not set", (kind, i),
+                                   "set model_weights = \"path/to/weights.safetensors\"")
+            elif t.init is not None and t.init not in others:
+                raise _Invalid(f"init = {t.init!r} {_not_accepted(t.init, [*others, INIT_MODEL])}",
+                               (kind, i))
         for kind, i, t in entries:
             chain = [t.name]
-            while (parent := specs[chain[-1]].init) is not None:
+            while (parent := specs[chain[-1]].init) not in (None, INIT_MODEL):
                 chain.append(parent)
                 if parent == t.name:
                     raise _Invalid(f"init chain {' -> '.join(chain)} is circular", (kind, i))
@@ -463,11 +515,14 @@ class Benchmark:
         raise KeyError(f"benchmark {self.name!r} has no training {name!r}")
 
     def with_overrides(self, *, scorers: list[str] | str | None = None, seeds: int | None = None,
-                       device: str | None = None) -> Benchmark:
+                       device: str | None = None,
+                       extract_batch: int | str | None = None) -> Benchmark:
         """A validated copy with these API arguments replacing the file's (``None``: keep);
-        a bad one is a :class:`ConfigError` naming it as ``<scorers>``, ``<seeds>`` or
-        ``<device>``."""
+        a bad one is a :class:`ConfigError` naming it as ``<scorers>``, ``<seeds>``,
+        ``<device>`` or ``<batch_size>``."""
         changes: dict[str, Any] = {}
+        if extract_batch is not None:
+            changes["extract_batch"] = _override("batch_size", extract_batch, _extract_batch)
         if scorers is not None:
             changes["scorers"] = _override("scorers", scorers, _scorer_names)
         if seeds is not None:
@@ -481,9 +536,11 @@ class Benchmark:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Hash of everything that determines the results (not the file path)."""
+        """Hash of everything that determines the results (not the file path). A field added
+        since (``model_weights``) counts only when set, so older benchmarks keep their hash."""
         skip = ("source", "description", "ablate", "ablate_scorers")
-        data = {k: v for k, v in self.to_dict().items() if k not in skip}
+        data = {k: v for k, v in self.to_dict().items()
+                if k not in skip and not (k == "model_weights" and v is None)}
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -663,6 +720,9 @@ def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Ben
             data[key] = [_with_train(t, base) for t in data[key]]
     if isinstance(data.get("extra_ood"), list):
         data["extra_ood"] = [_extra_set(o, folder) for o in data["extra_ood"]]
+    if isinstance(data.get("model_weights"), str):
+        weights = Path(data["model_weights"])
+        data["model_weights"] = str(weights if weights.is_absolute() else folder / weights)
     return _validate(Benchmark, data, source, where)
 
 

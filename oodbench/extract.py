@@ -46,6 +46,17 @@ T = TypeVar("T", Features, np.ndarray)
 _FINGERPRINTS: weakref.WeakKeyDictionary[ImageArray, str] = weakref.WeakKeyDictionary()
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over a model's state_dict (names, dtypes, shapes and bytes): the cache key of a
+    model that has no checkpoint file."""
+    h = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def data_fingerprint(arr: ImageArray) -> str:
     """SHA-256 over an array's image and label bytes, computed once per array object (arrays
     are treated as read-only once loaded)."""
@@ -222,14 +233,15 @@ def model_scores(
 
 
 class FeatureCache:
-    """Cache of :class:`Features` under ``root/<checkpoint hash>/<dataset>-<split>-<key>.npz``.
+    """Cache of :class:`Features` under ``root/<checkpoint hash>/<dataset>-<split>-<key>.npz``
+    (no ``root``: nothing stored, every pass computed; :func:`oodbench.evaluate`'s default).
 
     ``amp`` allows autocast for passes on CUDA. ``extraction`` records, per device, the batch
     size used (and how "auto" chose it), for the manifest.
     """
 
-    def __init__(self, root: Path | str, amp: bool = True) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str | None, amp: bool = True) -> None:
+        self.root = Path(root) if root is not None else None
         self.amp = amp
         self.hits = 0
         self.misses = 0
@@ -256,10 +268,11 @@ class FeatureCache:
         scorer, given as ``name(params json)``; and autocast) lives."""
         key = hashlib.sha256(f"{preprocess.key()}|{data_fingerprint(arr)}".encode()).hexdigest()
         stem = f"{arr.name}-{arr.split}-{key[:16]}"
+        root = self.root if self.root is not None else Path()  # unused without a root
         if scorer:
             tag = hashlib.sha256(scorer.encode()).hexdigest()[:12]
-            return self.root / ckpt_hash[:16] / f"{stem}-{scorer.split('(')[0]}-{tag}.npy"
-        return self.root / ckpt_hash[:16] / f"{stem}{'-amp' if amp else ''}.npz"
+            return root / ckpt_hash[:16] / f"{stem}-{scorer.split('(')[0]}-{tag}.npy"
+        return root / ckpt_hash[:16] / f"{stem}{'-amp' if amp else ''}.npz"
 
     def scores(
         self,
@@ -299,7 +312,11 @@ class FeatureCache:
 
     def _once(self, path: Path, compute: Callable[[], T], load: Callable[[Path], T]) -> T:
         """``load(path)`` if the entry exists (or its claim's holder made it), else
-        ``compute()``, stored at ``path`` under the entry's claim (a hit or a miss)."""
+        ``compute()``, stored at ``path`` under the entry's claim (a hit or a miss); without a
+        ``root``, always computed and never stored."""
+        if self.root is None:
+            self.misses += 1
+            return compute()
         with unless_done(path) as missing:
             if missing:
                 self.misses += 1

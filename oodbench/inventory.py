@@ -1,5 +1,6 @@
 """What oodbench knows here: benchmarks, datasets (and whether each is available), models,
-objectives and scorers with their parameters, as plain data (``oodbench list``, ``--json``)."""
+model adapters, objectives and scorers with their parameters, as plain data (``oodbench
+list``, ``--json``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from oodbench.adapters import ADAPTERS
 from oodbench.config import load_config
 from oodbench.data import dataset_names, dataset_status
 from oodbench.models import MODELS
@@ -48,6 +50,8 @@ def inventory(config: Path | str | None = None,
                        for b in load_config(config).values()],
         "datasets": datasets,
         "models": [{"name": n, "params": MODELS.params(n)} for n in MODELS.names()],
+        "adapters": [{"name": n, "takes": (ADAPTERS.get(n).__doc__ or "").split("\n")[0],
+                      "defined_in": _defined_in(ADAPTERS.get(n))} for n in ADAPTERS.ordered()],
         "objectives": [{"name": n, "label": objective_label(n), "params": OBJECTIVES.params(n),
                         "diagnostics": list(get_objective(n).DIAGNOSTICS)}
                        for n in OBJECTIVES.names()],

@@ -7,12 +7,15 @@ the pooled penultimate features and the linear head ``fc``; ``forward`` returns 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from oodbench.adapters import ModelAdapter, adapt
+from oodbench.errors import ConfigError
 from oodbench.plugins import load_entry_points
 from oodbench.registry import Registry
 
@@ -22,13 +25,28 @@ register_model = MODELS.register
 list_models = MODELS.names
 
 
-def create_model(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> OODNet:
-    """Build a registered model: ``fn(num_classes, in_channels, **kwargs) -> OODNet``."""
-    return MODELS.create(name, num_classes, in_channels, **kwargs)
+def create_model(name: str, num_classes: int, in_channels: int, *,
+                 weights: Path | str | None = None, **kwargs: Any) -> ModelAdapter:
+    """Build a registered model, ``fn(num_classes, in_channels, **kwargs) -> OODNet``, or the
+    model a reference names (``timm:NAME``, ``torchvision:NAME``, ``FILE.py:FACTORY``; see
+    :mod:`oodbench.modelref`) as its adapter (which sets its input channels: a grey benchmark
+    is copied to RGB for an RGB model); random-initialised, or with ``weights`` (a
+    ``.safetensors`` or ``.pt`` state_dict of the model, not of its adapter) loaded."""
+    from oodbench.checkpoint import load_into
+    from oodbench.modelref import is_reference, load_model, read_weights
+
+    if is_reference(name):
+        if kwargs:
+            raise ConfigError(f"model {name!r} takes no {', '.join(kwargs)}",
+                              "remove them (widths) from the benchmark file")
+        return adapt(load_model(name, num_classes, weights))
+    model = MODELS.create(name, num_classes, in_channels, **kwargs)
+    return model if weights is None else load_into(model, read_weights(weights), weights)
 
 
-class OODNet(nn.Module):
-    """Base: ``feature_map`` -> global average pool -> ``fc``."""
+class OODNet(ModelAdapter):
+    """Base of oodbench's own nets: ``feature_map`` -> global average pool -> ``fc``; the
+    benchmark's preprocessing (no ``preprocess_config`` of its own)."""
 
     fc: nn.Linear
 
@@ -42,8 +60,6 @@ class OODNet(nn.Module):
         feats = fmap.mean(dim=(2, 3))
         return fmap, feats, self.fc(feats)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_all(x)[2]
 
 
 class BasicBlock(nn.Module):

@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.progress import Progress
+from torch import nn
 
+from oodbench.adapters import ModelAdapter, adapt, input_preprocess
 from oodbench.checkpoint import SUMMARY_KEYS, file_hash, load_checkpoint
-from oodbench.config import Benchmark, ConfigError, OODSpec, check_name
+from oodbench.config import Benchmark, ConfigError, OODSpec, check_name, load_benchmark
 from oodbench.data import (
     DatasetUnavailable,
     ImageArray,
@@ -34,9 +36,10 @@ from oodbench.data import (
     load_path,
     resolve_data_root,
 )
+from oodbench.data.convert import as_image_array
 from oodbench.data.preprocess import conversion_note
 from oodbench.errors import DataError
-from oodbench.extract import FeatureCache
+from oodbench.extract import FeatureCache, weights_fingerprint
 from oodbench.fileio import (
     StagedFolder,
     atomic_write_bytes,
@@ -56,7 +59,6 @@ from oodbench.metrics import (
     degenerate_note,
     ood_metrics,
 )
-from oodbench.models import OODNet
 from oodbench.objectives import get_objective
 from oodbench.plots import FEATNORM, plot_results
 from oodbench.progress import console, make_progress
@@ -203,7 +205,7 @@ class ModelResult:
 class _Checkpoint:
     """Scoring one model inside a context: cached passes, and fit + score of one scorer."""
 
-    def __init__(self, ctx: EvalContext, model: OODNet, ckpt_hash: str,
+    def __init__(self, ctx: EvalContext, model: ModelAdapter, ckpt_hash: str,
                  progress: Progress) -> None:
         self.ctx, self.model, self.ckpt_hash, self.progress = ctx, model, ckpt_hash, progress
 
@@ -227,8 +229,8 @@ class _Checkpoint:
         return fit_and_score(scorer, train, head, sets, score_set)
 
 
-def _head(model: OODNet) -> Head:
-    return Head(model.fc.weight.detach().float().cpu(), model.fc.bias.detach().float().cpu())
+def _head(model: ModelAdapter) -> Head:
+    return Head.from_linear(model.fc)
 
 
 def _grid_record(ctx: EvalContext, trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -270,7 +272,7 @@ def _score_one(
         return {}, params, e.reason
 
 
-def score_model(ctx: EvalContext, model: OODNet, ckpt_hash: str, training: str,
+def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str,
                 seed: int) -> ModelResult:
     """Score one model with every scorer of ``ctx.bench``.
 
@@ -393,10 +395,12 @@ def _context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
     if val_side:
         val_side_splits = IDSplits(splits.train, splits.val, splits.val, splits.preprocess)
         ood = load_val_ood(bench, data_root, opts.download)
-        return EvalContext(bench, val_side_splits, ood, cache, device), trainer
+        return EvalContext(bench, val_side_splits, ood, cache, device,
+                           preprocess=trainer.preprocess if trainer else None), trainer
     ood = load_ood_sets(bench, data_root, opts.extra_ood, opts.download)
     val_ood = load_val_ood(bench, data_root, opts.download) if bench.scorer_grids else OODSets()
-    return EvalContext(bench, splits, ood, cache, device, val_ood), trainer
+    return EvalContext(bench, splits, ood, cache, device, val_ood,
+                       trainer.preprocess if trainer else None), trainer
 
 
 def _finish(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, Any],
@@ -495,20 +499,111 @@ def evaluate_checkpoint(
         preprocess = splits.preprocess
         if "normalisation" in meta:
             norm = meta["normalisation"]
-            preprocess = Preprocess(bench.image_size, bench.channels, tuple(norm["mean"]),
+            preprocess = Preprocess(meta.get("image_size", bench.image_size),
+                                    meta.get("in_channels", bench.channels), tuple(norm["mean"]),
                                     tuple(norm["std"]))
         ctx, _ = _context(bench, opts, splits)
         ctx.preprocess = preprocess
         digest = file_hash(path)
         training = check_name(str(meta.get("training", Path(path).stem)), "training name")
-        result = score_model(ctx, model, digest, training, 0)
-        _write_scores(inside(stage, "scores", f"{training}-s0.npz"), result.scores)
-        manifest = ctx.manifest(started, given, seeds=[0], scorers=list(bench.scorers),
-                                scorer_params={f"{training}-s0": result.params},
-                                checkpoint={"path": str(path), "sha256": digest, "meta": meta})
-        df = _finish(pd.DataFrame(result.rows, columns=list(COLUMNS)), stage, ctx, manifest,
-                     opts.quiet)
-    return df
+        return _write_model_results(
+            ctx, score_model(ctx, model, digest, training, 0), training, stage, started, given,
+            opts.quiet, checkpoint={"path": str(path), "sha256": digest, "meta": meta})
+
+
+def _write_model_results(ctx: EvalContext, result: ModelResult, training: str, stage: Path,
+                         started: Started, given: Benchmark, quiet: bool,
+                         **specific: Any) -> pd.DataFrame:
+    """Write one scored model's results folder (scores, metrics, manifest, tables, plots)."""
+    _write_scores(inside(stage, "scores", f"{training}-s0.npz"), result.scores)
+    manifest = ctx.manifest(started, given, seeds=[0], scorers=list(ctx.bench.scorers),
+                            scorer_params={f"{training}-s0": result.params}, **specific)
+    return _finish(pd.DataFrame(result.rows, columns=list(COLUMNS)), stage, ctx, manifest, quiet)
+
+
+def model_preprocess(net: ModelAdapter, bench: Benchmark, splits: IDSplits,
+                     input_size: int | None = None) -> Preprocess:
+    """:func:`~oodbench.adapters.input_preprocess` of ``net`` on ``bench``'s images, with one
+    note when they are converted for it."""
+    preprocess = input_preprocess(net, splits.preprocess, input_size)
+    note = conversion_note((bench.image_size, bench.image_size, bench.channels),
+                           preprocess.size, preprocess.channels)
+    if note:
+        console.print(f"[yellow]note:[/yellow] benchmark {bench.name!r} images are converted "
+                      f"to the model's input {preprocess.size}x{preprocess.size}x"
+                      f"{preprocess.channels}: {note}", soft_wrap=True, highlight=False)
+    return preprocess
+
+
+def evaluate(
+    model: nn.Module,
+    benchmark: Benchmark | str = "fmnist",
+    *,
+    ood: Mapping[str, Any] | None = None,
+    scorers: list[str] | str | None = None,
+    device: str | None = None,
+    batch_size: int | str | None = None,
+    out: Path | str | None = None,
+    cache_dir: Path | str | None = None,
+    name: str = "model",
+    input_size: int | None = None,
+    adapter: Mapping[str, Any] | None = None,
+    config: Path | str | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Score ``model`` (any nn.Module :func:`~oodbench.adapters.adapt` takes, or an adapter)
+    with every scorer of a benchmark; returns the tidy metrics frame of ``metrics.csv``.
+
+    ``benchmark`` (a name, from ``config`` or the packaged file, or a :class:`Benchmark`)
+    gives the ID set, the OOD sets and the scorers with their parameters; ``ood`` (name ->
+    torch Dataset or DataLoader, ImageArray or ``(images, labels)``; see
+    :mod:`oodbench.data.convert`) replaces its OOD sets. Images are preprocessed as the model
+    wants (:func:`model_preprocess`). ``scorers`` (names or groups), ``device`` and
+    ``batch_size`` override the benchmark's; ``adapter`` holds options for :func:`adapt`
+    (``feature_layer``, ``head_layer``, ``preprocess``); ``name`` labels the model's rows.
+
+    Nothing is written unless ``out`` is given (then the folder ``out`` gets the files of
+    ``oodbench run``) or ``cache_dir`` (the feature cache, keyed by a fingerprint of the
+    model's weights). ``options`` are :class:`RunOptions` (``data_root``, ``download``,
+    ``quiet``; quiet by default).
+    """
+    opts = RunOptions.of({"quiet": True} | options)
+    given = load_benchmark(benchmark, config) if isinstance(benchmark, str) else benchmark
+    bench = given.with_overrides(scorers=scorers, device=device or opts.device,
+                                 extract_batch=batch_size)
+    net = adapt(model, **(adapter or {}))
+    check_name(name, "model name")
+    if net.fc.out_features < bench.num_classes:
+        raise ConfigError(f"the model's head has {net.fc.out_features} outputs, but benchmark "
+                          f"{bench.name!r} has {bench.num_classes} classes",
+                          "give the model a head with as many outputs as the benchmark's "
+                          "classes (e.g. num_classes= when building it)")
+    data_root = resolve_data_root(opts.data_root)
+    splits = load_id_splits(bench, data_root, opts.download)
+    if ood is None:
+        sets = load_ood_sets(bench, data_root, opts.extra_ood, opts.download)
+    else:
+        arrays = {check_name(n, "OOD set name"): as_image_array(d, n) for n, d in ood.items()}
+        sets = OODSets(arrays, dict.fromkeys(arrays, "custom"))
+    ctx = EvalContext(bench, splits, sets, FeatureCache(cache_dir, bench.extract_amp),
+                      resolve_device(bench.device),
+                      preprocess=model_preprocess(net, bench, splits, input_size))
+    digest = weights_fingerprint(net)
+    if out is None:
+        result = score_model(ctx, net, digest, name, 0)
+        df = pd.DataFrame(result.rows, columns=list(COLUMNS))
+        if not opts.quiet:
+            print_summary(df)
+        return df
+    started = Started()
+    target = Path(out)
+    with _exclusive(target, Path(cache_dir or target), _ablation_file) as stage:
+        return _write_model_results(ctx, score_model(ctx, net, digest, name, 0), name, stage,
+                                    started, given, opts.quiet,
+                                    model={"class": f"{type(model).__module__}."
+                                           f"{type(model).__qualname__}",
+                                           "adapter": type(net).__name__,
+                                           "weights_sha256": digest})
 
 
 def ablate_benchmark(

@@ -74,6 +74,8 @@ KINDS: dict[str, Kind] = {
              "a model function"),
         Kind("datasets", "oodbench.data.catalogue:DATASETS", "oodbench.data:register_dataset",
              None, "a dataset function"),
+        Kind("adapters", "oodbench.adapters:ADAPTERS", "oodbench.adapters:register_adapter",
+             "oodbench.adapters:ModelAdapter", "a ModelAdapter subclass"),
     )
 }
 

@@ -69,6 +69,14 @@ class Head:
         """Apply the head to N x D features, giving N x K logits."""
         return F.linear(features, self.weight, self.bias)
 
+    @classmethod
+    def from_linear(cls, fc: nn.Linear) -> Head:
+        """The head of an ``nn.Linear`` layer as detached float32 tensors on the CPU (a zero
+        bias where it has none)."""
+        weight = fc.weight.detach().float().cpu()
+        bias = fc.bias if fc.bias is not None else weight.new_zeros(weight.shape[0])
+        return cls(weight, bias.detach().float().cpu())
+
 
 @dataclass(frozen=True, eq=False)
 class Features:
@@ -106,6 +114,13 @@ class Scorer(ABC):
 
     Subclasses take their hyper-parameters as keyword arguments with defaults, store each
     under the same attribute name, fit on ID-train features and score higher = more ID.
+
+    Fitted state follows sklearn's convention: ``fit`` sets every value it learns as a public
+    attribute whose name ends in ``_`` (``head_``, ``bank_``, ``alpha_``), declared on the
+    class with the default ``None``; each is a tensor, a numpy array, a JSON value or a
+    :class:`Head`. :meth:`fitted_state` and :meth:`load_fitted_state` read and restore them
+    (:class:`oodbench.detector.Detector` saves them). Anything else derived from the fit (a
+    search index) is a private attribute (``_index``) rebuilt from that state when missing.
     """
 
     name: ClassVar[str]
@@ -119,6 +134,38 @@ class Scorer(ABC):
     def fit(self, train: Features, head: Head) -> Self:
         """Fit on ID-train features, labels and the classifier head; the default stores the head."""
         self.head_ = head
+        return self
+
+    def fitted_state(self) -> dict[str, Any]:
+        """The fitted attributes by name (a :class:`Head` ``h_`` as ``h_.weight`` and
+        ``h_.bias``); empty before ``fit``. A value of another type is a TypeError."""
+        state: dict[str, Any] = {}
+        for name, value in vars(self).items():
+            if not _is_fitted_name(name):
+                continue
+            if isinstance(value, Head):
+                state[f"{name}.weight"], state[f"{name}.bias"] = value.weight, value.bias
+            elif isinstance(value, torch.Tensor | np.ndarray) or _is_json(value):
+                state[name] = value
+            else:
+                raise TypeError(f"scorer {_label(self)!r}: fitted attribute {name!r} is a "
+                                f"{type(value).__name__}, not a tensor, array, JSON value or "
+                                "Head; keep derived objects in private attributes")
+        return state
+
+    def load_fitted_state(self, state: Mapping[str, Any]) -> Self:
+        """Restore the fitted attributes from a :meth:`fitted_state` dict."""
+        heads: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            name, dot, part = key.partition(".")
+            if not _is_fitted_name(name) or (dot and part not in ("weight", "bias")):
+                raise ValueError(f"scorer {_label(self)!r}: {key!r} names no fitted attribute")
+            if dot:
+                heads.setdefault(name, {})[part] = value
+            else:
+                setattr(self, name, value)
+        for name, parts in heads.items():
+            setattr(self, name, Head(**parts))
         return self
 
     def fit_summary(self) -> dict[str, Any]:
@@ -206,6 +253,20 @@ def expand_scorers(spec: str | list[str] | tuple[str, ...]) -> list[str]:
             get_scorer(item)
             out.append(item)
     return out
+
+
+def _is_fitted_name(name: str) -> bool:
+    return name.endswith("_") and not name.startswith("_")
+
+
+def _is_json(value: object) -> bool:
+    """Whether ``value`` round-trips through JSON unchanged (no tuples, string keys)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list):
+        return all(_is_json(v) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_json(v)
+                                           for k, v in value.items())
 
 
 def _param_names(cls: type[Scorer]) -> list[str]:

@@ -21,6 +21,7 @@ import torch
 from rich.progress import Progress
 from torch.nn import functional as F
 
+from oodbench.adapters import ModelAdapter, input_preprocess
 from oodbench.checkpoint import (
     file_hash,
     first_non_finite,
@@ -28,12 +29,12 @@ from oodbench.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from oodbench.config import Benchmark, TrainingSpec, TrainSpec
+from oodbench.config import INIT_MODEL, Benchmark, TrainingSpec, TrainSpec
 from oodbench.data import Preprocess
-from oodbench.errors import DeviceError, TrainingError
+from oodbench.errors import ConfigError, DeviceError, TrainingError
 from oodbench.fileio import check_writable, inside
 from oodbench.lock import unless_done
-from oodbench.models import OODNet, create_model
+from oodbench.models import create_model
 from oodbench.objectives import Objective, create_objective, get_objective
 from oodbench.progress import console, make_progress
 from oodbench.provenance import code_version, library_versions
@@ -89,7 +90,7 @@ def autocast_context(spec: TrainSpec, device: torch.device) -> AbstractContextMa
 
 
 def fit(
-    model: OODNet,
+    model: ModelAdapter,
     objective: Objective,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -172,7 +173,7 @@ def fit(
 
 @torch.no_grad()
 def evaluate(
-    model: OODNet,
+    model: ModelAdapter,
     x: torch.Tensor,
     y: torch.Tensor,
     device: torch.device,
@@ -205,12 +206,15 @@ def train_fields(spec: TrainSpec) -> dict[str, Any]:
 
 
 def training_key(
-    bench: Benchmark, training: TrainingSpec, seed: int, splits: IDSplits, init_hash: str | None
+    bench: Benchmark, training: TrainingSpec, seed: int, splits: IDSplits, init_hash: str | None,
+    preprocess: Preprocess | None = None,
 ) -> str:
-    """Hash of everything that determines a checkpoint's weights."""
+    """Hash of everything that determines a checkpoint's weights (``preprocess``: the model's
+    input, default the splits')."""
     data = {
         "id": bench.id_dataset, "source": splits.train.source, "n_train": len(splits.train.labels),
-        "preprocess": splits.preprocess.key(), "model": bench.model, "widths": bench.widths,
+        "preprocess": (preprocess or splits.preprocess).key(), "model": bench.model,
+        "widths": bench.widths,
         "num_classes": bench.num_classes, "channels": bench.channels,
         "objective": training.objective,
         # every parameter, defaults included: a changed default must not reuse old weights
@@ -236,15 +240,32 @@ class Trainer:
         self.dir = inside(runs_dir, bench.name)
         self.device = resolve_device(device or bench.device)
         self.splits = splits or load_id_splits(bench, data_root, download)
+        # the input the model takes: the benchmark's statistics for oodbench's own nets, the
+        # model's own preprocessing (at the benchmark's size unless it fixes one) for others
+        self.preprocess = input_preprocess(self.create(), self.splits.preprocess)
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocessed (x, y) of an ID split, computed once."""
         if split not in self._tensors:
             arr = getattr(self.splits, split)
-            self._tensors[split] = (to_tensor(self.splits.preprocess, arr.images),
+            self._tensors[split] = (to_tensor(self.preprocess, arr.images),
                                     torch.as_tensor(arr.labels, dtype=torch.long))
         return self._tensors[split]
+
+    def create(self, weights: Path | None = None) -> ModelAdapter:
+        """The benchmark's model, random-initialised or with ``weights``."""
+        bench = self.bench
+        return create_model(bench.model, bench.num_classes, bench.channels, weights=weights,
+                            **bench.model_kwargs())
+
+    def _weights(self) -> Path:
+        """The benchmark's ``model_weights`` file (for ``init = "model"``)."""
+        if self.bench.model_weights is None or not Path(self.bench.model_weights).is_file():
+            raise ConfigError(f"{self.bench.source}: model_weights = "
+                              f"{self.bench.model_weights!r} is not a file",
+                              "point it at a .safetensors or .pt state_dict of the model")
+        return Path(self.bench.model_weights)
 
     def find(self, training: str, seed: int) -> Path | None:
         """The matching checkpoint on disk, if any (no training)."""
@@ -254,12 +275,14 @@ class Trainer:
     def _path(self, training: str, seed: int, create: bool) -> Path | None:
         spec = self.bench.training(training)
         init_hash = None
-        if spec.init is not None:
+        if spec.init == INIT_MODEL:
+            init_hash = file_hash(self._weights())
+        elif spec.init is not None:
             parent = self.ensure(spec.init, seed) if create else self.find(spec.init, seed)
             if parent is None:
                 return None
             init_hash = file_hash(parent)
-        key = training_key(self.bench, spec, seed, self.splits, init_hash)[:12]
+        key = training_key(self.bench, spec, seed, self.splits, init_hash, self.preprocess)[:12]
         path = inside(self.dir, f"{training}-s{seed}-{key}.pt")
         # the key covers everything that sets the weights, so an identical training stored under
         # another name (an ablation variant that became the default) is the same checkpoint
@@ -284,9 +307,9 @@ class Trainer:
     def _train(self, training: str, seed: int, path: Path, progress: Progress) -> None:
         bench, spec = self.bench, self.bench.training(training)
         torch.manual_seed(seed)
-        model = create_model(bench.model, bench.num_classes, bench.channels, **bench.model_kwargs())
-        init_path = None
-        if spec.init is not None:
+        init_path = self._weights() if spec.init == INIT_MODEL else None
+        model = self.create(init_path)
+        if spec.init not in (None, INIT_MODEL):
             init_path = self.find(spec.init, seed)
             assert init_path is not None
             load_into(model, read_checkpoint(init_path)[0], init_path)
@@ -303,17 +326,16 @@ class Trainer:
         model.cpu()
         meta: dict[str, Any] = {
             "benchmark": bench.name, "training": training, "arch": bench.model,
-            "widths": list(model.widths), "num_classes": bench.num_classes,
-            "in_channels": bench.channels, "image_size": bench.image_size,
+            "widths": list(getattr(model, "widths", ())), "num_classes": bench.num_classes,
+            "in_channels": self.preprocess.channels, "image_size": self.preprocess.size,
             "id_dataset": bench.id_dataset, "id_source": self.splits.train.source,
             "objective": spec.objective,
             "objective_params": create_objective(spec.objective, **spec.params).__dict__,
             "train": asdict(spec.train), "seed": seed, "epochs": spec.train.epochs,
             "init": {"training": spec.init, "checkpoint": str(init_path),
                      "sha256": file_hash(init_path)} if init_path else None,
-            "normalisation": {"mean": self.splits.preprocess.mean,
-                              "std": self.splits.preprocess.std},
-            "preprocess": self.splits.preprocess.key(),
+            "normalisation": {"mean": self.preprocess.mean, "std": self.preprocess.std},
+            "preprocess": self.preprocess.key(),
             "config_hash": path.stem.rsplit("-", 1)[-1],
             "device": str(self.device), "train_stats": stats,
             "test_acc": test["acc"], "val_acc": val.get("acc"), "diagnostics": diagnostics,

@@ -1,0 +1,100 @@
+"""The adapter of timm models, matched by timm's model interface (``forward_features``,
+``forward_head``, ``get_classifier`` and a ``pretrained_cfg`` dict), so this module never
+imports timm and loads without it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from oodbench.adapters import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelAdapter,
+    PreprocessConfig,
+    register_adapter,
+    tokens_to_map,
+)
+from oodbench.adapters._base import model_name
+from oodbench.errors import ConfigError
+
+
+def timm_preprocess(model: nn.Module) -> PreprocessConfig:
+    """``model.pretrained_cfg``'s ``input_size`` (C, H, W), ``mean`` and ``std`` (ImageNet's
+    at 3 x 224 x 224 where missing); ``crop_pct`` and the interpolation are ignored (oodbench
+    resizes the shorter side to the input size and centre-crops). A model whose patch
+    embedding only takes one image size (a ViT built with another ``img_size`` than its
+    config's) gets that size."""
+    cfg = model.pretrained_cfg
+    channels, height, width = cfg.get("input_size") or (3, 224, 224)
+    embed = getattr(model, "patch_embed", None)
+    if getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None):
+        height, width = embed.img_size
+    if height != width:
+        raise ConfigError(
+            f"{model_name(model)} takes {height} x {width} inputs; oodbench's preprocessing "
+            "is square", "give a square one with <preprocess=PreprocessConfig(...)>")
+    return PreprocessConfig(int(height), int(channels), tuple(cfg.get("mean") or IMAGENET_MEAN),
+                            tuple(cfg.get("std") or IMAGENET_STD))
+
+
+@register_adapter("timm")
+class TimmAdapter(ModelAdapter):
+    """Any timm model: fmap = ``forward_features(x)`` (B x C x H x W maps as they are, NHWC
+    maps permuted; B x N x C tokens without the ``num_prefix_tokens`` on the patch grid of
+    ``patch_embed``), feats = ``forward_head(..., pre_logits=True)`` of that same output, head
+    = ``get_classifier()`` (an ``nn.Linear``). Preprocessing: :func:`timm_preprocess`, or the
+    ``preprocess`` option."""
+
+    def __init__(self, model: nn.Module, preprocess: PreprocessConfig | None = None) -> None:
+        super().__init__()
+        self.model = model
+        head = model.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise ConfigError(
+                f"the classifier of {model_name(model)} is a {type(head).__name__}, not an "
+                "nn.Linear",
+                "create it with num_classes > 0 and a single linear head, or use the generic "
+                "adapter: <feature_layer=NAME> and <head_layer=NAME>")
+        self._preprocess = preprocess or timm_preprocess(model)
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return (isinstance(model, nn.Module)
+                and all(callable(getattr(model, a, None))
+                        for a in ("forward_features", "forward_head", "get_classifier"))
+                and isinstance(getattr(model, "pretrained_cfg", None), dict))
+
+    @property
+    def fc(self) -> nn.Linear:  # type: ignore[override]
+        """The model's ``get_classifier()``."""
+        return self.model.get_classifier()
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        """The model's own preprocessing."""
+        return self._preprocess
+
+    def feature_map(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``forward_features``' output ``out`` (of input ``x``) as B x C x H x W."""
+        if out.dim() == 4:
+            nhwc = getattr(self.model, "output_fmt", "NCHW") == "NHWC"  # e.g. timm's Swin
+            return out.permute(0, 3, 1, 2) if nhwc else out
+        if out.dim() == 3:
+            embed = getattr(self.model, "patch_embed", None)
+            if embed is None:
+                raise ConfigError(
+                    f"{model_name(self.model)} returns tokens but has no patch_embed grid",
+                    "use the generic adapter with <grid=(H, W)>")
+            grid = (embed.dynamic_feat_size(tuple(x.shape[-2:]))
+                    if getattr(self.model, "dynamic_img_size", False) else embed.grid_size)
+            return tokens_to_map(out[:, getattr(self.model, "num_prefix_tokens", 0):],
+                                 tuple(grid))
+        raise ConfigError(
+            f"forward_features of {model_name(self.model)} returns a {out.dim()}-D tensor",
+            "use the generic adapter: <feature_layer=NAME> and <head_layer=NAME>")
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model.forward_features(x)
+        feats = self.model.forward_head(out, pre_logits=True)
+        return self.feature_map(out, x), feats, self.fc(feats)
