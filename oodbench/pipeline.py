@@ -9,6 +9,7 @@ and one manifest builder. Every check on their arguments runs before any trainin
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -73,7 +74,7 @@ from oodbench.scoring import (
     create_scorer,
     fit_and_score,
 )
-from oodbench.splits import IDSplits, load_id_splits
+from oodbench.splits import IDSplits, given_splits, load_id_splits
 from oodbench.train import Trainer, resolve_device
 from oodbench.tuning import VAL_ID, select_params
 
@@ -284,14 +285,15 @@ def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training:
     the warning as the rows' ``note``, in its parameters' ``warnings`` and on the console.
     """
     bench, splits = ctx.bench, ctx.splits
+    id_name = splits.test.name  # the benchmark's ID set, or one a caller gave
     tuned = any(n in bench.scorer_grids for n in bench.scorers)
     with make_progress(transient=True) as prog:
         run = _Checkpoint(ctx, model, ckpt_hash, prog)
         train, test = run.features(splits.train), run.features(splits.test)
-        sets = {bench.id_dataset: test} | {n: run.features(a) for n, a in ctx.ood.sets.items()}
+        sets = {id_name: test} | {n: run.features(a) for n, a in ctx.ood.sets.items()}
         val = ({VAL_ID: run.features(splits.val)}
                | {n: run.features(a) for n, a in ctx.val_ood.sets.items()} if tuned else {})
-    arrays = {bench.id_dataset: splits.test} | ctx.ood.sets
+    arrays = {id_name: splits.test} | ctx.ood.sets
     head = _head(model)
     base = {"benchmark": bench.name, "training": training, "seed": seed}
     result = ModelResult(
@@ -312,7 +314,7 @@ def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training:
                 console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {failure}",
                               soft_wrap=True)
             # a failed scorer's rows carry its failure; a degenerate one's keep their values
-            notes = {s: failure or degenerate_note(out[bench.id_dataset], out[s])
+            notes = {s: failure or degenerate_note(out[id_name], out[s])
                      for s in ctx.ood.sets}
             warned = [f"{s}: {n.removeprefix(WARNING)}" for s, n in notes.items()
                       if n and not failure]
@@ -321,7 +323,7 @@ def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training:
                 console.print(f"[yellow]warning: scorer {name} gives degenerate scores[/yellow] "
                               f"({training} s{seed}): {'; '.join(warned)}", soft_wrap=True)
             for set_name in ctx.ood.sets:
-                metrics = (ood_metrics(out[bench.id_dataset], out[set_name]) if out
+                metrics = (ood_metrics(out[id_name], out[set_name]) if out
                            else dict.fromkeys(OOD_METRICS, float("nan")))
                 result.rows += [base | {"scorer": name, "ood_set": set_name,
                                         "group": ctx.ood.groups[set_name], "metric": m,
@@ -539,6 +541,8 @@ def evaluate(
     model: nn.Module,
     benchmark: Benchmark | str = "fmnist",
     *,
+    id_train: Any = None,
+    id_test: Any = None,
     ood: Mapping[str, Any] | None = None,
     scorers: list[str] | str | None = None,
     device: str | None = None,
@@ -555,12 +559,14 @@ def evaluate(
     with every scorer of a benchmark; returns the tidy metrics frame of ``metrics.csv``.
 
     ``benchmark`` (a name, from ``config`` or the packaged file, or a :class:`Benchmark`)
-    gives the ID set, the OOD sets and the scorers with their parameters; ``ood`` (name ->
-    torch Dataset or DataLoader, ImageArray or ``(images, labels)``; see
-    :mod:`oodbench.data.convert`) replaces its OOD sets. Images are preprocessed as the model
-    wants (:func:`model_preprocess`). ``scorers`` (names or groups), ``device`` and
-    ``batch_size`` override the benchmark's; ``adapter`` holds options for :func:`adapt`
-    (``feature_layer``, ``head_layer``, ``preprocess``); ``name`` labels the model's rows.
+    gives the ID set, the OOD sets and the scorers with their parameters. ``id_train`` and
+    ``id_test`` (labelled), and ``ood`` (name -> data), replace its sets: torch Datasets or
+    DataLoaders, ImageArrays or ``(images, labels)`` pairs (:mod:`oodbench.data.convert`);
+    with ID sets of its own the rows are labelled benchmark ``custom``. Images are
+    preprocessed as the model wants (:func:`model_preprocess`). ``scorers`` (names or
+    groups), ``device`` and ``batch_size`` override the benchmark's; ``adapter`` holds
+    options for :func:`adapt` (``feature_layer``, ``head_layer``, ``preprocess``); ``name``
+    labels the model's rows.
 
     Nothing is written unless ``out`` is given (then the folder ``out`` gets the files of
     ``oodbench run``) or ``cache_dir`` (the feature cache, keyed by a fingerprint of the
@@ -579,7 +585,15 @@ def evaluate(
                           "give the model a head with as many outputs as the benchmark's "
                           "classes (e.g. num_classes= when building it)")
     data_root = resolve_data_root(opts.data_root)
-    splits = load_id_splits(bench, data_root, opts.download)
+    if (id_train is None) != (id_test is None):
+        raise ConfigError("give both <id_train> and <id_test>, or neither (the benchmark's)")
+    if id_train is None:
+        splits = load_id_splits(bench, data_root, opts.download)
+    else:
+        splits = given_splits(as_image_array(id_train, "id", "train"),
+                              as_image_array(id_test, "id", "test"), bench.image_size,
+                              bench.channels, net.fc.out_features)
+        bench = dataclasses.replace(bench, name="custom")
     if ood is None:
         sets = load_ood_sets(bench, data_root, opts.extra_ood, opts.download)
     else:

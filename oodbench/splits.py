@@ -69,3 +69,20 @@ def load_id_splits(
     val = _subset(full, np.sort(order[:n_val]), "val")
     mean, std = channel_stats(train.images, bench.channels)
     return IDSplits(train, val, test, Preprocess(bench.image_size, bench.channels, mean, std))
+
+
+def given_splits(train: ImageArray, test: ImageArray, size: int, channels: int,
+                 num_classes: int) -> IDSplits:
+    """ID splits a caller gives (no validation part), preprocessed to ``size`` x ``size`` x
+    ``channels`` with the statistics of ``train``; labels must be class indices below
+    ``num_classes``."""
+    for arr in (train, test):
+        if not len(arr.labels) or arr.labels.min() < 0 or arr.labels.max() >= num_classes:
+            low, high = (int(arr.labels.min()), int(arr.labels.max())) if len(arr.labels) \
+                else (0, -1)
+            raise ConfigError(f"ID {arr.split} set {arr.name!r} ({arr.source}) has labels "
+                              f"{low} .. {high}; the model has {num_classes} classes",
+                              "ID sets need class labels from 0 (-1 marks an unlabelled image)")
+    mean, std = channel_stats(train.images, channels)
+    return IDSplits(train, _subset(train, np.arange(0), "val"), test,
+                    Preprocess(size, channels, mean, std))

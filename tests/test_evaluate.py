@@ -132,3 +132,18 @@ def test_cli_eval_refuses_a_pickle_payload_in_pt_weights(
 class _Evil:
     def __reduce__(self):
         return (print, ("this must never run",))
+
+
+def test_id_sets_of_your_own(tb: SimpleNamespace) -> None:
+    rng = np.random.default_rng(1)
+    train = (rng.integers(0, 256, size=(80, 28, 28, 1), dtype=np.uint8), np.arange(80) % 10)
+    test = TensorDataset(torch.from_numpy(rng.integers(0, 256, size=(30, 1, 28, 28),
+                                                       dtype=np.uint8)), torch.arange(30) % 10)
+    ood = {"noise": (rng.integers(0, 256, size=(20, 28, 28, 1), dtype=np.uint8), np.zeros(20))}
+    df = evaluate(_net(), tb.bench, id_train=train, id_test=test, ood=ood, scorers=["msp", "knn"])
+    assert set(df.benchmark) == {"custom"} and set(df.ood_set) == {"", "noise"}
+    assert df["value"].notna().all()
+    with pytest.raises(ConfigError, match=r"has labels -1 \.\. -1"):
+        evaluate(_net(), tb.bench, id_train=(train[0], -np.ones(80)), id_test=test, ood=ood)
+    with pytest.raises(ConfigError, match="give both id_train and id_test"):
+        evaluate(_net(), tb.bench, id_train=train)
