@@ -481,6 +481,44 @@ def test_degenerate_scores_are_flagged_not_failed(
     assert "50.00†" in md and f"- CE / constant-scorer on mnist (seed 0): warning: {warning}" in md
 
 
+HUGE_SCORERS = '''
+import numpy as np
+
+from oodbench.scoring import Scorer, register_scorer
+
+
+@register_scorer("offset-maxlogit")
+class OffsetMaxLogit(Scorer):
+    def score(self, data):
+        return 1e9 + data.logits.max(dim=1).values.double().numpy()
+
+
+@register_scorer("huge-maxlogit")
+class HugeMaxLogit(Scorer):
+    def score(self, data):
+        return 1e38 * data.logits.max(dim=1).values.double().numpy()  # inf in float32
+'''
+
+
+def test_scores_beyond_float32_keep_their_values_in_files_and_plots(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    plugin = tb.config.parent / "huge.py"
+    plugin.write_text(HUGE_SCORERS)
+    code, err = run_cli(tb, capsys, "run", "--plugin", str(plugin), "--scorers",
+                        "maxlogit,offset-maxlogit,huge-maxlogit")
+    assert code == 0 and "failed" not in err
+    df = pd.read_csv(tb.out / "tiny" / "metrics.csv")
+    auroc = df[(df.metric == "auroc") & (df.training == "ce")].set_index("scorer")["value"]
+    assert auroc["offset-maxlogit"] == pytest.approx(auroc["maxlogit"], abs=1e-6)
+    assert auroc["huge-maxlogit"] == pytest.approx(auroc["maxlogit"], abs=1e-9)
+    with np.load(tb.out / "tiny" / "scores" / "ce-s0.npz") as z:
+        offset, huge = z["offset-maxlogit/fashion-mnist"], z["huge-maxlogit/fashion-mnist"]
+        assert offset.dtype == np.float64 and len(np.unique(offset)) > 1
+        assert np.isfinite(huge).all() and np.abs(huge).max() > 1e37
+    assert (tb.out / "tiny" / "plots" / "roc_huge-maxlogit.png").is_file()
+
+
 def test_scorer_plugin_raising_on_import(
     tb: SimpleNamespace, capsys: pytest.CaptureFixture
 ) -> None:
