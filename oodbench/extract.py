@@ -39,7 +39,7 @@ from oodbench.data import ImageArray, Preprocess
 from oodbench.fileio import atomic_write_bytes
 from oodbench.lock import unless_done
 from oodbench.models import OODNet
-from oodbench.scoring import Features, ModelScorer
+from oodbench.scoring import Features, MapScorer, ModelScorer, Scorer
 
 T = TypeVar("T", Features, np.ndarray)
 
@@ -196,14 +196,18 @@ def forward_features(
     batch_size: int = 512,
     progress: Progress | None = None,
     amp: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Features:
-    """One streamed forward pass over ``arr``: pooled features, logits and labels."""
+    """One streamed forward pass over ``arr``: pooled features (or ``reduce(fmap)``, a
+    :class:`~oodbench.scoring.MapScorer`'s reduction of the feature map), logits, labels."""
     model = prepare_model(model, device)
     feats, logits = [], []
     with torch.inference_mode(), extraction_autocast(device, amp):
         for x in batches(arr, preprocess, device, batch_size, progress,
                          f"extract {arr.name}/{arr.split}"):
-            _, f, z = model.forward_all(x)
+            fmap, f, z = model.forward_all(x)
+            if reduce is not None:
+                f = reduce(fmap.float())
             feats.append(f.float().to("cpu", non_blocking=True))
             logits.append(z.float().to("cpu", non_blocking=True))
     if device.type == "cuda":
@@ -262,17 +266,19 @@ class FeatureCache:
 
     def path(
         self, ckpt_hash: str, arr: ImageArray, preprocess: Preprocess, scorer: str = "",
-        amp: bool = False,
+        amp: bool = False, suffix: str = ".npy",
     ) -> Path:
-        """Where the entry for this checkpoint, dataset and preprocessing (and model-level
-        scorer, given as ``name(params json)``; and autocast) lives."""
+        """Where the entry for this checkpoint, dataset and preprocessing (and scorer, given
+        as ``name(params json)``: a model scorer's scores, ``.npy``, or a map scorer's
+        features, ``.npz``; and autocast) lives."""
         key = hashlib.sha256(f"{preprocess.key()}|{data_fingerprint(arr)}".encode()).hexdigest()
         stem = f"{arr.name}-{arr.split}-{key[:16]}"
         root = self.root if self.root is not None else Path()  # unused without a root
+        amp_tag = "-amp" if amp else ""
         if scorer:
             tag = hashlib.sha256(scorer.encode()).hexdigest()[:12]
-            return root / ckpt_hash[:16] / f"{stem}-{scorer.split('(')[0]}-{tag}.npy"
-        return root / ckpt_hash[:16] / f"{stem}{'-amp' if amp else ''}.npz"
+            return root / ckpt_hash[:16] / f"{stem}-{scorer.split('(')[0]}-{tag}{amp_tag}{suffix}"
+        return root / ckpt_hash[:16] / f"{stem}{amp_tag}.npz"
 
     def scores(
         self,
@@ -286,8 +292,7 @@ class FeatureCache:
         progress: Progress | None = None,
     ) -> np.ndarray:
         """Read the cached scores of a model-level scorer, or compute and store them."""
-        params = json.dumps(scorer.get_params(), sort_keys=True, default=str)
-        path = self.path(ckpt_hash, arr, preprocess, f"{scorer.name}({params})")
+        path = self.path(ckpt_hash, arr, preprocess, _scorer_tag(scorer))
         # "auto" sizes for every layer output held at once, as a pass with gradients does
         return self._once(path, lambda: model_scores(
             model, scorer, arr, preprocess, device,
@@ -302,13 +307,18 @@ class FeatureCache:
         device: torch.device,
         batch_size: int | str = "auto",
         progress: Progress | None = None,
+        map_scorer: MapScorer | None = None,
     ) -> Features:
-        """Read the cached features, or run the forward pass once and store them."""
+        """Read the cached features, or run the forward pass once and store them; with a
+        ``map_scorer``, its reduction of the feature map in place of the pooled features
+        (an entry of its own, keyed also by the scorer and its parameters)."""
         amp = self._amp(device)
-        path = self.path(ckpt_hash, arr, preprocess, amp=amp)
+        tag = _scorer_tag(map_scorer) if map_scorer is not None else ""
+        path = self.path(ckpt_hash, arr, preprocess, tag, amp=amp, suffix=".npz")
         return self._once(path, lambda: forward_features(
             model, arr, preprocess, device, self.batch_size(batch_size, model, preprocess, device),
-            progress, amp), _load_features)
+            progress, amp, map_scorer.reduce if map_scorer is not None else None),
+            _load_features)
 
     def _once(self, path: Path, compute: Callable[[], T], load: Callable[[Path], T]) -> T:
         """``load(path)`` if the entry exists (or its claim's holder made it), else
@@ -325,6 +335,11 @@ class FeatureCache:
                 return out
         self.hits += 1
         return load(path)
+
+
+def _scorer_tag(scorer: Scorer) -> str:
+    """A scorer's part of a cache key: ``name(params json)``."""
+    return f"{scorer.name}({json.dumps(scorer.get_params(), sort_keys=True, default=str)})"
 
 
 def _dump(out: Features | np.ndarray) -> bytes:

@@ -15,6 +15,7 @@ from oodbench.models import MODELS
 from oodbench.objectives import OBJECTIVES, get_objective, objective_label
 from oodbench.scoring import (
     SCORER_GROUPS,
+    MapScorer,
     ModelScorer,
     create_scorer,
     get_scorer,
@@ -58,6 +59,7 @@ def inventory(config: Path | str | None = None,
         "scorer_groups": SCORER_GROUPS,
         "scorers": [{"name": n, "group": get_scorer(n).group,
                      "consumes": "model" if issubclass(get_scorer(n), ModelScorer)
+                     else "feature map" if issubclass(get_scorer(n), MapScorer)
                      else "features",
                      "defaults": create_scorer(n).get_params(),
                      "defined_in": _defined_in(get_scorer(n))}

@@ -68,6 +68,7 @@ from oodbench.report import ablation_table, print_summary, write_reports
 from oodbench.scoring import (
     Features,
     Head,
+    MapScorer,
     ModelScorer,
     Scorer,
     ScorerFailed,
@@ -210,10 +211,10 @@ class _Checkpoint:
                  progress: Progress) -> None:
         self.ctx, self.model, self.ckpt_hash, self.progress = ctx, model, ckpt_hash, progress
 
-    def features(self, arr: ImageArray) -> Features:
+    def features(self, arr: ImageArray, map_scorer: MapScorer | None = None) -> Features:
         ctx = self.ctx
         return ctx.cache.get(self.model, self.ckpt_hash, arr, ctx.preprocess, ctx.device,
-                             ctx.bench.extract_batch, self.progress)
+                             ctx.bench.extract_batch, self.progress, map_scorer)
 
     def model_scores(self, scorer: ModelScorer, arrays: Mapping[str, ImageArray],
                      name: str) -> np.ndarray:
@@ -224,7 +225,11 @@ class _Checkpoint:
     def fit_score(self, scorer: Scorer, train: Features, head: Head,
                   sets: Mapping[str, Features],
                   arrays: Mapping[str, ImageArray]) -> dict[str, np.ndarray]:
-        """Fit once, score every set (a model scorer by passes of its own over the images)."""
+        """Fit once, score every set (a model scorer by passes of its own over the images; a
+        map scorer on its reductions of the feature map, from passes of its own, cached)."""
+        if isinstance(scorer, MapScorer):
+            train = self.features(self.ctx.splits.train, scorer)
+            sets = {name: self.features(arrays[name], scorer) for name in sets}
         score_set = (partial(self.model_scores, scorer, arrays)
                      if isinstance(scorer, ModelScorer) else None)
         return fit_and_score(scorer, train, head, sets, score_set)

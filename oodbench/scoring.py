@@ -33,6 +33,7 @@ from oodbench.registry import Registry, UnknownName, did_you_mean, origin, signa
 __all__ = [
     "Features",
     "Head",
+    "MapScorer",
     "ModelScorer",
     "PluginError",
     "Scorer",
@@ -206,6 +207,20 @@ class ModelScorer(Scorer):
         """Return the N scores of a batch, higher = more in-distribution."""
 
 
+class MapScorer(Scorer):
+    """A scorer that consumes the last feature map (B x C x H x W), not the pooled features.
+
+    :meth:`reduce` keeps what it needs of each batch's map (N x D per sample) during an
+    extraction pass of its own, cached per checkpoint, dataset and parameters and run only
+    when such a scorer is requested; ``fit`` and ``score`` then receive :class:`Features`
+    whose ``features`` are that reduction (the logits and labels are the pass's own).
+    """
+
+    @abstractmethod
+    def reduce(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The N x D per-sample values this scorer keeps of a batch's feature map."""
+
+
 load_builtin_scorers = load_entry_points  # the name before objectives and models had plugins
 
 
@@ -224,7 +239,7 @@ SCORER_GROUPS: dict[str, str] = {
     "logits": "read the logits (and the head)",
     "activations": "rectify, prune or rescale the penultimate activations, then energy",
     "features": "read the geometry of the penultimate features: distances, subspaces, means",
-    "model": "need the model itself (input gradients)",
+    "model": "need the model itself (input gradients) or its feature map",
     "other": "plugin scorers that name no group",
 }
 

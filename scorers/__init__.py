@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 BUILTIN = ("msp", "maxlogit", "energy", "gen", "klm", "gradnorm", "react", "ash", "scale", "dice",
-           "vim", "knn", "nnguide", "mahalanobis", "rmds", "she", "fdbd", "odin")
+           "ash_map", "vim", "knn", "nnguide", "mahalanobis", "rmds", "she", "fdbd", "odin")
 
 for _name in (*BUILTIN, *sorted({m.name for m in pkgutil.iter_modules(__path__)} - set(BUILTIN))):
     importlib.import_module(f"{__name__}.{_name}")

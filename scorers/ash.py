@@ -26,6 +26,15 @@ from scorers.energy import energy
 VARIANTS = ("s", "p", "b")
 
 
+def check_params(name: str, variant: str, percentile: float) -> tuple[str, float]:
+    """``(variant, percentile)`` if valid for ASH, else ValueError naming scorer ``name``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"{name}: variant must be one of {VARIANTS}, got {variant!r}")
+    if not 0 <= percentile < 100:
+        raise ValueError(f"{name}: percentile must be in [0, 100), got {percentile}")
+    return variant, percentile
+
+
 def ash(features: torch.Tensor, variant: str, percentile: float) -> torch.Tensor:
     """Shape N x D activations per sample with ASH-``variant`` at ``percentile``."""
     n_dims = features.shape[1]
@@ -51,12 +60,7 @@ class ASH(Scorer):
     group = "activations"
 
     def __init__(self, variant: Literal["s", "p", "b"] = "s", percentile: float = 90.0) -> None:
-        if variant not in VARIANTS:
-            raise ValueError(f"ash: variant must be one of {VARIANTS}, got {variant!r}")
-        if not 0 <= percentile < 100:
-            raise ValueError(f"ash: percentile must be in [0, 100), got {percentile}")
-        self.variant = variant
-        self.percentile = percentile
+        self.variant, self.percentile = check_params(self.name, variant, percentile)
 
     def score(self, data: Features) -> np.ndarray:
         """Return the energy of head(ash(features))."""

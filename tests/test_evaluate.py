@@ -147,3 +147,20 @@ def test_id_sets_of_your_own(tb: SimpleNamespace) -> None:
         evaluate(_net(), tb.bench, id_train=(train[0], -np.ones(80)), id_test=test, ood=ood)
     with pytest.raises(ConfigError, match="give both id_train and id_test"):
         evaluate(_net(), tb.bench, id_train=train)
+
+
+def test_a_map_scorer_gets_its_own_cached_pass_only_when_requested(tb: SimpleNamespace) -> None:
+    import dataclasses
+
+    cache = tb.root.parent / "feature-cache"
+    net = _net()
+    evaluate(net, tb.bench, scorers=["energy"], cache_dir=cache, data_root=tb.root)
+    assert not list(cache.rglob("*ash-map*"))  # nothing of the map stored unasked
+    # unpruned ASH-P on the map pools to the penultimate features: ash-map == energy
+    bench = dataclasses.replace(tb.bench, scorer_params={"ash-map": {"variant": "p",
+                                                                     "percentile": 0.0}})
+    df = evaluate(net, bench, scorers=["energy", "ash-map"], cache_dir=cache, data_root=tb.root)
+    assert len(list(cache.rglob("*ash-map*"))) == 3  # ID train, ID test, mnist
+    values = df[df.scorer != ""].pivot_table(index=["ood_set", "metric"], columns="scorer",
+                                              values="value")
+    np.testing.assert_allclose(values["ash-map"], values["energy"], atol=1e-6)

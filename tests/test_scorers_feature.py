@@ -276,3 +276,23 @@ def test_higher_is_more_id(name: str) -> None:
     sets = {"id": id_test, "ood": shifted}
     out = fit_and_score(create_scorer(name), train, head, sets)
     assert auroc(out["id"], out["ood"]) > 0.9
+
+
+def test_ash_map_shapes_the_map_then_pools() -> None:
+    from oodbench.scoring import create_scorer
+    from scorers.ash import ash
+
+    torch.manual_seed(0)
+    fmap = torch.relu(torch.randn(5, 4, 3, 3, dtype=torch.float64))
+    scorer = create_scorer("ash-map", variant="s", percentile=70.0)
+    flat = fmap.reshape(5, -1)
+    k = 36 - round(36 * 0.7)
+    want = torch.zeros_like(flat)
+    for i in range(5):  # written out: keep the top k of each sample, scale by exp(s1 / s2)
+        top = flat[i].topk(k)
+        want[i, top.indices] = top.values * torch.exp(flat[i].sum() / top.values.sum())
+    torch.testing.assert_close(scorer.reduce(fmap), want.reshape(5, 4, 9).mean(dim=2))
+    torch.testing.assert_close(ash(flat, "s", 70.0), want)
+    # with nothing pruned (ASH-P at 0), the map scorer is the energy of the pooled features
+    plain = create_scorer("ash-map", variant="p", percentile=0.0)
+    torch.testing.assert_close(plain.reduce(fmap), fmap.mean(dim=(2, 3)))

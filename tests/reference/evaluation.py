@@ -113,7 +113,8 @@ def evaluate(state: dict[str, torch.Tensor], tmp: Path) -> tuple[list[dict[str, 
 
 
 def main() -> None:
-    """Train the reference model, then write model.pt, scores.npz and metrics.json."""
+    """Train the reference model, then write model.pt, scores.npz and metrics.json
+    (``--add-new-scorers``: only add the scorers registered since)."""
     import tempfile
 
     torch.set_num_threads(1)
@@ -138,5 +139,31 @@ def main() -> None:
     print(f"reference written at {commit}: id_acc {acc:.3f}, {len(scores)} score arrays")
 
 
+def add_new_scorers() -> None:
+    """Score the stored model and add the scorers the reference lacks (a scorer added since),
+    leaving every stored array and row as it is."""
+    import sys
+    import tempfile
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, scores = evaluate(torch.load(HERE / "model.pt", weights_only=True), Path(tmp))
+    with np.load(HERE / "scores.npz") as ref:
+        stored = {k: ref[k] for k in ref.files}
+    meta = json.loads((HERE / "metrics.json").read_text())
+    known = {r["scorer"] for r in meta["rows"]}
+    new = sorted({r["scorer"] for r in rows} - known)
+    if not new:
+        sys.exit("the reference already holds every scorer")
+    np.savez(HERE / "scores.npz", **stored, **{k: v for k, v in scores.items()
+                                               if k.split("/")[0] in new})
+    meta["rows"] += [r for r in rows if r["scorer"] in new]
+    meta.setdefault("added", []).append({"scorers": new, "torch": torch.__version__})
+    (HERE / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"added to the reference: {', '.join(new)}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    add_new_scorers() if sys.argv[1:] == ["--add-new-scorers"] else main()
