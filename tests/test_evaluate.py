@@ -164,3 +164,33 @@ def test_a_map_scorer_gets_its_own_cached_pass_only_when_requested(tb: SimpleNam
     values = df[df.scorer != ""].pivot_table(index=["ood_set", "metric"], columns="scorer",
                                               values="value")
     np.testing.assert_allclose(values["ash-map"], values["energy"], atol=1e-6)
+
+
+def _vit() -> torch.nn.Module:
+    import timm
+
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1,
+                             num_classes=10)
+
+
+class _Plain(torch.nn.Module):
+    """A hand-written network, for the generic hook adapter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.ReLU())
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.classifier = torch.nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.body(x)).flatten(1))
+
+
+@pytest.mark.parametrize("build, adapter", [
+    (_vit, None), (_Plain, {"feature_layer": "body", "head_layer": "classifier"})])
+def test_a_vit_and_a_hand_written_module_go_through_evaluate(tb: SimpleNamespace, build,
+                                                             adapter) -> None:
+    torch.manual_seed(0)
+    df = evaluate(build(), tb.bench, data_root=tb.root, scorers=["energy", "knn", "ash-map"],
+                  adapter=adapter)
+    assert set(df.scorer) == {"", "energy", "knn", "ash-map"} and df["value"].notna().all()
