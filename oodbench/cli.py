@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # how the CLI spells each API argument that an error message names as <name>
-OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--out",
+OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--out", "out": "--out",
            "runs_dir": "--runs-dir", "device": "--device", "scorers": "--scorers",
            "seeds": "--seeds", "arch": "--arch", "num_classes": "--num-classes",
            "in_channels": "--in-channels", "benchmark": "--benchmark", "plugins": "--plugin",

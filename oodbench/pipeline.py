@@ -578,7 +578,10 @@ def evaluate(
     model's weights). ``options`` are :class:`RunOptions` (``data_root``, ``download``,
     ``quiet``; quiet by default).
     """
+    started = Started()
     opts = RunOptions.of({"quiet": True} | options)
+    if out is not None:
+        check_writable(Path(out), "out")
     given = load_benchmark(benchmark, config) if isinstance(benchmark, str) else benchmark
     bench = given.with_overrides(scorers=scorers, device=device or opts.device,
                                  extract_batch=batch_size)
@@ -614,7 +617,6 @@ def evaluate(
         if not opts.quiet:
             print_summary(df)
         return df
-    started = Started()
     target = Path(out)
     with _exclusive(target, Path(cache_dir or target), _ablation_file) as stage:
         return _write_model_results(ctx, score_model(ctx, net, digest, name, 0), name, stage,
