@@ -19,7 +19,7 @@ from oodbench.config import Benchmark, load_benchmark
 from oodbench.models import create_model
 from oodbench.objectives import create_objective
 from oodbench.progress import make_progress
-from oodbench.train import fit, resolve_device
+from oodbench.train import InMemory, fit, resolve_device
 
 
 def measure_rates(
@@ -50,7 +50,7 @@ def measure_rates(
             model = create_model(bench.model, bench.num_classes, bench.channels,
                                  **bench.model_kwargs())
             with make_progress(transient=True) as prog:
-                stats = fit(model, create_objective(t.objective, **params), x, y, spec, rep,
+                stats = fit(model, create_objective(t.objective, **params), InMemory(x, y), spec, rep,
                             device, prog, f"{t.name} rep {rep}")
             rates.setdefault(t.name, []).append(stats["images_per_s"])
     return rates

@@ -179,12 +179,19 @@ def _list(args: argparse.Namespace) -> None:
 
     out = Console(soft_wrap=True)  # stdout
     tables: list[tuple[str, list[str], list[list[str]]]] = [
-        ("benchmarks", ["name", "ID", "model", "trainings", "OOD sets", "scorers"],
+        ("benchmarks", ["name", "ID", "model", "trainings", "OOD sets", "scorers", "data here"],
          [[b["name"], b["id"], b["model"], ", ".join(b["trainings"]), ", ".join(b["ood"]),
-           ", ".join(b["scorers"])] for b in info["benchmarks"]]),
+           ", ".join(b["scorers"]),
+           "missing: " + ", ".join(b["data"]["missing"]) if b["data"]["missing"] else "all"]
+          for b in info["benchmarks"]]),
         ("datasets (test split)", ["name", "available here", "source / how to get it"],
          [[d["name"], "yes" if d["available"] else "no", d["detail"]]
           for d in info["datasets"]]),
+        *((f"benchmark {b['name']}: missing data", ["set", "expected (any one of)",
+                                                     "how to get it"],
+           [[key, "\n".join(need["expected"]), "\n".join(need["howto"])]
+            for key, need in b["data"]["datasets"].items() if not need["available"]])
+          for b in info["benchmarks"] if b["data"]["missing"]),
         ("models (or a reference: timm:NAME, torchvision:NAME, FILE.py:FACTORY)",
          ["name", "parameters"], [[m["name"], str(m["params"])] for m in info["models"]]),
         ("model adapters (tried in this order)", ["name", "takes", "defined in"],

@@ -311,6 +311,28 @@ Text = Annotated[str, Strict()]
 Dataset = Annotated[str, Strict(), AfterValidator(_dataset)]
 
 
+def _workers(value: object) -> int | str:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value  # type: ignore[return-value]
+    raise _Refused(f"{value!r} is not accepted: give \"auto\" or a number of worker processes "
+                   "(0: load in the main process)")
+
+
+def _relative(value: str, loc: tuple[str | int, ...]) -> None:
+    """A path that must stay inside the data root."""
+    path = Path(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise _Invalid(f"{value!r} must be a path relative to the data root, without '..'", loc)
+
+
+# fields added after results were published: they enter config_hash only when set otherwise,
+# so older benchmarks keep their hash
+# a model_weights path starting with this lies below the data root (resolved where it is used)
+DATA_ROOT_TOKEN = "{data_root}"
+_LATER: dict[str, Any] = {"model_weights": None, "id_val": "holdout", "crop_pct": 1.0}
+_LATER_OOD = ("imglist", "images")
+
+
 @_config_errors
 @dataclass(frozen=True, config=_CONFIG)
 class TrainSpec:
@@ -321,7 +343,7 @@ class TrainSpec:
     bfloat16).
     """
 
-    epochs: Count = 5
+    epochs: Annotated[int, Strict(), Field(ge=0)] = 5  # 0: the init weights as they are
     batch_size: Count = 128
     lr: Annotated[Real, Field(gt=0)] = 0.1
     momentum: Annotated[Real, Field(ge=0, lt=1)] = 0.9
@@ -372,12 +394,15 @@ class OODSpec:
     """An OOD test set and its group (near / far / sanity, or empty).
 
     ``path`` is set for a user's own set (an image folder or ``.npz``), empty for a catalogue
-    dataset.
+    dataset. ``imglist`` and ``images`` (paths relative to the data root) make it an image
+    list, as OpenOOD's ``benchmark_imglist/...`` files: ``name`` is then only its label.
     """
 
     name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "OOD set name"))]
     group: Text = ""
     path: Text = ""
+    imglist: Text = ""
+    images: Text = ""
 
 
 @_config_errors
@@ -412,6 +437,12 @@ class Benchmark:
     ablate_scorers: Annotated[tuple[str, ...], BeforeValidator(_optional_scorer_names)] = ()
     extra_ood: tuple[OODSpec, ...] = ()
     model_weights: Text | None = None
+    model_weights_howto: Text = ""  # how to get model_weights, for the message when missing
+    # "holdout": val_fraction of ID train, held out with a fixed seed; "split": the ID
+    # dataset's own "val" split (OpenOOD's val lists)
+    id_val: Literal["holdout", "split"] = "holdout"
+    crop_pct: Annotated[Real, Field(gt=0, le=1)] = 1.0  # resize to size / crop_pct, crop size
+    loader_workers: Annotated[int | str, BeforeValidator(_workers)] = "auto"
     source: Text = ""
 
     @model_validator(mode="after")
@@ -426,7 +457,14 @@ class Benchmark:
 
         seen: dict[str, str] = {self.id_dataset: "the ID set"}
         for i, spec in enumerate(self.ood):
-            if spec.name not in dataset_names():
+            if bool(spec.imglist) != bool(spec.images):
+                raise _Invalid("an image-list set needs both imglist and images", ("ood", i),
+                               "set imglist = \"benchmark_imglist/...txt\" and images = "
+                               "\"images_classic\" (both relative to the data root)")
+            if spec.imglist:
+                for key in ("imglist", "images"):
+                    _relative(getattr(spec, key), ("ood", i, key))
+            elif spec.name not in dataset_names():
                 raise _Invalid(f"name = {spec.name!r} {_not_accepted(spec.name, dataset_names())}",
                                ("ood", i))
             if spec.path:
@@ -467,6 +505,11 @@ class Benchmark:
             elif t.init is not None and t.init not in others:
                 raise _Invalid(f"init = {t.init!r} {_not_accepted(t.init, [*others, INIT_MODEL])}",
                                (kind, i))
+        for kind, i, t in entries:
+            if t.train.epochs == 0 and t.init is None:
+                raise _Invalid("train.epochs = 0 keeps the init weights as they are, but there "
+                               "is no init", (kind, i),
+                               f"set init = {INIT_MODEL!r} (model_weights) or another training")
         for kind, i, t in entries:
             chain = [t.name]
             while (parent := specs[chain[-1]].init) not in (None, INIT_MODEL):
@@ -538,9 +581,13 @@ class Benchmark:
     def config_hash(self) -> str:
         """Hash of everything that determines the results (not the file path). A field added
         since (``model_weights``) counts only when set, so older benchmarks keep their hash."""
-        skip = ("source", "description", "ablate", "ablate_scorers")
+        skip = ("source", "description", "ablate", "ablate_scorers", "loader_workers",
+                "model_weights_howto")
         data = {k: v for k, v in self.to_dict().items()
-                if k not in skip and not (k == "model_weights" and v is None)}
+                if k not in skip and not (k in _LATER and v == _LATER[k])}
+        for key in ("ood", "extra_ood"):
+            data[key] = [{k: v for k, v in spec.items() if not (k in _LATER_OOD and not v)}
+                         for spec in data[key]]
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -720,7 +767,8 @@ def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Ben
             data[key] = [_with_train(t, base) for t in data[key]]
     if isinstance(data.get("extra_ood"), list):
         data["extra_ood"] = [_extra_set(o, folder) for o in data["extra_ood"]]
-    if isinstance(data.get("model_weights"), str):
+    if isinstance(data.get("model_weights"), str) and not data["model_weights"].startswith(
+            DATA_ROOT_TOKEN):
         weights = Path(data["model_weights"])
         data["model_weights"] = str(weights if weights.is_absolute() else folder / weights)
     return _validate(Benchmark, data, source, where)

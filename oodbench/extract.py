@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import os
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -35,16 +34,13 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-from oodbench.data import ImageArray, Preprocess
+from oodbench.data import ImageSet, Preprocess
 from oodbench.fileio import atomic_write_bytes
 from oodbench.lock import unless_done
 from oodbench.models import OODNet
 from oodbench.scoring import Features, MapScorer, ModelScorer, Scorer
 
 T = TypeVar("T", Features, np.ndarray)
-
-_FINGERPRINTS: weakref.WeakKeyDictionary[ImageArray, str] = weakref.WeakKeyDictionary()
-
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over a model's state_dict (names, dtypes, shapes and bytes): the cache key of a
@@ -55,17 +51,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def data_fingerprint(arr: ImageArray) -> str:
-    """SHA-256 over an array's image and label bytes, computed once per array object (arrays
-    are treated as read-only once loaded)."""
-    if arr not in _FINGERPRINTS:
-        h = hashlib.sha256()
-        h.update(np.ascontiguousarray(arr.images).data)
-        h.update(np.ascontiguousarray(arr.labels).data)
-        _FINGERPRINTS[arr] = h.hexdigest()
-    return _FINGERPRINTS[arr]
 
 
 # "auto" batch sizes. Everywhere: the layer outputs of a batch fit in MEMORY_FRACTION of the
@@ -172,17 +157,18 @@ def extraction_autocast(device: torch.device, amp: bool) -> AbstractContextManag
 
 
 def batches(
-    arr: ImageArray,
+    arr: ImageSet,
     preprocess: Preprocess,
     device: torch.device,
     batch_size: int,
     progress: Progress | None,
     desc: str,
+    workers: int | str = "auto",
 ) -> Iterator[torch.Tensor]:
-    """Preprocessed batches of ``arr`` on ``device``, advancing a progress task."""
-    task = progress.add_task(desc, total=len(arr.labels), stats="") if progress else None
-    for i in range(0, len(arr.labels), batch_size):
-        x = preprocess(arr.images[i : i + batch_size], device)
+    """Preprocessed batches of ``arr`` on ``device`` (file sets decoded by ``workers``
+    data-loader processes), advancing a progress task."""
+    task = progress.add_task(desc, total=len(arr), stats="") if progress else None
+    for x, _ in arr.batches(preprocess, batch_size, device, workers=workers):
         yield x
         if progress is not None and task is not None:
             progress.advance(task, len(x))
@@ -190,13 +176,14 @@ def batches(
 
 def forward_features(
     model: OODNet,
-    arr: ImageArray,
+    arr: ImageSet,
     preprocess: Preprocess,
     device: torch.device,
     batch_size: int = 512,
     progress: Progress | None = None,
     amp: bool = False,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    workers: int | str = "auto",
 ) -> Features:
     """One streamed forward pass over ``arr``: pooled features (or ``reduce(fmap)``, a
     :class:`~oodbench.scoring.MapScorer`'s reduction of the feature map), logits, labels."""
@@ -204,7 +191,7 @@ def forward_features(
     feats, logits = [], []
     with torch.inference_mode(), extraction_autocast(device, amp):
         for x in batches(arr, preprocess, device, batch_size, progress,
-                         f"extract {arr.name}/{arr.split}"):
+                         f"extract {arr.name}/{arr.split}", workers):
             fmap, f, z = model.forward_all(x)
             if reduce is not None:
                 f = reduce(fmap.float())
@@ -219,18 +206,19 @@ def forward_features(
 def model_scores(
     model: OODNet,
     scorer: ModelScorer,
-    arr: ImageArray,
+    arr: ImageSet,
     preprocess: Preprocess,
     device: torch.device,
     batch_size: int = 512,
     progress: Progress | None = None,
+    workers: int | str = "auto",
 ) -> np.ndarray:
     """Run a fitted :class:`ModelScorer` over ``arr`` in batches (gradients enabled)."""
     model = prepare_model(model, device)
     std = torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     out = []
     for x in batches(arr, preprocess, device, batch_size, progress,
-                     f"{scorer.name} {arr.name}/{arr.split}"):
+                     f"{scorer.name} {arr.name}/{arr.split}", workers):
         with torch.enable_grad():
             out.append(scorer.score_batch(model, x, std).detach().double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
@@ -240,13 +228,16 @@ class FeatureCache:
     """Cache of :class:`Features` under ``root/<checkpoint hash>/<dataset>-<split>-<key>.npz``
     (no ``root``: nothing stored, every pass computed; :func:`oodbench.evaluate`'s default).
 
-    ``amp`` allows autocast for passes on CUDA. ``extraction`` records, per device, the batch
-    size used (and how "auto" chose it), for the manifest.
+    ``amp`` allows autocast for passes on CUDA; ``workers`` data-loader processes decode
+    file-backed sets (whose content manifests are kept under ``root/content``). ``extraction``
+    records, per device, the batch size used (and how "auto" chose it), for the manifest.
     """
 
-    def __init__(self, root: Path | str | None, amp: bool = True) -> None:
+    def __init__(self, root: Path | str | None, amp: bool = True,
+                 workers: int | str = "auto") -> None:
         self.root = Path(root) if root is not None else None
         self.amp = amp
+        self.workers = workers
         self.hits = 0
         self.misses = 0
         self.extraction: dict[str, dict[str, Any]] = {}
@@ -261,17 +252,21 @@ class FeatureCache:
                                         "channels_last": True}
         return batch
 
+    def fingerprint(self, arr: ImageSet) -> str:
+        """The content hash of ``arr`` (a file set's manifest kept under ``root/content``)."""
+        return arr.fingerprint(self.root / "content" if self.root is not None else None)
+
     def _amp(self, device: torch.device) -> bool:
         return self.amp and device.type == "cuda"
 
     def path(
-        self, ckpt_hash: str, arr: ImageArray, preprocess: Preprocess, scorer: str = "",
+        self, ckpt_hash: str, arr: ImageSet, preprocess: Preprocess, scorer: str = "",
         amp: bool = False, suffix: str = ".npy",
     ) -> Path:
         """Where the entry for this checkpoint, dataset and preprocessing (and scorer, given
         as ``name(params json)``: a model scorer's scores, ``.npy``, or a map scorer's
         features, ``.npz``; and autocast) lives."""
-        key = hashlib.sha256(f"{preprocess.key()}|{data_fingerprint(arr)}".encode()).hexdigest()
+        key = hashlib.sha256(f"{preprocess.key()}|{self.fingerprint(arr)}".encode()).hexdigest()
         stem = f"{arr.name}-{arr.split}-{key[:16]}"
         root = self.root if self.root is not None else Path()  # unused without a root
         amp_tag = "-amp" if amp else ""
@@ -285,7 +280,7 @@ class FeatureCache:
         model: OODNet,
         ckpt_hash: str,
         scorer: ModelScorer,
-        arr: ImageArray,
+        arr: ImageSet,
         preprocess: Preprocess,
         device: torch.device,
         batch_size: int | str = "auto",
@@ -296,13 +291,14 @@ class FeatureCache:
         # "auto" sizes for every layer output held at once, as a pass with gradients does
         return self._once(path, lambda: model_scores(
             model, scorer, arr, preprocess, device,
-            self.batch_size(batch_size, model, preprocess, device), progress), np.load)
+            self.batch_size(batch_size, model, preprocess, device), progress, self.workers),
+            np.load)
 
     def get(
         self,
         model: OODNet,
         ckpt_hash: str,
-        arr: ImageArray,
+        arr: ImageSet,
         preprocess: Preprocess,
         device: torch.device,
         batch_size: int | str = "auto",
@@ -317,7 +313,7 @@ class FeatureCache:
         path = self.path(ckpt_hash, arr, preprocess, tag, amp=amp, suffix=".npz")
         return self._once(path, lambda: forward_features(
             model, arr, preprocess, device, self.batch_size(batch_size, model, preprocess, device),
-            progress, amp, map_scorer.reduce if map_scorer is not None else None),
+            progress, amp, map_scorer.reduce if map_scorer is not None else None, self.workers),
             _load_features)
 
     def _once(self, path: Path, compute: Callable[[], T], load: Callable[[Path], T]) -> T:

@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from oodbench.adapters import ADAPTERS
-from oodbench.config import load_config
-from oodbench.data import dataset_names, dataset_status
+from oodbench.config import Benchmark, load_config
+from oodbench.data import (
+    DATASETS,
+    DatasetStatus,
+    dataset_names,
+    dataset_report,
+    image_list_status,
+)
 from oodbench.models import MODELS
 from oodbench.objectives import OBJECTIVES, get_objective, objective_label
 from oodbench.scoring import (
@@ -23,11 +29,43 @@ from oodbench.scoring import (
 )
 
 
-def _ways(why: str) -> str:
-    """The numbered "how to get it" lines of an unavailable dataset, on one line."""
-    ways = [line.strip().split(". ", 1)[1] for line in why.splitlines()[1:]
-            if line.strip()[:1].isdigit() and ". " in line]
-    return "sources tried: " + "; ".join(ways) if ways else why
+def _status(report: DatasetStatus) -> dict[str, Any]:
+    """A :class:`DatasetStatus` as plain data: where it loads from, or what each source needs
+    and how to provide it."""
+    if report.available:
+        return {"available": True, "where": report.where}
+    return {"available": False, "expected": list(report.expected),
+            "reasons": list(report.reasons), "howto": list(dict.fromkeys(report.howto))}
+
+
+def _detail(status: dict[str, Any]) -> str:
+    """One line for the table: where it loads from, or the paths it looks for."""
+    if status["available"]:
+        return status["where"]
+    return "expected: " + "; ".join(status["expected"])
+
+
+def _dataset(name: str, data_root: Path | str | None) -> dict[str, Any]:
+    """Every split's status of one dataset."""
+    splits = {split: _status(dataset_report(name, split, data_root))
+              for split in getattr(DATASETS.get(name), "splits", ("test",))}
+    test = splits.get("test") or next(iter(splits.values()))
+    return {"name": name, "available": test["available"], "detail": _detail(test),
+            "splits": splits}
+
+
+def benchmark_data(bench: Benchmark, data_root: Path | str | None = None) -> dict[str, Any]:
+    """Whether each dataset a benchmark reads is here: its ID splits and every OOD set (image
+    lists by their own paths), as :func:`_status` data keyed ``id/<split>`` and ``ood/<name>``,
+    and the list of those missing."""
+    id_splits = ("train", "val", "test") if bench.id_val == "split" else ("train", "test")
+    needs = {f"id/{split}": _status(dataset_report(bench.id_dataset, split, data_root))
+             for split in id_splits}
+    for spec in bench.ood:
+        report = (image_list_status(spec.imglist, spec.images, data_root) if spec.imglist
+                  else dataset_report(spec.name, "test", data_root))
+        needs[f"ood/{spec.name}"] = _status(report)
+    return {"datasets": needs, "missing": [k for k, v in needs.items() if not v["available"]]}
 
 
 def _defined_in(cls: type) -> str:
@@ -39,17 +77,13 @@ def _defined_in(cls: type) -> str:
 def inventory(config: Path | str | None = None,
               data_root: Path | str | None = None) -> dict[str, Any]:
     """Everything ``oodbench list`` shows, as JSON-ready data."""
-    datasets = []
-    for name in dataset_names():
-        ok, why = dataset_status(name, "test", data_root)
-        datasets.append({"name": name, "available": ok, "detail": why if ok else _ways(why)})
     return {
         "benchmarks": [{"name": b.name, "id": b.id_dataset, "model": b.model,
                         "trainings": [t.name for t in b.trainings],
                         "ood": [o.name for o in b.ood], "scorers": list(b.scorers),
-                        "source": b.source}
+                        "source": b.source, "data": benchmark_data(b, data_root)}
                        for b in load_config(config).values()],
-        "datasets": datasets,
+        "datasets": [_dataset(name, data_root) for name in dataset_names()],
         "models": [{"name": n, "params": MODELS.params(n)} for n in MODELS.names()],
         "adapters": [{"name": n, "takes": (ADAPTERS.get(n).__doc__ or "").split("\n")[0],
                       "defined_in": _defined_in(ADAPTERS.get(n))} for n in ADAPTERS.ordered()],

@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from oodbench.config import Benchmark
-from oodbench.data import ImageArray
-from oodbench.extract import FeatureCache, data_fingerprint
+from oodbench.data import ImageSet
+from oodbench.data.imageset import describe
+from oodbench.extract import FeatureCache
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits
 
@@ -46,20 +47,21 @@ class Started:
     code: dict[str, object] = field(default_factory=_code_now)
 
 
-def dataset_info(arr: ImageArray, group: str | None = None) -> dict[str, Any]:
-    """Size, shape, source and content hash of a dataset (and its OOD group, if any)."""
-    info = {"n": len(arr.labels), "shape": list(arr.images.shape[1:]), "source": arr.source,
-            "sha256": data_fingerprint(arr)}
+def dataset_info(arr: ImageSet, cache: FeatureCache,
+                 group: str | None = None) -> dict[str, Any]:
+    """Size, shape (``None``: sizes vary), source and content hash of a dataset (and its OOD
+    group, if any)."""
+    info = describe(arr) | {"sha256": cache.fingerprint(arr)}
     return info if group is None else info | {"group": group}
 
 
 def build_manifest(
     bench: Benchmark,
     splits: IDSplits,
-    ood: dict[str, ImageArray],
+    ood: dict[str, ImageSet],
     groups: dict[str, str],
     skipped: dict[str, str],
-    val_ood: dict[str, ImageArray],
+    val_ood: dict[str, ImageSet],
     device: torch.device,
     cache: FeatureCache,
     started: Started,
@@ -72,9 +74,10 @@ def build_manifest(
     common = {
         "benchmark": bench.name, "config_file": bench.source,
         "config_hash": bench.config_hash(), "config": bench.to_dict(),
-        "id_dataset": {s: dataset_info(getattr(splits, s)) for s in ("train", "val", "test")},
-        "ood_sets": {n: dataset_info(a, groups[n]) for n, a in ood.items()},
-        "val_ood_sets": {n: dataset_info(a) for n, a in val_ood.items()},
+        "id_dataset": {s: dataset_info(getattr(splits, s), cache)
+                       for s in ("train", "val", "test")},
+        "ood_sets": {n: dataset_info(a, cache, groups[n]) for n, a in ood.items()},
+        "val_ood_sets": {n: dataset_info(a, cache) for n, a in val_ood.items()},
         "skipped_ood_sets": skipped, "device": str(device),
         "cache": {"hits": cache.hits, "misses": cache.misses}, "extraction": cache.extraction,
         "versions": library_versions(), "runtime": runtime, "code": started.code,

@@ -31,9 +31,10 @@ from oodbench.checkpoint import SUMMARY_KEYS, file_hash, load_checkpoint
 from oodbench.config import Benchmark, ConfigError, OODSpec, check_name, load_benchmark
 from oodbench.data import (
     DatasetUnavailable,
-    ImageArray,
+    ImageSet,
     Preprocess,
     load_dataset,
+    load_image_list,
     load_path,
     resolve_data_root,
 )
@@ -109,7 +110,7 @@ class RunOptions:
 class OODSets:
     """The OOD test sets that loaded here, their groups, and the ones skipped (with why)."""
 
-    sets: dict[str, ImageArray] = field(default_factory=dict)
+    sets: dict[str, ImageSet] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -126,8 +127,10 @@ def load_ood_sets(
     shape = (bench.image_size, bench.image_size, bench.channels)
     for spec in bench.ood:
         try:
-            out.sets[spec.name] = load_dataset(spec.name, "test", data_root, download=download,
-                                              image_shape=shape)
+            out.sets[spec.name] = (
+                load_image_list(spec.name, spec.imglist, spec.images, data_root) if spec.imglist
+                else load_dataset(spec.name, "test", data_root, download=download,
+                                  image_shape=shape))
             out.groups[spec.name] = spec.group
         except DatasetUnavailable as e:
             out.skipped[spec.name] = str(e)
@@ -141,11 +144,10 @@ def load_ood_sets(
         out.sets[spec.name] = load_path(Path(spec.path), spec.name)
         out.groups[spec.name] = spec.group
     for name, arr in out.sets.items():
-        if len(arr.labels) == 0:
+        if len(arr) == 0:
             raise DataError(f"OOD set {name!r} ({arr.source}) holds no images",
                             "give it at least one image or leave it out")
-        steps = [*arr.notes, conversion_note(arr.images.shape[1:], bench.image_size,
-                                             bench.channels)]
+        steps = [*arr.notes, conversion_note(arr.shape, bench.image_size, bench.channels)]
         note = "; ".join(step for step in steps if step)
         if note:
             console.print(f"note: OOD set {name!r} is converted to the ID input "
@@ -211,12 +213,12 @@ class _Checkpoint:
                  progress: Progress) -> None:
         self.ctx, self.model, self.ckpt_hash, self.progress = ctx, model, ckpt_hash, progress
 
-    def features(self, arr: ImageArray, map_scorer: MapScorer | None = None) -> Features:
+    def features(self, arr: ImageSet, map_scorer: MapScorer | None = None) -> Features:
         ctx = self.ctx
         return ctx.cache.get(self.model, self.ckpt_hash, arr, ctx.preprocess, ctx.device,
                              ctx.bench.extract_batch, self.progress, map_scorer)
 
-    def model_scores(self, scorer: ModelScorer, arrays: Mapping[str, ImageArray],
+    def model_scores(self, scorer: ModelScorer, arrays: Mapping[str, ImageSet],
                      name: str) -> np.ndarray:
         ctx = self.ctx
         return ctx.cache.scores(self.model, self.ckpt_hash, scorer, arrays[name], ctx.preprocess,
@@ -224,7 +226,7 @@ class _Checkpoint:
 
     def fit_score(self, scorer: Scorer, train: Features, head: Head,
                   sets: Mapping[str, Features],
-                  arrays: Mapping[str, ImageArray]) -> dict[str, np.ndarray]:
+                  arrays: Mapping[str, ImageSet]) -> dict[str, np.ndarray]:
         """Fit once, score every set (a model scorer by passes of its own over the images; a
         map scorer on its reductions of the feature map, from passes of its own, cached)."""
         if isinstance(scorer, MapScorer):
@@ -247,7 +249,7 @@ def _grid_record(ctx: EvalContext, trials: list[dict[str, Any]]) -> dict[str, An
 
 def _score_one(
     run: _Checkpoint, name: str, train: Features, head: Head, sets: dict[str, Features],
-    arrays: dict[str, ImageArray], val: dict[str, Features],
+    arrays: dict[str, ImageSet], val: dict[str, Features],
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:
     """(scores per set, parameters and fit facts, failure note) of one scorer; a failure
     leaves no scores and a note, and the matrix goes on."""
@@ -397,10 +399,11 @@ def _context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
     if splits is None:
         trainer = Trainer(bench, opts.runs_dir, data_root, bench.device, download=opts.download)
         splits = trainer.splits
-    cache = FeatureCache(inside(opts.runs_dir, bench.name, "cache"), bench.extract_amp)
+    cache = FeatureCache(inside(opts.runs_dir, bench.name, "cache"), bench.extract_amp,
+                         bench.loader_workers)
     device = trainer.device if trainer else resolve_device(bench.device)
     if val_side:
-        val_side_splits = IDSplits(splits.train, splits.val, splits.val, splits.preprocess)
+        val_side_splits = IDSplits.fixed(splits.train, splits.val, splits.val, splits.preprocess)
         ood = load_val_ood(bench, data_root, opts.download)
         return EvalContext(bench, val_side_splits, ood, cache, device,
                            preprocess=trainer.preprocess if trainer else None), trainer
@@ -532,7 +535,8 @@ def model_preprocess(net: ModelAdapter, bench: Benchmark, splits: IDSplits,
                      input_size: int | None = None) -> Preprocess:
     """:func:`~oodbench.adapters.input_preprocess` of ``net`` on ``bench``'s images, with one
     note when they are converted for it."""
-    preprocess = input_preprocess(net, splits.preprocess, input_size)
+    preprocess = input_preprocess(net, lambda: splits.preprocess, splits.size, input_size,
+                                  splits.crop_pct)
     note = conversion_note((bench.image_size, bench.image_size, bench.channels),
                            preprocess.size, preprocess.channels)
     if note:
@@ -607,7 +611,8 @@ def evaluate(
     else:
         arrays = {check_name(n, "OOD set name"): as_image_array(d, n) for n, d in ood.items()}
         sets = OODSets(arrays, dict.fromkeys(arrays, "custom"))
-    ctx = EvalContext(bench, splits, sets, FeatureCache(cache_dir, bench.extract_amp),
+    cache = FeatureCache(cache_dir, bench.extract_amp, bench.loader_workers)
+    ctx = EvalContext(bench, splits, sets, cache,
                       resolve_device(bench.device),
                       preprocess=model_preprocess(net, bench, splits, input_size))
     digest = weights_fingerprint(net)

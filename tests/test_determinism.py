@@ -19,7 +19,6 @@ from conftest import random_images, write_npz
 from oodbench.checkpoint import file_hash
 from oodbench.config import load_benchmark
 from oodbench.data import load_dataset
-from oodbench.extract import data_fingerprint
 from oodbench.pipeline import run_benchmark
 from oodbench.scoring import list_scorers, load_builtin_scorers
 from oodbench.train import resolve_device
@@ -109,7 +108,7 @@ def test_manifest_records_what_a_rerun_needs(tiny_bench: SimpleNamespace) -> Non
         assert len(m["id_dataset"][split]["sha256"]) == 64
         assert m["id_dataset"][split]["n"] > 0 and m["id_dataset"][split]["source"]
     mnist = load_dataset("mnist", "test", tiny_bench.root, image_shape=(28, 28, 1))
-    assert m["ood_sets"]["mnist"]["sha256"] == data_fingerprint(mnist)
+    assert m["ood_sets"]["mnist"]["sha256"] == mnist.fingerprint()
     assert m["ood_sets"]["mnist"]["group"] == "near"
     assert m["val_ood_sets"] == {}  # no scorer_grids: nothing was selected on val_ood
     assert "cifar10-gray" in m["skipped_ood_sets"]

@@ -10,7 +10,7 @@ import torch
 
 from oodbench import extract
 from oodbench.data import ImageArray, Preprocess
-from oodbench.extract import FeatureCache, activation_bytes, auto_batch_size, data_fingerprint
+from oodbench.extract import FeatureCache, activation_bytes, auto_batch_size
 from oodbench.models import create_model
 from oodbench.scoring import Head, create_scorer, load_builtin_scorers
 
@@ -76,9 +76,9 @@ def test_auto_batch_cache_records_the_choice_and_keys_amp_entries(tmp_path: Path
 
 def test_fingerprint_is_computed_once_per_array(monkeypatch: pytest.MonkeyPatch) -> None:
     arr = ImageArray(np.ones((2, 4, 4, 1), np.uint8), np.zeros(2, np.int64), "x", "test", "")
-    first = data_fingerprint(arr)
+    first = arr.fingerprint()
     monkeypatch.setattr(extract.hashlib, "sha256", None)  # any recomputation would fail
-    assert data_fingerprint(arr) == first
+    assert arr.fingerprint() == first
 
 
 def test_auto_batch_leaves_the_model_usable_for_gradient_scorers(tmp_path: Path) -> None:

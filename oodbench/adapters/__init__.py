@@ -20,6 +20,7 @@ when the caller names the feature and head layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -52,14 +53,14 @@ class PreprocessConfig:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def preprocess(self, size: int | None = None) -> Preprocess:
+    def preprocess(self, size: int | None = None, crop_pct: float = 1.0) -> Preprocess:
         """The :class:`~oodbench.data.Preprocess` that turns uint8 images into this input at
-        ``size`` (default ``input_size``): grey/RGB conversion, resize of the shorter side and
-        centre crop, normalisation."""
+        ``size`` (default ``input_size``): grey/RGB conversion, resize of the shorter side (to
+        ``size / crop_pct``) and centre crop, normalisation."""
         side = size or self.input_size
         if side is None:
             raise ConfigError("the model states no input size", "pass <input_size>")
-        return Preprocess(side, self.channels, tuple(self.mean), tuple(self.std))
+        return Preprocess(side, self.channels, tuple(self.mean), tuple(self.std), crop_pct)
 
 
 class ModelAdapter(nn.Module):
@@ -86,15 +87,16 @@ class ModelAdapter(nn.Module):
         return self.forward_all(x)[2]
 
 
-def input_preprocess(net: ModelAdapter, fallback: Preprocess,
-                     size: int | None = None) -> Preprocess:
+def input_preprocess(net: ModelAdapter, fallback: Callable[[], Preprocess], default_size: int,
+                     size: int | None = None, crop_pct: float = 1.0) -> Preprocess:
     """The preprocessing that feeds ``net``: its own ``preprocess_config`` (at ``size``, else
-    its own input size, else ``fallback``'s), or ``fallback`` (a benchmark's, fitted on its
-    ID-train images) for a net without one."""
+    its own input size, else ``default_size``; the shorter side resized to that over
+    ``crop_pct``, then centre-cropped), or ``fallback()`` (a benchmark's, fitted on its
+    ID-train images, computed only then) for a net without one."""
     config = net.preprocess_config
     if config is None:
-        return fallback
-    return config.preprocess(size or config.input_size or fallback.size)
+        return fallback()
+    return config.preprocess(size or config.input_size or default_size, crop_pct)
 
 
 def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

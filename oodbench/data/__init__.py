@@ -53,14 +53,20 @@ SVHN's label 10 (the digit 0) reads as 0.
 
 from oodbench.data.catalogue import (
     DATASETS,
-    ImageArray,
+    DatasetDef,
+    DatasetStatus,
     dataset_names,
+    dataset_report,
     dataset_status,
+    image_list_status,
     load_dataset,
+    load_image_list,
     load_path,
     register_dataset,
+    register_definition,
     resolve_data_root,
 )
+from oodbench.data.imageset import ImageArray, ImageFiles, ImageSet
 from oodbench.data.preprocess import Preprocess, channel_stats
 from oodbench.data.readers import Decoded, read_image_folder, read_npz
 from oodbench.errors import DataError, DatasetUnavailable
@@ -68,17 +74,25 @@ from oodbench.errors import DataError, DatasetUnavailable
 __all__ = [
     "DATASETS",
     "DataError",
+    "DatasetDef",
+    "DatasetStatus",
     "DatasetUnavailable",
     "Decoded",
     "ImageArray",
+    "ImageFiles",
+    "ImageSet",
     "Preprocess",
     "channel_stats",
     "dataset_names",
+    "dataset_report",
     "dataset_status",
+    "image_list_status",
     "load_dataset",
+    "load_image_list",
     "load_path",
     "read_image_folder",
     "read_npz",
     "register_dataset",
+    "register_definition",
     "resolve_data_root",
 ]

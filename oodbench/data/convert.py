@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from oodbench.data.catalogue import ImageArray
+from oodbench.data.imageset import ImageArray, ImageSet
 from oodbench.data.readers import to_rgb
 from oodbench.errors import DataError
 
@@ -64,10 +64,11 @@ def _split(item: Any) -> tuple[Any, Any]:
     return item, None
 
 
-def as_image_array(data: Any, name: str, split: str = "test") -> ImageArray:
-    """``data`` (see the module docstring) as an :class:`ImageArray` named ``name``/``split``;
-    labels are -1 where none are given."""
-    if isinstance(data, ImageArray):
+def as_image_array(data: Any, name: str, split: str = "test") -> ImageSet:
+    """``data`` (see the module docstring) as an :class:`ImageArray` named ``name``/``split``
+    (an :class:`ImageSet` already, such as streamed files, as it is); labels are -1 where none
+    are given."""
+    if isinstance(data, ImageSet):
         return data
     notes: Counter[str] = Counter()
     where = f"dataset {name!r} ({split})"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 from oodbench.data.readers import LUMA_WEIGHTS
 
@@ -23,12 +24,16 @@ def _check_images(images: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """uint8 NHWC -> float32 NCHW: channel conversion, resize, centre crop, normalisation."""
+    """uint8 NHWC -> float32 NCHW: channel conversion, resize, centre crop, normalisation.
+
+    The shorter side is resized to ``floor(size / crop_pct)`` and the central ``size`` square
+    kept (``crop_pct`` 0.875 at 224 is ImageNet's resize-256, crop-224)."""
 
     size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop_pct: float = 1.0
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -41,6 +46,8 @@ class Preprocess:
             )
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, got {self.std}")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must lie in (0, 1], got {self.crop_pct}")
 
     def __call__(
         self, images: np.ndarray, device: torch.device | str | None = None
@@ -57,10 +64,21 @@ class Preprocess:
             x = x.pin_memory().to(device, non_blocking=True)
         elif device is not None:
             x = x.to(device)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.finish(self.fit(x.permute(0, 3, 1, 2).float().div_(255.0)))
+
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """Float N x C x H x W images in [0, 1] at the input size: RGB to grey (BT.601 luma)
+        when one channel is wanted, then resize and centre crop. Per image, so a data-loader
+        worker can run it on one image and :meth:`finish` the batch."""
         if x.shape[1] == 3 and self.channels == 1:
             x = (x * self._luma.to(x.device)).sum(dim=1, keepdim=True)
-        x = self._resize(x)
+        return self._resize(x)
+
+    def finish(self, x: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        """A batch from :meth:`fit` (moved to ``device``) as model input: grey copied to RGB
+        when three channels are wanted, normalised, in channels-last memory order."""
+        if device is not None:
+            x = x.to(device, non_blocking=True)
         if x.shape[1] == 1 and self.channels == 3:
             x = x.expand(-1, 3, -1, -1)
         mean, std = (t.to(x.device) for t in self._stats)
@@ -76,14 +94,21 @@ class Preprocess:
         return (torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1),
                 torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1))
 
+    @property
+    def resize_size(self) -> int:
+        """The side the shorter side is resized to before the centre crop."""
+        return self.size if self.crop_pct == 1 else math.floor(self.size / self.crop_pct)
+
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize the shorter side to ``size`` (bilinear, antialiased), then centre-crop."""
+        """Resize the shorter side to :attr:`resize_size` (bilinear, antialiased: torchvision's
+        ``v2`` resize), then centre-crop to ``size``."""
         height, width = x.shape[-2:]
-        if height == width == self.size:
+        side = self.resize_size
+        if height == width == side == self.size:
             return x
-        scale = self.size / min(height, width)
-        target = (max(self.size, round(height * scale)), max(self.size, round(width * scale)))
-        x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=True)
+        scale = side / min(height, width)
+        target = [max(side, round(height * scale)), max(side, round(width * scale))]
+        x = TF.resize(x, target, antialias=True)
         top, left = (target[0] - self.size) // 2, (target[1] - self.size) // 2
         return x[..., top : top + self.size, left : left + self.size]
 
@@ -91,12 +116,17 @@ class Preprocess:
         """Stable short string for cache keys, e.g. ``s28-c1-m0.2860-sd0.3530``."""
         mean = "_".join(f"{m:.4f}" for m in self.mean)
         std = "_".join(f"{s:.4f}" for s in self.std)
-        return f"s{self.size}-c{self.channels}-m{mean}-sd{std}"
+        crop = f"-cp{self.crop_pct:.4f}" if self.crop_pct != 1 else ""
+        return f"s{self.size}-c{self.channels}-m{mean}-sd{std}{crop}"
 
 
-def conversion_note(shape: tuple[int, ...], size: int, channels: int) -> str:
+def conversion_note(shape: tuple[int, ...] | None, size: int, channels: int) -> str:
     """What :class:`Preprocess` does to H x W x C images to give ``size`` x ``size`` x
-    ``channels`` input ("" when they already match), for the note printed once per set."""
+    ``channels`` input ("" when they already match; ``shape`` None: sizes vary, files are
+    resized as they are read), for the note printed once per set."""
+    if shape is None:
+        return (f"image files of any size and mode, each read as RGB and resized (shorter "
+                f"side to {size}, bilinear, centre crop){'; RGB to grey' * (channels == 1)}")
     height, width, have = shape
     steps = []
     if have != channels:

@@ -164,7 +164,7 @@ def to_rgb(image: Image.Image, name: str) -> tuple[Image.Image, tuple[str, ...]]
     return rgb, notes + ("transparent pixels composited on black",) * transparent
 
 
-def _unreadable(item: Path | bytes, exc: Exception) -> str:
+def unreadable(item: Path | bytes, exc: Exception) -> str:
     """Why Pillow could not decode ``item``, for the error message."""
     if not isinstance(exc, UnidentifiedImageError):
         return f"corrupt or truncated image ({exc})"
@@ -190,7 +190,7 @@ def stack_rgb(
                 image.load()
                 rgb, notes = to_rgb(image, name)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{name}: {_unreadable(item, exc)}") from exc
+            raise DataError(f"{name}: {unreadable(item, exc)}") from exc
         done.update(notes)
         array = np.asarray(rgb if size is None else resize_centre_crop(rgb, size))
         if out is None:
@@ -338,6 +338,12 @@ def image_files(folder: Path | str) -> tuple[Path, ...]:
     ))
 
 
+def has_image_file(folder: Path) -> bool:
+    """Whether ``folder`` holds any image file below it (stops at the first)."""
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p.relative_to(folder))
+               for p in folder.rglob("*"))
+
+
 def read_image_files(folder: Path, files: Sequence[Path], size: int | None = None) -> Decoded:
     """Read ``files`` below ``folder``; labels index the sorted (not hidden) class sub-folders,
     else -1.
@@ -348,12 +354,45 @@ def read_image_files(folder: Path, files: Sequence[Path], size: int | None = Non
         raise DataError(f"{folder}: holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}, "
                         "any case; hidden files and folders are skipped)",
                         "put images there or point to another folder")
+    images, notes = stack_rgb(files, str(folder), size)
+    return Decoded(images, folder_labels(folder, files), notes)
+
+
+def folder_labels(folder: Path, files: Sequence[Path]) -> np.ndarray:
+    """Labels of ``files`` below ``folder``: the index of their sorted (not hidden) class
+    sub-folder, -1 for files directly in ``folder``."""
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not _hidden(Path(p.name)))
     classes = {name: i for i, name in enumerate(names)}
     parts = [f.relative_to(folder).parts for f in files]
-    labels = np.array([classes[p[0]] if len(p) > 1 else -1 for p in parts], dtype=np.int64)
-    images, notes = stack_rgb(files, str(folder), size)
-    return Decoded(images, labels, notes)
+    return np.array([classes[p[0]] if len(p) > 1 else -1 for p in parts], dtype=np.int64)
+
+
+def read_image_list(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+    """An image list (OpenOOD's format): one ``relative/path label`` line per image (the label
+    an integer, -1 for none; blank lines skipped); the paths and ``int64`` labels."""
+    paths: list[str] = []
+    labels: list[int] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable image list ({exc})") from exc
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, _, label = line.strip().rpartition(" ")
+        try:
+            value = int(label)
+        except ValueError:
+            value = None
+        if not name or value is None or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise DataError(f"{path}:{number}: expected 'relative/path label' with an integer "
+                            f"label, got {line.strip()[:80]!r}",
+                            "fix the line, or rebuild the list")
+        paths.append(name)
+        labels.append(value)
+    if not paths:
+        raise DataError(f"{path}: the image list names no images")
+    return tuple(paths), np.array(labels, dtype=np.int64)
 
 
 def read_image_folder(path: Path | str) -> Decoded:

@@ -79,8 +79,9 @@ def data() -> tuple[IDSplits, OODSets]:
 
     (tr, ytr), (va, yva), (te, yte) = _patterns(600, 0), _patterns(100, 1), _patterns(200, 2)
     mean, std = channel_stats(tr, 1)
-    splits = IDSplits(arr(tr, ytr, "fashion-mnist", "train"), arr(va, yva, "fashion-mnist", "val"),
-                      arr(te, yte, "fashion-mnist", "test"), Preprocess(28, 1, mean, std))
+    splits = IDSplits.fixed(arr(tr, ytr, "fashion-mnist", "train"),
+                            arr(va, yva, "fashion-mnist", "val"),
+                            arr(te, yte, "fashion-mnist", "test"), Preprocess(28, 1, mean, std))
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 256, size=(150, 28, 28, 1), dtype=np.uint8)
     rgb = np.repeat(_patterns(120, 4)[0], 3, axis=-1)
