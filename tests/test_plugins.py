@@ -407,3 +407,55 @@ def test_an_unsafe_registry_name_is_refused(name: str) -> None:
 
     with pytest.raises(RegistrationError, match="not a safe name"):
         Registry("scorer").register(name)(type("X", (), {}))
+
+
+STREAMED_DATASET = '''
+from pathlib import Path
+
+from oodbench.data import DatasetUnavailable, load_path, register_dataset
+
+
+def status(split, data_root):
+    folder = (data_root or Path("/nonexistent")) / "scribbles"
+    return folder.is_dir(), str(folder) if folder.is_dir() else f"expected {folder}/"
+
+
+@register_dataset("scribbles", status=status)
+def scribbles(split, data_root, stream=None):
+    """An image folder below the data root, streamed from disk."""
+    if data_root is None or not (data_root / "scribbles").is_dir():
+        raise DatasetUnavailable("scribbles needs <data root>/scribbles/")
+    return load_path(data_root / "scribbles", "scribbles", stream=True)
+'''
+
+
+def test_plugin_dataset_is_listed_and_runs_as_an_ood_set(
+    tiny_bench: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import pandas as pd
+    from PIL import Image
+
+    path = tmp_path / "scribbles_plugin.py"
+    path.write_text(STREAMED_DATASET)
+    rng = np.random.default_rng(0)
+    (tiny_bench.root / "scribbles").mkdir()
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (30 + i, 28), dtype=np.uint8)).save(
+            tiny_bench.root / "scribbles" / f"{i}.png")
+    capsys.readouterr()
+    assert main(["list", "--plugin", str(path), "--json", "--data-root", str(tmp_path)]) == 0
+    listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)["datasets"]}
+    assert listed["scribbles"]["available"] is False
+    assert listed["scribbles"]["splits"]["test"]["reasons"] == [f"expected {tmp_path}/scribbles/"]
+    config = tiny_bench.config.read_text() + '\n[[benchmarks.tiny.ood]]\nname = "scribbles"\n' \
+        'group = "far"\n'
+    tiny_bench.config.write_text(config)
+    assert _run(tiny_bench, "--plugin", str(path), "--scorers", "msp,knn") == 0
+    df = pd.read_csv(tiny_bench.out / "tiny" / "metrics.csv")
+    rows = df[(df.ood_set == "scribbles") & (df.metric == "auroc")]
+    assert len(rows) == 4 and rows.value.notna().all()
+    manifest = json.loads((tiny_bench.out / "tiny" / "manifest.json").read_text())
+    info = manifest["ood_sets"]["scribbles"]
+    assert info["n"] == 12 and info["shape"] is None and len(info["sha256"]) == 64

@@ -36,6 +36,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from oodbench.data import readers
+from oodbench.data.content import content_fingerprint
 from oodbench.data.preprocess import LUMA_WEIGHTS, Preprocess, channel_stats
 from oodbench.errors import DataError
 
@@ -162,7 +163,7 @@ def decode_file(path: Path, size: int | None = None) -> tuple[np.ndarray, tuple[
                         "restore the file or rebuild the list that names it") from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: {readers.unreadable(path, exc)}") from exc
-    return np.asarray(rgb if size is None else readers.resize_centre_crop(rgb, size)), notes
+    return np.array(rgb if size is None else readers.resize_centre_crop(rgb, size)), notes
 
 
 class _Decoding(Dataset):
@@ -242,8 +243,6 @@ class ImageFiles(ImageSet):
                        labels=self.labels[index], split=split, seen=Counter())
 
     def _fingerprint(self, store: Path | None) -> str:
-        from oodbench.data.content import content_fingerprint  # TEMP until content.py lands
-
         h = hashlib.sha256(content_fingerprint([self.path(i) for i in range(len(self))],
                                                self.base, self.labels, store).encode())
         h.update(f"|resize={self.resize}".encode())
