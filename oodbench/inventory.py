@@ -35,7 +35,8 @@ def _status(report: DatasetStatus) -> dict[str, Any]:
     if report.available:
         return {"available": True, "where": report.where}
     return {"available": False, "expected": list(report.expected),
-            "reasons": list(report.reasons), "howto": list(dict.fromkeys(report.howto))}
+            "reasons": list(report.reasons), "howto": list(dict.fromkeys(report.howto)),
+            "notes": list(report.notes)}
 
 
 def _detail(status: dict[str, Any]) -> str:

@@ -9,17 +9,19 @@ Distribution Detection for Real-World Settings", ICML 2022, arXiv:1911.11132. No
 (as OpenOOD v1.5's "klm"). Differences from OpenOOD: the templates q_k are fitted on ID-train
 (OpenOOD uses the ID validation split); a class no training sample is predicted as is skipped
 (OpenOOD gives it a one-hot template, whose KL is infinite for any p that is not one-hot);
-everything is float64, log p comes from log_softmax and log q_j is clamped at the smallest
-positive float64 so an underflowed template entry gives a large finite KL, not infinity.
+everything is float64 (the templates are summed over float64 chunks of ID-train,
+:mod:`oodbench.stats`, with no N x K float64 copy), log p comes from log_softmax and log q_j is
+clamped at the smallest positive float64 so an underflowed template entry gives a large finite
+KL, not infinity.
 """
 
 from typing import Self
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
+from oodbench.stats import class_sums
 
 EPS = torch.finfo(torch.float64).tiny
 
@@ -36,11 +38,10 @@ class KLMatching(Scorer):
         """Average the ID-train softmax over the samples predicted as each class."""
         if len(train) == 0:
             raise ValueError("klm: needs a non-empty ID-train set")
-        probs = train.logits.double().softmax(dim=1)
-        assign = F.one_hot(probs.argmax(dim=1), probs.shape[1]).double()
-        counts = assign.sum(dim=0)
+        sums, counts = class_sums(train.logits, train.logits.argmax(dim=1), train.logits.shape[1],
+                                  transform=lambda logits: logits.softmax(dim=1))
         present = counts > 0
-        templates = (assign.T @ probs)[present] / counts[present].unsqueeze(1)
+        templates = sums[present] / counts[present].unsqueeze(1).to(sums)
         self.log_templates_ = templates.clamp(min=EPS).log()
         self.head_ = head
         return self

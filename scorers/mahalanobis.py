@@ -6,7 +6,8 @@ score(x) = -min_c (f(x) - mu_c)^T Sigma^+ (f(x) - mu_c)
 Sigma^+ is the Moore-Penrose pseudo-inverse (torch.linalg.pinv, hermitian), as sklearn's
 EmpiricalCovariance used by OpenOOD: it equals the inverse when Sigma is well conditioned and
 stays finite when it is singular (dead ReLU units, D > N). Everything is computed in float64,
-in chunks of chunk_size samples.
+in chunks of chunk_size samples (:mod:`oodbench.stats`): the fit holds no N x D copy of the
+features, only the class sums and the D x D scatter.
 
 Lee, Lee, Lee & Shin, "A Simple Unified Framework for Detecting Out-of-Distribution Samples
 and Adversarial Attacks", NeurIPS 2018, arXiv:1807.03888. As OpenOOD v1.5's "mds": the final
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
+from oodbench.stats import within_class
 
 
 @register_scorer("mahalanobis")
@@ -40,20 +42,7 @@ class Mahalanobis(Scorer):
         labels = train.labels
         if len(train) == 0 or bool((labels < 0).any()):
             raise ValueError("mahalanobis: needs a non-empty ID-train set with known labels")
-        classes, inverse = labels.unique(return_inverse=True)
-        n_dims = train.features.shape[1]
-        sums = train.features.new_zeros((len(classes), n_dims), dtype=torch.float64)
-        chunks = list(
-            zip(train.features.split(self.chunk_size), inverse.split(self.chunk_size), strict=True)
-        )
-        for feats, idx in chunks:
-            sums.index_add_(0, idx, feats.double())
-        counts = torch.bincount(inverse, minlength=len(classes)).to(sums)
-        means = sums / counts.unsqueeze(1)
-        cov = sums.new_zeros((n_dims, n_dims))
-        for feats, idx in chunks:
-            centred = feats.double() - means[idx]
-            cov += centred.T @ centred
+        means, _, cov = within_class(train.features, labels, self.chunk_size)
         self.means_ = means
         self.precision_ = torch.linalg.pinv(cov / len(train), hermitian=True)
         self.head_ = head

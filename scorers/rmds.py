@@ -5,10 +5,12 @@ mu_0 = mean of all ID-train features;         Sigma_0 = (1/N) sum_i (f_i - mu_0)
 MD_k(x) = (f(x) - mu_k)^T Sigma^+ (f(x) - mu_k),  MD_0(x) = (f(x) - mu_0)^T Sigma_0^+ (f(x) - mu_0)
 score(x) = -min_k (MD_k(x) - MD_0(x)) = MD_0(x) - min_k MD_k(x)
 
-The class means and tied covariance are exactly those of the "mahalanobis" scorer (which this
-module fits and reuses); the background Gaussian is estimated the same way: divide by N and
-the hermitian pseudo-inverse, as sklearn's EmpiricalCovariance used by OpenOOD. Everything is
-computed in float64, in chunks of chunk_size samples.
+The class means and tied covariance are exactly those of the "mahalanobis" scorer (the same
+chunked pass, :func:`oodbench.stats.within_class`); the background Gaussian is estimated the
+same way: divide by N and the hermitian pseudo-inverse, as sklearn's EmpiricalCovariance used
+by OpenOOD. Its scatter comes without a second pass over the features, from the within-class
+one: sum_i (f_i - mu_0)(f_i - mu_0)^T = within + sum_k n_k (mu_k - mu_0)(mu_k - mu_0)^T (exact:
+the cross terms vanish). Everything is computed in float64, in chunks of chunk_size samples.
 
 Ren, Fort, Liu, Roy, Padhy & Lakshminarayanan, "A Simple Fix to Mahalanobis Distance for
 Improving Near-OOD Detection", arXiv:2106.09022 (ICML 2021 UDL workshop). As OpenOOD v1.5's
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
-from scorers.mahalanobis import Mahalanobis
+from oodbench.stats import within_class
 
 
 @register_scorer("rmds")
@@ -49,21 +51,14 @@ class RMDS(Scorer):
                 "rmds: needs a non-empty ID-train set with known labels, got "
                 f"{len(train)} samples of which {n_unknown} unlabelled"
             )
-        classes = Mahalanobis(chunk_size=self.chunk_size).fit(train, head)
-        chunks = train.features.split(self.chunk_size)
-        n_dims = train.features.shape[1]
-        total = train.features.new_zeros(n_dims, dtype=torch.float64)
-        for feats in chunks:
-            total += feats.double().sum(dim=0)
-        mean = total / len(train)
-        cov = mean.new_zeros((n_dims, n_dims))
-        for feats in chunks:
-            centred = feats.double() - mean
-            cov += centred.T @ centred
-        self.means_ = classes.means_
-        self.precision_ = classes.precision_
+        means, counts, within = within_class(train.features, train.labels, self.chunk_size)
+        mean = (means * counts.unsqueeze(1)).sum(dim=0) / len(train)
+        offsets = means - mean
+        total = within + offsets.T @ (offsets * counts.unsqueeze(1))
+        self.means_ = means
+        self.precision_ = torch.linalg.pinv(within / len(train), hermitian=True)
         self.background_mean_ = mean
-        self.background_precision_ = torch.linalg.pinv(cov / len(train), hermitian=True)
+        self.background_precision_ = torch.linalg.pinv(total / len(train), hermitian=True)
         self.head_ = head
         return self
 

@@ -5,7 +5,8 @@ score(x) = <f(x), S_c>,  c = argmax_k logits(x)_k
 
 Every class of the head needs at least one correctly classified ID-train sample, since any
 class can be predicted at test time; fit raises otherwise. Patterns and scores are computed in
-float64; the predictions use the cached logits.
+float64 (the patterns as per-class sums over float64 chunks of ID-train, :mod:`oodbench.stats`);
+the predictions use the cached logits.
 
 Zhang, Fu, Chen, Du, Li, Wang, Liu, Han & Zhang, "Out-of-Distribution Detection based on
 In-Distribution Data Patterns Memorization with Modern Hopfield Energy", ICLR 2023
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
+from oodbench.stats import class_sums
 
 
 @register_scorer("she")
@@ -41,17 +43,14 @@ class SHE(Scorer):
             )
         n_classes = head.weight.shape[0]
         preds = train.logits.argmax(dim=1)
-        correct = preds == labels
-        feats = train.features[correct].double()
-        classes = preds[correct]
-        counts = torch.bincount(classes, minlength=n_classes)
+        classes = torch.where(preds == labels, preds, -1)  # -1: misclassified, left out
+        sums, counts = class_sums(train.features, classes, n_classes)
         missing = (counts == 0).nonzero().flatten().tolist()
         if missing:
             raise ValueError(
                 f"she: no correctly classified ID-train sample for class(es) {missing}, "
-                f"got {int(correct.sum())} correct of {len(train)}"
+                f"got {int(counts.sum())} correct of {len(train)}"
             )
-        sums = feats.new_zeros((n_classes, feats.shape[1])).index_add_(0, classes, feats)
         self.patterns_ = sums / counts.unsqueeze(1).to(sums)
         self.head_ = head
         return self

@@ -11,7 +11,10 @@ arXiv:2203.10807. Default dim = D // 2: OpenOOD v1.5 uses dim = 256 for the 512-
 features, i.e. half the dimension, which also suits smaller feature sizes. As OpenOOD, u,
 Sigma, R and alpha come from ID-train and the covariance is the uncentred one of z; unlike
 OpenOOD (float32 inputs, np.linalg.eig), everything is float64 and the symmetric
-eigendecomposition (eigh) is used. The cached logits are used for both terms.
+eigendecomposition (eigh) of the scatter, accumulated over float64 chunks of ID-train
+(:mod:`oodbench.stats`), is used rather than a decomposition of the full N x D matrix; the
+training residual norms for alpha take a second chunked pass. The cached logits are used for
+both terms.
 """
 
 from typing import Self
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
+from oodbench.stats import row_chunks, scatter
 
 
 @register_scorer("vim")
@@ -47,13 +51,15 @@ class ViM(Scorer):
             raise ValueError("vim: needs a non-empty ID-train set")
         weight, bias = head.weight.double(), head.bias.double()
         origin = -torch.linalg.pinv(weight) @ bias
-        centred = train.features.double() - origin
-        _, eigvecs = torch.linalg.eigh(centred.T @ centred / len(train))
+        cov = scatter(train.features, origin) / len(train)
+        _, eigvecs = torch.linalg.eigh(cov)
         basis = eigvecs[:, : n_dims - dim]
-        residual = (centred @ basis).norm(dim=1).mean()
+        norms = [((train.features[rows].double() - origin) @ basis).norm(dim=1)
+                 for rows in row_chunks(len(train))]
+        residual = torch.cat(norms).mean()
         if residual == 0:
             raise ValueError(f"vim: ID-train has no residual outside the top {dim} directions")
-        self.alpha_ = float(train.logits.double().amax(dim=1).mean() / residual)
+        self.alpha_ = float(train.logits.amax(dim=1).double().mean() / residual)
         self.origin_ = origin
         self.residual_basis_ = basis
         self.head_ = head

@@ -221,9 +221,6 @@ class Noise(DatasetDef):
 OPENOOD_SPLITS = ("train", "val", "test")
 CLASSIC, LARGESCALE = "images_classic", "images_largescale"  # OpenOOD's image folders
 IMGLIST = "benchmark_imglist"
-OPENOOD_HOWTO = ("OpenOOD v1.5's data: its scripts/download/download.py (github.com/Jingkang50/"
-                 "OpenOOD) writes benchmark_imglist/, images_classic/ and images_largescale/; "
-                 "point the data root at the folder holding them")
 
 
 def _openood_id(bench: str, stem: str, images: str) -> ImageList:
@@ -362,15 +359,14 @@ _CATALOGUE: dict[str, DatasetDef] = {
     "imagenet200": Catalogued(
         OPENOOD_SPLITS,
         (RootSource(_openood_id("imagenet200", "imagenet200", LARGESCALE)),),
-        ("OpenOOD v1.5's 200-class ImageNet subset (its image lists over ImageNet-1K's images)",
-         OPENOOD_HOWTO),
+        ("OpenOOD v1.5's 200-class ImageNet subset (its image lists over ImageNet-1K's images)",),
     ),
     "imagenet1k": Catalogued(
         OPENOOD_SPLITS,
         (RootSource(_openood_id("imagenet", "imagenet", LARGESCALE)),
          RootSource(Folder(("imagenet/{split}",), splits=("train", "val"))),),
         ("ImageNet-1K (ILSVRC-2012) by OpenOOD v1.5's image lists, or class folders "
-         "imagenet/{train,val}/<wnid>/ (torchvision's ImageFolder layout)", OPENOOD_HOWTO),
+         "imagenet/{train,val}/<wnid>/ (torchvision's ImageFolder layout)"),
     ),
     "cifar10-gray": GreyView("cifar10"),
     "tin-gray": GreyView("tin"),
@@ -600,12 +596,12 @@ def load_image_list(name: str, imglist: str, images: str,
                     data_root: Path | str | None = None) -> ImageSet:
     """Load an image list below the data root as the set ``name`` (streamed; raises
     ``DatasetUnavailable`` naming the paths it needs)."""
-    return image_list_def(imglist, images, OPENOOD_HOWTO).load(
+    return image_list_def(imglist, images).load(
         name, "test", _context(data_root, False), None, None)
 
 
 def image_list_status(imglist: str, images: str,
                       data_root: Path | str | None = None) -> DatasetStatus:
     """Whether the image list is available under the data root (nothing is read)."""
-    return image_list_def(imglist, images, OPENOOD_HOWTO).status(
+    return image_list_def(imglist, images).status(
         "test", _context(data_root, False))

@@ -35,6 +35,9 @@ SPLITS = ("train", "test")
 # caller says otherwise; smaller ones are decoded into memory, the faster path for them
 STREAM_ABOVE = 10_000
 ROOT_HOWTO = f"pass <data_root=PATH> or set ${DATA_ENV}=PATH"
+OPENOOD_HOWTO = ("OpenOOD v1.5's data: its scripts/download/download.py (github.com/Jingkang50/"
+                 "OpenOOD) writes benchmark_imglist/, images_classic/ and images_largescale/; "
+                 "the data root is the folder holding them")
 
 
 def streamed(stream: bool | None, count: int) -> bool:
@@ -78,6 +81,10 @@ class Layout(ABC):
     @abstractmethod
     def read(self, found: Found, split: str) -> Decoded:
         """Decode the located files."""
+
+    def hint(self) -> str:
+        """Where files of this layout come from, for the "how to get it" message ("": none)."""
+        return ""
 
     def load(self, found: Found, split: str, name: str, source: str,
              stream: bool | None) -> ImageSet:
@@ -278,6 +285,9 @@ class ImageList(Layout):
     def read(self, found: Found, split: str) -> Decoded:
         raise NotImplementedError("image lists are streamed; see load()")
 
+    def hint(self) -> str:
+        return OPENOOD_HOWTO
+
     def load(self, found: Found, split: str, name: str, source: str,
              stream: bool | None) -> ImageSet:
         paths, labels = readers.read_image_list(found.where)
@@ -362,7 +372,9 @@ class RootSource(Source):
         return "<data root>"
 
     def howto(self, ctx: Context, split: str) -> str:
-        return f"place {self.layout.pattern(split)} in a data root folder and {ROOT_HOWTO}"
+        hint = self.layout.hint()
+        return (f"place {self.layout.pattern(split)} in a data root folder and {ROOT_HOWTO}"
+                + (f" ({hint})" if hint else ""))
 
 
 @dataclass(frozen=True)
