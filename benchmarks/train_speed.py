@@ -50,8 +50,8 @@ def measure_rates(
             model = create_model(bench.model, bench.num_classes, bench.channels,
                                  **bench.model_kwargs())
             with make_progress(transient=True) as prog:
-                stats = fit(model, create_objective(t.objective, **params), InMemory(x, y), spec, rep,
-                            device, prog, f"{t.name} rep {rep}")
+                stats = fit(model, create_objective(t.objective, **params), InMemory(x, y), spec,
+                            rep, device, prog, f"{t.name} rep {rep}")
             rates.setdefault(t.name, []).append(stats["images_per_s"])
     return rates
 

@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="fpr95", help="default: fpr95")
     p.add_argument("--json", action="store_true",
                    help="the table's cells as JSON records (mean, std, text) on stdout")
+    p.add_argument("--protocol", default=None, metavar="openood-v1.5",
+                   help="write the metrics in OpenOOD v1.5's CSV format (one file per training "
+                        "and scorer, as its eval_ood.py --save-csv) and print their paths")
+    p.add_argument("--out", type=Path, default=None,
+                   help="with --protocol: where (default: <results>/<benchmark>/openood)")
     p.set_defaults(func=_table)
 
     p = sub.add_parser("plot", help="score histograms, ROC curves and Δ FPR95 from results/")
@@ -216,6 +221,13 @@ def _list(args: argparse.Namespace) -> None:
 def _table(args: argparse.Namespace) -> None:
     from oodbench.report import read_results, table_records, to_csv, to_latex, to_markdown
 
+    if args.protocol is not None:
+        from oodbench.report import export_protocol
+
+        paths = export_protocol(args.results / args.benchmark, args.protocol, args.out)
+        _print(json.dumps([str(p) for p in paths]) if args.json
+               else "\n".join(str(p) for p in paths))
+        return
     df, table = read_results(args.results / args.benchmark, args.metric)
     if args.json:
         _print(json.dumps(table_records(table), indent=2))

@@ -691,3 +691,15 @@ def table_records(table: pd.DataFrame) -> dict[str, object]:
     return {"metric": table.attrs["metric"], "baseline": table.attrs["baseline"],
             "n_seeds": table.attrs["n_seeds"], "failures": table.attrs["failures"],
             "warnings": table.attrs["warnings"], "cells": cells}
+
+
+def export_protocol(folder: Path, protocol: str, out: Path | None = None) -> list[Path]:
+    """Write a results folder's metrics in another project's format (``protocol``: one of
+    :data:`oodbench.openood.PROTOCOLS`) under ``out`` (default ``folder/openood``); returns
+    the files written. The folder is checked as :func:`read_metrics` checks it."""
+    from oodbench.openood import PROTOCOLS, write_openood_csvs
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}", f"use one of {', '.join(PROTOCOLS)}")
+    df = read_metrics(Path(folder))
+    return write_openood_csvs(df, Path(out) if out is not None else Path(folder) / "openood")
