@@ -43,6 +43,7 @@ _EXPORTS = {
     "register_adapter": "oodbench.adapters",
     "run_benchmark": "oodbench.pipeline",
     "load_plugin_file": "oodbench.plugins",
+    "export_protocol": "oodbench.report",
     "inventory": "oodbench.inventory",
     "Features": "oodbench.scoring",
     "Head": "oodbench.scoring",

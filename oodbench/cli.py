@@ -24,7 +24,8 @@ OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--o
            "seeds": "--seeds", "arch": "--arch", "num_classes": "--num-classes",
            "in_channels": "--in-channels", "benchmark": "--benchmark", "plugins": "--plugin",
            "extra_ood": "--extra-ood", "config": "--config", "metric": "--metric",
-           "model": "--model", "batch_size": "--batch-size", "input_size": "--input-size"}
+           "model": "--model", "batch_size": "--batch-size", "input_size": "--input-size",
+           "protocol": "--protocol"}
 
 
 def _positive(text: str) -> int:

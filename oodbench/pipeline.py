@@ -31,6 +31,7 @@ from oodbench.checkpoint import SUMMARY_KEYS, file_hash, load_checkpoint
 from oodbench.config import Benchmark, ConfigError, OODSpec, check_name, load_benchmark
 from oodbench.data import (
     DatasetUnavailable,
+    ImageFiles,
     ImageSet,
     Preprocess,
     load_dataset,
@@ -434,6 +435,10 @@ def _finish(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, A
     for name, why in ctx.ood.skipped.items():
         console.print(f"[yellow]skipped OOD set {name}[/yellow]: {why.splitlines()[0]} "
                       "(every way to get it: manifest.json, or `oodbench list`)", soft_wrap=True)
+    for arr in (ctx.splits.train, ctx.splits.test, *ctx.ood.sets.values()):
+        if isinstance(arr, ImageFiles) and arr.conversions():
+            console.print(f"note: {arr.name}/{arr.split} files, as decoded: "
+                          f"{'; '.join(arr.conversions())}", markup=False, soft_wrap=True)
     return df
 
 

@@ -696,10 +696,13 @@ def table_records(table: pd.DataFrame) -> dict[str, object]:
 def export_protocol(folder: Path, protocol: str, out: Path | None = None) -> list[Path]:
     """Write a results folder's metrics in another project's format (``protocol``: one of
     :data:`oodbench.openood.PROTOCOLS`) under ``out`` (default ``folder/openood``); returns
-    the files written. The folder is checked as :func:`read_metrics` checks it."""
+    the files written. The folder is checked as :func:`read_metrics` checks it; the files
+    written are not in its manifest, and :func:`check_results` ignores files it does not
+    record, so the folder stays valid (a later run replaces the folder, these files too)."""
     from oodbench.openood import PROTOCOLS, write_openood_csvs
 
     if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}", f"use one of {', '.join(PROTOCOLS)}")
-    df = read_metrics(Path(folder))
-    return write_openood_csvs(df, Path(out) if out is not None else Path(folder) / "openood")
+        raise ConfigError(f"<protocol={protocol}> is not a known protocol",
+                          f"use one of {', '.join(PROTOCOLS)}")
+    return write_openood_csvs(Path(folder),
+                              Path(out) if out is not None else Path(folder) / "openood")

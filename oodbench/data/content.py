@@ -20,12 +20,27 @@ from oodbench.errors import DataError
 from oodbench.fileio import atomic_write_bytes
 
 VERSION = 1
+BLOCK = 1 << 20  # bytes read at a time
+PROGRESS_EVERY = 1000  # files between two ``progress`` calls (and one after the last)
+_HEX = frozenset("0123456789abcdef")
 
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    h = hashlib.sha256()
+    buffer = bytearray(BLOCK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _valid(entry: object) -> bool:
+    """Whether a stored entry is ``[size, mtime_ns, sha256]`` (ints and 64 hex digits)."""
+    return (isinstance(entry, list) and len(entry) == 3
+            and all(type(v) is int for v in entry[:2]) and isinstance(entry[2], str)
+            and len(entry[2]) == 64 and set(entry[2]) <= _HEX)
 
 
 def _stored(path: Path | None) -> dict[str, list]:
@@ -36,7 +51,8 @@ def _stored(path: Path | None) -> dict[str, list]:
     try:
         data = json.loads(path.read_text())
         if data.get("version") == VERSION and isinstance(data.get("files"), dict):
-            return data["files"]
+            # a malformed entry is dropped, so that file is hashed again
+            return {k: v for k, v in data["files"].items() if _valid(v)}
     except (OSError, ValueError, AttributeError):
         pass
     return {}
@@ -47,7 +63,9 @@ def content_fingerprint(files: Sequence[Path], base: Path, labels: np.ndarray | 
                         progress: Callable[[int], None] | None = None) -> str:
     """SHA-256 over ``relpath, size, sha256, label`` of every file (in the given order), with
     the per-file hashes kept in a manifest under ``store`` (none: all hashed, nothing kept).
-    ``progress`` is called with the number of files done so far."""
+    ``progress`` is called with the number of files done so far (every ``PROGRESS_EVERY``
+    files and after the last). A stored manifest that cannot be read is ignored and rewritten;
+    a listed file that is missing raises :class:`DataError`."""
     rel = [f.relative_to(base).as_posix() for f in files]
     names = hashlib.sha256(("\n".join([str(base), *rel])).encode()).hexdigest()[:16]
     path = store / f"{names}.json" if store is not None else None
@@ -64,12 +82,12 @@ def content_fingerprint(files: Sequence[Path], base: Path, labels: np.ndarray | 
             raise DataError(f"{file}: listed but not found",
                             "restore the file or rebuild the list that names it") from exc
         entries[name] = entry
-        if progress is not None and (i + 1) % 1000 == 0:
+        if progress is not None and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(rel)):
             progress(i + 1)
     if path is not None and (changed or len(known) != len(entries)):
         body = {"version": VERSION, "base": str(base), "files": entries}
         atomic_write_bytes(path, json.dumps(body).encode())
-    values = labels if labels is not None else np.full(len(rel), -1)
+    values = np.asarray(labels) if labels is not None else np.full(len(rel), -1)
     h = hashlib.sha256()
     for name, label in zip(rel, values.tolist(), strict=True):
         size, _, digest = entries[name]

@@ -293,6 +293,10 @@ class ImageFiles(ImageSet):
 
 
 def describe(arr: ImageSet) -> dict[str, Any]:
-    """Size, shape (``None``: sizes vary) and source of a set, for manifests."""
-    return {"n": len(arr), "shape": list(arr.shape) if arr.shape else None,
+    """Size, shape (``None``: sizes vary) and source of a set (and, for files, what decoding
+    did to them so far), for manifests."""
+    info = {"n": len(arr), "shape": list(arr.shape) if arr.shape else None,
             "source": arr.source}
+    if isinstance(arr, ImageFiles):
+        info["decoded"] = list(arr.conversions())
+    return info
