@@ -213,7 +213,7 @@ def _list(args: argparse.Namespace) -> None:
     for title, columns, rows in tables:
         table = Table(title=title)
         for col in columns:
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # paths in full, never cut with "…"
         for row in rows:
             table.add_row(*row)
         out.print(table, markup=False)

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from oodbench.adapters import ADAPTERS
-from oodbench.config import Benchmark, load_config
+from oodbench.config import DATA_ROOT_TOKEN, Benchmark, load_config
 from oodbench.data import (
     DATASETS,
     DatasetStatus,
     dataset_names,
     dataset_report,
     image_list_status,
+    resolve_data_root,
 )
+from oodbench.errors import ConfigError
 from oodbench.models import MODELS
 from oodbench.objectives import OBJECTIVES, get_objective, objective_label
 from oodbench.scoring import (
@@ -27,6 +29,7 @@ from oodbench.scoring import (
     get_scorer,
     list_scorers,
 )
+from oodbench.train import model_weights
 
 
 def _status(report: DatasetStatus) -> dict[str, Any]:
@@ -55,6 +58,19 @@ def _dataset(name: str, data_root: Path | str | None) -> dict[str, Any]:
             "splits": splits}
 
 
+def _weights_status(bench: Benchmark, data_root: Path | str | None) -> dict[str, Any]:
+    """Whether the benchmark's ``model_weights`` file is here."""
+    try:
+        path = model_weights(bench, resolve_data_root(data_root))
+        return {"available": True, "where": str(path)}
+    except ConfigError as e:
+        root = resolve_data_root(data_root)
+        name = str(bench.model_weights)
+        expected = name.replace(DATA_ROOT_TOKEN, str(root)) if root is not None else name
+        return {"available": False, "expected": [expected], "reasons": [e.message],
+                "howto": [bench.model_weights_howto or e.hint or ""], "notes": []}
+
+
 def benchmark_data(bench: Benchmark, data_root: Path | str | None = None) -> dict[str, Any]:
     """Whether each dataset a benchmark reads is here: its ID splits and every OOD set (image
     lists by their own paths), as :func:`_status` data keyed ``id/<split>`` and ``ood/<name>``,
@@ -66,6 +82,8 @@ def benchmark_data(bench: Benchmark, data_root: Path | str | None = None) -> dic
         report = (image_list_status(spec.imglist, spec.images, data_root) if spec.imglist
                   else dataset_report(spec.name, "test", data_root))
         needs[f"ood/{spec.name}"] = _status(report)
+    if bench.model_weights is not None:
+        needs["model_weights"] = _weights_status(bench, data_root)
     return {"datasets": needs, "missing": [k for k, v in needs.items() if not v["available"]]}
 
 

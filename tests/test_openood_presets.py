@@ -26,15 +26,20 @@ def test_list_names_the_missing_files_and_finds_a_full_tree(
 ) -> None:
     bench = load_benchmark(preset)
     empty = benchmark_data(bench, tmp_path)
+    weights = {"model_weights"} if bench.model_weights else set()
     assert set(empty["missing"]) == {f"id/{s}" for s in ("train", "val", "test")} | {
-        f"ood/{o.name}" for o in bench.ood}
+        f"ood/{o.name}" for o in bench.ood} | weights
     listed = json.dumps(empty)
     for spec in bench.ood:
         assert f"{tmp_path}/{spec.imglist}" in listed
     assert "scripts/download/download.py" in listed
     root = tmp_path / "openood"
     build_openood_tree(root, PRESETS[preset])
-    assert benchmark_data(bench, root)["missing"] == []
+    assert benchmark_data(bench, root)["missing"] == sorted(weights)
+    if weights:
+        need = benchmark_data(bench, root)["datasets"]["model_weights"]
+        assert need["expected"] == [f"{root}/weights/resnet50-0676ba61.pth"]
+        assert "IMAGENET1K_V1" in need["howto"][0]
     capsys.readouterr()
     assert main(["list", "--data-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
