@@ -95,5 +95,7 @@ def test_streaming_fits_where_the_array_does_not(big_folder: Path, tmp_path: Pat
     torch.manual_seed(0)
     model = create_model("resnet8", 4, 3, widths=(4, 4, 4))
     pre = Preprocess(SIZE, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    want = forward_features(model, memory, pre, torch.device("cpu"), 128).features.numpy()
-    np.testing.assert_allclose(streamed, want, atol=1e-6, rtol=0)
+    every = np.arange(0, N, 10)  # a 2,000-image sample of the in-memory path
+    want = forward_features(model, memory.subset(every, "test"), pre, torch.device("cpu"),
+                            128).features.numpy()
+    np.testing.assert_allclose(streamed[every], want, atol=1e-6, rtol=0)
