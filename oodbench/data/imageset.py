@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from oodbench.data import readers
@@ -151,21 +150,6 @@ class ImageArray(ImageSet):
         return channel_stats(self.images, channels)
 
 
-def decode_file(path: Path, size: int | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
-    """One image file as ``uint8`` H x W x 3 RGB by the readers' colour-mode policy (resized
-    and centre-cropped to ``size`` x ``size`` if given), and what was done to it."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgb, notes = readers.to_rgb(image, str(path))
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: listed but not found",
-                        "restore the file or rebuild the list that names it") from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: {readers.unreadable(path, exc)}") from exc
-    return np.array(rgb if size is None else readers.resize_centre_crop(rgb, size)), notes
-
-
 class _Decoding(Dataset):
     """Worker-side decoding of an :class:`ImageFiles`: item ``i`` is (input C x H x W float at
     the input size, label, notes); with no preprocessing, the per-channel moments of image ``i``
@@ -179,7 +163,8 @@ class _Decoding(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[str, ...]]:
-        image, notes = decode_file(self.files.path(i), self.files.resize)
+        path = self.files.path(i)
+        image, notes = readers.decode_image(path, str(path), self.files.resize)
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
         if self.preprocess is not None:
             return self.preprocess.fit(x[None])[0], int(self.files.labels[i]), notes

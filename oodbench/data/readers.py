@@ -173,6 +173,23 @@ def unreadable(item: Path | bytes, exc: Exception) -> str:
     return "corrupt or truncated image (not a decodable image)"
 
 
+def decode_image(item: Path | bytes, name: str, size: int | None = None
+                 ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """One image file or encoded bytes (``name`` in errors) as ``uint8`` H x W x 3 RGB by
+    :func:`to_rgb` (resized and centre-cropped to ``size`` x ``size`` if given), and what was
+    done to it; a missing or undecodable file is a :class:`DataError` naming it."""
+    try:
+        with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
+            image.load()
+            rgb, notes = to_rgb(image, name)
+    except FileNotFoundError as exc:
+        raise DataError(f"{name}: listed but not found",
+                        "restore the file or rebuild the list that names it") from exc
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{name}: {unreadable(item, exc)}") from exc
+    return np.array(rgb if size is None else resize_centre_crop(rgb, size)), notes
+
+
 def stack_rgb(
     items: Sequence[Path | bytes], origin: str, size: int | None = None
 ) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -185,14 +202,8 @@ def stack_rgb(
     done: Counter[str] = Counter()
     for i, item in enumerate(items):
         name = str(item) if isinstance(item, Path) else f"{origin}: image {i}"
-        try:
-            with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as image:
-                image.load()
-                rgb, notes = to_rgb(image, name)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{name}: {unreadable(item, exc)}") from exc
+        array, notes = decode_image(item, name, size)
         done.update(notes)
-        array = np.asarray(rgb if size is None else resize_centre_crop(rgb, size))
         if out is None:
             out = np.empty((len(items), *array.shape), dtype=np.uint8)
         elif array.shape != out.shape[1:]:
