@@ -39,7 +39,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
-	$(BIN)/pip install -q -e ".[dev,models]"
+	$(BIN)/pip install -q -e ".[dev,models,ray]"
 	touch $@
 
 clean:

@@ -16,7 +16,10 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oodbench.jobs import JobGraph
 
 # how the CLI spells each API argument that an error message names as <name>
 OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--out", "out": "--out",
@@ -25,7 +28,7 @@ OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--o
            "in_channels": "--in-channels", "benchmark": "--benchmark", "plugins": "--plugin",
            "extra_ood": "--extra-ood", "config": "--config", "metric": "--metric",
            "model": "--model", "batch_size": "--batch-size", "input_size": "--input-size",
-           "protocol": "--protocol"}
+           "protocol": "--protocol", "nproc": "--nproc"}
 
 
 def _positive(text: str) -> int:
@@ -97,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--seeds", type=_positive, default=None, help="number of seeds (>= 1; "
                    "default: the benchmark's)")
+    p.add_argument("--nproc", type=_positive, default=1, metavar="N",
+                   help="train each checkpoint with N processes of this host (torchrun, "
+                        "DistributedDataParallel; one GPU each on CUDA; default: 1)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("run", help="train what is missing, extract, score, write results")
@@ -105,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive, default=None, help="number of seeds (>= 1; "
                    "default: the benchmark's)")
     p.add_argument("--out", type=Path, default=Path("results"), help="default: results/")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where the train and eval jobs run: local (this process, default) or "
+                   "ray (Ray tasks; pip install 'oodbench[ray]')")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="the Ray cluster to use (default: RAY_ADDRESS, one started on this "
+                   "machine, else a new local one)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the job graph (each job done or pending) and run nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the graph as JSON")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("ablate", help="train ablate variants; validation-side table")
@@ -254,6 +269,39 @@ def _plot(args: argparse.Namespace) -> None:
         _print(str(path))
 
 
+def _train_args(args: argparse.Namespace) -> list[str]:
+    """The ``train`` command line of ``args`` without ``--nproc``: what each process runs."""
+    out = ["train", "--benchmark", args.benchmark, "--runs-dir", str(args.runs_dir)]
+    for flag, value in (("--config", args.config), ("--data-root", args.data_root),
+                        ("--device", args.device), ("--seeds", args.seeds)):
+        if value is not None:
+            out += [flag, str(value)]
+    for path in args.plugins:
+        out += ["--plugin", str(path)]
+    return out + ["--download"] * args.download + ["--debug"] * args.debug
+
+
+def _graph(graph: JobGraph, as_json: bool) -> None:
+    """The job graph on stdout: a table (job, needs, resources, status, output) or JSON."""
+    if as_json:
+        _print(json.dumps(graph.to_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"job graph of {graph.benchmark}", title_justify="left")
+    for column in ("job", "needs", "resources", "status", "output"):
+        table.add_column(column, overflow="fold")
+    for job in graph.jobs:
+        spec = graph.resources.get(job.kind, {})
+        needs = ", ".join(job.deps) if len(job.deps) <= 2 else f"{len(job.deps)} eval jobs"
+        table.add_row(job.id, needs, ", ".join(f"{k}={v:g}" for k, v in spec.items()),
+                      "[green]done[/]" if job.done else "pending", job.output or "(after its deps)")
+    Console(soft_wrap=True).print(table)  # stdout
+    done = sum(j.done for j in graph.jobs)
+    _print(f"{done} of {len(graph.jobs)} jobs done, {len(graph.jobs) - done} pending")
+
+
 def _run(args: argparse.Namespace) -> None:
     from oodbench.config import load_benchmark
 
@@ -261,6 +309,13 @@ def _run(args: argparse.Namespace) -> None:
     options = {"runs_dir": args.runs_dir, "data_root": args.data_root, "device": args.device,
                "download": args.download}
     if args.command == "train":
+        if args.nproc > 1:
+            from oodbench.distributed import launch
+            from oodbench.train import check_world_size
+
+            check_world_size(bench, args.nproc)  # before any process starts
+            launch(args.nproc, _train_args(args))
+            return
         from oodbench.train import train_benchmark
 
         train_benchmark(bench, args.seeds, **options)
@@ -272,10 +327,15 @@ def _run(args: argparse.Namespace) -> None:
         return
     scorers = args.scorers.split(",") if args.scorers else None
     options["extra_ood"] = _extra_ood(args.extra_ood)
-    if args.command == "run":
-        from oodbench.pipeline import run_benchmark
+    if args.command == "run" and args.dry_run:
+        from oodbench.matrix import plan_benchmark
 
-        run_benchmark(bench, args.seeds, args.out, scorers, **options)
+        _graph(plan_benchmark(bench, args.seeds, args.out, scorers, **options), args.json)
+    elif args.command == "run":
+        from oodbench.matrix import run_benchmark
+
+        run_benchmark(bench, args.seeds, args.out, scorers, executor=args.executor,
+                      address=args.address, **options)
     elif args.model:
         from oodbench.config import check_name
         from oodbench.modelref import load_model

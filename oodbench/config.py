@@ -91,6 +91,7 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:N (N = 0, 1, ...)"
 
 Schedule = Literal["onecycle", "cosine"]
 Augment = Literal["none", "crop-flip"]
+AmpDtype = Literal["float16", "bfloat16"]
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 CHANNELS = (1, 3)
@@ -318,6 +319,12 @@ def _workers(value: object) -> int | str:
                    "(0: load in the main process)")
 
 
+def _on_device(value: object) -> bool | str:
+    if value == "auto" or isinstance(value, bool):
+        return value  # type: ignore[return-value]
+    raise _Refused(_not_accepted(value, ("auto", True, False), '"auto", true, false'))
+
+
 def _relative(value: str, loc: tuple[str | int, ...]) -> None:
     """A path that must stay inside the data root."""
     path = Path(value)
@@ -331,6 +338,7 @@ def _relative(value: str, loc: tuple[str | int, ...]) -> None:
 DATA_ROOT_TOKEN = "{data_root}"
 _LATER: dict[str, Any] = {"model_weights": None, "id_val": "holdout", "crop_pct": 1.0}
 _LATER_OOD = ("imglist", "images")
+_LATER_TRAIN: dict[str, Any] = {"amp_dtype": "float16"}  # the same, in a training's train table
 
 
 @_config_errors
@@ -338,9 +346,9 @@ _LATER_OOD = ("imglist", "images")
 class TrainSpec:
     """Optimisation settings (SGD with Nesterov momentum).
 
-    ``amp`` is float16 autocast on CUDA; ``cpu_amp`` is bfloat16 autocast on CPU, faster
-    on a CPU with AVX512-BF16 or AMX (ignored, with a warning, on CPUs without native
-    bfloat16).
+    ``amp`` is autocast on CUDA in ``amp_dtype`` (float16 with a gradient scaler; bfloat16
+    needs none); ``cpu_amp`` is bfloat16 autocast on CPU, faster on a CPU with AVX512-BF16
+    or AMX (ignored, with a warning, on CPUs without native bfloat16).
     """
 
     epochs: Annotated[int, Strict(), Field(ge=0)] = 5  # 0: the init weights as they are
@@ -351,6 +359,7 @@ class TrainSpec:
     schedule: Schedule = "onecycle"
     augment: Augment = "none"
     amp: Flag = True
+    amp_dtype: AmpDtype = "float16"
     cpu_amp: Flag = False
     channels_last: Flag = True
 
@@ -405,6 +414,31 @@ class OODSpec:
     images: Text = ""
 
 
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+@_config_errors
+@dataclass(frozen=True, config=_CONFIG)
+class JobResources:
+    """What one job of the matrix asks an executor for (Ray: a task's ``num_cpus`` and
+    ``num_gpus``; fractions such as ``num_gpus = 0.25`` pack small nets on one GPU)."""
+
+    num_cpus: Amount = 1.0
+    num_gpus: Amount = 0.0
+
+
+@_config_errors
+@dataclass(frozen=True, config=_CONFIG)
+class Resources:
+    """Per-job resources of the matrix (``train``: one checkpoint; ``eval``: every scorer on
+    one checkpoint) and how often a task whose worker died is retried (``max_retries``). They
+    decide where jobs run, not their results, so they stay out of ``config_hash``."""
+
+    train: JobResources = Field(default_factory=JobResources)
+    eval: JobResources = Field(default_factory=JobResources)
+    max_retries: Annotated[int, Strict(), Field(ge=0)] = 3
+
+
 @_config_errors
 @dataclass(frozen=True, config=_CONFIG)
 class Benchmark:
@@ -443,6 +477,10 @@ class Benchmark:
     id_val: Literal["holdout", "split"] = "holdout"
     crop_pct: Annotated[Real, Field(gt=0, le=1)] = 1.0  # resize to size / crop_pct, crop size
     loader_workers: Annotated[int | str, BeforeValidator(_workers)] = "auto"
+    # the uint8 training set held on the device, batches made there: "auto" (on CUDA, when it
+    # needs no resize and fits), true (required) or false; in no key (the same batches)
+    data_on_device: Annotated[bool | str, BeforeValidator(_on_device)] = "auto"
+    resources: Resources = Field(default_factory=Resources)
     source: Text = ""
 
     @model_validator(mode="after")
@@ -582,9 +620,12 @@ class Benchmark:
         """Hash of everything that determines the results (not the file path). A field added
         since (``model_weights``) counts only when set, so older benchmarks keep their hash."""
         skip = ("source", "description", "ablate", "ablate_scorers", "loader_workers",
-                "model_weights_howto")
+                "model_weights_howto", "resources", "data_on_device")
         data = {k: v for k, v in self.to_dict().items()
                 if k not in skip and not (k in _LATER and v == _LATER[k])}
+        for spec in data["trainings"]:
+            spec["train"] = {k: v for k, v in spec["train"].items()
+                             if not (k in _LATER_TRAIN and v == _LATER_TRAIN[k])}
         for key in ("ood", "extra_ood"):
             data[key] = [{k: v for k, v in spec.items() if not (k in _LATER_OOD and not v)}
                          for spec in data[key]]

@@ -35,6 +35,10 @@ class OodbenchError(Exception):
         self.message = message
         self.hint = hint
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickled with its hint (an error raised in a Ray worker reaches the driver whole)."""
+        return type(self), (self.message, self.hint)
+
     def render(self, options: Mapping[str, str] | None = None) -> str:
         """The message and hint as one paragraph; ``<name=VALUE>`` placeholders become
         ``options[name] VALUE`` (``options[name]`` alone for ``=True``) where ``options`` names

@@ -65,9 +65,11 @@ def build_manifest(
     device: torch.device,
     cache: FeatureCache,
     started: Started,
+    cache_counts: dict[str, int] | None = None,
     **specific: Any,
 ) -> dict[str, Any]:
-    """The common manifest keys (``COMMON_KEYS``), then the command's own ``specific`` ones."""
+    """The common manifest keys (``COMMON_KEYS``), then the command's own ``specific`` ones;
+    ``cache_counts`` replaces ``cache``'s own hits and misses (jobs run in other processes)."""
     runtime = {"python": sys.version, "platform": platform.platform(),
                "torch": torch.__version__, "cuda": torch.version.cuda,
                "torch_threads": torch.get_num_threads()}
@@ -79,7 +81,9 @@ def build_manifest(
         "ood_sets": {n: dataset_info(a, cache, groups[n]) for n, a in ood.items()},
         "val_ood_sets": {n: dataset_info(a, cache) for n, a in val_ood.items()},
         "skipped_ood_sets": skipped, "device": str(device),
-        "cache": {"hits": cache.hits, "misses": cache.misses}, "extraction": cache.extraction,
+        "cache": (cache_counts if cache_counts is not None
+                  else {"hits": cache.hits, "misses": cache.misses}),
+        "extraction": cache.extraction,
         "versions": library_versions(), "runtime": runtime, "code": started.code,
         "command": sys.argv, "seconds": round(time.perf_counter() - started.clock, 1),
     }

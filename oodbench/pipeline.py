@@ -188,13 +188,15 @@ class EvalContext:
                 "validation images and a val_ood set to select on",
                 "set val_fraction > 0 and val_ood in the benchmark file")
 
-    def manifest(self, started: Started, given: Benchmark, **specific: Any) -> dict[str, Any]:
+    def manifest(self, started: Started, given: Benchmark,
+                 cache_counts: dict[str, int] | None = None, **specific: Any) -> dict[str, Any]:
         """The command's manifest: the common keys, then ``specific``. ``given`` is the
         benchmark as the caller passed it, before the command's overrides (which ``specific``
-        records: seeds, scorers)."""
+        records: seeds, scorers); ``cache_counts``: the feature-cache hits and misses of jobs
+        run elsewhere (default: this context's cache's)."""
         return build_manifest(given, self.splits, self.ood.sets, self.ood.groups,
                               self.ood.skipped, self.val_ood.sets, self.device, self.cache,
-                              started, **specific)
+                              started, cache_counts, **specific)
 
 
 @dataclass
@@ -342,17 +344,17 @@ def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training:
     return result
 
 
-def _write_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
+def write_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v, dtype=np.float64) for k, v in scores.items()})
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
+def write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_bytes(path, df.to_csv(index=False).encode())
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
@@ -360,16 +362,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 ABLATION_PREFIX = "ablation"
 
 
-def _ablation_file(rel: str) -> bool:
+def ablation_file(rel: str) -> bool:
     return rel.startswith(ABLATION_PREFIX)
 
 
-def _run_file(rel: str) -> bool:
-    return not _ablation_file(rel)
+def run_file(rel: str) -> bool:
+    return not ablation_file(rel)
 
 
 @contextmanager
-def _exclusive(out: Path, runs: Path, keep: Callable[[str], bool]) -> Iterator[Path]:
+def exclusive(out: Path, runs: Path, keep: Callable[[str], bool]) -> Iterator[Path]:
     """Check that ``out`` and the checkpoint / cache folder ``runs`` can be written, hold the
     lock of ``out``, delete the temp files that killed runs left, and yield the staging
     folder that replaces ``out`` whole when the block ends normally (:class:`StagedFolder`;
@@ -391,7 +393,7 @@ def _exclusive(out: Path, runs: Path, keep: Callable[[str], bool]) -> Iterator[P
     console.print(f"results written to {out}/", soft_wrap=True)
 
 
-def _context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
+def context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
              val_side: bool = False) -> tuple[EvalContext, Trainer | None]:
     """The context of a command (and a trainer, unless ``splits`` are given). ``val_side``
     scores ID validation vs the validation OOD sets instead of the test sets."""
@@ -414,22 +416,21 @@ def _context(bench: Benchmark, opts: RunOptions, splits: IDSplits | None = None,
                        trainer.preprocess if trainer else None), trainer
 
 
-def _finish(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, Any],
-            quiet: bool) -> pd.DataFrame:
+def finish_results(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, Any],
+                   quiet: bool) -> pd.DataFrame:
     """Write metrics.csv, the manifest (with the hashes of metrics.csv and every scores file,
     which ``plot`` and ``table`` check), the tables and the plots into the staging folder."""
-    _write_csv(out / METRICS_FILE, df)
+    write_csv(out / METRICS_FILE, df)
     manifest[FILES_KEY] = record_files(out, [METRICS_FILE, *sorted(
         p.relative_to(out).as_posix() for p in (out / "scores").glob("*.npz"))])
-    _write_json(out / MANIFEST_FILE, manifest)
+    write_json(out / MANIFEST_FILE, manifest)
     write_reports(df, out, ctx.bench.name)
     plot_results(out)
-    cache = ctx.cache
-    if cache.misses == 0:
-        console.print(f"[green]feature cache: all {cache.hits} entries reused, no forward "
-                      "pass[/]")
+    hits, misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
+    if misses == 0:
+        console.print(f"[green]feature cache: all {hits} entries reused, no forward pass[/]")
     else:
-        console.print(f"feature cache: {cache.hits} reused, {cache.misses} extracted")
+        console.print(f"feature cache: {hits} reused, {misses} extracted")
     if not quiet:
         print_summary(df)
     for name, why in ctx.ood.skipped.items():
@@ -442,49 +443,9 @@ def _finish(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, A
     return df
 
 
-def _checkpoint_summary(path: Path, digest: str, meta: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_summary(path: Path, digest: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's path, sha256 and summary keys, for a manifest."""
     return {"path": str(path), "sha256": digest, **{k: meta.get(k) for k in SUMMARY_KEYS}}
-
-
-def run_benchmark(
-    bench: Benchmark,
-    seeds: int | None = None,
-    out_dir: Path | str = "results",
-    scorers: list[str] | str | None = None,
-    **options: Any,
-) -> pd.DataFrame:
-    """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``.
-
-    ``seeds`` and ``scorers`` (names or groups) override the benchmark's; ``options`` are
-    :class:`RunOptions` (``runs_dir``, ``data_root``, ``device``, ``extra_ood``, ...). Every
-    argument is checked before any training.
-    """
-    opts = RunOptions.of(options)
-    given, bench = bench, bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
-    out = inside(out_dir, check_name(bench.name, "benchmark name"))
-    started = Started()
-    with _exclusive(out, inside(opts.runs_dir, bench.name), _ablation_file) as stage:
-        ctx, trainer = _context(bench, opts)
-        assert trainer is not None
-        rows: list[dict[str, Any]] = []
-        checkpoints: dict[str, Any] = {}
-        scorer_params: dict[str, Any] = {}
-        for seed in range(bench.seeds):
-            for spec in bench.trainings:
-                path = trainer.ensure(spec.name, seed)
-                model, meta = load_checkpoint(path)
-                digest = file_hash(path)
-                result = score_model(ctx, model, digest, spec.name, seed)
-                rows += result.rows
-                scorer_params[f"{spec.name}-s{seed}"] = result.params
-                _write_scores(inside(stage, "scores", f"{spec.name}-s{seed}.npz"), result.scores)
-                checkpoints[f"{spec.name}-s{seed}"] = _checkpoint_summary(path, digest, meta)
-        manifest = ctx.manifest(started, given, seeds=list(range(bench.seeds)),
-                                scorers=list(bench.scorers), scorer_params=scorer_params,
-                                checkpoints=checkpoints)
-        df = _finish(pd.DataFrame(rows, columns=list(COLUMNS)), stage, ctx, manifest,
-                     opts.quiet)
-    return df
 
 
 def evaluate_checkpoint(
@@ -505,7 +466,7 @@ def evaluate_checkpoint(
     given, bench = bench, bench.with_overrides(scorers=scorers, device=opts.device)
     out = Path(out_dir)
     started = Started()
-    with _exclusive(out, inside(opts.runs_dir, bench.name), _ablation_file) as stage:
+    with exclusive(out, inside(opts.runs_dir, bench.name), ablation_file) as stage:
         args = dict(model_args or {})
         model, meta = load_checkpoint(path, args.get("arch"), args.get("num_classes"),
                                       args.get("in_channels") or bench.channels,
@@ -517,7 +478,7 @@ def evaluate_checkpoint(
             preprocess = Preprocess(meta.get("image_size", bench.image_size),
                                     meta.get("in_channels", bench.channels), tuple(norm["mean"]),
                                     tuple(norm["std"]))
-        ctx, _ = _context(bench, opts, splits)
+        ctx, _ = context(bench, opts, splits)
         ctx.preprocess = preprocess
         digest = file_hash(path)
         training = check_name(str(meta.get("training", Path(path).stem)), "training name")
@@ -530,10 +491,11 @@ def _write_model_results(ctx: EvalContext, result: ModelResult, training: str, s
                          started: Started, given: Benchmark, quiet: bool,
                          **specific: Any) -> pd.DataFrame:
     """Write one scored model's results folder (scores, metrics, manifest, tables, plots)."""
-    _write_scores(inside(stage, "scores", f"{training}-s0.npz"), result.scores)
+    write_scores(inside(stage, "scores", f"{training}-s0.npz"), result.scores)
     manifest = ctx.manifest(started, given, seeds=[0], scorers=list(ctx.bench.scorers),
                             scorer_params={f"{training}-s0": result.params}, **specific)
-    return _finish(pd.DataFrame(result.rows, columns=list(COLUMNS)), stage, ctx, manifest, quiet)
+    return finish_results(pd.DataFrame(result.rows, columns=list(COLUMNS)), stage, ctx,
+                          manifest, quiet)
 
 
 def model_preprocess(net: ModelAdapter, bench: Benchmark, splits: IDSplits,
@@ -628,7 +590,7 @@ def evaluate(
             print_summary(df)
         return df
     target = Path(out)
-    with _exclusive(target, Path(cache_dir or target), _ablation_file) as stage:
+    with exclusive(target, Path(cache_dir or target), ablation_file) as stage:
         return _write_model_results(ctx, score_model(ctx, net, digest, name, 0), name, stage,
                                     started, given, opts.quiet,
                                     model={"class": f"{type(model).__module__}."
@@ -661,8 +623,8 @@ def ablate_benchmark(
                           "ablate against", "add val_ood = [...] to its table")
     out = inside(out_dir, check_name(bench.name, "benchmark name"))
     started = Started()
-    with _exclusive(out, inside(opts.runs_dir, bench.name), _run_file) as stage:
-        ctx, trainer = _context(bench, opts, val_side=True)
+    with exclusive(out, inside(opts.runs_dir, bench.name), run_file) as stage:
+        ctx, trainer = context(bench, opts, val_side=True)
         assert trainer is not None
         variants = [(spec, seed) for seed in range(bench.seeds)
                     for spec in (*bench.trainings, *bench.ablate)]
@@ -682,7 +644,7 @@ def ablate_benchmark(
             recorded = {"test_acc": meta.get("test_acc"), **(meta.get("diagnostics") or {})}
             rows += result.rows + [result.rows[0] | {"metric": k, "value": v}
                                    for k, v in recorded.items() if v is not None]
-            checkpoints[f"{spec.name}-s{seed}"] = _checkpoint_summary(path, digest, meta) | {
+            checkpoints[f"{spec.name}-s{seed}"] = checkpoint_summary(path, digest, meta) | {
                 "params": spec.params, "train": asdict(spec.train)}
             df = pd.DataFrame(rows, columns=list(COLUMNS))
             table = ablation_table(df, bench.name, list(bench.val_ood), settings,
@@ -690,9 +652,9 @@ def ablate_benchmark(
                                    baseline=bench.trainings[0].name)
             if len(checkpoints) < len(variants):
                 table += f"\nPartial: {len(checkpoints)} of {len(variants)} variants so far.\n"
-            _write_csv(stage / f"{ABLATION_PREFIX}.csv", df)
+            write_csv(stage / f"{ABLATION_PREFIX}.csv", df)
             atomic_write_bytes(stage / f"{ABLATION_PREFIX}.md", table.encode())
-            _write_json(stage / f"{ABLATION_PREFIX}_manifest.json", ctx.manifest(
+            write_json(stage / f"{ABLATION_PREFIX}_manifest.json", ctx.manifest(
                 started, given, seeds=list(range(bench.seeds)), scorers=list(bench.scorers),
                 checkpoints=checkpoints))
         if not opts.quiet:

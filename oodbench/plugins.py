@@ -210,6 +210,12 @@ def _registers_nothing_hint() -> str:
     return f"decorate {', '.join(ways)} or {last}; {_LEAVE_OUT}"
 
 
+def loaded_files() -> list[Path]:
+    """The plugin files this process has loaded (absolute paths), in load order: what a
+    process that runs this one's jobs elsewhere must load too."""
+    return list(_loaded.files)
+
+
 def load_plugin_file(path: Path | str) -> dict[str, list[str]]:
     """Import a Python file of plugins; return per kind the sorted names it registered, e.g.
     ``{"scorers": ["margin"], "objectives": ["halfce"]}``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -32,3 +33,14 @@ def code_version() -> dict[str, object]:
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "dirty": None}
     return {"git_commit": commit, "dirty": bool(dirty)}
+
+
+def source_fingerprint(extra: tuple[Path | str, ...] = ()) -> str:
+    """SHA-256 over the source of the ``oodbench`` and ``scorers`` packages (and ``extra``
+    files, e.g. plugin files): a stored result made by other code is not reused."""
+    h = hashlib.sha256()
+    files = sorted(p for pkg in ("oodbench", "scorers") for p in (REPO / pkg).rglob("*.py"))
+    for path in (*files, *map(Path, extra)):
+        h.update(str(path.relative_to(REPO) if path.is_relative_to(REPO) else path).encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()

@@ -2,10 +2,14 @@
 
 SGD with Nesterov momentum and a OneCycle or cosine schedule; crop-and-flip augmentation for
 RGB sets when the benchmark asks for it; fixed seeds. channels_last memory format (faster on
-CPU too, for these ResNets) and, on CUDA, AMP. A set held in memory is preprocessed once into
-one tensor (:class:`InMemory`); a file-backed one is decoded batch by batch by data-loader
-workers in the same shuffled order (:class:`Streamed`). ``epochs = 0`` keeps the init weights
-(a pretrained model scored as it is).
+CPU too, for these ResNets) and, on CUDA, AMP (float16 or bfloat16). A set held in memory is
+preprocessed once into one tensor (:class:`InMemory`), or, when it needs no resize, kept as
+uint8 on the device with every batch made there (:class:`OnDevice`, the benchmark's
+``data_on_device``); a file-backed one is decoded batch by batch by data-loader workers in the
+same shuffled order (:class:`Streamed`). All three give the same batches. Under torchrun each
+checkpoint is one DistributedDataParallel training of all its processes
+(:mod:`oodbench.distributed`). ``epochs = 0`` keeps the init weights (a pretrained model
+scored as it is).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from rich.progress import Progress
 from torch.nn import functional as F
 
+from oodbench import distributed
 from oodbench.adapters import ModelAdapter, input_preprocess
 from oodbench.checkpoint import (
     file_hash,
@@ -37,7 +42,6 @@ from oodbench.config import DATA_ROOT_TOKEN, INIT_MODEL, Benchmark, TrainingSpec
 from oodbench.data import ImageArray, ImageSet, Preprocess, resolve_data_root
 from oodbench.errors import ConfigError, DeviceError, TrainingError
 from oodbench.fileio import check_writable, inside
-from oodbench.lock import unless_done
 from oodbench.models import create_model
 from oodbench.objectives import Objective, create_objective, get_objective
 from oodbench.progress import console, make_progress
@@ -111,20 +115,76 @@ class Streamed:
                                     workers=self.workers)
 
 
-TrainData = InMemory | Streamed
+class OnDevice:
+    """A uint8 split moved once to ``device``: each batch is indexed, converted and normalised
+    there (the same values as :class:`InMemory`). Only for images that need no resize or
+    channel conversion (:func:`resident_reason`)."""
+
+    def __init__(self, preprocess: Preprocess, arr: ImageArray, device: torch.device) -> None:
+        self.preprocess = preprocess
+        self.images = torch.from_numpy(arr.images).to(device)
+        self.y = torch.as_tensor(arr.labels, dtype=torch.long).to(device)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC images as model input, as :meth:`Preprocess.__call__` makes it."""
+        x = images.permute(0, 3, 1, 2).float().div_(255.0)
+        return self.preprocess.finish(self.preprocess.fit(x))
+
+    def epoch(self, order: torch.Tensor, batch_size: int, steps: int) -> Iterator[Batch]:
+        """``steps`` batches of ``order`` (a CPU tensor), made on the device."""
+        order = order.to(self.y.device)
+        for i in range(steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            yield self._input(self.images[idx]), self.y[idx]
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The split in its stored order."""
+        for i in range(0, len(self.y), batch_size):
+            yield self._input(self.images[i : i + batch_size]), self.y[i : i + batch_size]
+
+
+TrainData = InMemory | OnDevice | Streamed
+
+
+def resident_reason(preprocess: Preprocess, arr: ImageSet, device: torch.device,
+                    auto: bool) -> str | None:
+    """Why ``arr`` cannot be an :class:`OnDevice` set (None: it can). With ``auto`` it must
+    also be on CUDA and take at most a quarter of the free device memory."""
+    if not isinstance(arr, ImageArray):
+        return f"{arr.name}/{arr.split} is read from files batch by batch, not held in memory"
+    height, width, channels = arr.shape
+    side, crop = preprocess.size, preprocess.resize_size != preprocess.size
+    if (height, width, channels) != (side, side, preprocess.channels) or crop:
+        return (f"{arr.name}/{arr.split} holds {height}x{width}x{channels} images and the model "
+                f"takes {side}x{side}x{preprocess.channels}{' (centre crop)' * crop}: they are "
+                "converted once on the CPU")
+    if not auto:
+        return None
+    if device.type != "cuda":
+        return f"the device is {device}, not CUDA"
+    free = torch.cuda.mem_get_info(device)[0]
+    if arr.images.nbytes > free / 4:
+        return (f"{arr.name}/{arr.split} takes {arr.images.nbytes / 2**20:.0f} MiB, more than a "
+                f"quarter of the {free / 2**20:.0f} MiB free on {device}")
+    return None
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding (the normalised mean colour) and random horizontal flip."""
+    """Random crop after zero padding (the normalised mean colour) and random horizontal flip,
+    on ``x``'s device; the draws come from the CPU ``generator``, so every device crops alike."""
     b, c, h, w = x.shape
+    device = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-    out = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                 rows, cols]
-    flip = torch.rand(b, generator=generator) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(device)
+    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=device))[:, None, None, :]
+    out = padded[torch.arange(b, device=device)[:, None, None, None],
+                 torch.arange(c, device=device)[None, :, None, None], rows, cols]
+    flip = (torch.rand(b, generator=generator) < 0.5).to(device)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
@@ -135,15 +195,40 @@ def cpu_bf16_supported() -> bool:
 
 
 def autocast_context(spec: TrainSpec, device: torch.device) -> AbstractContextManager[Any]:
-    """float16 autocast on CUDA when ``amp``; bfloat16 on CPU when ``cpu_amp`` and supported."""
+    """Autocast in ``amp_dtype`` on CUDA when ``amp``; bfloat16 on CPU when ``cpu_amp`` and
+    supported."""
     if device.type == "cuda" and spec.amp:
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=getattr(torch, spec.amp_dtype))
     if device.type == "cpu" and spec.cpu_amp:
         if cpu_bf16_supported():
             return torch.autocast("cpu", dtype=torch.bfloat16)
         console.print("[yellow]cpu_amp: this CPU has no native bfloat16; training in float32 "
                       "(slower, and not the weights a bfloat16 CPU would give)[/yellow]")
     return nullcontext()
+
+
+def local_batch(spec: TrainSpec, world: int, what: str) -> int:
+    """Each of ``world`` processes' share of ``spec.batch_size``; a :class:`ConfigError` naming
+    ``what`` when it does not split evenly."""
+    share, rest = divmod(spec.batch_size, world)
+    if rest:
+        raise ConfigError(f"{what}: train.batch_size = {spec.batch_size} does not split evenly "
+                          f"over {world} processes",
+                          f"use a train.batch_size divisible by {world} in the benchmark file, "
+                          "or another number of processes (<nproc>)")
+    return share
+
+
+def check_world_size(bench: Benchmark, world: int) -> None:
+    """That every training :func:`train_benchmark` trains (its inits too) splits its batch over
+    ``world`` processes."""
+    names = [t.name for t in bench.trainings]
+    for name in names:  # grows by the inits
+        spec = bench.training(name)
+        local_batch(spec.train, world, f"{bench.source}: [benchmarks.{bench.name}] training "
+                    f"{name!r}")
+        if spec.init not in (None, INIT_MODEL, *names):
+            names.append(spec.init)
 
 
 def fit(
@@ -156,9 +241,13 @@ def fit(
     progress: Progress,
     desc: str,
 ) -> dict[str, float]:
-    """Train ``model`` in place; returns the last epoch's running stats and the throughput."""
+    """Train ``model`` in place; returns the last epoch's running stats and the throughput.
+
+    In a process group each rank takes ``batch_size / world_size`` of every (global) batch,
+    from its share of the epoch's shuffle, and DDP averages the gradients."""
+    local = local_batch(spec, distributed.world_size(), desc)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(distributed.rank_seed(seed))
     cuda = device.type == "cuda"
     model.to(device)
     if spec.channels_last:
@@ -175,24 +264,32 @@ def fit(
             opt, max_lr=spec.lr, total_steps=total)
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and spec.amp)
+    forward = distributed.parallel(model, device)
+    sampler = distributed.rank_sampler(n, seed)
+    # bfloat16 has float32's range: no loss scaling
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and spec.amp
+                                  and spec.amp_dtype == "float16")
     autocast = autocast_context(spec, device)
     task = progress.add_task(desc, total=total, stats="")
     stats: dict[str, float] = {}
     start = time.perf_counter()
     model.train()
     for epoch in range(spec.epochs):
-        perm = torch.randperm(n, generator=gen)
+        if sampler is None:
+            order = torch.randperm(n, generator=gen)
+        else:
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler))
         sums: dict[str, float] = {}
         correct = seen = 0
-        for i, (xb, yb) in enumerate(data.epoch(perm, spec.batch_size, steps)):
+        for i, (xb, yb) in enumerate(data.epoch(order, local, steps)):
             if spec.augment == "crop-flip":
                 xb = crop_flip(xb, gen)
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if spec.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast:
-                fmap, _, logits = model.forward_all(xb)
+                fmap, _, logits = forward(xb)
                 loss, parts = objective(fmap, logits.float(), yb, model.fc, epoch + i / steps)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -269,20 +366,22 @@ def model_weights(bench: Benchmark, data_root: Path | None) -> Path:
 
 
 def train_fields(spec: TrainSpec) -> dict[str, Any]:
-    """The train settings that enter a checkpoint's key. ``cpu_amp`` came later; it is left out
-    while off, so float32 checkpoints keep the keys they had before the option existed."""
+    """The train settings that enter a checkpoint's key. ``cpu_amp`` and ``amp_dtype`` came
+    later; they are left out while off (at float16), so older checkpoints keep their keys."""
     fields = asdict(spec)
     if not fields["cpu_amp"]:
         del fields["cpu_amp"]
+    if fields["amp_dtype"] == "float16":
+        del fields["amp_dtype"]
     return fields
 
 
 def training_key(
     bench: Benchmark, training: TrainingSpec, seed: int, splits: IDSplits, init_hash: str | None,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | None = None, world_size: int = 1,
 ) -> str:
     """Hash of everything that determines a checkpoint's weights (``preprocess``: the model's
-    input, default the splits')."""
+    input, default the splits'; ``world_size``: the processes of a DDP training)."""
     data = {
         "id": bench.id_dataset, "source": splits.train.source, "n_train": len(splits.train.labels),
         "preprocess": (preprocess or splits.preprocess).key(), "model": bench.model,
@@ -293,6 +392,8 @@ def training_key(
         "params": create_objective(training.objective, **training.params).__dict__,
         "train": train_fields(training.train), "seed": seed, "init": init_hash,
     }
+    if world_size > 1:  # other weights than one process's; one process keeps its old keys
+        data["world_size"] = world_size
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -318,14 +419,32 @@ class Trainer:
         self.preprocess = input_preprocess(self.create(), lambda: self.splits.preprocess,
                                            self.splits.size, crop_pct=self.splits.crop_pct)
         self._data: dict[str, TrainData] = {}
+        self.trained: list[Path] = []  # the checkpoints this trainer made (not found)
 
     def data(self, split: str) -> TrainData:
-        """An ID split as training input: preprocessed once in memory, or streamed."""
+        """An ID split as training input: preprocessed once in memory, or streamed; the
+        training set on the device where ``data_on_device`` says so."""
         if split not in self._data:
             arr = getattr(self.splits, split)
-            self._data[split] = (InMemory.of(self.preprocess, arr) if isinstance(arr, ImageArray)
-                                 else Streamed(self.preprocess, arr, self.bench.loader_workers))
+            if split == "train" and self._resident(arr):
+                self._data[split] = OnDevice(self.preprocess, arr, self.device)
+            elif isinstance(arr, ImageArray):
+                self._data[split] = InMemory.of(self.preprocess, arr)
+            else:
+                self._data[split] = Streamed(self.preprocess, arr, self.bench.loader_workers)
         return self._data[split]
+
+    def _resident(self, arr: ImageSet) -> bool:
+        """Whether the training set ``arr`` is held on the device (``data_on_device``)."""
+        setting, bench = self.bench.data_on_device, self.bench
+        if setting is False:
+            return False
+        why = resident_reason(self.preprocess, arr, self.device, auto=setting == "auto")
+        if why is not None and setting is True:
+            raise ConfigError(f"{bench.source}: [benchmarks.{bench.name}] data_on_device = true, "
+                              f"but {why}", 'set data_on_device = "auto" (on the device where '
+                              "it can be) or false")
+        return why is None
 
     def create(self, weights: Path | None = None) -> ModelAdapter:
         """The benchmark's model, random-initialised or with ``weights``."""
@@ -336,6 +455,11 @@ class Trainer:
     def _weights(self) -> Path:
         """The benchmark's ``model_weights`` file (for ``init = "model"``)."""
         return model_weights(self.bench, self.data_root)
+
+    def path_of(self, training: str, seed: int) -> Path | None:
+        """Where the checkpoint of (training, seed) is or will be; None while the checkpoint
+        it starts from (its init) is missing."""
+        return self._path(training, seed, create=False)
 
     def find(self, training: str, seed: int) -> Path | None:
         """The matching checkpoint on disk, if any (no training)."""
@@ -352,7 +476,8 @@ class Trainer:
             if parent is None:
                 return None
             init_hash = file_hash(parent)
-        key = training_key(self.bench, spec, seed, self.splits, init_hash, self.preprocess)[:12]
+        key = training_key(self.bench, spec, seed, self.splits, init_hash, self.preprocess,
+                           distributed.world_size())[:12]
         path = inside(self.dir, f"{training}-s{seed}-{key}.pt")
         # the key covers everything that sets the weights, so an identical training stored under
         # another name (an ablation variant that became the default) is the same checkpoint
@@ -363,13 +488,15 @@ class Trainer:
         """Return the checkpoint for (training, seed), training it (and its init) if missing.
 
         Training holds the checkpoint's claim (:func:`~oodbench.lock.claim`): another process
-        of a shared runs folder that needs it waits, then reuses it."""
+        of a shared runs folder that needs it waits, then reuses it. In a process group rank 0
+        holds it, and all ranks train (:func:`oodbench.distributed.unless_done`)."""
         path = self._path(training, seed, create=True)
         assert path is not None
-        with unless_done(path) as missing:
+        with distributed.unless_done(path) as missing:
             if missing:
                 with progress or make_progress() as prog:
                     self._train(training, seed, path, prog)
+                self.trained.append(path)
                 return path
         console.print(f"[dim]reusing {path}[/dim]")
         return path
@@ -386,6 +513,8 @@ class Trainer:
         objective = create_objective(spec.objective, **spec.params)
         stats = fit(model, objective, self.data("train"), spec.train, seed, self.device,
                     progress, f"train {training} s{seed}")
+        if not distributed.is_main():
+            return  # rank 0 evaluates and writes
         diagnose = tuple(dict.fromkeys(get_objective(t.objective)
                                        for t in (*bench.trainings, *bench.ablate)))
         test = evaluate(model, self.data("test"), self.device, diagnose)
@@ -405,7 +534,8 @@ class Trainer:
             "normalisation": {"mean": self.preprocess.mean, "std": self.preprocess.std},
             "preprocess": self.preprocess.key(),
             "config_hash": path.stem.rsplit("-", 1)[-1],
-            "device": str(self.device), "train_stats": stats,
+            "device": str(self.device), "world_size": distributed.world_size(),
+            "train_stats": stats,
             "test_acc": test["acc"], "val_acc": val.get("acc"), "diagnostics": diagnostics,
             "versions": library_versions(), "code": code_version(),
         }
@@ -425,9 +555,13 @@ def train_benchmark(
 ) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every training x seed of a benchmark; returns the checkpoint paths.
 
-    ``seeds`` and ``device`` override the benchmark's, checked before any training."""
+    ``seeds`` and ``device`` override the benchmark's, checked before any training. Launched
+    by torchrun, the processes train each checkpoint together (DDP; rank 0 writes it)."""
     bench = bench.with_overrides(seeds=seeds, device=device)
     check_writable(runs_dir, "runs_dir")
-    trainer = Trainer(bench, runs_dir, data_root, download=download)
-    return {(t.name, s): trainer.ensure(t.name, s)
-            for s in range(bench.seeds) for t in bench.trainings}
+    with distributed.process_group(resolve_device(bench.device)) as rank_device:
+        check_world_size(bench, distributed.world_size())
+        with distributed.main_first(download):
+            trainer = Trainer(bench, runs_dir, data_root, str(rank_device), download=download)
+        return {(t.name, s): trainer.ensure(t.name, s)
+                for s in range(bench.seeds) for t in bench.trainings}

@@ -281,18 +281,25 @@ group = "far"
 """
 
 
-@pytest.fixture
-def tiny_bench(tmp_path: Path, isolated_data: SimpleNamespace) -> SimpleNamespace:
-    """A tiny learnable Fashion-MNIST stand-in (320 train / 100 test, idx.gz in the
-    torchvision layout), MNIST as an npz, and a config file for it. No CIFAR-10 in the root,
-    so `cifar10-gray` is skipped."""
-    root = tmp_path / "data"
-    for split, n, seed in (("train", 320, 0), ("test", 100, 1)):
+def write_tiny_bench(base: Path, n_train: int = 320, n_ood: int = 60,
+                     noise: bool = True) -> SimpleNamespace:
+    """The tiny benchmark under ``base``: a learnable Fashion-MNIST stand-in (``n_train`` train
+    / ``n_train // 3.2`` test, at least 100, idx.gz in the torchvision layout), MNIST as an
+    npz (``n_ood`` images), and its config file (without the noise sets unless ``noise``)."""
+    root = base / "data"
+    for split, n, seed in (("train", n_train, 0), ("test", max(100, n_train * 5 // 16), 1)):
         images, labels = pattern_images(n, seed)
         write_idx_split(root / "FashionMNIST" / "raw", split, images, labels)
-    write_npz(root / "mnist" / "test.npz", images=random_images(60, 28, 28, 1, 9),
-              labels=np.arange(60) % 10)
-    config = tmp_path / "bench.toml"
-    config.write_text(TINY_CONFIG)
-    return SimpleNamespace(root=root, config=config, runs=tmp_path / "runs",
-                           out=tmp_path / "results")
+    write_npz(root / "mnist" / "test.npz", images=random_images(n_ood, 28, 28, 1, 9),
+              labels=np.arange(n_ood) % 10)
+    config = base / "bench.toml"
+    noise_sets = TINY_CONFIG.index('[[benchmarks.tiny.ood]]\nname = "uniform')
+    config.write_text(TINY_CONFIG if noise else TINY_CONFIG[:noise_sets])
+    return SimpleNamespace(root=root, config=config, runs=base / "runs", out=base / "results")
+
+
+@pytest.fixture
+def tiny_bench(tmp_path: Path, isolated_data: SimpleNamespace) -> SimpleNamespace:
+    """The tiny benchmark (:func:`write_tiny_bench`: 320 train / 100 test). No CIFAR-10 in the
+    root, so `cifar10-gray` is skipped."""
+    return write_tiny_bench(tmp_path)

@@ -22,8 +22,8 @@ from oodbench.config import ConfigError, load_benchmark
 from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import forward_features
 from oodbench.manifest import COMMON_KEYS
+from oodbench.matrix import run_benchmark
 from oodbench.models import create_model
-from oodbench.pipeline import run_benchmark
 from oodbench.plugins import scoped
 from oodbench.progress import make_progress
 

@@ -160,7 +160,7 @@ ALL_SCORERS_NOW = (*OLD_SCORERS[:10], "ash-map", *OLD_SCORERS[10:])
 OLD_HASHES = {
     "fmnist": "974a0345c6ba56eda42184aca97a3442693ae9e0f4337670f0dce6a5e7b12ab7",
     "cifar10": "320982f2d45b61a0cc320a7d54ebced4e3d16452ad2e81d1dbc93804ae2718fc",
-    "cifar10-gpu": "215b2728d2317487266298866a9f5015d98dbc93ecd0a009dcbb825d69e29b77",
+    "cifar10-gpu": "853ab2a124b5ed3522855650e13257b2f24907a8ae949bfc198faf0601aa914d",
 }
 UNSAFE = ["../x", "/abs", "a/b", "", ".."]
 
@@ -197,7 +197,7 @@ def test_misspelt_scorer_override_fails_before_anything_is_written(
         bench.with_overrides(scorers=["msp", "knnn"])
     assert info.value.message.startswith("<scorers>: unknown scorer 'knnn'; did you mean 'knn'?")
     assert info.value.render({"scorers": "--scorers"}).startswith("--scorers: unknown scorer")
-    from oodbench.pipeline import run_benchmark
+    from oodbench.matrix import run_benchmark
 
     monkeypatch.chdir(tmp_path)
     before = _files(tmp_path)

@@ -19,7 +19,7 @@ from conftest import random_images, write_npz
 from oodbench.checkpoint import file_hash
 from oodbench.config import load_benchmark
 from oodbench.data import load_dataset
-from oodbench.pipeline import run_benchmark
+from oodbench.matrix import run_benchmark
 from oodbench.scoring import list_scorers, load_builtin_scorers
 from oodbench.train import resolve_device
 

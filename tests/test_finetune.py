@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from oodbench.checkpoint import load_checkpoint
 from oodbench.config import ConfigError, load_benchmark
-from oodbench.pipeline import run_benchmark
+from oodbench.matrix import run_benchmark
 
 CONFIG = """
 [benchmarks.tv]

@@ -66,10 +66,12 @@ def test_run_writes_results_and_reuses_the_cache(tiny_bench: SimpleNamespace) ->
                 y = np.r_[np.ones(len(id_s)), np.zeros(len(ood_s))]
                 assert roc_auc_score(y, np.r_[id_s, ood_s]) == pytest.approx(row.value, abs=1e-6)
 
-    # second run: nothing retrained, no forward pass
+    # second run: nothing retrained or re-scored (every train and eval job is done), no
+    # forward pass
     assert _run(tiny_bench) == 0
     manifest2 = json.loads((out / "manifest.json").read_text())
-    assert manifest2["cache"]["misses"] == 0 and manifest2["cache"]["hits"] > 0
+    assert manifest2["cache"] == {"hits": 0, "misses": 0}
+    assert len(manifest2["jobs"]) == 4 and not any(j["ran"] for j in manifest2["jobs"])
     df2 = pd.read_csv(out / "metrics.csv")
     pd.testing.assert_frame_equal(df, df2)
 

@@ -37,7 +37,7 @@ def test_cpu_amp_enters_the_key_only_when_on() -> None:
     assert "cpu_amp" not in train_fields(TrainSpec())
     assert train_fields(TrainSpec(cpu_amp=True))["cpu_amp"] is True
     assert set(train_fields(TrainSpec())) == {f.name for f in dataclasses.fields(TrainSpec)} - {
-        "cpu_amp"}
+        "cpu_amp", "amp_dtype"}
 
 
 def test_identical_training_under_another_name_is_reused(

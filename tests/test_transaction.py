@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from oodbench import cli, pipeline
+from oodbench import cli, jobs, pipeline
 from oodbench.errors import OutputError
 from oodbench.fileio import StagedFolder
 from tests.test_failures import FAST_CONFIG
@@ -61,7 +61,7 @@ def test_a_refused_run_leaves_no_staging_folder(
     def refused(*_: object, **__: object) -> None:
         raise OutputError("refused before anything was written")
 
-    monkeypatch.setattr(pipeline, "_context", refused)
+    monkeypatch.setattr(jobs, "context", refused)
     code, err = _run(tb, capsys)
     assert code == 1 and "left as it was" not in err
     assert not (tb.out / ".tiny.staging").exists()

@@ -1,0 +1,258 @@
+"""The matrix as a job graph: what each job is, and what running one does.
+
+- a **train** job: (benchmark, training, seed) -> a checkpoint (today's config-hash name);
+- an **eval** job: a checkpoint -> features of every dataset (the feature cache) -> every
+  scorer's scores -> metric rows, stored in ``runs/<benchmark>/evals/<key>/``;
+- the **report** job: every eval's rows -> the results folder (tables, plots, manifest).
+
+Jobs are plain data (:class:`Job`, :class:`JobGraph`). Each is content-addressed: a
+checkpoint by its config key, an evaluation by :func:`eval_key` (the checkpoint's sha256 and
+everything else that sets its scores, the code included). Each is idempotent (a job whose
+output exists is skipped), writes its files atomically and its done marker last, and holds a
+claim (:mod:`oodbench.lock`) while it works, so that two drivers, or a task retried after its
+worker died, never make the same output twice at once nor leave half of one. Executors
+(:mod:`oodbench.executors`) decide where jobs run; :mod:`oodbench.matrix` plans and reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oodbench.checkpoint import file_hash, load_checkpoint
+from oodbench.config import Benchmark
+from oodbench.fileio import inside
+from oodbench.lock import unless_done
+from oodbench.pipeline import (
+    EvalContext,
+    ModelResult,
+    RunOptions,
+    checkpoint_summary,
+    context,
+    score_model,
+    write_json,
+    write_scores,
+)
+from oodbench.plugins import load_plugin_file
+from oodbench.provenance import source_fingerprint
+from oodbench.train import Trainer
+
+TRAIN, EVAL, REPORT = "train", "eval", "report"
+KINDS = (TRAIN, EVAL, REPORT)
+EVALS_DIR = "evals"  # below runs/<benchmark>/
+RESULT_FILE = "result.json"  # an eval's rows, scorer parameters, checkpoint summary
+SCORES_FILE = "scores.npz"  # an eval's per-sample scores (float64)
+DONE_FILE = "done.json"  # written last: the eval is complete
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job: its ``id`` (``train/ce-s0``), ``kind``, what it needs (``deps``: job ids), its
+    output path where it is known before it runs, and whether that output exists (``done``)."""
+
+    id: str
+    kind: str
+    training: str = ""
+    seed: int = 0
+    deps: tuple[str, ...] = ()
+    output: str = ""
+    done: bool = False
+
+    @property
+    def cell(self) -> str:
+        """``ce-s0``: the matrix cell of a train or eval job."""
+        return f"{self.training}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class JobGraph:
+    """A benchmark's jobs in the order a single process runs them (every job after its
+    deps), with the resources each kind asks an executor for."""
+
+    benchmark: str
+    jobs: tuple[Job, ...]
+    resources: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def of_kind(self, kind: str) -> list[Job]:
+        """The jobs of one kind, in order."""
+        return [j for j in self.jobs if j.kind == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``oodbench run --dry-run --json``)."""
+        return {"benchmark": self.benchmark, "resources": self.resources,
+                "jobs": [asdict(j) | {"deps": list(j.deps)} for j in self.jobs]}
+
+
+@dataclass(frozen=True)
+class Work:
+    """What any process needs to run a benchmark's jobs, as plain data that travels to a Ray
+    worker: the benchmark (with the command's overrides), the options (absolute paths) and
+    the plugin files the driver loaded."""
+
+    bench: Benchmark
+    options: RunOptions
+    plugins: tuple[str, ...] = ()
+    run: str = ""  # one command's token: a later command reloads the data a worker kept
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a job did: its output, whether it made it (``ran``) or found it, where, how long,
+    and for an eval the feature-cache hits and misses."""
+
+    job: str
+    output: str
+    ran: bool
+    host: str
+    pid: int
+    seconds: float
+    threads: int = 0  # torch's CPU threads: CPU results depend on them
+    cache: dict[str, int] = field(default_factory=dict)
+
+
+class Workspace:
+    """A process's trainer (ID data) and evaluation context (OOD sets, feature cache) for one
+    :class:`Work`, built on first use and kept for the process's later jobs."""
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        for path in work.plugins:
+            load_plugin_file(path)
+
+    @cached_property
+    def _built(self) -> tuple[EvalContext, Trainer]:
+        ctx, trainer = context(self.work.bench, self.work.options)
+        assert trainer is not None
+        return ctx, trainer
+
+    @property
+    def ctx(self) -> EvalContext:
+        """The evaluation context."""
+        return self._built[0]
+
+    @property
+    def trainer(self) -> Trainer:
+        """The trainer."""
+        return self._built[1]
+
+    @cached_property
+    def code(self) -> str:
+        """The source fingerprint that enters every eval key."""
+        return source_fingerprint(self.work.plugins)
+
+    def evals_dir(self) -> Path:
+        """``runs/<benchmark>/evals``."""
+        return inside(self.work.options.runs_dir, self.work.bench.name, EVALS_DIR)
+
+
+_current: dict[str, Workspace] = {}
+
+
+def workspace(work: Work) -> Workspace:
+    """The process's workspace for ``work``, kept for the command's later jobs (one is kept:
+    a worker serves one command at a time)."""
+    key = hashlib.sha256(json.dumps(asdict(work), sort_keys=True, default=str).encode()).hexdigest()
+    if key not in _current:
+        _current.clear()
+        _current[key] = Workspace(work)
+    return _current[key]
+
+
+def eval_key(ws: Workspace, digest: str, training: str, seed: int) -> str:
+    """The content key of the evaluation of the checkpoint with sha256 ``digest``: it, the
+    row labels, the scorers with their parameters and grids, the extraction settings, the
+    input preprocessing, the device type, every dataset's content hash and the code."""
+    ctx = ws.ctx
+    bench, cache = ctx.bench, ctx.cache
+    assert ctx.preprocess is not None
+    data = {
+        "checkpoint": digest, "benchmark": bench.name, "training": training, "seed": seed,
+        "scorers": list(bench.scorers), "scorer_params": bench.scorer_params,
+        "scorer_grids": bench.scorer_grids, "extract_amp": bench.extract_amp,
+        "extract_batch": bench.extract_batch, "preprocess": ctx.preprocess.key(),
+        "device": ctx.device.type,
+        "id": [[s, cache.fingerprint(getattr(ctx.splits, s))] for s in ("train", "val", "test")],
+        "ood": [[n, ctx.ood.groups[n], cache.fingerprint(a)] for n, a in ctx.ood.sets.items()],
+        "val_ood": [[n, cache.fingerprint(a)] for n, a in ctx.val_ood.sets.items()],
+        "code": ws.code,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def eval_folder(ws: Workspace, digest: str, training: str, seed: int) -> Path:
+    """Where the evaluation of that checkpoint is stored."""
+    return inside(ws.evals_dir(), f"{training}-s{seed}-{eval_key(ws, digest, training, seed)[:16]}")
+
+
+def _outcome(job: Job, output: Path, ran: bool, start: float, **extra: Any) -> Outcome:
+    return Outcome(job.id, str(output), ran, socket.gethostname(), os.getpid(),
+                   round(time.perf_counter() - start, 3), torch.get_num_threads(), **extra)
+
+
+def run_train(ws: Workspace, job: Job) -> Outcome:
+    """Train (or find) the job's checkpoint."""
+    start = time.perf_counter()
+    before = len(ws.trainer.trained)
+    path = ws.trainer.ensure(job.training, job.seed)
+    return _outcome(job, path, len(ws.trainer.trained) > before, start)
+
+
+def run_eval(ws: Workspace, job: Job) -> Outcome:
+    """Score the job's checkpoint with every scorer, unless its evaluation is stored."""
+    start = time.perf_counter()
+    path = ws.trainer.find(job.training, job.seed)
+    if path is None:
+        raise FileNotFoundError(f"{job.id}: the checkpoint of {job.cell} is missing; its train "
+                                "job must run first")
+    digest = file_hash(path)
+    folder = eval_folder(ws, digest, job.training, job.seed)
+    cache = ws.ctx.cache
+    hits, misses = cache.hits, cache.misses
+    with unless_done(folder / DONE_FILE) as missing:
+        if missing:
+            model, meta = load_checkpoint(path)
+            result = score_model(ws.ctx, model, digest, job.training, job.seed)
+            write_scores(folder / SCORES_FILE, result.scores)
+            write_json(folder / RESULT_FILE, {
+                "rows": result.rows, "params": result.params,
+                "checkpoint": checkpoint_summary(path, digest, meta)})
+            write_json(folder / DONE_FILE, {"checkpoint_sha256": digest, "job": job.id,
+                                            "host": socket.gethostname(), "pid": os.getpid(),
+                                            "finished": time.time()})
+    return _outcome(job, folder, missing, start,
+                    cache={"hits": cache.hits - hits, "misses": cache.misses - misses})
+
+
+def run_in(ws: Workspace, job: Job) -> Outcome:
+    """Run one train or eval job on ``ws``."""
+    return run_train(ws, job) if job.kind == TRAIN else run_eval(ws, job)
+
+
+def run_job(work: Work, job: Job, *after: Outcome) -> Outcome:
+    """Run one train or eval job in this process, on its workspace (the body of a Ray task;
+    ``after`` are the outcomes of its deps, passed so that the task waits for them)."""
+    return run_in(workspace(work), job)
+
+
+def read_eval(folder: Path | str) -> tuple[ModelResult, dict[str, Any]]:
+    """A stored evaluation: its result (rows, scores, parameters) and checkpoint summary."""
+    folder = Path(folder)
+    data = json.loads((folder / RESULT_FILE).read_text())
+    with np.load(folder / SCORES_FILE) as z:
+        scores = {k: z[k] for k in z.files}
+    return ModelResult(data["rows"], scores, data["params"]), data["checkpoint"]
+
+
+def with_status(job: Job, done: bool, output: Path | None = None) -> Job:
+    """``job`` with its done flag (and output, when it became known)."""
+    return replace(job, done=done, output=str(output) if output else job.output)

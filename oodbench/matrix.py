@@ -1,0 +1,174 @@
+"""``oodbench run``: the matrix as a job graph, planned, run on an executor, and reported.
+
+:func:`plan_benchmark` returns the graph with each job's status (``oodbench run --dry-run``);
+:func:`run_benchmark` runs its pending train and eval jobs on an executor
+(:mod:`oodbench.executors`: ``local`` or ``ray``), then the report job in this process: every
+eval's rows, scores and parameters into ``out_dir/<benchmark>/`` (written whole or not at all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from oodbench.checkpoint import file_hash
+from oodbench.config import Benchmark, check_name
+from oodbench.data import resolve_data_root
+from oodbench.errors import OutputError
+from oodbench.executors import Executor, create_executor
+from oodbench.fileio import atomic_write_bytes, check_files, check_writable, inside
+from oodbench.jobs import (
+    DONE_FILE,
+    EVAL,
+    REPORT,
+    SCORES_FILE,
+    TRAIN,
+    Job,
+    JobGraph,
+    Outcome,
+    Work,
+    Workspace,
+    eval_folder,
+    read_eval,
+    workspace,
+)
+from oodbench.manifest import FILES_KEY, MANIFEST_FILE, Started
+from oodbench.metrics import COLUMNS
+from oodbench.pipeline import RunOptions, ablation_file, exclusive, finish_results
+from oodbench.plugins import loaded_files
+
+JOBS_KEY = "jobs"  # manifest key: each job's outcome
+EXECUTOR_KEY = "executor"  # manifest key: where the jobs ran
+
+
+def _work(bench: Benchmark, opts: RunOptions, remote: bool) -> Work:
+    """The plain-data job description; for jobs run elsewhere every path is absolute."""
+    if remote:
+        root = resolve_data_root(opts.data_root)
+        opts = dataclasses.replace(
+            opts, runs_dir=Path(opts.runs_dir).resolve(),
+            data_root=root.resolve() if root is not None else None,
+            extra_ood={k: Path(v).resolve() for k, v in opts.extra_ood.items()})
+    return Work(bench, opts, tuple(str(Path(p).resolve()) for p in loaded_files()),
+                secrets.token_hex(8))
+
+
+def plan(ws: Workspace, out: Path) -> JobGraph:
+    """The graph of ``ws``'s benchmark: per seed and training a train job and an eval job
+    (after the train job of its init, when that is a training of the matrix), then the report.
+    A job is done when its output exists: the checkpoint; the eval's done marker; a results
+    folder whose manifest records these evals and whose files are intact."""
+    bench = ws.work.bench
+    names = {t.name for t in bench.trainings}
+    jobs: list[Job] = []
+    for seed in range(bench.seeds):
+        for spec in bench.trainings:
+            cell = f"{spec.name}-s{seed}"
+            path = ws.trainer.path_of(spec.name, seed)
+            ckpt = path if path is not None and path.is_file() else None
+            parent = (f"{TRAIN}/{spec.init}-s{seed}",) if spec.init in names else ()
+            jobs.append(Job(f"{TRAIN}/{cell}", TRAIN, spec.name, seed, parent,
+                            str(path or ""), ckpt is not None))
+            folder = eval_folder(ws, file_hash(ckpt), spec.name, seed) if ckpt else None
+            jobs.append(Job(f"{EVAL}/{cell}", EVAL, spec.name, seed, (f"{TRAIN}/{cell}",),
+                            str(folder or ""), bool(folder and (folder / DONE_FILE).is_file())))
+    evals = [j for j in jobs if j.kind == EVAL]
+    jobs.append(Job(REPORT, REPORT, deps=tuple(j.id for j in evals), output=str(out),
+                    done=all(j.done for j in evals) and _reported(out, [j.output for j in evals])))
+    resources = {k: dataclasses.asdict(getattr(bench.resources, k)) for k in (TRAIN, EVAL)}
+    return JobGraph(bench.name, tuple(jobs), resources)
+
+
+def _reported(out: Path, folders: list[str]) -> bool:
+    """Whether ``out`` holds the report of exactly these eval folders, intact."""
+    path = out / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text())
+        recorded = [j["output"] for j in manifest[JOBS_KEY] if j["job"].startswith(f"{EVAL}/")]
+        check_files(out, manifest[FILES_KEY], path)
+    except (OSError, ValueError, KeyError, TypeError, OutputError):
+        return False
+    return recorded == folders
+
+
+def _prepare(bench: Benchmark, seeds: int | None, out_dir: Path | str,
+             scorers: list[str] | str | None, executor: str | Executor, address: str | None,
+             options: dict[str, Any]) -> tuple[Benchmark, Benchmark, RunOptions, Executor, Path]:
+    opts = RunOptions.of(options)
+    exe = create_executor(executor, address)
+    given, bench = bench, bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
+    return given, bench, opts, exe, inside(out_dir, check_name(bench.name, "benchmark name"))
+
+
+def plan_benchmark(
+    bench: Benchmark,
+    seeds: int | None = None,
+    out_dir: Path | str = "results",
+    scorers: list[str] | str | None = None,
+    **options: Any,
+) -> JobGraph:
+    """The job graph :func:`run_benchmark` would run, with each job's done status; runs
+    nothing and writes nothing (it loads the datasets, whose content hashes key the evals)."""
+    _, bench, opts, exe, out = _prepare(bench, seeds, out_dir, scorers, "local", None, options)
+    return plan(workspace(_work(bench, opts, exe.remote)), out)
+
+
+def run_benchmark(
+    bench: Benchmark,
+    seeds: int | None = None,
+    out_dir: Path | str = "results",
+    scorers: list[str] | str | None = None,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``.
+
+    ``seeds`` and ``scorers`` (names or groups) override the benchmark's; ``executor`` is
+    ``local`` (this process) or ``ray`` (Ray tasks on the cluster at ``address``);
+    ``options`` are :class:`~oodbench.pipeline.RunOptions` (``runs_dir``, ``data_root``,
+    ``device``, ``extra_ood``, ...). Every argument is checked before any training.
+    """
+    given, bench, opts, exe, out = _prepare(bench, seeds, out_dir, scorers, executor, address,
+                                            options)
+    check_writable(out, "out_dir")
+    started = Started()
+    work = _work(bench, opts, exe.remote)
+    with exclusive(out, inside(opts.runs_dir, bench.name), ablation_file) as stage:
+        exe.check(work)
+        ws = workspace(work)
+        graph = plan(ws, out)
+        outcomes = exe.run(graph, work, ws)
+        return report(ws, graph, outcomes, stage, started, given, exe)
+
+
+def report(ws: Workspace, graph: JobGraph, outcomes: dict[str, Outcome], stage: Path,
+           started: Started, given: Benchmark, exe: Executor) -> pd.DataFrame:
+    """The report job: every eval's rows, scores and parameters, in graph order, into the
+    staging folder ``stage`` with the manifest (which records each job's outcome)."""
+    ctx, bench = ws.ctx, ws.work.bench
+    rows: list[dict[str, Any]] = []
+    checkpoints: dict[str, Any] = {}
+    scorer_params: dict[str, Any] = {}
+    for job in graph.of_kind(EVAL):
+        folder = Path(outcomes[job.id].output)
+        result, summary = read_eval(folder)
+        rows += result.rows
+        scorer_params[job.cell] = result.params
+        checkpoints[job.cell] = summary
+        atomic_write_bytes(inside(stage, "scores", f"{job.cell}.npz"),
+                           (folder / SCORES_FILE).read_bytes())
+    ran = [o for o in outcomes.values() if o.ran]
+    counts = {k: sum(o.cache.get(k, 0) for o in ran) for k in ("hits", "misses")}
+    jobs = [dataclasses.asdict(outcomes[j.id]) for j in graph.jobs if j.kind != REPORT]
+    manifest = ctx.manifest(started, given, counts, seeds=list(range(bench.seeds)),
+                            scorers=list(bench.scorers), scorer_params=scorer_params,
+                            checkpoints=checkpoints, **{JOBS_KEY: jobs,
+                                                        EXECUTOR_KEY: exe.describe()})
+    return finish_results(pd.DataFrame(rows, columns=list(COLUMNS)), stage, ctx, manifest,
+                          ws.work.options.quiet)

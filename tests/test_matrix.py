@@ -1,0 +1,126 @@
+"""The matrix as a job graph: `run --dry-run` lists every job done or pending, jobs skip when
+their output exists, an eval that died before its done marker is redone, and an eval's key
+follows what sets its scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from oodbench.cli import main
+from oodbench.config import load_benchmark
+from oodbench.errors import ConfigError
+from oodbench.executors import LocalExecutor, create_executor
+from oodbench.jobs import DONE_FILE, EVALS_DIR, RESULT_FILE
+from oodbench.matrix import plan_benchmark, run_benchmark
+
+
+def _args(tb: SimpleNamespace, *extra: str) -> list[str]:
+    return ["run", "--benchmark", "tiny", "--config", str(tb.config), "--data-root",
+            str(tb.root), "--runs-dir", str(tb.runs), "--out", str(tb.out), "--scorers",
+            "msp,energy", *extra]
+
+
+def _graph(tb: SimpleNamespace, capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    capsys.readouterr()
+    assert main(_args(tb, "--dry-run", "--json", *extra)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_dry_run_lists_jobs_done_or_pending(tiny_bench: SimpleNamespace,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    graph = _graph(tiny_bench, capsys)
+    ids = [j["id"] for j in graph["jobs"]]
+    assert ids == ["train/ce-s0", "eval/ce-s0", "train/bgnorm-s0", "eval/bgnorm-s0", "report"]
+    assert not any(j["done"] for j in graph["jobs"])
+    jobs = {j["id"]: j for j in graph["jobs"]}
+    assert jobs["eval/ce-s0"]["deps"] == ["train/ce-s0"]
+    assert jobs["report"]["deps"] == ["eval/ce-s0", "eval/bgnorm-s0"]
+    assert jobs["train/ce-s0"]["output"].endswith(".pt")  # its checkpoint's path is known
+    assert graph["resources"]["train"] == {"num_cpus": 1.0, "num_gpus": 0.0}
+    assert not tiny_bench.runs.exists() and not tiny_bench.out.exists()  # wrote nothing
+
+    assert main(_args(tiny_bench)) == 0
+    graph = _graph(tiny_bench, capsys)
+    assert all(j["done"] for j in graph["jobs"])
+    manifest = json.loads((tiny_bench.out / "tiny" / "manifest.json").read_text())
+    assert [j["job"] for j in manifest["jobs"]] == ids[:-1]
+    assert all(j["ran"] for j in manifest["jobs"]) and manifest["executor"] == {"name": "local"}
+
+    # the table form, on stdout
+    assert main(_args(tiny_bench, "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "job graph of tiny" in out and "5 of 5 jobs done, 0 pending" in out
+
+    # another scorer set: the checkpoints stand, the evals and the report are pending
+    graph = _graph(tiny_bench, capsys)
+    other = plan_benchmark(load_benchmark("tiny", tiny_bench.config), out_dir=tiny_bench.out,
+                           scorers=["msp"], runs_dir=tiny_bench.runs, data_root=tiny_bench.root)
+    status = {j.id: j.done for j in other.jobs}
+    assert status == {"train/ce-s0": True, "eval/ce-s0": False, "train/bgnorm-s0": True,
+                      "eval/bgnorm-s0": False, "report": False}
+
+
+def test_done_jobs_are_skipped_and_a_half_eval_is_redone(tiny_bench: SimpleNamespace) -> None:
+    bench = load_benchmark("tiny", tiny_bench.config)
+    kw = {"out_dir": tiny_bench.out, "scorers": ["msp", "energy"], "runs_dir": tiny_bench.runs,
+          "data_root": tiny_bench.root, "quiet": True}
+    first = run_benchmark(bench, **kw)
+    evals = sorted((tiny_bench.runs / "tiny" / EVALS_DIR).iterdir())
+    assert len(evals) == 2 and all((e / DONE_FILE).is_file() for e in evals)
+    manifest = tiny_bench.out / "tiny" / "manifest.json"
+
+    again = run_benchmark(bench, **kw)
+    assert first.equals(again)
+    assert not any(j["ran"] for j in json.loads(manifest.read_text())["jobs"])
+
+    # a worker that died after writing the result but before the done marker
+    (evals[0] / DONE_FILE).unlink()
+    (evals[0] / RESULT_FILE).write_text("half")
+    third = run_benchmark(bench, **kw)
+    assert first.equals(third)
+    ran = {j["job"]: j["ran"] for j in json.loads(manifest.read_text())["jobs"]}
+    assert sum(ran.values()) == 1 and not ran["train/ce-s0"] and not ran["train/bgnorm-s0"]
+    assert json.loads((evals[0] / RESULT_FILE).read_text())["rows"]
+
+
+def test_executor_arguments_are_checked(tiny_bench: SimpleNamespace) -> None:
+    bench = load_benchmark("tiny", tiny_bench.config)
+    with pytest.raises(ConfigError, match=r"executor=dask.*accepted: local, ray"):
+        run_benchmark(bench, executor="dask", out_dir=tiny_bench.out)
+    with pytest.raises(ConfigError, match="address=auto is for the ray executor"):
+        create_executor("local", "auto")
+    assert isinstance(create_executor("local"), LocalExecutor)
+    assert not Path(tiny_bench.out).exists()
+
+
+def test_resources_are_checked_and_leave_the_config_hash(tmp_path: Path) -> None:
+    from oodbench.config import load_config
+
+    text = """
+[benchmarks.b]
+id = "fashion-mnist"
+num_classes = 10
+image_size = 28
+channels = 1
+model = "resnet8"
+ood = [{ name = "mnist" }]
+scorers = ["msp"]
+trainings = [{ name = "ce", objective = "ce" }]
+"""
+    path = tmp_path / "b.toml"
+    path.write_text(text)
+    plain = load_config(path)["b"]
+    path.write_text(text + "resources = { train = { num_gpus = 0.25, num_cpus = 4 } }\n")
+    packed = load_config(path)["b"]
+    assert packed.resources.train.num_gpus == 0.25 and packed.resources.train.num_cpus == 4
+    assert packed.config_hash() == plain.config_hash()
+    path.write_text(text + "resources = { train = { num_gpu = 1 } }\n")
+    with pytest.raises(ConfigError, match="num_gpu"):
+        load_config(path)
+    path.write_text(text + "resources = { eval = { num_gpus = -1 } }\n")
+    with pytest.raises(ConfigError, match="num_gpus"):
+        load_config(path)
