@@ -14,8 +14,10 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: setup
 	$(BIN)/oodbench run --benchmark $(BENCH) --seeds $(SEEDS) $(ARGS)
 
+# the suite over every core (pytest-xdist), one test file per worker: a file's tests share
+# its module fixtures (test_executors.py's Ray cluster)
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

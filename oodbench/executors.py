@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from oodbench.errors import ConfigError, OodbenchError, OutputError
+from oodbench.fileio import echo_file
 from oodbench.jobs import (
     EVAL,
     REPORT,
@@ -135,7 +136,7 @@ class RayExecutor(Executor):
         token = secrets.token_hex(8)
         probe = runs / f".probe-{socket.gethostname()}-{token}"
         probe.write_text(token)
-        task = self.ray.remote(num_cpus=0)(_probe)
+        task = self.ray.remote(num_cpus=0)(echo_file)  # a light module: no torch import
         try:
             refs = {n["NodeManagerAddress"]: task.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
@@ -205,19 +206,6 @@ class RayExecutor(Executor):
         return {"name": self.name, "address": self.address,
                 "nodes": [{"host": n.get("NodeManagerHostname"), "resources": n.get("Resources")}
                           for n in self.nodes]}
-
-
-def _probe(path: str, token: str) -> tuple[str, str]:
-    """On a node: read the driver's probe file and write it back beside it (host, error)."""
-    host = socket.gethostname()
-    probe = Path(path)
-    try:
-        if probe.read_text() != token:
-            return host, f"{probe} holds other content here"
-        probe.with_name(f"{probe.name}.{host}").write_text(token)
-    except OSError as e:
-        return host, f"{type(e).__name__}: {e}"
-    return host, ""
 
 
 EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "ray": RayExecutor}

@@ -205,3 +205,18 @@ class StagedFolder:
         if old:
             shutil.rmtree(self.previous)
         return self.target
+
+
+def echo_file(path: str, token: str) -> tuple[str, str]:
+    """Read the file ``path``, which should hold ``token``, and write it back beside it as
+    ``<name>.<host>``: how a node shows that it shares a folder with the one that wrote it.
+    Returns (this host, what went wrong or "")."""
+    host = socket.gethostname()
+    probe = Path(path)
+    try:
+        if probe.read_text() != token:
+            return host, f"{probe} holds other content here"
+        probe.with_name(f"{probe.name}.{host}").write_text(token)
+    except OSError as e:
+        return host, f"{type(e).__name__}: {e}"
+    return host, ""

@@ -197,11 +197,15 @@ def test_shared_runs_dir_trains_each_checkpoint_once(tiny_bench: SimpleNamespace
     runs = tiny_bench.runs / "tiny"
     assert len(list(runs.glob("*.pt"))) == 2
     misses = 0
+    evaluated: Counter[str] = Counter()
     for out in ("a", "b"):
         manifest = json.loads((base / out / "tiny" / "manifest.json").read_text())
         assert manifest["checkpoints"].keys() == {"ce-s0", "bgnorm-s0"}
         for summary in manifest["checkpoints"].values():
             assert summary["sha256"] == file_hash(Path(summary["path"])), summary["path"]
         misses += manifest["cache"]["misses"]
+        evaluated.update(j["job"] for j in manifest["jobs"] if j["ran"] and "eval" in j["job"])
     assert misses == len(list(runs.glob("cache/*/*.npz")))  # each entry extracted once
+    assert evaluated == {"eval/ce-s0": 1, "eval/bgnorm-s0": 1}  # each checkpoint scored once
+    assert len(list(runs.glob("evals/*/done.json"))) == 2
     assert sorted(runs.rglob("*.claim")) == [] and sorted(runs.rglob("*.tmp")) == []

@@ -4,6 +4,7 @@ follows what sets its scores."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -124,3 +125,14 @@ trainings = [{ name = "ce", objective = "ce" }]
     path.write_text(text + "resources = { eval = { num_gpus = -1 } }\n")
     with pytest.raises(ConfigError, match="num_gpus"):
         load_config(path)
+
+
+def test_ray_executor_refuses_a_cuda_benchmark_that_asks_for_no_gpu(
+        tiny_bench: SimpleNamespace) -> None:
+    pytest.importorskip("ray")
+    from oodbench.jobs import Work
+    from oodbench.pipeline import RunOptions
+
+    bench = dataclasses.replace(load_benchmark("tiny", tiny_bench.config), device="cuda")
+    with pytest.raises(ConfigError, match=r"resources\.train\.num_gpus is 0: Ray hides every GPU"):
+        create_executor("ray").check(Work(bench, RunOptions()))
