@@ -1,4 +1,5 @@
-"""The ray executor's figures, each printed as one line (``python -m benchmarks.cluster``):
+"""The ray executor's figures, each printed as one line (``python -m benchmarks.cluster``, or
+``python -m benchmarks.perf --only ray``, which adds them to results/perf.md):
 
 - ``ray-overhead``: wall time of ``run_benchmark(executor="ray")`` on a 1-CPU local Ray
   cluster over ``executor="local"`` with one torch thread, on the tiny matrix (2 trainings x
@@ -110,18 +111,23 @@ def speedup(work: Path, n_train: int, epochs: int) -> dict[str, Any]:
                         "ray_init": [round(init1, 2), round(init2, 2)]}}
 
 
+def figures(work: Path, quick: bool = False) -> list[dict[str, Any]]:
+    """Both figures, measured under ``work`` (``quick``: small sizes, a smoke test)."""
+    n_train, epochs = (640, 1) if quick else (8_000, 3)
+    return [overhead(work), speedup(work, n_train, epochs)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
-    n_train, epochs = (640, 1) if args.quick else (8_000, 3)
     with tempfile.TemporaryDirectory() as tmp:
-        figures = [overhead(Path(tmp)), speedup(Path(tmp), n_train, epochs)]
-    for figure in figures:
+        measured = figures(Path(tmp), args.quick)
+    for figure in measured:
         print(figure["line"], flush=True)
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        args.json.write_text(json.dumps(measured, indent=2))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ each scorer that both libraries implement, with matched settings, and reports pe
 Spearman rank correlation of the two libraries' scores over ID-test + all OOD sets and the
 largest |AUROC difference| over the OOD sets. pytorch-ood scores outliers high, oodbench scores
 ID high, so pytorch-ood's scores are negated before comparing. Writes a Markdown report
-(default ``results/crosscheck_pytorch_ood.md``).
+(default ``results/crosscheck_pytorch_ood.md``). The mapping of each shared scorer to its
+pytorch-ood detector and settings (``pod_settings``, ``pod_detector``) is also the one
+``benchmarks/perf.py`` times, around a whole model.
 
 Not a test and not a dependency of oodbench: it needs ``pytorch-ood``, installed without
 letting pip change torch / torchvision::
@@ -117,84 +119,143 @@ def _gen_unclamped(gamma: float, m: int) -> Callable[[Features, Head, nn.Linear]
     return build
 
 
-def _build_cases(n_dims: int, params: dict[str, dict[str, Any]]) -> list[Case]:
-    """Every shared scorer; the pytorch-ood settings follow the oodbench parameters."""
-    from pytorch_ood import detector as pod
+@dataclass(frozen=True)
+class Wrapped:
+    """What pytorch-ood's detectors wrap. ``model`` and ``encoder`` are ``None`` where only
+    their feature- and logit-level methods are called (``fit_features``, ``predict_logits``)."""
 
-    temp = params["energy"]["temperature"]
-    k_knn = params["knn"]["k"]
-    pct_react = params["react"]["percentile"] / 100
-    ash_variant, pct_ash = f"ash-{params['ash']['variant']}", params["ash"]["percentile"] / 100
-    p_dice = params["dice"]["p"] / 100
-    d_vim = params["vim"]["dim"] or n_dims // 2
-    gamma, m_gen = params["gen"]["gamma"], params["gen"]["M"]
-    pct_scale = params["scale"]["percentile"] / 100
-    k_guide = params["nnguide"]["k"]
-    temp_grad = params["gradnorm"]["temperature"]
+    model: Callable[[torch.Tensor], torch.Tensor] | None  # inputs -> logits
+    encoder: Callable[[torch.Tensor], torch.Tensor] | None  # inputs -> N x D pooled features
+    backbone: Callable[[torch.Tensor], torch.Tensor]  # inputs -> feature maps (ReAct, ASH, SCALE)
+    head: nn.Linear  # the classifier: N x D features -> logits
+    grad_model: nn.Module  # what GradNorm differentiates (the model, or the head alone) ...
+    grad_param: str  # ... with respect to this parameter of it (the head's weight)
+
+
+def feature_level(head: nn.Linear) -> Wrapped:
+    """The parts for scoring extracted features: no model, the head, identity feature maps."""
+    return Wrapped(None, None, nn.Identity(), head, head, "weight")
+
+
+def pod_settings(n_dims: int, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """pytorch-ood's settings of the detector of each of ``SHARED``, matching the oodbench
+    ``params`` (``get_params()`` of each scorer) on ``n_dims``-dimensional features."""
     if not params["fdbd"]["distance_as_normalizer"]:
         raise ValueError("pytorch-ood's fDBD always normalises by the distance to the train mean")
     if params["nnguide"]["alpha"] != 1.0:
         raise ValueError("pytorch-ood's NNGuide is fitted on the full ID-train set; use alpha=1")
+    return {
+        "msp": {}, "energy": {"t": params["energy"]["temperature"]}, "maxlogit": {},
+        "knn": {"k": params["knn"]["k"], "normalize": True}, "mahalanobis": {},
+        "react": {"percentile": params["react"]["percentile"] / 100},
+        "ash": {"variant": f"ash-{params['ash']['variant']}",
+                "percentile": params["ash"]["percentile"] / 100},
+        "dice": {"p": params["dice"]["p"] / 100},
+        "vim": {"d": params["vim"]["dim"] or n_dims // 2},
+        "klm": {}, "she": {}, "rmds": {},
+        "gen": {"gamma": params["gen"]["gamma"], "M": params["gen"]["M"]},
+        "scale": {"percentile": params["scale"]["percentile"] / 100},
+        "fdbd": {}, "nnguide": {"k": params["nnguide"]["k"]},
+        "gradnorm": {"temperature": params["gradnorm"]["temperature"],
+                     "micro_batch_size": 1024},
+    }
 
-    def logits_only(det: Any) -> Callable[[Features, Head, nn.Linear], PodScore]:
-        return lambda tr, hd, lin: (lambda d: det.predict_logits(d.logits))
+
+def pod_detector(scorer: str, settings: dict[str, Any], parts: Wrapped) -> Any:
+    """pytorch-ood's detector of the shared ``scorer`` around ``parts``, with ``settings`` (its
+    entry of ``pod_settings``)."""
+    from pytorch_ood import detector as pod
+
+    p, kw = parts, settings
+    weight, bias = p.head.weight.detach(), p.head.bias.detach()
+
+    def head(maps: torch.Tensor) -> torch.Tensor:  # ReAct, ASH and SCALE pass on feature maps
+        return p.head(maps.flatten(1))
+
+    make: dict[str, Callable[[], Any]] = {
+        "msp": lambda: pod.MaxSoftmax(p.model, **kw),
+        "energy": lambda: pod.EnergyBased(p.model, **kw),
+        "maxlogit": lambda: pod.MaxLogit(p.model, **kw),
+        "knn": lambda: pod.KNN(p.encoder, **kw),
+        "mahalanobis": lambda: pod.Mahalanobis(p.encoder, **kw),
+        "react": lambda: pod.ReAct(p.backbone, head, **kw),
+        "ash": lambda: pod.ASH(p.backbone, head, **kw),
+        "dice": lambda: pod.DICE(p.encoder, weight, bias, **kw),
+        "vim": lambda: pod.ViM(p.encoder, w=weight, b=bias, **kw),
+        "klm": lambda: pod.KLMatching(p.model, **kw),
+        "she": lambda: pod.SHE(p.encoder, p.head, **kw),
+        "rmds": lambda: pod.RMD(p.encoder, **kw),
+        "gen": lambda: pod.GEN(p.model, **kw),
+        "scale": lambda: pod.SCALE(p.backbone, head, **kw),
+        "fdbd": lambda: pod.fDBD(p.encoder, p.head, **kw),
+        "nnguide": lambda: pod.NNGuide(p.encoder, p.head, **kw),
+        "gradnorm": lambda: pod.GradNorm(p.grad_model, param_filter=lambda n: n == p.grad_param,
+                                         **kw),
+    }
+    return make[scorer]()
+
+
+def _build_cases(n_dims: int, params: dict[str, dict[str, Any]]) -> list[Case]:
+    """Every shared scorer; the pytorch-ood settings follow the oodbench parameters."""
+    kw = pod_settings(n_dims, params)
+    temp, k_knn, pct_react = kw["energy"]["t"], kw["knn"]["k"], kw["react"]["percentile"]
+    ash_variant, pct_ash = kw["ash"]["variant"], kw["ash"]["percentile"]
+    p_dice, d_vim = kw["dice"]["p"], kw["vim"]["d"]
+    gamma, m_gen = kw["gen"]["gamma"], kw["gen"]["M"]
+    pct_scale, k_guide = kw["scale"]["percentile"], kw["nnguide"]["k"]
+    temp_grad = kw["gradnorm"]["temperature"]
+
+    def detector(name: str, lin: nn.Linear) -> Any:
+        return pod_detector(name, kw[name], feature_level(lin))
+
+    def logits_only(name: str) -> Callable[[Features, Head, nn.Linear], PodScore]:
+        def build(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
+            det = detector(name, lin)
+            return lambda d: det.predict_logits(d.logits)
+
+        return build
 
     def knn(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.KNN(None, k=k_knn, normalize=True)
+        det = detector("knn", lin)
         det.knn.set_params(n_jobs=1)  # pytorch-ood fixes n_jobs=-1; keep the CPU use modest
         det.fit_features(tr.features, tr.labels)
         return lambda d: det.predict_features(d.features)
 
     def mahalanobis(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.Mahalanobis(None).fit_features(tr.features, tr.labels)
+        det = detector("mahalanobis", lin).fit_features(tr.features, tr.labels)
         return lambda d: _chunked(det.predict_features, d.features)
 
     def react(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.ReAct(nn.Identity(), lin, percentile=pct_react)
+        det = detector("react", lin)
         det.fit_feature_maps(tr.features, tr.labels)
         return lambda d: _chunked(det.predict_feature_maps, d.features)
 
-    def ash(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.ASH(nn.Identity(), lambda x: lin(x.flatten(1)), variant=ash_variant,
-                      percentile=pct_ash)
-        return lambda d: _chunked(lambda x: det.predict_feature_maps(_as_maps(x)), d.features)
+    def maps(name: str) -> Callable[[Features, Head, nn.Linear], PodScore]:
+        def build(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
+            det = detector(name, lin)
+            return lambda d: _chunked(lambda x: det.predict_feature_maps(_as_maps(x)),
+                                      d.features)
 
-    def dice(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.DICE(None, hd.weight, hd.bias, p=p_dice).fit_features(tr.features, tr.labels)
-        return lambda d: _chunked(det.predict_features, d.features, 512)
+        return build
 
-    def vim(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.ViM(None, d=d_vim, w=hd.weight, b=hd.bias).fit_features(tr.features, tr.labels)
-        return lambda d: _chunked(det.predict_features, d.features)
+    def features(name: str, chunk: int = 4096) -> Callable[[Features, Head, nn.Linear], PodScore]:
+        def build(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
+            det = detector(name, lin).fit_features(tr.features, tr.labels)
+            return lambda d: _chunked(det.predict_features, d.features, chunk)
+
+        return build
 
     def klm(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.KLMatching(None).fit_logits(tr.logits, tr.labels)
+        det = detector("klm", lin).fit_logits(tr.logits, tr.labels)
         return lambda d: _chunked(det.predict_logits, d.logits)
 
-    def she(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.SHE(None, lin).fit_features(tr.features, tr.labels)
-        return lambda d: _chunked(det.predict_features, d.features)
-
-    def rmds(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.RMD(None).fit_features(tr.features, tr.labels)
-        return lambda d: _chunked(det.predict_features, d.features)
-
-    def scale(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.SCALE(nn.Identity(), lambda x: lin(x.flatten(1)), percentile=pct_scale)
-        return lambda d: _chunked(lambda x: det.predict_feature_maps(_as_maps(x)), d.features)
-
-    def fdbd(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.fDBD(None, lin).fit_features(tr.features)
-        return lambda d: _chunked(det.predict_features, d.features)
-
-    def nnguide(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.NNGuide(None, lin, k=k_guide).fit_features(tr.features, tr.labels)
-        return lambda d: _chunked(det.predict_features, d.features, 1024)
-
     def gradnorm(tr: Features, hd: Head, lin: nn.Linear) -> PodScore:
-        det = pod.GradNorm(lin, param_filter=lambda n: n == "weight", micro_batch_size=1024,
-                           temperature=temp_grad)
+        det = detector("gradnorm", lin)
         return lambda d: det.predict(d.features)
+
+    ash, scale = maps("ash"), maps("scale")
+    dice, vim, she, rmds = features("dice", 512), features("vim"), features("she"), features("rmds")
+    fdbd, nnguide = features("fdbd"), features("nnguide", 1024)
 
     exact = "identical formula"
     bug = "none expected (identical formula): a difference would be a bug on one side"
@@ -209,11 +270,11 @@ def _build_cases(n_dims: int, params: dict[str, dict[str, Any]]) -> list[Case]:
     maps = "pooled features given as N x D x 1 x 1 maps, as oodbench (the paper: the feature map)"
     return [
         Case("msp", params["msp"], "MaxSoftmax(None, t=1).predict_logits",
-             logits_only(pod.MaxSoftmax(None)), exact, bug),
+             logits_only("msp"), exact, bug),
         Case("energy", params["energy"], f"EnergyBased(None, t={temp}).predict_logits",
-             logits_only(pod.EnergyBased(None, t=temp)), exact, bug),
+             logits_only("energy"), exact, bug),
         Case("maxlogit", params["maxlogit"], "MaxLogit(None).predict_logits",
-             logits_only(pod.MaxLogit(None)), exact, bug),
+             logits_only("maxlogit"), exact, bug),
         Case("knn", params["knn"], f"KNN(None, k={k_knn}, normalize=True)"
              ".fit_features / predict_features", knn,
              "pytorch-ood: sklearn's exact k-th distance; oodbench: sqrt(2 - 2 s) from the k-th "
@@ -245,7 +306,7 @@ def _build_cases(n_dims: int, params: dict[str, dict[str, Any]]) -> list[Case]:
         Case("rmds", params["rmds"], "RMD(None).fit_features / predict_features", rmds,
              f"pytorch-ood: {well_conditioned}", pinv),
         Case("gen", params["gen"], f"GEN(None, gamma={gamma}, M={m_gen}).predict_logits",
-             logits_only(pod.GEN(None, gamma=gamma, M=m_gen)),
+             logits_only("gen"),
              "pytorch-ood averages the top-M terms, oodbench sums them (a constant factor)",
              "pytorch-ood clamps every softmax probability to [1e-7, 1 - 1e-7] before "
              "p^gamma (1 - p)^gamma: with gamma = 0.1 each near-zero tail probability's term "

@@ -14,6 +14,12 @@ Every ratio compares two things timed in the same process:
 - ``pytorch-ood``: pytorch-ood's six detectors used as its documentation shows (detector objects
   around the model, ``fit(loader)``, ``detector(x)`` per batch, ``OODMetrics``) over
   ``score_model``. Target >= 5.
+- ``pytorch-ood-all``: the same for every scorer the two libraries share (the 17 of
+  ``benchmarks/crosscheck_pytorch_ood.py``, whose mapping to pytorch-ood's detectors and their
+  settings it uses): pytorch-ood runs each detector with its own passes over the data,
+  oodbench one shared extraction for all (``score_model`` with the 17). The model's head is
+  set to the nearest class mean of its fresh features, as pytorch-ood's SHE needs every class
+  to have correctly classified ID-train samples. Target >= 10.
 - ``knn``: oodbench's knn scorer (fit + score) on 50,000 x 512 random float32 ID-train features
   and 10,000 queries, k = 50, on the CPU, with its chunked torch backend and, when faiss-cpu
   is installed, its faiss backend. Target <= 3 s.
@@ -26,6 +32,10 @@ Every ratio compares two things timed in the same process:
 - ``evaluate``: ``oodbench.evaluate`` of an adapted model (timm resnet18, fresh weights, at
   the benchmark's image size; ID set whole, OOD sets as cut) over bare passes of the same
   model over the same images plus the six scorers' fit + score. Target <= 1.10.
+- ``ray``: the ray executor's wall time on a 1-CPU local Ray cluster over the local
+  executor's with one torch thread (tiny matrix, 2 trainings x 2 seeds; target <= 1.3, or
+  <= 10 s more), and its speed-up with 2 workers over 1 on 4 trainings (target >= 1.6);
+  ``benchmarks/cluster.py``.
 - ``growth``: the cost of one OOD set (extraction + scoring + metrics) at 1x, 2x and 4x its
   size; and the peak memory of knn and mahalanobis (fit + score) as the ID-train features grow
   1x, 2x and 4x, each measured in a fresh process (``ru_maxrss``).
@@ -33,14 +43,19 @@ Every ratio compares two things timed in the same process:
 The model is the benchmark's architecture, freshly initialised (seed 0): speed does not depend
 on the weights, so nothing is trained. A full run writes ``results/perf.md`` and
 ``results/perf.json``; ``--quick`` (tiny sizes, a smoke test, not the figures), ``--only`` and
-``--repeats`` write to a new temporary folder unless ``--out`` is given. Not a test: timings
-depend on the machine and its load.
+``--repeats`` write to a new temporary folder unless ``--out`` is given. A run into a folder
+that already has a perf.json keeps the figures it does not re-measure (``--only floor --out
+results`` re-measures the floor, keeps the rest; perf.md then says per row when, at which
+commit, it was measured, and perf.json's ``figures`` also by which command). Not a test:
+timings depend on the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -54,7 +69,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -78,9 +93,14 @@ from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.train import resolve_device
 
+if TYPE_CHECKING:
+    from benchmarks.crosscheck_pytorch_ood import Wrapped
+
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("floor", "overhead", "pytorch-ood", "knn", "bgnorm", "bf16", "batch", "growth",
-           "evaluate")
+FIGURES = ("floor", "overhead", "pytorch-ood", "pytorch-ood-all", "knn", "bgnorm", "bf16",
+           "batch", "growth", "evaluate", "ray")
+# the figures a step of FIGURES measures, where they are not the step's own
+STEP_FIGURES = {"growth": ("growth", "memory"), "ray": ("ray-overhead", "ray-speedup")}
 SIX = ("msp", "energy", "react", "ash", "knn", "mahalanobis")
 MEMORY_SCORERS = ("knn", "mahalanobis")
 FACTORS = (1, 2, 4)
@@ -147,11 +167,15 @@ class Setup:
 
 
 JSON_KEYS = {"floor": "floor_ratio", "overhead": "scorer_overhead",
-             "pytorch-ood": "speedup_vs_pytorch_ood", "knn": "knn_50k_seconds",
-             "bgnorm": "bgnorm_train_overhead", "evaluate": "evaluate_ratio"}
+             "pytorch-ood": "speedup_vs_pytorch_ood",
+             "pytorch-ood-all": "speedup_vs_pytorch_ood_all", "knn": "knn_50k_seconds",
+             "bgnorm": "bgnorm_train_overhead", "evaluate": "evaluate_ratio",
+             "ray-overhead": "ray_overhead_ratio", "ray-speedup": "ray_speedup_2_workers"}
 TARGETS: dict[str, tuple[str, float]] = {"floor": ("<=", 1.25), "overhead": ("<=", 0.10),
-                                         "pytorch-ood": (">=", 5.0), "knn": ("<=", 3.0),
-                                         "bgnorm": ("<=", 1.10), "evaluate": ("<=", 1.10)}
+                                         "pytorch-ood": (">=", 5.0),
+                                         "pytorch-ood-all": (">=", 10.0), "knn": ("<=", 3.0),
+                                         "bgnorm": ("<=", 1.10), "evaluate": ("<=", 1.10),
+                                         "ray-overhead": ("<=", 1.3), "ray-speedup": (">=", 1.6)}
 
 
 @dataclass
@@ -166,6 +190,8 @@ class Figure:
     met: bool | None  # None: skipped, or no pass / fail target
     line: str  # the line printed
     details: dict[str, Any] = field(default_factory=dict)
+    # the run that measured it: date, git_commit, command, sizes (``main`` fills it in)
+    measured: dict[str, Any] = field(default_factory=dict)
 
 
 def _target(name: str) -> str:
@@ -235,6 +261,9 @@ def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
     return Setup(bench, model, splits, ood, device, sizes, data_root)
 
 
+LABEL_POD = "speedup vs pytorch-ood: its time / oodbench's"
+
+
 def bare_loop(s: Setup) -> None:
     """The floor: preprocess each batch and run ``model(x)``, nothing else."""
     with torch.inference_mode():
@@ -243,10 +272,10 @@ def bare_loop(s: Setup) -> None:
                 s.model(x)
 
 
-def oodbench_seconds(s: Setup) -> float:
-    """Seconds of ``score_model`` with the six scorers and a fresh, empty feature cache."""
+def oodbench_seconds(s: Setup, scorers: tuple[str, ...] = SIX) -> float:
+    """Seconds of ``score_model`` with ``scorers`` and a fresh, empty feature cache."""
     with tempfile.TemporaryDirectory(prefix="oodbench-perf-cache-") as tmp:
-        ctx = EvalContext(replace(s.bench, scorers=SIX), s.splits, s.ood, FeatureCache(tmp),
+        ctx = EvalContext(replace(s.bench, scorers=scorers), s.splits, s.ood, FeatureCache(tmp),
                           s.device)
         return _timed(lambda: score_model(ctx, s.model, CKPT_HASH, "perf", 0), s.device)
 
@@ -385,20 +414,13 @@ def _loader(arr: ImageArray, s: Setup, ood: bool = False) -> DataLoader:
                       sampler=[slice(i, i + step) for i in range(0, len(arr), step)])
 
 
-def pytorch_ood_seconds(s: Setup) -> float:
-    """Seconds for pytorch-ood to evaluate the six detectors, with oodbench's parameters.
+def _model_parts(s: Setup) -> Wrapped:
+    """The model as pytorch-ood's detectors wrap it: the whole model (logits), the pooled
+    features as encoder, the pooled features as a B x D x 1 x 1 map as backbone (ReAct, ASH,
+    SCALE), ``fc`` as head, and GradNorm's gradients of ``fc.weight`` through the model."""
+    from benchmarks.crosscheck_pytorch_ood import Wrapped
 
-    Each detector wraps the model (ReAct and ASH: backbone = feature map + global pool, as a
-    B x D x 1 x 1 map; head = ``fc``), is fitted on the ID-train loader where it needs fitting,
-    scores the ID test set once (reused for every OOD set) and each OOD set once, under
-    ``torch.no_grad()``, and ``OODMetrics`` computes the metrics of each (ID test, OOD set)
-    pair. sklearn's KNN gets as many jobs as torch has threads.
-    """
-    from pytorch_ood.detector import ASH, KNN, EnergyBased, Mahalanobis, MaxSoftmax, ReAct
-    from pytorch_ood.metrics import OODMetrics
-
-    model, device = s.model, s.device
-    p = {name: create_scorer(name, **s.params(name)).get_params() for name in SIX}
+    model = s.model
 
     def features(x: torch.Tensor) -> torch.Tensor:
         return model.feature_map(x).mean(dim=(2, 3))
@@ -406,58 +428,97 @@ def pytorch_ood_seconds(s: Setup) -> float:
     def pooled_map(x: torch.Tensor) -> torch.Tensor:
         return features(x)[:, :, None, None]
 
-    def head(x: torch.Tensor) -> torch.Tensor:
-        return model.fc(x.flatten(1))
+    return Wrapped(model, features, pooled_map, model.fc, model, "fc.weight")
 
+
+def pytorch_ood_seconds(s: Setup, scorers: tuple[str, ...]) -> dict[str, float]:
+    """Seconds for pytorch-ood to evaluate the detectors of ``scorers``, per detector.
+
+    Each detector (``benchmarks.crosscheck_pytorch_ood``'s mapping, with oodbench's parameters)
+    wraps the model (``_model_parts``), is fitted on the ID-train loader where it needs
+    fitting, scores the ID test set once (reused for every OOD set) and each OOD set once,
+    under ``torch.no_grad()``, and ``OODMetrics`` computes the metrics of each (ID test, OOD
+    set) pair. sklearn's KNN gets as many jobs as torch has threads.
+    """
+    from pytorch_ood.metrics import OODMetrics
+
+    from benchmarks.crosscheck_pytorch_ood import SHARED, pod_detector, pod_settings
+
+    device, parts = s.device, _model_parts(s)
+    params = {name: create_scorer(name, **s.params(name)).get_params() for name in SHARED}
+    settings = pod_settings(s.model.fc.in_features, params)
     train, test = _loader(s.splits.train, s), _loader(s.splits.test, s)
     oods = [_loader(arr, s, ood=True) for arr in s.ood.sets.values()]
     id_labels = torch.from_numpy(s.splits.test.labels).to(device)
 
-    def evaluate() -> None:
-        knn = KNN(features, k=p["knn"]["k"])
-        knn.knn.set_params(n_jobs=torch.get_num_threads())
-        detectors = [
-            MaxSoftmax(model),
-            EnergyBased(model, t=p["energy"]["temperature"]),
-            ReAct(pooled_map, head, percentile=p["react"]["percentile"] / 100),
-            ASH(pooled_map, head, variant=f"ash-{p['ash']['variant']}",
-                percentile=p["ash"]["percentile"] / 100),
-            knn,
-            Mahalanobis(features),
-        ]
+    def evaluate(name: str) -> None:
+        detector = pod_detector(name, settings[name], parts)
+        if name == "knn":
+            detector.knn.set_params(n_jobs=torch.get_num_threads())
         with torch.no_grad():
-            for detector in detectors:
-                detector.to(device).fit(train)
-                id_scores = torch.cat([detector(x) for x, _ in test])
-                for loader in oods:
-                    metrics = OODMetrics()
-                    metrics.update(id_scores, id_labels)
-                    for x, y in loader:
-                        metrics.update(detector(x), y.to(device))
-                    metrics.compute()
+            detector.to(device).fit(train)
+            id_scores = torch.cat([detector(x) for x, _ in test])
+            for loader in oods:
+                metrics = OODMetrics()
+                metrics.update(id_scores, id_labels)
+                for x, y in loader:
+                    metrics.update(detector(x), y.to(device))
+                metrics.compute()
 
-    return _timed(evaluate, device)
-
-
-LABEL_POD = "speedup vs pytorch-ood: its time / oodbench's"
+    return {name: _timed(lambda name=name: evaluate(name), device) for name in scorers}
 
 
-def versus_pytorch_ood(s: Setup) -> Figure:
-    """(c) pytorch-ood's time over oodbench's, on the same model and data, back to back."""
+HEAD_IMAGES = 5_000
+
+
+def _class_mean_head(s: Setup) -> Setup:
+    """``s`` with a copy of its model whose head is the nearest-class-mean classifier of its
+    (fresh) features on the first ``HEAD_IMAGES`` ID-train images, so that every class has
+    correctly classified training samples, which pytorch-ood's SHE needs (a fresh head can
+    leave a class without any). Speed does not depend on the weights."""
+    feats = s.extract(_first(s.splits.train, HEAD_IMAGES))
+    classes = s.bench.num_classes
+    counts = torch.bincount(feats.labels, minlength=classes).clamp(min=1)
+    means = torch.zeros(classes, feats.features.shape[1]).index_add_(
+        0, feats.labels, feats.features.float()) / counts[:, None]
+    model = copy.deepcopy(s.model)
+    with torch.no_grad():
+        model.fc.weight.copy_(means)
+        model.fc.bias.copy_(-0.5 * means.pow(2).sum(dim=1))
+    return replace(s, model=model)
+
+
+def versus_pytorch_ood(s: Setup, name: str) -> Figure:
+    """(c) pytorch-ood's time over oodbench's, on the same model and data, back to back: the
+    six scorers (``pytorch-ood``) or every shared one (``pytorch-ood-all``, pytorch-ood's
+    detectors each with their own passes, oodbench one shared extraction for all)."""
+    from benchmarks.crosscheck_pytorch_ood import SHARED
+
+    scorers = SIX if name == "pytorch-ood" else SHARED
+    if name == "pytorch-ood-all":
+        s = _class_mean_head(s)
+    what = "six detectors" if name == "pytorch-ood" else f"all {len(SHARED)} shared detectors"
+    label = (LABEL_POD if name == "pytorch-ood"
+             else f"speedup vs pytorch-ood, all {len(SHARED)} shared scorers: its time / "
+                  "oodbench's (one extraction)")
     try:
         import pytorch_ood
     except ImportError:
-        return Figure("pytorch-ood", LABEL_POD, None, "skipped", _target("pytorch-ood"), None,
-                      f"speedup vs pytorch-ood: skipped, {INSTALL_HINT}",
+        return Figure(name, label, None, "skipped", _target(name), None,
+                      f"speedup vs pytorch-ood ({what}): skipped, {INSTALL_HINT}",
                       {"skipped": INSTALL_HINT})
-    ours = oodbench_seconds(s)
-    theirs = pytorch_ood_seconds(s)
+    ours = oodbench_seconds(s, scorers)
+    per_detector = pytorch_ood_seconds(s, scorers)
+    theirs = sum(per_detector.values())
     ratio = theirs / ours
+    slowest = max(per_detector, key=lambda n: per_detector[n])
     line = (f"speedup vs pytorch-ood {pytorch_ood.__version__}: {ratio:.2f}x = pytorch-ood "
-            f"{theirs:.2f} s / oodbench {ours:.2f} s (six detectors, same model and images; "
-            f"{_verdict('pytorch-ood', ratio)})")
-    return _figure("pytorch-ood", LABEL_POD, ratio, line,
+            f"{theirs:.2f} s / oodbench {ours:.2f} s ({what}, same model and images; slowest "
+            f"pytorch-ood detector: {slowest} {per_detector[slowest]:.2f} s; "
+            f"{_verdict(name, ratio)})")
+    return _figure(name, label, ratio, line,
                    {"pytorch_ood_seconds": theirs, "oodbench_seconds": ours,
+                    "pytorch_ood_seconds_per_detector": per_detector, "scorers": list(scorers),
                     "pytorch_ood_version": pytorch_ood.__version__})
 
 
@@ -535,6 +596,29 @@ def bf16_speedup(s: Setup) -> Figure:
             f"of {s.sizes.repeats}; no target)")
     return Figure("bf16", label, ratio, f"{ratio:.2f}", "none", None, line,
                   {"images_per_s": {"float32": rates[False], "bfloat16": rates[True]}})
+
+
+def ray_figures(quick: bool) -> list[Figure]:
+    """The ray executor's overhead over local and its 2-worker speed-up
+    (:mod:`benchmarks.cluster`); skipped without Ray."""
+    from benchmarks import cluster
+
+    if importlib.util.find_spec("ray") is None:
+        why = "ray is not installed; pip install 'oodbench[ray]'"
+        return [Figure(n, n, None, "skipped", _target(n), None, f"{n}: skipped, {why}",
+                       {"skipped": why}) for n in STEP_FIGURES["ray"]]
+    labels = {"ray-overhead": "ray executor overhead: ray (1 CPU) / local (1 thread) wall time, "
+                              "tiny matrix 2 trainings x 2 seeds (or <= 10 s more)",
+              "ray-speedup": "ray executor speed-up: 1 worker / 2 workers wall time, "
+                             "4 trainings (ResNet-8 16/32/64)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        measured = cluster.figures(Path(tmp), quick)
+    out = []
+    for m in measured:
+        target = _target(m["name"]) + (" or <= 10 s more" if m["name"] == "ray-overhead" else "")
+        out.append(Figure(m["name"], labels[m["name"]], m["value"], f"{m['value']:.2f}",
+                          target, m["met"], m["line"], {"seconds": m["seconds"]}))
+    return out
 
 
 BATCHES = (32, 64, 128, 256, 512)
@@ -683,6 +767,10 @@ def _faiss_version() -> str | None:
     return str(faiss.__version__)
 
 
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def machine_info(device: torch.device, command: str) -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = platform.processor() or "unknown"
@@ -697,29 +785,76 @@ def machine_info(device: torch.device, command: str) -> dict[str, Any]:
             "faiss (knn/nnguide backend 'auto' uses it)": _faiss_version(),
             "torch_threads": torch.get_num_threads(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": _utc_now(),
             "git_commit": code_version()["git_commit"], "command": command}
 
 
-def render_markdown(figures: list[Figure], machine: dict[str, Any], quick: bool) -> str:
-    """perf.md: the table, the growth lines, and the machine."""
+def _when(fig: Figure) -> str:
+    """The date and short commit of the run that measured ``fig``."""
+    commit = fig.measured.get("git_commit") or "?"
+    return f"{fig.measured.get('date', '?')} ({commit[:7]})"
+
+
+def render_markdown(figures: list[Figure], remeasured: list[str], machine: dict[str, Any],
+                    quick: bool) -> str:
+    """perf.md: the table, the growth lines, and the machine. Where some figures are kept
+    from earlier runs (a partial run merged into the folder), each row says when it was
+    measured."""
     lines = ["# oodbench performance figures", ""]
     if quick:
         lines += ["**Quick smoke run at tiny sizes: these are not the figures.**", ""]
-    lines += ["| figure | value | target | met? |", "|---|---:|---|---|"]
+    merged = any(f.name not in remeasured for f in figures)
+    if merged:
+        lines += [f"Merged: this run (`{machine['command']}`, {machine['date']}) re-measured "
+                  f"{', '.join(remeasured)}; the other rows are kept from the earlier runs "
+                  "named in their `measured` column (their commands: perf.json, `figures`).", ""]
+    head = "| figure | value | target | met? |" + (" measured |" if merged else "")
+    lines += [head, "|---|---:|---|---|" + ("---|" if merged else "")]
     for fig in figures:
         met = "n/a" if fig.met is None else "yes" if fig.met else "**no**"
-        lines.append(f"| {fig.label} | {fig.shown} | {fig.target} | {met} |")
+        lines.append(f"| {fig.label} | {fig.shown} | {fig.target} | {met} |"
+                     + (f" {_when(fig)} |" if merged else ""))
     lines += ["", "Every line as printed:", "", "```", *(f.line for f in figures), "```", "",
-              "## Machine", ""]
+              "## Machine" + (" (of this run)" if merged else ""), ""]
     lines += [f"- {k}: {'`' + v + '`' if k == 'command' else v}" for k, v in machine.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, figures: list[Figure], machine: dict[str, Any],
-                  sizes: Sizes, quick: bool) -> None:
-    """perf.json (the five headline keys, null when skipped, then the details) and perf.md."""
-    by_name = {f.name: f for f in figures}
+# every figure's name, in the order of the table (``growth`` yields ``memory`` too)
+ORDER = tuple(n for f in FIGURES for n in STEP_FIGURES.get(f, (f,)))
+
+
+def earlier_figures(out: Path, quick: bool, only: list[str]) -> list[Figure]:
+    """The figures of ``out/perf.json`` that a run of ``only`` keeps (all but those it
+    re-measures): none for a new folder. Refuses (``SystemExit``) to mix quick and full
+    figures, or to let a partial run replace a perf.json that has no per-figure records."""
+    path = out / "perf.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if "figures" not in data:
+        if set(only) == set(FIGURES):
+            return []
+        sys.exit(f"{path} has no per-figure records (written before runs merged), so "
+                 f"--only {','.join(only)} would drop its other figures: run every figure "
+                 "once, or write elsewhere with --out")
+    if data.get("quick") != quick:
+        sys.exit(f"{path} holds {'quick' if data.get('quick') else 'full'} figures; a "
+                 f"{'quick' if quick else 'full'} run does not merge with them: use another "
+                 "--out")
+    return [Figure(**entry) for name, entry in data["figures"].items() if name not in only
+            and not (name == "memory" and "growth" in only)]
+
+
+def write_results(out: Path, figures: list[Figure], earlier: list[Figure],
+                  machine: dict[str, Any], sizes: Sizes, quick: bool) -> None:
+    """perf.json (the headline keys, null when skipped, then the details, then every figure
+    with the run that measured it) and perf.md, of this run's ``figures`` and the ``earlier``
+    ones it did not re-measure."""
+    by_name = {f.name: f for f in earlier} | {f.name: f for f in figures}
+    merged = sorted(by_name.values(),
+                    key=lambda f: ORDER.index(f.name) if f.name in ORDER else len(ORDER))
+    remeasured = [f.name for f in figures]
     data: dict[str, Any] = {key: by_name[name].value if name in by_name else None
                             for name, key in JSON_KEYS.items()}
     data |= {"quick": quick, "targets": {JSON_KEYS[n]: _target(n) for n in TARGETS},
@@ -727,10 +862,13 @@ def write_results(out: Path, figures: list[Figure], machine: dict[str, Any],
              "memory": by_name["memory"].details if "memory" in by_name else None,
              "bf16": by_name["bf16"].details if "bf16" in by_name else None,
              "batch": by_name["batch"].details if "batch" in by_name else None,
-             "details": {f.name: f.details for f in figures if f.name in TARGETS},
-             "sizes": asdict(sizes), "machine": machine}
+             "details": {f.name: f.details for f in merged if f.name in TARGETS},
+             "remeasured": remeasured, "sizes": asdict(sizes), "machine": machine,
+             "figures": {f.name: asdict(f) for f in merged}}
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "perf.json", json.dumps(data, indent=2, default=str).encode())
-    atomic_write_bytes(out / "perf.md", render_markdown(figures, machine, quick).encode())
+    atomic_write_bytes(out / "perf.md",
+                       render_markdown(merged, remeasured, machine, quick).encode())
 
 
 def _sizes(args: argparse.Namespace) -> Sizes:
@@ -743,7 +881,7 @@ def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
     sizes = _sizes(args)
     bench = load_benchmark(args.benchmark)
     device = resolve_device(args.device)
-    needs_data = (set(FIGURES) - {"knn"}) & set(only)
+    needs_data = (set(FIGURES) - {"knn", "ray"}) & set(only)
     s = load_setup(bench, args.data_root, device, sizes) if needs_data else None
     if s is not None:
         print(f"{bench.name}: {bench.model} {bench.widths}, fresh weights, {device}, "
@@ -752,13 +890,15 @@ def run(args: argparse.Namespace, only: list[str]) -> Iterator[Figure]:
     steps: dict[str, Callable[[], list[Figure]]] = {
         "floor": lambda: [floor_ratio(s)],
         "overhead": lambda: [scorer_overhead(s)],
-        "pytorch-ood": lambda: [versus_pytorch_ood(s)],
+        "pytorch-ood": lambda: [versus_pytorch_ood(s, "pytorch-ood")],
+        "pytorch-ood-all": lambda: [versus_pytorch_ood(s, "pytorch-ood-all")],
         "knn": lambda: [knn_at_scale(sizes)],
         "bgnorm": lambda: [bgnorm_overhead(s)],
         "bf16": lambda: [bf16_speedup(s)],
         "batch": lambda: [batch_speeds(s)],
         "growth": lambda: [ood_growth(s), memory_growth(sizes)],
         "evaluate": lambda: [evaluate_ratio(s)],
+        "ray": lambda: ray_figures(args.quick),
     }
     for name in only:
         yield from steps[name]()
@@ -778,7 +918,8 @@ def main() -> None:
                         help="repeats per figure (default 3; 1 for a profile, written to a "
                              "temp folder)")
     parser.add_argument("--out", help="folder for perf.md and perf.json (default: results/ for "
-                        "a full run of every figure, else a new temp folder)")
+                        "a full run of every figure, else a new temp folder); its figures "
+                        "that this run does not measure are kept")
     args = parser.parse_args()
     only = args.only.split(",") if args.only else list(FIGURES)
     unknown = sorted(set(only) - set(FIGURES))
@@ -800,11 +941,15 @@ def main() -> None:
         out = Path(tempfile.mkdtemp(prefix="oodbench-perf-"))
     else:
         out = ROOT / "results"
+    earlier = earlier_figures(out, args.quick, only)
+    measured = {"git_commit": code_version()["git_commit"], "command": command,
+                "sizes": asdict(_sizes(args))}
     figures = []
     for fig in run(args, only):
         print(fig.line, flush=True)
+        fig.measured = {"date": _utc_now()} | measured
         figures.append(fig)
-    write_results(out, figures, machine_info(resolve_device(args.device), command),
+    write_results(out, figures, earlier, machine_info(resolve_device(args.device), command),
                   _sizes(args), args.quick)
     print(f"written: {out / 'perf.md'}, {out / 'perf.json'}")
 

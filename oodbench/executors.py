@@ -178,17 +178,22 @@ class RayExecutor(Executor):
             bars = {k: prog.add_task(f"{k} jobs on Ray", total=len(ids), stats="")
                     for k, ids in kinds.items() if ids}
             waiting = list(refs.values())
-            while waiting:
-                ready, waiting = ray.wait(waiting, num_returns=1, timeout=5.0)
-                for ref in ready:
-                    outcomes[by_ref[ref]] = self._result(ref)
-                    prog.advance(bars[by_ref[ref].split("/")[0]])
-                left = [by_ref[r] for r in waiting]
-                for kind, bar in bars.items():
-                    mine = [j.split("/", 1)[1] for j in left if j.startswith(f"{kind}/")]
-                    prog.update(bar, stats=(f"waiting: {', '.join(mine[:4])}"
-                                            f"{' ...' if len(mine) > 4 else ''}" if mine else
-                                            f"done in {time.perf_counter() - start:.0f} s"))
+            try:
+                while waiting:
+                    ready, waiting = ray.wait(waiting, num_returns=1, timeout=5.0)
+                    for ref in ready:
+                        outcomes[by_ref[ref]] = self._result(ref)
+                        prog.advance(bars[by_ref[ref].split("/")[0]])
+                    left = [by_ref[r] for r in waiting]
+                    for kind, bar in bars.items():
+                        mine = [j.split("/", 1)[1] for j in left if j.startswith(f"{kind}/")]
+                        prog.update(bar, stats=(f"waiting: {', '.join(mine[:4])}"
+                                                f"{' ...' if len(mine) > 4 else ''}" if mine else
+                                                f"done in {time.perf_counter() - start:.0f} s"))
+            except BaseException:  # a job failed, or Ctrl-C: the other tasks stop too
+                for ref in waiting:
+                    ray.cancel(ref, force=True)
+                raise
         return outcomes
 
     def _result(self, ref: Any) -> Outcome:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,3 +135,19 @@ def test_a_killed_training_worker_is_retried(matrix: SimpleNamespace) -> None:
     for path in runs.glob("*.pt"):
         _, meta = load_checkpoint(path)
         assert meta["training"] in ("ce", "bgnorm")
+
+
+def test_a_jobs_own_error_reaches_the_driver_whole(matrix: SimpleNamespace) -> None:
+    bad = matrix.base / "diverges.toml"
+    bad.write_text(matrix.config.read_text().replace("lr = 0.05", "lr = 1e30"))
+    cmd = _command(matrix, "diverges", "ray")
+    cmd[cmd.index(str(matrix.config))] = str(bad)
+    done = subprocess.run(cmd, env=matrix.env, cwd=matrix.base, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 1, done.stderr
+    # the worker's TrainingError, message and hint, as the CLI renders its own errors
+    assert re.search(r"error: train (ce|bgnorm) s[01]: the (loss|weights) became", done.stderr)
+    assert "lower train.lr" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    runs = matrix.base / "diverges" / "runs" / "tiny"
+    assert not list(runs.glob("*.pt"))
+    assert not (matrix.base / "diverges" / "results" / "tiny").exists()
