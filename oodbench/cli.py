@@ -327,6 +327,11 @@ def _run(args: argparse.Namespace) -> None:
         return
     scorers = args.scorers.split(",") if args.scorers else None
     options["extra_ood"] = _extra_ood(args.extra_ood)
+    if args.command == "run" and args.json and not args.dry_run:
+        from oodbench.errors import ConfigError
+
+        raise ConfigError("--json prints the job graph, so it goes with --dry-run",
+                          "add --dry-run, or leave --json out (a run's data is metrics.csv)")
     if args.command == "run" and args.dry_run:
         from oodbench.matrix import plan_benchmark
 

@@ -95,6 +95,7 @@ def test_executor_arguments_are_checked(tiny_bench: SimpleNamespace) -> None:
     with pytest.raises(ConfigError, match="address=auto is for the ray executor"):
         create_executor("local", "auto")
     assert isinstance(create_executor("local"), LocalExecutor)
+    assert main(_args(tiny_bench, "--json")) == 1  # --json is the dry run's
     assert not Path(tiny_bench.out).exists()
 
 
