@@ -338,7 +338,8 @@ def _relative(value: str, loc: tuple[str | int, ...]) -> None:
 DATA_ROOT_TOKEN = "{data_root}"
 _LATER: dict[str, Any] = {"model_weights": None, "id_val": "holdout", "crop_pct": 1.0}
 _LATER_OOD = ("imglist", "images")
-_LATER_TRAIN: dict[str, Any] = {"amp_dtype": "float16"}  # the same, in a training's train table
+# the same, in a training's train table (also left out of checkpoint keys at these values)
+LATER_TRAIN: dict[str, Any] = {"amp_dtype": "float16"}
 
 
 @_config_errors
@@ -625,7 +626,7 @@ class Benchmark:
                 if k not in skip and not (k in _LATER and v == _LATER[k])}
         for spec in data["trainings"]:
             spec["train"] = {k: v for k, v in spec["train"].items()
-                             if not (k in _LATER_TRAIN and v == _LATER_TRAIN[k])}
+                             if not (k in LATER_TRAIN and v == LATER_TRAIN[k])}
         for key in ("ood", "extra_ood"):
             data[key] = [{k: v for k, v in spec.items() if not (k in _LATER_OOD and not v)}
                          for spec in data[key]]

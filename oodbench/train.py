@@ -38,7 +38,14 @@ from oodbench.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from oodbench.config import DATA_ROOT_TOKEN, INIT_MODEL, Benchmark, TrainingSpec, TrainSpec
+from oodbench.config import (
+    DATA_ROOT_TOKEN,
+    INIT_MODEL,
+    LATER_TRAIN,
+    Benchmark,
+    TrainingSpec,
+    TrainSpec,
+)
 from oodbench.data import ImageArray, ImageSet, Preprocess, resolve_data_root
 from oodbench.errors import ConfigError, DeviceError, TrainingError
 from oodbench.fileio import check_writable, inside
@@ -368,11 +375,10 @@ def model_weights(bench: Benchmark, data_root: Path | None) -> Path:
 def train_fields(spec: TrainSpec) -> dict[str, Any]:
     """The train settings that enter a checkpoint's key. ``cpu_amp`` and ``amp_dtype`` came
     later; they are left out while off (at float16), so older checkpoints keep their keys."""
-    fields = asdict(spec)
+    fields = {k: v for k, v in asdict(spec).items()
+              if not (k in LATER_TRAIN and v == LATER_TRAIN[k])}
     if not fields["cpu_amp"]:
         del fields["cpu_amp"]
-    if fields["amp_dtype"] == "float16":
-        del fields["amp_dtype"]
     return fields
 
 
