@@ -19,6 +19,7 @@ import secrets
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,8 +40,6 @@ from oodbench.jobs import (
 from oodbench.progress import console, make_progress
 from oodbench.registry import did_you_mean
 
-RAY_HINT = "install it with pip install 'oodbench[ray]'"
-
 
 class Executor(ABC):
     """Runs the train and eval jobs of a graph; ``remote``: in other processes (so every path
@@ -53,30 +52,31 @@ class Executor(ABC):
         """Refuse, before any job runs, what cannot work (the default: nothing)."""
         del work
 
-    @abstractmethod
     def run(self, graph: JobGraph, work: Work, ws: Workspace) -> dict[str, Outcome]:
-        """Run every train and eval job of ``graph`` that is not done; the outcome of each."""
+        """The outcome of every train and eval job of ``graph``: found for those done, made
+        by :meth:`run_pending` for the others."""
+        jobs = [j for j in graph.jobs if j.kind != REPORT]
+        found = {j.id: Outcome(j.id, j.output, False, "", 0, 0.0) for j in jobs if j.done}
+        return found | self.run_pending([j for j in jobs if not j.done], work, ws)
+
+    @abstractmethod
+    def run_pending(self, jobs: list[Job], work: Work, ws: Workspace) -> dict[str, Outcome]:
+        """Run ``jobs`` (in graph order: every job after its deps); the outcome of each."""
 
     def describe(self) -> dict[str, Any]:
         """The executor for the manifest."""
         return {"name": self.name}
 
 
-def _done(job: Job) -> Outcome:
-    return Outcome(job.id, job.output, False, "", 0, 0.0)
-
-
 class LocalExecutor(Executor):
-    """Every job in this process, one after another."""
+    """Every job in this process, one after another, on the driver's workspace."""
 
     name = "local"
 
-    def run(self, graph: JobGraph, work: Work, ws: Workspace) -> dict[str, Outcome]:
-        jobs = [j for j in graph.jobs if j.kind != REPORT]
-        pending = [j for j in jobs if not j.done]
-        outcomes = {j.id: _done(j) for j in jobs if j.done}
-        for i, job in enumerate(pending, 1):
-            console.print(f"[dim]job {i}/{len(pending)}: {job.id}[/dim]", highlight=False)
+    def run_pending(self, jobs: list[Job], work: Work, ws: Workspace) -> dict[str, Outcome]:
+        outcomes = {}
+        for i, job in enumerate(jobs, 1):
+            console.print(f"[dim]job {i}/{len(jobs)}: {job.id}[/dim]", highlight=False)
             outcomes[job.id] = run_in(ws, job)
         return outcomes
 
@@ -93,7 +93,7 @@ class RayExecutor(Executor):
             import ray
         except ImportError:
             raise ConfigError("<executor=ray> needs the ray package, which is not installed",
-                              RAY_HINT) from None
+                              "install it with pip install 'oodbench[ray]'") from None
         self.ray = ray
         self.address = address
         self.nodes: list[dict[str, Any]] = []
@@ -155,40 +155,33 @@ class RayExecutor(Executor):
             for path in runs.glob(f"{probe.name}*"):
                 path.unlink(missing_ok=True)
 
-    def run(self, graph: JobGraph, work: Work, ws: Workspace) -> dict[str, Outcome]:
-        ray = self.ray
-        bench = work.bench
+    def run_pending(self, jobs: list[Job], work: Work, ws: Workspace) -> dict[str, Outcome]:
+        ray, resources = self.ray, work.bench.resources
         task = ray.remote(run_job)
-        jobs = [j for j in graph.jobs if j.kind != REPORT]
-        outcomes = {j.id: _done(j) for j in jobs if j.done}
         refs: dict[str, Any] = {}
-        for job in jobs:
-            if job.done:
-                continue
-            spec = getattr(bench.resources, job.kind)
-            after = [refs[d] for d in job.deps if d in refs]
+        for job in jobs:  # a task gets its deps' refs: Ray starts it after them
+            spec = getattr(resources, job.kind)
             refs[job.id] = task.options(
                 num_cpus=spec.num_cpus, num_gpus=spec.num_gpus,
-                max_retries=bench.resources.max_retries, retry_exceptions=False,
-                name=job.id).remote(work, job, *after)
-        by_ref = {ref: job_id for job_id, ref in refs.items()}
-        kinds = {k: [j for j in refs if j.startswith(f"{k}/")] for k in (TRAIN, EVAL)}
+                max_retries=resources.max_retries, retry_exceptions=False,
+                name=job.id).remote(work, job, *(refs[d] for d in job.deps if d in refs))
+        waiting = {refs[j.id]: j for j in jobs}
+        outcomes: dict[str, Outcome] = {}
         start = time.perf_counter()
         with make_progress() as prog:
-            bars = {k: prog.add_task(f"{k} jobs on Ray", total=len(ids), stats="")
-                    for k, ids in kinds.items() if ids}
-            waiting = list(refs.values())
+            bars = {kind: prog.add_task(f"{kind} jobs on Ray", total=n, stats="")
+                    for kind, n in Counter(j.kind for j in jobs).items()}
             try:
                 while waiting:
-                    ready, waiting = ray.wait(waiting, num_returns=1, timeout=5.0)
+                    ready, _ = ray.wait(list(waiting), num_returns=1, timeout=5.0)
                     for ref in ready:
-                        outcomes[by_ref[ref]] = self._result(ref)
-                        prog.advance(bars[by_ref[ref].split("/")[0]])
-                    left = [by_ref[r] for r in waiting]
+                        job = waiting.pop(ref)
+                        outcomes[job.id] = self._result(ref)
+                        prog.advance(bars[job.kind])
                     for kind, bar in bars.items():
-                        mine = [j.split("/", 1)[1] for j in left if j.startswith(f"{kind}/")]
-                        prog.update(bar, stats=(f"waiting: {', '.join(mine[:4])}"
-                                                f"{' ...' if len(mine) > 4 else ''}" if mine else
+                        left = [j.cell for j in waiting.values() if j.kind == kind]
+                        prog.update(bar, stats=(f"waiting: {', '.join(left[:4])}"
+                                                f"{' ...' if len(left) > 4 else ''}" if left else
                                                 f"done in {time.perf_counter() - start:.0f} s"))
             except BaseException:  # a job failed, or Ctrl-C: the other tasks stop too
                 for ref in waiting:

@@ -21,7 +21,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,6 @@ from oodbench.provenance import source_fingerprint
 from oodbench.train import Trainer
 
 TRAIN, EVAL, REPORT = "train", "eval", "report"
-KINDS = (TRAIN, EVAL, REPORT)
 EVALS_DIR = "evals"  # below runs/<benchmark>/
 RESULT_FILE = "result.json"  # an eval's rows, scorer parameters, checkpoint summary
 SCORES_FILE = "scores.npz"  # an eval's per-sample scores (float64)
@@ -251,8 +250,3 @@ def read_eval(folder: Path | str) -> tuple[ModelResult, dict[str, Any]]:
     with np.load(folder / SCORES_FILE) as z:
         scores = {k: z[k] for k in z.files}
     return ModelResult(data["rows"], scores, data["params"]), data["checkpoint"]
-
-
-def with_status(job: Job, done: bool, output: Path | None = None) -> Job:
-    """``job`` with its done flag (and output, when it became known)."""
-    return replace(job, done=done, output=str(output) if output else job.output)

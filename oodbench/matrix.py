@@ -35,7 +35,6 @@ from oodbench.jobs import (
     Workspace,
     eval_folder,
     read_eval,
-    workspace,
 )
 from oodbench.manifest import FILES_KEY, MANIFEST_FILE, Started
 from oodbench.metrics import COLUMNS
@@ -97,12 +96,12 @@ def _reported(out: Path, folders: list[str]) -> bool:
 
 
 def _prepare(bench: Benchmark, seeds: int | None, out_dir: Path | str,
-             scorers: list[str] | str | None, executor: str | Executor, address: str | None,
-             options: dict[str, Any]) -> tuple[Benchmark, Benchmark, RunOptions, Executor, Path]:
+             scorers: list[str] | str | None,
+             options: dict[str, Any]) -> tuple[Benchmark, RunOptions, Path]:
+    """The benchmark with the command's overrides, the options and the results folder."""
     opts = RunOptions.of(options)
-    exe = create_executor(executor, address)
-    given, bench = bench, bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
-    return given, bench, opts, exe, inside(out_dir, check_name(bench.name, "benchmark name"))
+    bench = bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
+    return bench, opts, inside(out_dir, check_name(bench.name, "benchmark name"))
 
 
 def plan_benchmark(
@@ -114,8 +113,8 @@ def plan_benchmark(
 ) -> JobGraph:
     """The job graph :func:`run_benchmark` would run, with each job's done status; runs
     nothing and writes nothing (it loads the datasets, whose content hashes key the evals)."""
-    _, bench, opts, exe, out = _prepare(bench, seeds, out_dir, scorers, "local", None, options)
-    return plan(workspace(_work(bench, opts, exe.remote)), out)
+    bench, opts, out = _prepare(bench, seeds, out_dir, scorers, options)
+    return plan(Workspace(_work(bench, opts, remote=False)), out)
 
 
 def run_benchmark(
@@ -134,14 +133,15 @@ def run_benchmark(
     ``options`` are :class:`~oodbench.pipeline.RunOptions` (``runs_dir``, ``data_root``,
     ``device``, ``extra_ood``, ...). Every argument is checked before any training.
     """
-    given, bench, opts, exe, out = _prepare(bench, seeds, out_dir, scorers, executor, address,
-                                            options)
+    exe = create_executor(executor, address)
+    given = bench
+    bench, opts, out = _prepare(bench, seeds, out_dir, scorers, options)
     check_writable(out, "out_dir")
     started = Started()
     work = _work(bench, opts, exe.remote)
     with exclusive(out, inside(opts.runs_dir, bench.name), ablation_file) as stage:
         exe.check(work)
-        ws = workspace(work)
+        ws = Workspace(work)  # the driver's own (workers keep theirs: jobs.workspace)
         graph = plan(ws, out)
         outcomes = exe.run(graph, work, ws)
         return report(ws, graph, outcomes, stage, started, given, exe)
