@@ -17,6 +17,7 @@ from oodbench.errors import ConfigError
 from oodbench.executors import LocalExecutor, create_executor
 from oodbench.jobs import DONE_FILE, EVALS_DIR, RESULT_FILE
 from oodbench.matrix import plan_benchmark, run_benchmark
+from tests.test_config import _write
 
 
 def _args(tb: SimpleNamespace, *extra: str) -> list[str]:
@@ -102,30 +103,15 @@ def test_executor_arguments_are_checked(tiny_bench: SimpleNamespace) -> None:
 def test_resources_are_checked_and_leave_the_config_hash(tmp_path: Path) -> None:
     from oodbench.config import load_config
 
-    text = """
-[benchmarks.b]
-id = "fashion-mnist"
-num_classes = 10
-image_size = 28
-channels = 1
-model = "resnet8"
-ood = [{ name = "mnist" }]
-scorers = ["msp"]
-trainings = [{ name = "ce", objective = "ce" }]
-"""
-    path = tmp_path / "b.toml"
-    path.write_text(text)
-    plain = load_config(path)["b"]
-    path.write_text(text + "resources = { train = { num_gpus = 0.25, num_cpus = 4 } }\n")
-    packed = load_config(path)["b"]
+    plain = load_config(_write(tmp_path))["b"]
+    packed = load_config(_write(
+        tmp_path, "resources = { train = { num_gpus = 0.25, num_cpus = 4 } }"))["b"]
     assert packed.resources.train.num_gpus == 0.25 and packed.resources.train.num_cpus == 4
     assert packed.config_hash() == plain.config_hash()
-    path.write_text(text + "resources = { train = { num_gpu = 1 } }\n")
     with pytest.raises(ConfigError, match="num_gpu"):
-        load_config(path)
-    path.write_text(text + "resources = { eval = { num_gpus = -1 } }\n")
+        load_config(_write(tmp_path, "resources = { train = { num_gpu = 1 } }"))
     with pytest.raises(ConfigError, match="num_gpus"):
-        load_config(path)
+        load_config(_write(tmp_path, "resources = { eval = { num_gpus = -1 } }"))
 
 
 def test_ray_executor_refuses_a_cuda_benchmark_that_asks_for_no_gpu(
