@@ -1,10 +1,11 @@
 """The compatibility matrix: checkpoints -> cached features -> every scorer -> metrics -> reports.
 
-``run_benchmark`` is what ``oodbench run`` calls, ``evaluate_checkpoint`` scores one model a
-user brings and ``ablate_benchmark`` scores training variants on the validation side. All three
-are plain functions, usable from a notebook; they share :class:`RunOptions` (where to read and
-write, which device), one :class:`EvalContext` per command, :func:`score_model` per checkpoint
-and one manifest builder. Every check on their arguments runs before any training.
+``evaluate_checkpoint`` scores one model a user brings, ``evaluate`` one ``nn.Module``, and
+``ablate_benchmark`` scores training variants on the validation side; ``oodbench run``
+(:mod:`oodbench.matrix`) builds its jobs on the same pieces. They are plain functions, usable
+from a notebook; they share :class:`RunOptions` (where to read and write, which device), one
+:class:`EvalContext` per command, :func:`score_model` per checkpoint and one manifest builder.
+Every check on their arguments runs before any training.
 """
 
 from __future__ import annotations
