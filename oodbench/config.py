@@ -8,8 +8,9 @@ scorers, models, datasets) and build every objective and scorer with its paramet
 file fails here, before any training. Any wrong key or value raises :class:`ConfigError` naming
 the file, the TOML table of the key, the key, its value, a close match and the accepted values.
 
-The default file is the packaged ``oodbench/benchmarks.toml``; a ``benchmarks.toml`` in the
-working directory overrides it, and an explicit ``path`` always wins.
+The default file is the project's top-level ``benchmarks.toml`` (in a checkout or an editable
+install; a wheel ships it as ``oodbench/benchmarks.toml``); a ``benchmarks.toml`` in the working
+directory overrides it, and an explicit ``path`` always wins.
 """
 
 from __future__ import annotations
@@ -79,7 +80,17 @@ __all__ = [
     "load_config",
 ]
 
-DEFAULT_CONFIG: Traversable = files("oodbench") / "benchmarks.toml"
+
+
+def _presets() -> Path | Traversable:
+    """The preset file: the copy a wheel ships inside the package, else the checkout's own
+    top-level ``benchmarks.toml`` (a source tree or an editable install)."""
+    packaged = files("oodbench") / "benchmarks.toml"
+    return packaged if packaged.is_file() else Path(__file__).resolve().parent.parent / (
+        "benchmarks.toml")
+
+
+DEFAULT_CONFIG: Path | Traversable = _presets()
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(?::(?:0|[1-9][0-9]*))?")
 """Accepted device strings (``fullmatch``); whether the device exists is checked at run time."""

@@ -89,7 +89,7 @@ def benchmark_data(bench: Benchmark, data_root: Path | str | None = None) -> dic
 
 def _defined_in(cls: type) -> str:
     module = cls.__module__
-    return module if module.startswith("scorers.") else str(
+    return module if module.startswith("oodbench.scorers.") else str(
         getattr(sys.modules.get(module), "__file__", module))
 
 

@@ -163,14 +163,14 @@ def _path_key() -> tuple[tuple[str, int | None], ...]:
 
 
 def load_entry_points() -> None:
-    """Import the built-in ``scorers`` package and every installed entry point of every kind.
+    """Import the built-in ``oodbench.scorers`` and every installed entry point of every kind.
 
     Idempotent: each entry point loads once, and installed entry points are read again only
     when ``sys.path`` or its folders change. A broken entry point is skipped with a
     :class:`PluginWarning` naming it, its distribution and its group, so it cannot stop the
     others; naming its factory then fails as an unknown name.
     """
-    importlib.import_module("scorers")
+    importlib.import_module("oodbench.scorers")
     key = _path_key()
     if key == _loaded.scanned:
         return

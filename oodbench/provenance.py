@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("oodbench.scorers", "oodbench")
+"""The packages whose source makes results: the built-in scorers first, so that each file is
+named the same in a checkout (top-level ``scorers/``) and in a wheel (``oodbench/scorers/``)."""
 
 
 def library_versions() -> dict[str, str]:
@@ -36,11 +40,19 @@ def code_version() -> dict[str, object]:
 
 
 def source_fingerprint(extra: tuple[Path | str, ...] = ()) -> str:
-    """SHA-256 over the source of the ``oodbench`` and ``scorers`` packages (and ``extra``
-    files, e.g. plugin files): a stored result made by other code is not reused."""
+    """SHA-256 over the source of ``oodbench`` and its built-in scorers (and ``extra`` files,
+    e.g. plugin files): a stored result made by other code is not reused."""
+    named: dict[Path, str] = {}
+    for pkg in PACKAGES:
+        spec = importlib.util.find_spec(pkg)
+        assert spec is not None and spec.submodule_search_locations, pkg
+        folder = Path(spec.submodule_search_locations[0])
+        for path in folder.rglob("*.py"):
+            named.setdefault(path.resolve(), f"{pkg}/{path.relative_to(folder).as_posix()}")
     h = hashlib.sha256()
-    files = sorted(p for pkg in ("oodbench", "scorers") for p in (REPO / pkg).rglob("*.py"))
-    for path in (*files, *map(Path, extra)):
-        h.update(str(path.relative_to(REPO) if path.is_relative_to(REPO) else path).encode())
+    for name, path in (*sorted((n, p) for p, n in named.items()),
+                       *((str(p.relative_to(REPO) if p.is_relative_to(REPO) else p), p)
+                         for p in map(Path, extra))):
+        h.update(name.encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()

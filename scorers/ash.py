@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Scorer, register_scorer, to_scores
-from scorers.energy import energy
+
+from .energy import energy
 
 VARIANTS = ("s", "p", "b")
 

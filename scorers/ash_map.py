@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, MapScorer, register_scorer, to_scores
-from scorers.ash import ash, check_params
-from scorers.energy import energy
+
+from .ash import ash, check_params
+from .energy import energy
 
 
 @register_scorer("ash-map")

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
-from scorers.energy import energy
+
+from .energy import energy
 
 
 @register_scorer("dice")

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from oodbench.neighbours import NeighbourScorer
 from oodbench.scoring import Features, Head, register_scorer, to_scores
-from scorers.energy import energy
+
+from .energy import energy
 
 
 @register_scorer("nnguide")

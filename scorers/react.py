@@ -13,7 +13,8 @@ from typing import Self
 import numpy as np
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
-from scorers.energy import energy
+
+from .energy import energy
 
 
 @register_scorer("react")

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Scorer, register_scorer, to_scores
-from scorers.energy import energy
+
+from .energy import energy
 
 
 def scale(features: torch.Tensor, percentile: float) -> torch.Tensor:

@@ -455,9 +455,9 @@ def test_the_packaged_file_is_found_from_any_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     fmnist = load_benchmark("fmnist")
-    packaged = Path(oodbench.__file__).parent / "benchmarks.toml"
-    assert Path(fmnist.source) == packaged and packaged.is_file()
-    assert not (Path(oodbench.__file__).parent.parent / "benchmarks.toml").exists()
+    top_level = Path(oodbench.__file__).parent.parent / "benchmarks.toml"  # the agreed layout
+    assert Path(fmnist.source) == top_level and top_level.is_file()
+    assert not (Path(oodbench.__file__).parent / "benchmarks.toml").exists()  # no stale copy
 
 
 def test_a_local_file_overrides_and_a_path_wins(

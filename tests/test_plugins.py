@@ -172,7 +172,7 @@ OBJECTIVE_HEAD = "from oodbench.objectives import Objective, register_objective\
                     r"@register_scorer\(\"name\"\) from oodbench\.scoring, an Objective subclass "
                     r"with @register_objective\(\"name\"\) from oodbench\.objectives"),
         (PLUGIN.format(name="msp", tail=""),
-         r"scorer name 'msp' is already registered by scorers\.msp\.MSP .*Margin"),
+         r"scorer name 'msp' is already registered by oodbench\.scorers\.msp\.MSP .*Margin"),
         (OBJECTIVE.format(name="ce"),
          r"objective name 'ce' is already registered by oodbench\.objectives\.CrossEntropy"),
         ("from oodbench.scoring import Scorer, register_scorer\n\n"

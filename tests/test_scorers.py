@@ -46,7 +46,7 @@ def test_builtins_listed_sorted_and_idempotent() -> None:
     for name in BUILTINS:
         cls = get_scorer(name)
         assert cls.name == name
-        assert f"scorers.{name}" in sys.modules
+        assert f"oodbench.scorers.{name}" in sys.modules
 
 
 def test_get_params_defaults() -> None:
@@ -108,7 +108,7 @@ def test_name_clash_names_both_modules() -> None:
             def score(self, data: Features) -> np.ndarray:
                 return np.ones(len(data))
 
-    with pytest.raises(ValueError, match=r"scorers\.msp\.MSP \(.*msp\.py\).*Third"):
+    with pytest.raises(ValueError, match=r"oodbench\.scorers\.msp\.MSP \(.*msp\.py\).*Third"):
 
         @register_scorer("msp")
         class Third(Scorer):

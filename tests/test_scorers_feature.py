@@ -279,8 +279,8 @@ def test_higher_is_more_id(name: str) -> None:
 
 
 def test_ash_map_shapes_the_map_then_pools() -> None:
+    from oodbench.scorers.ash import ash
     from oodbench.scoring import create_scorer
-    from scorers.ash import ash
 
     torch.manual_seed(0)
     fmap = torch.relu(torch.randn(5, 4, 3, 3, dtype=torch.float64))
