@@ -38,7 +38,12 @@ def check_reference(value: str) -> str:
 
 
 def _timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
-    import timm
+    try:
+        import timm
+    except ModuleNotFoundError:
+        raise ConfigError(f"<model=timm:{name}>: timm models need the timm package, which is "
+                          "not installed", "install it with pip install 'oodbench[models]'"
+                          ) from None
 
     if name not in timm.list_models():
         from oodbench.registry import did_you_mean
