@@ -9,15 +9,26 @@ SEEDS   ?= 1
 ARGS    ?=
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup data lint clean bench-perf
+.PHONY: run test test-avx2 setup data lint clean bench-perf
 
 run: setup
 	$(BIN)/oodbench run --benchmark $(BENCH) --seeds $(SEEDS) $(ARGS)
 
-# the suite over every core (pytest-xdist), one test file per worker: a file's tests share
-# its module fixtures (test_executors.py's Ray cluster)
+# pytest-xdist over every core, one test file per worker: a file's tests share its module
+# fixtures (test_executors.py's Ray cluster). A worker that crashes (abort, segfault, or
+# pytest-timeout ending a hung test) ends the run at once, naming its test: xdist 3.8 would
+# start a new worker, which under --dist loadfile runs the crashed test again, can lose the
+# file's other tests and can leave the run waiting forever on idle workers
+XDIST := -n auto --dist loadfile --max-worker-restart=0
+
+# the suite
 test: setup
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest $(XDIST)
+
+# the training and extraction tests (marker kernels) again on oneDNN's AVX2 kernels, which
+# any x86 CPU runs (CI does, after make test)
+test-avx2: setup
+	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -m kernels $(XDIST)
 
 lint: setup
 	$(BIN)/ruff check .

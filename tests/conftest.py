@@ -144,6 +144,25 @@ def data_writers() -> SimpleNamespace:
 
 
 @pytest.fixture
+def nothing_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Refuse to build a trainer (it loads the ID data) or an evaluation context (the OOD sets):
+    the names of those attempted, for a test that expects a check to fail before any data is
+    loaded or trained on (an event, where a wall-clock bound would fail on a loaded machine)."""
+    from oodbench.pipeline import EvalContext
+    from oodbench.train import Trainer
+
+    built: list[str] = []
+    for cls in (Trainer, EvalContext):
+        def refuse(self: object, *args: object, _name: str = cls.__name__,
+                   **kwargs: object) -> None:
+            built.append(_name)
+            raise AssertionError(f"{_name} built before the check")
+
+        monkeypatch.setattr(cls, "__init__", refuse)
+    return built
+
+
+@pytest.fixture
 def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """Point every non-data-root source at empty folders under ``tmp_path``.
 

@@ -52,6 +52,57 @@ def _holder(path: Path) -> dict[str, object]:
     return json.loads(path.read_text())
 
 
+class PollClock:
+    """:mod:`oodbench.lock`'s clock in a test: it stands still but for a waiter's sleeps between
+    two looks at a claim, so a claim's age counts the waiter's polls, not wall-clock seconds.
+
+    With ``refreshes``, each sleep also waits (up to 30 s) for the holder's next touch of its
+    claim (``os.utime``), and a touch stamps the clock's time: the holder's refreshes and the
+    waiter's looks alternate however loaded the machine is.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float,
+                 refreshes: bool = False) -> None:
+        self.now, self.polls, self.touches, self.refreshes = now, 0, 0, refreshes
+        self.changed = threading.Condition()
+        monkeypatch.setattr(lock, "time", self)  # the lock reads time.time(), calls time.sleep()
+        if refreshes:
+            utime = os.utime
+
+            def touch(fd: int, *args: object, **kwargs: object) -> None:
+                assert not args and not kwargs, "a refresh touches its claim with no times"
+                with self.changed:
+                    utime(fd, (self.now, self.now))
+                    self.touches += 1
+                    self.changed.notify_all()
+
+            monkeypatch.setattr(os, "utime", touch)
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.changed:
+            self.now += seconds
+            self.polls += 1
+            self.changed.notify_all()
+            assert self.polls < 10_000, "still waiting after 10,000 polls"
+            touched = self.touches
+            assert self.changed.wait_for(lambda: self.touches > touched or not self.refreshes,
+                                         timeout=30), "the holder stopped refreshing its claim"
+
+    def wait_polls(self, polls: int) -> bool:
+        """Whether the waiter polled ``polls`` times (given 60 s)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.polls >= polls, timeout=60)
+
+    def stop_refreshes(self) -> None:
+        """Let the waiter's sleeps return without a touch (its holder is gone)."""
+        with self.changed:
+            self.refreshes = False
+            self.changed.notify_all()
+
+
 def test_a_second_claimant_waits_then_finds_the_target(tmp_path: Path) -> None:
     target = tmp_path / "runs" / "ce-s0-abc.pt"
     with claim(target) as path:
@@ -104,28 +155,28 @@ def test_an_unrefreshed_claim_is_taken_over(
     # a holder on another host: its pid cannot be checked, only whether it touches its claim
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "oodbench run",
                                 "started": "2026-01-01T00:00:00+00:00"}))
-    old = time.time() - 2 * lock.CLAIM_STALE_S
-    os.utime(path, (old, old))
+    clock = PollClock(monkeypatch, path.stat().st_mtime + 2 * lock.CLAIM_STALE_S)
     with claim(target):
         assert _holder(path)["pid"] == os.getpid()
-    assert re.search(r"\(not refreshed for 12\d s; pid 1 on host elsewhere, started 2026-",
-                     capsys.readouterr().err)
+    assert clock.polls == 0
+    assert "(not refreshed for 120 s; pid 1 on host elsewhere, started 2026-" in " ".join(
+        capsys.readouterr().err.split())
 
     # a fresh one is waited for until it has gone unrefreshed for CLAIM_STALE_S
-    monkeypatch.setattr(lock, "CLAIM_STALE_S", 0.5)
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
-    start = time.monotonic()
+    clock.now = written = path.stat().st_mtime
     with claim(target):
-        waited = time.monotonic() - start
-    assert 0.4 < waited < 5
+        waited = clock.now - written
+    assert lock.CLAIM_STALE_S < waited <= lock.CLAIM_STALE_S + lock.CLAIM_POLL_S + 1e-3
     err = capsys.readouterr().err
     assert "waiting for" in err and "taking over the stale claim" in err
 
 
 def test_a_live_holder_keeps_its_claim_fresh(monkeypatch: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
-    monkeypatch.setattr(lock, "CLAIM_REFRESH_S", 0.05)
-    monkeypatch.setattr(lock, "CLAIM_STALE_S", 0.5)
+    monkeypatch.setattr(lock, "CLAIM_REFRESH_S", 0.01)
+    monkeypatch.setattr(lock, "CLAIM_STALE_S", 1.0)
+    clock = PollClock(monkeypatch, time.time(), refreshes=True)
     target = tmp_path / "entry.npz"
     got = threading.Event()
 
@@ -133,11 +184,15 @@ def test_a_live_holder_keeps_its_claim_fresh(monkeypatch: pytest.MonkeyPatch,
         with claim(target):
             got.set()
 
+    thread = threading.Thread(target=second)
     with claim(target):
-        thread = threading.Thread(target=second)
         thread.start()
-        assert not got.wait(1.5)  # three times the stale timeout: refreshed, never taken over
-    assert got.wait(10)
+        # three times the stale timeout on the waiter's clock: refreshed, never taken over
+        assert clock.wait_polls(round(3 * lock.CLAIM_STALE_S / lock.CLAIM_POLL_S)), \
+            "the waiter stopped polling"
+        assert not got.is_set(), "the waiter took a live claim over"
+    clock.stop_refreshes()
+    assert got.wait(30)  # the claim is free: the waiter takes it at its next look
     thread.join()
 
 

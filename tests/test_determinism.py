@@ -83,6 +83,7 @@ def test_extract_batch_does_not_change_scores(tiny_bench: SimpleNamespace) -> No
         np.testing.assert_allclose(out[7][key], value, rtol=1e-5, atol=1e-5, err_msg=key)
 
 
+@pytest.mark.kernels
 def test_manifest_records_what_a_rerun_needs(tiny_bench: SimpleNamespace) -> None:
     bench = _bench(tiny_bench, epochs=1)
     out = _run(tiny_bench, bench, "m", scorers=["msp"])

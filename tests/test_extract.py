@@ -62,6 +62,7 @@ def test_available_memory_is_positive() -> None:
     assert extract.available_memory(CPU) > 0
 
 
+@pytest.mark.kernels
 def test_auto_batch_cache_records_the_choice_and_keys_amp_entries(tmp_path: Path) -> None:
     arr = ImageArray(np.zeros((3, 28, 28, 1), np.uint8), np.zeros(3, np.int64), "x", "test", "")
     cache = FeatureCache(tmp_path)
@@ -81,6 +82,7 @@ def test_fingerprint_is_computed_once_per_array(monkeypatch: pytest.MonkeyPatch)
     assert arr.fingerprint() == first
 
 
+@pytest.mark.kernels
 def test_auto_batch_leaves_the_model_usable_for_gradient_scorers(tmp_path: Path) -> None:
     load_builtin_scorers()
     arr = ImageArray(np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), np.uint8),

@@ -56,6 +56,7 @@ def test_on_device_batches_and_crops_equal_in_memory() -> None:
         torch.testing.assert_close(xb, xa, rtol=0, atol=1e-6)
 
 
+@pytest.mark.kernels
 def test_a_short_fit_gives_the_same_weights_on_both_paths() -> None:
     arr = _rgb()
     spec = TrainSpec(epochs=2, batch_size=16, lr=0.05, augment="crop-flip")

@@ -75,6 +75,7 @@ def _same_size_folder(root: Path, n: int, seed: int = 0) -> Path:
     return _folder(root, [(32, 32)] * n, modes=("RGB", "L"), seed=seed)
 
 
+@pytest.mark.kernels
 def test_features_and_training_equal_the_in_memory_path(tmp_path: Path) -> None:
     root = _same_size_folder(tmp_path / "set", 40)
     memory = load_path(root, "s", stream=False)

@@ -40,6 +40,7 @@ def test_cpu_amp_enters_the_key_only_when_on() -> None:
         "cpu_amp", "amp_dtype"}
 
 
+@pytest.mark.kernels
 def test_identical_training_under_another_name_is_reused(
     bench: SimpleNamespace, tiny_bench: SimpleNamespace
 ) -> None:
@@ -51,6 +52,7 @@ def test_identical_training_under_another_name_is_reused(
     assert sorted(p.name for p in first.parent.glob("*.pt")) == [first.name]
 
 
+@pytest.mark.kernels
 @pytest.mark.skipif(not cpu_bf16_supported(), reason="CPU without native bfloat16")
 def test_cpu_amp_trains_a_different_deterministic_checkpoint(
     bench: SimpleNamespace, tiny_bench: SimpleNamespace
@@ -94,6 +96,7 @@ def test_key_covers_objective_defaults(bench: SimpleNamespace, tiny_bench: Simpl
     assert training_key(bench, spec, 0, trainer.splits, None) != key  # a changed default
 
 
+@pytest.mark.kernels
 def test_relative_data_root_finds_the_same_checkpoint(
     bench: SimpleNamespace, tiny_bench: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
