@@ -433,10 +433,18 @@ Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 @dataclass(frozen=True, config=_CONFIG)
 class JobResources:
     """What one job of the matrix asks an executor for (Ray: a task's ``num_cpus`` and
-    ``num_gpus``; fractions such as ``num_gpus = 0.25`` pack small nets on one GPU)."""
+    ``num_gpus``; fractions such as ``num_gpus = 0.25`` pack small nets on one GPU), and the
+    torch CPU threads it runs with on any executor (:attr:`threads`)."""
 
     num_cpus: Amount = 1.0
     num_gpus: Amount = 0.0
+
+    @property
+    def threads(self) -> int:
+        """torch's CPU threads for the job: ``num_cpus`` rounded down, at least 1 (a fraction
+        packs jobs for Ray's scheduling; a job never runs on fewer than one thread). CPU
+        results depend on it, so every executor applies it (:mod:`oodbench.threads`)."""
+        return max(1, int(self.num_cpus))
 
 
 @_config_errors

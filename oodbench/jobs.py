@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from oodbench.checkpoint import file_hash, load_checkpoint
 from oodbench.config import Benchmark
@@ -115,7 +114,7 @@ class Outcome:
     host: str
     pid: int
     seconds: float
-    threads: int = 0  # torch's CPU threads: CPU results depend on them
+    threads: int = 0  # torch's CPU threads (resources' num_cpus): CPU results depend on them
     cache: dict[str, int] = field(default_factory=dict)
 
 
@@ -193,9 +192,13 @@ def eval_folder(ws: Workspace, digest: str, training: str, seed: int) -> Path:
     return inside(ws.evals_dir(), f"{training}-s{seed}-{eval_key(ws, digest, training, seed)[:16]}")
 
 
-def _outcome(job: Job, output: Path, ran: bool, start: float, **extra: Any) -> Outcome:
+def _outcome(ws: Workspace, job: Job, output: Path, ran: bool, start: float,
+             **extra: Any) -> Outcome:
+    """The job's outcome; its threads are those its work ran on (training and scoring apply
+    their resources' count: :mod:`oodbench.threads`)."""
+    threads = getattr(ws.work.bench.resources, job.kind).threads
     return Outcome(job.id, str(output), ran, socket.gethostname(), os.getpid(),
-                   round(time.perf_counter() - start, 3), torch.get_num_threads(), **extra)
+                   round(time.perf_counter() - start, 3), threads, **extra)
 
 
 def run_train(ws: Workspace, job: Job) -> Outcome:
@@ -203,7 +206,7 @@ def run_train(ws: Workspace, job: Job) -> Outcome:
     start = time.perf_counter()
     before = len(ws.trainer.trained)
     path = ws.trainer.ensure(job.training, job.seed)
-    return _outcome(job, path, len(ws.trainer.trained) > before, start)
+    return _outcome(ws, job, path, len(ws.trainer.trained) > before, start)
 
 
 def run_eval(ws: Workspace, job: Job) -> Outcome:
@@ -228,7 +231,7 @@ def run_eval(ws: Workspace, job: Job) -> Outcome:
             write_json(folder / DONE_FILE, {"checkpoint_sha256": digest, "job": job.id,
                                             "host": socket.gethostname(), "pid": os.getpid(),
                                             "finished": time.time()})
-    return _outcome(job, folder, missing, start,
+    return _outcome(ws, job, folder, missing, start,
                     cache={"hits": cache.hits - hits, "misses": cache.misses - misses})
 
 

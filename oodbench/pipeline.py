@@ -79,6 +79,7 @@ from oodbench.scoring import (
     fit_and_score,
 )
 from oodbench.splits import IDSplits, given_splits, load_id_splits
+from oodbench.threads import job_threads
 from oodbench.train import Trainer, resolve_device
 from oodbench.tuning import VAL_ID, select_params
 
@@ -294,7 +295,15 @@ def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training:
     scorer's rows hold NaN and its failure as ``note``; a scorer whose scores on ID test + an
     OOD set are degenerate (:func:`oodbench.metrics.degenerate_note`) keeps its values, with
     the warning as the rows' ``note``, in its parameters' ``warnings`` and on the console.
+    It runs on the torch threads of ``resources.eval`` (:mod:`oodbench.threads`).
     """
+    with job_threads(ctx.bench.resources.eval):
+        return _scored(ctx, model, ckpt_hash, training, seed)
+
+
+def _scored(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str,
+            seed: int) -> ModelResult:
+    """:func:`score_model`'s work."""
     bench, splits = ctx.bench, ctx.splits
     id_name = splits.test.name  # the benchmark's ID set, or one a caller gave
     tuned = any(n in bench.scorer_grids for n in bench.scorers)

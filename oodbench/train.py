@@ -54,6 +54,7 @@ from oodbench.objectives import Objective, create_objective, get_objective
 from oodbench.progress import console, make_progress
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits, load_id_splits
+from oodbench.threads import job_threads
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -495,12 +496,14 @@ class Trainer:
 
         Training holds the checkpoint's claim (:func:`~oodbench.lock.claim`): another process
         of a shared runs folder that needs it waits, then reuses it. In a process group rank 0
-        holds it, and all ranks train (:func:`oodbench.distributed.unless_done`)."""
+        holds it, and all ranks train (:func:`oodbench.distributed.unless_done`), each on the
+        torch threads of ``resources.train`` (:mod:`oodbench.threads`)."""
         path = self._path(training, seed, create=True)
         assert path is not None
         with distributed.unless_done(path) as missing:
             if missing:
-                with progress or make_progress() as prog:
+                with progress or make_progress() as prog, \
+                        job_threads(self.bench.resources.train):
                     self._train(training, seed, path, prog)
                 self.trained.append(path)
                 return path

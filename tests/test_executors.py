@@ -1,6 +1,7 @@
 """The ray executor on a local Ray cluster (2 CPUs), started as the README says
 (``ray start --head --num-cpus 2``, then ``oodbench run --executor ray --address auto``):
-the same metrics.csv and score arrays as the local executor, and a training whose worker is
+the same metrics.csv and score arrays as the local executor by default (each job on its
+resources' torch threads, whatever the process's own count), and a training whose worker is
 SIGKILLed is retried to the same results, leaving no partial artefact."""
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).with_name("ray")
 SCORERS = "msp,energy,knn,mahalanobis"
+THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+LOCAL_THREADS = 2  # the local run's process: not Ray's one thread per task CPU
 
 
 def _env(home: Path) -> dict[str, str]:
-    """One torch thread per process, as Ray gives a task with num_cpus = 1: CPU results depend
-    on the thread count, so both executors run with the same one."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OODBENCH_DATA", "RAY_ADDRESS")}
-    return env | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HOME": str(home),
-                  "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(REPO),
+    """No data or threads from the user's environment: Ray gives each task one thread per CPU
+    (1), the local run's process starts with :data:`LOCAL_THREADS`, and the jobs apply their
+    resources' count (1) on both."""
+    drop = ("OODBENCH_DATA", "RAY_ADDRESS", *THREADS)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    return env | {"HOME": str(home), "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(REPO),
                   "RAY_DEDUP_LOGS": "0"}
 
 
@@ -48,6 +52,9 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     env = ns.env
     local = _oodbench(ns, "local")
     assert local.returncode == 0, local.stderr
+    manifest = json.loads((base / "local" / "results" / "tiny" / "manifest.json").read_text())
+    assert manifest["runtime"]["torch_threads"] == LOCAL_THREADS  # the process's own count
+    assert {j["threads"] for j in manifest["jobs"]} == {1}  # what its jobs ran on
     started = subprocess.run([str(RAY), "start", "--head", "--num-cpus", "2",
                               "--include-dashboard=false", "--disable-usage-stats"],
                              env=env, capture_output=True, text=True, timeout=120)
@@ -66,7 +73,8 @@ def _command(ns: SimpleNamespace, name: str, executor: str) -> list[str]:
 
 
 def _oodbench(ns: SimpleNamespace, executor: str, name: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(_command(ns, name or executor, executor), env=ns.env, cwd=ns.base,
+    env = ns.env | (dict.fromkeys(THREADS, str(LOCAL_THREADS)) if executor == "local" else {})
+    return subprocess.run(_command(ns, name or executor, executor), env=env, cwd=ns.base,
                           capture_output=True, text=True, timeout=600)
 
 

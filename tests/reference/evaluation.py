@@ -5,19 +5,26 @@ images from a seeded generator.
 ``python -m tests.reference.evaluation`` retrains the model and rewrites ``model.pt`` and
 ``scores.npz``. Run it only to change the reference on purpose (the scores were first written
 before the issue-6 speed work, which must leave them unchanged within 1e-5).
+``--score-to FILE`` only scores the stored model (``--threads N``, ``--ray``) and writes the
+scores and rows there: one environment of ``tests/test_reference.py``'s cross-environment
+tests, run in a process of its own.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from oodbench.config import Benchmark, load_benchmark
+from oodbench.config import Benchmark, JobResources, Resources, load_benchmark
 from oodbench.data import ImageArray, Preprocess, channel_stats
 from oodbench.extract import FeatureCache
 from oodbench.models import OODNet, create_model
@@ -26,7 +33,7 @@ from oodbench.pipeline import EvalContext, OODSets, score_model
 from oodbench.progress import make_progress
 from oodbench.scoring import list_scorers, load_builtin_scorers
 from oodbench.splits import IDSplits
-from oodbench.train import fit
+from oodbench.train import InMemory, fit
 
 HERE = Path(__file__).resolve().parent
 CONFIG = """
@@ -99,35 +106,67 @@ def model() -> OODNet:
     return create_model("resnet8", 10, 1, widths=(8, 16, 32))
 
 
-def evaluate(state: dict[str, torch.Tensor], tmp: Path) -> tuple[list[dict[str, Any]],
-                                                                   dict[str, np.ndarray]]:
-    """Score the stored model with every built-in scorer, on the CPU, with a fresh cache."""
+Evaluation = tuple[list[dict[str, Any]], dict[str, np.ndarray]]  # metric rows, scores
+
+
+def evaluate(state: dict[str, torch.Tensor], tmp: Path, threads: int = 1) -> Evaluation:
+    """Score the model with weights ``state`` with every built-in scorer, on the CPU with
+    ``threads`` torch threads (its ``resources.eval``), with a fresh cache in ``tmp``."""
     load_builtin_scorers()
     net = model()
     net.load_state_dict(state)
     bench = benchmark(tmp)
     splits, ood = data()
-    bench = bench.with_overrides(scorers=list_scorers())
+    bench = dataclasses.replace(bench.with_overrides(scorers=list_scorers()),
+                                resources=Resources(eval=JobResources(num_cpus=threads)))
     ctx = EvalContext(bench, splits, ood, FeatureCache(tmp / "cache"), torch.device("cpu"))
     result = score_model(ctx, net, "reference", "ce", 0)
     return result.rows, result.scores
 
 
+def score_stored(threads: int = 1) -> Evaluation:
+    """:func:`evaluate` of the stored ``model.pt``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return evaluate(torch.load(HERE / "model.pt", weights_only=True), Path(tmp), threads)
+
+
+def score_to(out: Path, threads: int, on_ray: bool) -> None:
+    """Write :func:`score_stored`'s scores to ``out`` (npz) and its rows beside (``.json``);
+    ``on_ray``: computed in a task of a new 1-CPU local Ray cluster."""
+    if on_ray:
+        import ray
+
+        from tests.reference import evaluation  # by name: Ray pickles __main__'s by value
+
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+        try:
+            task = ray.remote(num_cpus=1)(evaluation.score_stored)
+            rows, scores = ray.get(task.remote(threads))
+        finally:
+            ray.shutdown()
+    else:
+        rows, scores = score_stored(threads)
+    np.savez(out, **scores)
+    out.with_suffix(".json").write_text(json.dumps(rows))
+
+
+def machine() -> dict[str, str]:
+    """What CPU kernels made a reference: torch, ATen's CPU capability, oneDNN's ISA cap."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
+
+
 def main() -> None:
     """Train the reference model, then write model.pt, scores.npz and metrics.json
     (``--add-new-scorers``: only add the scorers registered since)."""
-    import tempfile
-
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         bench = benchmark(Path(tmp))
         splits, _ = data()
-        x = splits.preprocess(splits.train.images)
-        y = torch.as_tensor(splits.train.labels)
         net = model()
         with make_progress(transient=True) as prog:
-            fit(net, create_objective("ce"), x, y, bench.trainings[0].train, 0,
-                torch.device("cpu"), prog, "reference")
+            fit(net, create_objective("ce"), InMemory.of(splits.preprocess, splits.train),
+                bench.trainings[0].train, 0, torch.device("cpu"), prog, "reference")
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         torch.save(state, HERE / "model.pt")
         rows, scores = evaluate(state, Path(tmp))
@@ -135,7 +174,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=HERE, check=False).stdout.strip()
     (HERE / "metrics.json").write_text(json.dumps(
-        {"written_at_commit": commit, "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
+        {"written_at_commit": commit, **machine(), "rows": rows}, indent=1) + "\n")
     acc = next(r["value"] for r in rows if r["metric"] == "id_acc")
     print(f"reference written at {commit}: id_acc {acc:.3f}, {len(scores)} score arrays")
 
@@ -144,11 +183,8 @@ def add_new_scorers() -> None:
     """Score the stored model and add the scorers the reference lacks (a scorer added since),
     leaving every stored array and row as it is."""
     import sys
-    import tempfile
 
-    torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, scores = evaluate(torch.load(HERE / "model.pt", weights_only=True), Path(tmp))
+    rows, scores = score_stored()
     with np.load(HERE / "scores.npz") as ref:
         stored = {k: ref[k] for k in ref.files}
     meta = json.loads((HERE / "metrics.json").read_text())
@@ -159,12 +195,21 @@ def add_new_scorers() -> None:
     np.savez(HERE / "scores.npz", **stored, **{k: v for k, v in scores.items()
                                                if k.split("/")[0] in new})
     meta["rows"] += [r for r in rows if r["scorer"] in new]
-    meta.setdefault("added", []).append({"scorers": new, "torch": torch.__version__})
+    meta.setdefault("added", []).append({"scorers": new, **machine()})
     (HERE / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"added to the reference: {', '.join(new)}")
 
 
 if __name__ == "__main__":
-    import sys
-
-    add_new_scorers() if sys.argv[1:] == ["--add-new-scorers"] else main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--add-new-scorers", action="store_true")
+    parser.add_argument("--score-to", type=Path, help="only score the stored model, to FILE")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ray", action="store_true")
+    args = parser.parse_args()
+    if args.score_to:
+        score_to(args.score_to, args.threads, args.ray)
+    elif args.add_new_scorers:
+        add_new_scorers()
+    else:
+        main()
