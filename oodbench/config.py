@@ -51,6 +51,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
+from pydantic_core import ArgsKwargs
 
 from oodbench.errors import ConfigError, OodbenchError
 from oodbench.registry import SAFE_NAME, UnknownName, did_you_mean
@@ -64,6 +65,7 @@ __all__ = [
     "DEVICES",
     "DEVICE_HELP",
     "DEVICE_PATTERN",
+    "FIT_SPLITS",
     "INIT_MODEL",
     "MAX_IMAGE_SIZE",
     "SAFE_NAME",
@@ -103,6 +105,11 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:N (N = 0, 1, ...)"
 Schedule = Literal["onecycle", "cosine"]
 Augment = Literal["none", "crop-flip"]
 AmpDtype = Literal["float16", "bfloat16"]
+# the ID split a scorer is fitted on (scorer_fit): ID-train (the default) or ID-validation
+FitSplit = Literal["train", "val"]
+FIT_SPLITS: tuple[str, ...] = get_args(FitSplit)
+FIT_TRAIN, FIT_VAL = FIT_SPLITS
+FIT_KEY = "fit_split"  # the key of a scorer's fit split in the manifest's scorer_params
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 CHANNELS = (1, 3)
@@ -336,6 +343,14 @@ def _on_device(value: object) -> bool | str:
     raise _Refused(_not_accepted(value, ("auto", True, False), '"auto", true, false'))
 
 
+def _protocol(value: str) -> str:
+    from oodbench.openood import PROTOCOLS
+
+    if value and value not in PROTOCOLS:
+        raise _Refused(_not_accepted(value, PROTOCOLS))
+    return value
+
+
 def _relative(value: str, loc: tuple[str | int, ...]) -> None:
     """A path that must stay inside the data root."""
     path = Path(value)
@@ -347,7 +362,8 @@ def _relative(value: str, loc: tuple[str | int, ...]) -> None:
 # so older benchmarks keep their hash
 # a model_weights path starting with this lies below the data root (resolved where it is used)
 DATA_ROOT_TOKEN = "{data_root}"
-_LATER: dict[str, Any] = {"model_weights": None, "id_val": "holdout", "crop_pct": 1.0}
+_LATER: dict[str, Any] = {"model_weights": None, "id_val": "holdout", "crop_pct": 1.0,
+                          "protocol": "", "scorer_fit": {}}
 _LATER_OOD = ("imglist", "images")
 # the same, in a training's train table (also left out of checkpoint keys at these values)
 LATER_TRAIN: dict[str, Any] = {"amp_dtype": "float16"}
@@ -487,6 +503,9 @@ class Benchmark:
     extract_amp: Flag = True
     scorer_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     scorer_grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
+    scorer_fit: dict[str, FitSplit] = Field(default_factory=dict)  # default: FIT_TRAIN
+    # another project's settings (oodbench.openood.PROTOCOLS) under scorer_params / scorer_fit
+    protocol: Annotated[str, Strict(), AfterValidator(_protocol)] = ""
     ablate: tuple[TrainingSpec, ...] = ()
     ablate_scorers: Annotated[tuple[str, ...], BeforeValidator(_optional_scorer_names)] = ()
     extra_ood: tuple[OODSpec, ...] = ()
@@ -502,6 +521,25 @@ class Benchmark:
     data_on_device: Annotated[bool | str, BeforeValidator(_on_device)] = "auto"
     resources: Resources = Field(default_factory=Resources)
     source: Text = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_settings(cls, data: Any) -> Any:
+        """Put the protocol's scorer settings under the benchmark's own
+        (:func:`oodbench.openood.protocol_settings`); malformed values are left to the fields'
+        own checks."""
+        from oodbench.openood import PROTOCOLS, protocol_settings
+
+        kwargs = data.kwargs if isinstance(data, ArgsKwargs) else data
+        if not isinstance(kwargs, dict) or kwargs.get("protocol") not in PROTOCOLS:
+            return data
+        params, fits = kwargs.get("scorer_params", {}), kwargs.get("scorer_fit", {})
+        if not (isinstance(params, dict) and all(isinstance(p, dict) for p in params.values())
+                and isinstance(fits, dict)):
+            return data
+        params, fits = protocol_settings(params, fits)
+        kwargs = {**kwargs, "scorer_params": params, "scorer_fit": fits}
+        return ArgsKwargs(data.args, kwargs) if isinstance(data, ArgsKwargs) else kwargs
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -580,7 +618,7 @@ class Benchmark:
     def _check_scorers(self) -> None:
         from oodbench.scoring import get_scorer
 
-        for table in ("scorer_params", "scorer_grids"):
+        for table in ("scorer_params", "scorer_grids", "scorer_fit"):
             for name in getattr(self, table):
                 try:
                     get_scorer(name)
@@ -603,6 +641,50 @@ class Benchmark:
             raise _Invalid("scorer_grids need a val_ood set and val_fraction > 0 to select on "
                            "(the test OOD sets are never used for selection)", (),
                            "add val_ood = [...] or remove scorer_grids")
+        on_val = [n for n, split in self.scorer_fit.items() if split == FIT_VAL]
+        if on_val and self.id_val == "holdout" and not self.val_fraction:
+            raise _Invalid(f"{', '.join(on_val)} = \"{FIT_VAL}\" fits on ID-validation images, "
+                           "but val_fraction = 0 holds none out", ("scorer_fit",),
+                           "set val_fraction > 0 or id_val = \"split\"")
+        for name in on_val:
+            if name in self.scorer_grids:
+                raise _Invalid(f"{name} = \"{FIT_VAL}\" would fit {name} on the ID-validation "
+                               "images that its scorer_grids entry selects on", ("scorer_fit",),
+                               f"fit {name} on \"{FIT_TRAIN}\" or remove its grid")
+        self._check_feature_size()
+
+    def _check_feature_size(self) -> None:
+        """Refuse scorer parameters that cannot work on the model's feature size (ViM's dim),
+        where the size is known without running user code; else ``fit`` refuses them."""
+        from oodbench.models import feature_size
+        from oodbench.openood import POSTPROCESSORS
+        from oodbench.scoring import Scorer
+
+        scorers = {name: _construct(name, dict(self.scorer_params[name]), name,
+                                    ("scorer_params",))
+                   for name in self.scorers if name in self.scorer_params}
+        checked = {n: s for n, s in scorers.items()
+                   if type(s).check_feature_size is not Scorer.check_feature_size}
+        if not checked:
+            return
+        n_dims = feature_size(self.model, self.num_classes, self.channels, self.widths)
+        if n_dims is None:
+            return
+        for name, scorer in checked.items():
+            try:
+                scorer.check_feature_size(n_dims)
+            except ValueError as e:
+                params = self.scorer_params[name]
+                post = POSTPROCESSORS.get(name)
+                ours = self.protocol and post and all(
+                    params.get(k) == v for k, v in post.params.items())
+                source = f" (OpenOOD's setting, from protocol = {self.protocol!r})" if ours else ""
+                raise _Invalid(f"{name} = {dict(params)!r}{source} on model {self.model!r}: {e}",
+                               ("scorer_params",)) from None
+
+    def fit_split(self, scorer: str) -> str:
+        """The ID split ``scorer`` is fitted on (:data:`FIT_SPLITS`)."""
+        return self.scorer_fit.get(scorer, FIT_TRAIN)
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`oodbench.models.create_model`."""

@@ -168,15 +168,17 @@ def workspace(work: Work) -> Workspace:
 
 def eval_key(ws: Workspace, digest: str, training: str, seed: int) -> str:
     """The content key of the evaluation of the checkpoint with sha256 ``digest``: it, the
-    row labels, the scorers with their parameters and grids, the extraction settings, the
-    input preprocessing, the device type, every dataset's content hash and the code."""
+    row labels, the scorers with their parameters, grids and fit splits, the extraction
+    settings, the input preprocessing, the device type, every dataset's content hash and the
+    code."""
     ctx = ws.ctx
     bench, cache = ctx.bench, ctx.cache
     assert ctx.preprocess is not None
     data = {
         "checkpoint": digest, "benchmark": bench.name, "training": training, "seed": seed,
         "scorers": list(bench.scorers), "scorer_params": bench.scorer_params,
-        "scorer_grids": bench.scorer_grids, "extract_amp": bench.extract_amp,
+        "scorer_grids": bench.scorer_grids, "scorer_fit": bench.scorer_fit,
+        "extract_amp": bench.extract_amp,
         "extract_batch": bench.extract_batch, "preprocess": ctx.preprocess.key(),
         "device": ctx.device.type,
         "id": [[s, cache.fingerprint(getattr(ctx.splits, s))] for s in ("train", "val", "test")],

@@ -98,10 +98,12 @@ def fpr95(id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Ten
 def fpr95_oodpos(
     id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Tensor
 ) -> float:
-    """FPR at 95% TPR, OOD positive (OpenOOD v1.5 convention).
+    """FPR at 95% TPR, OOD positive (OpenOOD v1.5's positive class).
 
     OOD-ness is -score; the threshold is the strictest one flagging at least 95% of OOD
     samples, and the result is the fraction of ID samples flagged as OOD. Lower is better.
+    Every ROC point is kept, so under ties this can differ from OpenOOD's own FPR@95
+    (scikit-learn's ``drop_intermediate``; :func:`oodbench.openood.openood_metrics`).
     """
     labels, scores = _id_positive(id_scores, ood_scores)
     return _fpr_at_recall(1 - labels, -scores)

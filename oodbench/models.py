@@ -6,6 +6,7 @@ the pooled penultimate features and the linear head ``fc``; ``forward`` returns 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,26 @@ def create_model(name: str, num_classes: int, in_channels: int, *,
         return adapt(load_model(name, num_classes, weights))
     model = MODELS.create(name, num_classes, in_channels, **kwargs)
     return model if weights is None else load_into(model, read_weights(weights), weights)
+
+
+@functools.cache
+def feature_size(name: str, num_classes: int, in_channels: int,
+                 widths: tuple[int, ...] = ()) -> int | None:
+    """The size D of the pooled features of model ``name`` (its head's input), read from the
+    model built on the meta device (no memory, no weights); ``None`` for a ``FILE.py:FACTORY``
+    reference (user code is not run for this) or a model that does not build here (its error
+    is reported where it is built for use)."""
+    from oodbench.modelref import is_reference
+
+    if is_reference(name) and not name.startswith(("timm:", "torchvision:")):
+        return None
+    try:
+        with torch.device("meta"):
+            model = create_model(name, num_classes, in_channels,
+                                 **({"widths": widths} if widths else {}))
+    except (ConfigError, ValueError, TypeError):
+        return None
+    return int(model.fc.in_features)
 
 
 class OODNet(ModelAdapter):

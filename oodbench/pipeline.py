@@ -29,7 +29,16 @@ from torch import nn
 
 from oodbench.adapters import ModelAdapter, adapt, input_preprocess
 from oodbench.checkpoint import SUMMARY_KEYS, file_hash, load_checkpoint
-from oodbench.config import Benchmark, ConfigError, OODSpec, check_name, load_benchmark
+from oodbench.config import (
+    FIT_KEY,
+    FIT_TRAIN,
+    FIT_VAL,
+    Benchmark,
+    ConfigError,
+    OODSpec,
+    check_name,
+    load_benchmark,
+)
 from oodbench.data import (
     DatasetUnavailable,
     ImageFiles,
@@ -195,7 +204,12 @@ class EvalContext:
         """The command's manifest: the common keys, then ``specific``. ``given`` is the
         benchmark as the caller passed it, before the command's overrides (which ``specific``
         records: seeds, scorers); ``cache_counts``: the feature-cache hits and misses of jobs
-        run elsewhere (default: this context's cache's)."""
+        run elsewhere (default: this context's cache's). A benchmark with a ``protocol`` adds
+        what it says about it (:func:`oodbench.openood.protocol_record`)."""
+        if self.bench.protocol:
+            from oodbench.openood import MANIFEST_KEY, protocol_record
+
+            specific = {MANIFEST_KEY: protocol_record(self.bench), **specific}
         return build_manifest(given, self.splits, self.ood.sets, self.ood.groups,
                               self.ood.skipped, self.val_ood.sets, self.device, self.cache,
                               started, cache_counts, **specific)
@@ -229,13 +243,15 @@ class _Checkpoint:
         return ctx.cache.scores(self.model, self.ckpt_hash, scorer, arrays[name], ctx.preprocess,
                                 ctx.device, ctx.bench.extract_batch, self.progress)
 
-    def fit_score(self, scorer: Scorer, train: Features, head: Head,
+    def fit_score(self, scorer: Scorer, fit: tuple[ImageSet, Features], head: Head,
                   sets: Mapping[str, Features],
                   arrays: Mapping[str, ImageSet]) -> dict[str, np.ndarray]:
-        """Fit once, score every set (a model scorer by passes of its own over the images; a
-        map scorer on its reductions of the feature map, from passes of its own, cached)."""
+        """Fit once on ``fit`` (an ID split and its features), score every set (a model scorer
+        by passes of its own over the images; a map scorer on its reductions of the feature
+        map, from passes of its own, cached)."""
+        split, train = fit
         if isinstance(scorer, MapScorer):
-            train = self.features(self.ctx.splits.train, scorer)
+            train = self.features(split, scorer)
             sets = {name: self.features(arrays[name], scorer) for name in sets}
         score_set = (partial(self.model_scores, scorer, arrays)
                      if isinstance(scorer, ModelScorer) else None)
@@ -253,12 +269,15 @@ def _grid_record(ctx: EvalContext, trials: list[dict[str, Any]]) -> dict[str, An
 
 
 def _score_one(
-    run: _Checkpoint, name: str, train: Features, head: Head, sets: dict[str, Features],
-    arrays: dict[str, ImageSet], val: dict[str, Features],
+    run: _Checkpoint, name: str, fits: dict[str, Features], head: Head,
+    sets: dict[str, Features], arrays: dict[str, ImageSet], val: dict[str, Features],
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:
-    """(scores per set, parameters and fit facts, failure note) of one scorer; a failure
-    leaves no scores and a note, and the matrix goes on."""
+    """(scores per set, parameters and fit facts, failure note) of one scorer, fitted on its
+    ID split (``fits``: features by split name); a failure leaves no scores and a note, and
+    the matrix goes on."""
     bench = run.ctx.bench
+    split = bench.fit_split(name)
+    fit = (getattr(run.ctx.splits, split), fits[split])
     values = dict(bench.scorer_params.get(name, {}))
     params: dict[str, Any] = {}
     try:
@@ -267,17 +286,17 @@ def _score_one(
 
             def trial(candidate: dict[str, Any]) -> dict[str, np.ndarray]:
                 scorer = create_scorer(name, **(values | candidate))
-                return run.fit_score(scorer, train, head, val, val_arrays)
+                return run.fit_score(scorer, fit, head, val, val_arrays)
 
             chosen, trials = select_params(bench.scorer_grids[name], trial,
                                            list(run.ctx.val_ood.sets))
             values |= chosen
         scorer = create_scorer(name, **values)
-        params = scorer.get_params()
+        params = scorer.get_params() | {FIT_KEY: split}
         if name in bench.scorer_grids:
             params["grid_search"] = _grid_record(run.ctx, trials)
         start = time.perf_counter()
-        out = run.fit_score(scorer, train, head, sets, arrays)
+        out = run.fit_score(scorer, fit, head, sets, arrays)
         params |= scorer.fit_summary()
         params["seconds"] = round(time.perf_counter() - start, 3)
         return out, params, ""
@@ -289,6 +308,7 @@ def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training:
                 seed: int) -> ModelResult:
     """Score one model with every scorer of ``ctx.bench``.
 
+    Each scorer is fitted on its ID split (``scorer_fit``: ID-train unless it says ID-val).
     Scorers with a grid in ``scorer_grids`` first pick their parameters on ID-validation vs
     the validation OOD sets (:mod:`oodbench.tuning`); the test sets are scored once, with the
     choice. The model is not changed (extraction works on a prepared copy). A failed
@@ -310,6 +330,9 @@ def _scored(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str
     with make_progress(transient=True) as prog:
         run = _Checkpoint(ctx, model, ckpt_hash, prog)
         train, test = run.features(splits.train), run.features(splits.test)
+        fits = {FIT_TRAIN: train}
+        if any(bench.fit_split(n) == FIT_VAL for n in bench.scorers):
+            fits[FIT_VAL] = run.features(splits.val)
         sets = {id_name: test} | {n: run.features(a) for n, a in ctx.ood.sets.items()}
         val = ({VAL_ID: run.features(splits.val)}
                | {n: run.features(a) for n, a in ctx.val_ood.sets.items()} if tuned else {})
@@ -328,7 +351,7 @@ def _scored(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str
         task = prog.add_task(f"score {training} s{seed}", total=len(bench.scorers), stats="")
         for name in bench.scorers:
             prog.update(task, stats=name)
-            out, params, failure = _score_one(run, name, train, head, sets, arrays, val)
+            out, params, failure = _score_one(run, name, fits, head, sets, arrays, val)
             result.params[name] = params
             if failure:
                 console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {failure}",
@@ -631,6 +654,11 @@ def ablate_benchmark(
     if not bench.val_ood:
         raise ConfigError(f"{bench.source}: benchmark {bench.name!r} defines no val_ood set to "
                           "ablate against", "add val_ood = [...] to its table")
+    on_val = [n for n in bench.scorers if bench.fit_split(n) == FIT_VAL]
+    if on_val:
+        raise ConfigError(f"{bench.source}: ablate scores the ID-validation images, which "
+                          f"{', '.join(on_val)} would be fitted on (scorer_fit)",
+                          "leave them out of ablate_scorers or fit them on \"train\"")
     out = inside(out_dir, check_name(bench.name, "benchmark name"))
     started = Started()
     with exclusive(out, inside(opts.runs_dir, bench.name), run_file) as stage:

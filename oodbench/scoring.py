@@ -173,6 +173,12 @@ class Scorer(ABC):
         """Facts about the fit worth recording beside the parameters (e.g. a bank's size)."""
         return {}
 
+    def check_feature_size(self, n_dims: int) -> None:
+        """Raise ValueError, naming the parameter and the fix, when the parameters cannot work
+        on ``n_dims``-dimensional features (the config checks it against the model's size
+        where that is known before training); any size suits the default."""
+        return None
+
     @abstractmethod
     def score(self, data: Features) -> np.ndarray:
         """Return float64 scores of shape (N,), higher = more in-distribution."""

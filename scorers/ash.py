@@ -9,10 +9,13 @@ s2 = sum of the kept entries:
 score(x) = logsumexp_c(head(shaped(f(x)))_c)
 
 Djurisic, Bozanic, Ashok & Liu, "Extremely Simple Activation Shaping for Out-of-Distribution
-Detection", ICLR 2023, arXiv:2209.09858. Defaults: variant "s", percentile p = 90 (OpenOOD
-v1.5). The paper shapes the feature map before global pooling; like OpenOOD we shape the
-pooled penultimate features instead. Ties at the cut are broken by torch.topk, as in the
-reference code.
+Detection", ICLR 2023, arXiv:2209.09858. Defaults: variant "s", percentile p = 90 (ASH-S@90,
+as in the paper's ImageNet table). OpenOOD v1.5 applies ASH-B at p = 90
+(openood/networks/ash_net.py, configs/postprocessors/ash.yml), a different method: its
+leaderboard's ASH is variant = "b", which the OpenOOD presets set (protocol = "openood-v1.5").
+The paper shapes the feature map before global pooling; like OpenOOD we shape the pooled
+penultimate features instead ("ash-map" shapes the map). Ties at the cut are broken by
+torch.topk, as in the reference code.
 """
 
 from typing import Literal

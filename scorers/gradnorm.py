@@ -3,9 +3,11 @@
 With logits z = W f + b, p = softmax(z / T), u the uniform distribution over K classes and
 L = sum_k -u_k log p_k, GradNorm scores the L1 norm of dL/dW over the last layer:
   dL/dW_kd = (p_k - 1/K) f_d / T,  so  score(x) = (1/T) * sum_k |p_k - 1/K| * sum_d |f_d|.
-The per-sample backward pass of the reference code computes exactly this outer product; the
-closed form gives the same numbers from the cached features (a test checks it against
-autograd through the head), so GradNorm needs no model pass of its own.
+The closed form gives the same numbers as autograd through the head from the cached features
+(a test checks it), so GradNorm needs no model pass of its own. The per-sample backward pass
+of the reference code (the authors' and OpenOOD v1.5's) uses targets of ones, i.e. the loss
+sum_k -log p_k = K * L, so its scores are K times these (K classes): the same ranking and the
+same metrics.
 
 Huang, Geng & Li, "On the Importance of Gradients for Detecting Distributional Shifts in the
 Wild", NeurIPS 2021, arXiv:2110.00218. Default T = 1 (paper and OpenOOD v1.5).

@@ -7,7 +7,9 @@ score(x) = -min_k KL(p(x) || q_k),   KL(p || q) = sum_j p_j log(p_j / q_j)
 Hendrycks, Basart, Mazeika, Zou, Kwon, Mostajabi, Steinhardt & Song, "Scaling Out-of-
 Distribution Detection for Real-World Settings", ICML 2022, arXiv:1911.11132. No parameters
 (as OpenOOD v1.5's "klm"). Differences from OpenOOD: the templates q_k are fitted on ID-train
-(OpenOOD uses the ID validation split); a class no training sample is predicted as is skipped
+by default (OpenOOD uses the ID validation split, as scorer_fit = { klm = "val" } does, which
+the OpenOOD presets set; "ID-train" above then reads ID-val); a class no sample is predicted as
+is skipped
 (OpenOOD gives it a one-hot template, whose KL is infinite for any p that is not one-hot);
 everything is float64 (the templates are summed over float64 chunks of ID-train,
 :mod:`oodbench.stats`, with no N x K float64 copy), log p comes from log_softmax and log q_j is

@@ -14,10 +14,10 @@ like it searched with faiss's exact IndexFlatIP when faiss-cpu is installed and 
 
 Park, Jung & Teoh, "Nearest Neighbor Guidance for Out-of-Distribution Detection", ICCV 2023,
 arXiv:2309.14888. Default k = 100 (OpenOOD v1.5). Deliberate differences from OpenOOD v1.5:
-its default alpha is 0.01 (the first batches of the shuffled train loader); here it is 1.0,
-the full bank, deterministic and usable on small ID-train sets where 1% is fewer than k
-samples. OpenOOD also adds 1e-10 to every normalised feature element; here F.normalize is used
-as in the "knn" scorer.
+its alpha is 0.01 (the first batches of the shuffled train loader; the OpenOOD presets set
+alpha = 0.01, a seeded random 1% here); the default here is 1.0, the full bank, deterministic
+and usable on small ID-train sets where 1% is fewer than k samples. OpenOOD also adds 1e-10 to
+every normalised feature element; here F.normalize is used as in the "knn" scorer.
 """
 
 from typing import Self

@@ -4,8 +4,9 @@ c = p-th percentile of all ID-train penultimate activations (every element, flat
 score(x) = logsumexp_c(head(min(f(x), c))_c)
 
 Sun, Guo & Li, "ReAct: Out-of-distribution Detection With Rectified Activations",
-NeurIPS 2021, arXiv:2111.12797. Default percentile p = 90 (paper and OpenOOD v1.5). OpenOOD
-takes the percentile on the ID validation split; here it is taken on the ID-train features.
+NeurIPS 2021, arXiv:2111.12797. Default percentile p = 90 (paper and OpenOOD v1.5). By
+default the percentile is taken on the ID-train features; OpenOOD takes it on the ID
+validation split, as a benchmark's scorer_fit = { react = "val" } does (the OpenOOD presets).
 """
 
 from typing import Self

@@ -7,8 +7,11 @@ alpha = mean_train(max_c logits_c) / mean_train(r)
 score(x) = logsumexp_c(logits(x)_c) - alpha * r(x)
 
 Wang, Li, Feng & Zhang, "ViM: Out-Of-Distribution with Virtual-logit Matching", CVPR 2022,
-arXiv:2203.10807. Default dim = D // 2: OpenOOD v1.5 uses dim = 256 for the 512-d ResNet-18
-features, i.e. half the dimension, which also suits smaller feature sizes. As OpenOOD, u,
+arXiv:2203.10807. Default dim = D // 2. OpenOOD v1.5 fixes dim = 256 (configs/postprocessors/
+vim.yml), half of the 512-d ResNet-18 features, which the OpenOOD presets take where the
+features are wider; on features of D <= 256 dims OpenOOD's ViM leaves no residual space and
+gives NaN scores, so a dim >= D is refused, by the config where the model's D is known and else
+by fit (:meth:`ViM.check_feature_size`). As OpenOOD, u,
 Sigma, R and alpha come from ID-train and the covariance is the uncentred one of z; unlike
 OpenOOD (float32 inputs, np.linalg.eig), everything is float64 and the symmetric
 eigendecomposition (eigh) of the scatter, accumulated over float64 chunks of ID-train
@@ -41,12 +44,22 @@ class ViM(Scorer):
             raise ValueError(f"vim: dim must be >= 1 or None, got {dim}")
         self.dim = dim
 
+    def check_feature_size(self, n_dims: int) -> None:
+        """Refuse a dim that leaves no residual space on ``n_dims``-dimensional features."""
+        if self.dim is not None and self.dim >= n_dims:
+            raise ValueError(
+                f"vim: dim = {self.dim} must be below the feature size D = {n_dims} (it leaves "
+                "no residual space; OpenOOD's ViM gives all-NaN scores there); set vim = "
+                f"{{ dim = N }} in scorer_params with N < {n_dims}, e.g. D // 2 = "
+                f"{n_dims // 2} (oodbench's default)")
+        if self.dim is None and n_dims < 2:
+            raise ValueError(f"vim: the features have D = {n_dims} dimension; ViM needs D >= 2")
+
     def fit(self, train: Features, head: Head) -> Self:
         """Estimate the origin, the residual space and alpha on ID-train."""
         n_dims = train.features.shape[1]
+        self.check_feature_size(n_dims)
         dim = n_dims // 2 if self.dim is None else self.dim
-        if not 1 <= dim < n_dims:
-            raise ValueError(f"vim: dim must satisfy 1 <= dim < D = {n_dims}, got {dim}")
         if len(train) == 0:
             raise ValueError("vim: needs a non-empty ID-train set")
         weight, bias = head.weight.double(), head.bias.double()

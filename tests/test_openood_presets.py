@@ -15,6 +15,7 @@ import torchvision
 from oodbench.cli import main
 from oodbench.config import load_benchmark
 from oodbench.inventory import benchmark_data
+from oodbench.openood import MANIFEST_KEY
 from tests.openood_fixture import build_openood_tree
 
 PRESETS = {"cifar100": "cifar100", "imagenet200": "imagenet200", "imagenet1k": "imagenet"}
@@ -71,8 +72,11 @@ def test_imagenet1k_runs_end_to_end_on_a_fixture_tree(
                                         "openimage_o"}
     ood = df[df.metric == "auroc"]
     assert ood[ood.scorer != "knn"].value.notna().all(), ood[ood.value.isna()]
-    # the preset's 1% KNN bank reached the scorer: 1 of 4 ID-train images, fewer than k
-    assert ood[ood.scorer == "knn"].note.str.contains("alpha=0.01 of 4 ID-train").all()
+    # the preset's KNN searches the whole ID-train set, as OpenOOD: 4 images, fewer than k
+    assert ood[ood.scorer == "knn"].note.str.contains("bank of 4 samples (alpha=1.0 of 4 "
+                                                      "ID-train", regex=False).all()
+    assert json.loads((tmp_path / "results" / "imagenet1k" / "manifest.json").read_text())[
+        MANIFEST_KEY]["scorers"]["mahalanobis"]["postprocessor"] == "mds"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["id_dataset"]["val"]["source"].endswith("val_imagenet.txt")
     assert manifest["ood_sets"]["ssb_hard"]["shape"] is None

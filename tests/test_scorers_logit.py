@@ -163,12 +163,13 @@ def test_vim_formula(
 
 def test_vim_dim_must_be_below_feature_size(problem: tuple[Features, Head, Features]) -> None:
     train, head, _ = problem
-    with pytest.raises(ValueError, match=r"vim: dim must satisfy 1 <= dim < D = 16, got 16"):
+    with pytest.raises(ValueError, match=r"vim: dim = 16 must be below the feature size D = 16 "
+                       r".* in scorer_params with N < 16, e.g. D // 2 = 8"):
         create_scorer("vim", dim=16).fit(train, head)
     one_d = Head(weight=torch.ones(3, 1), bias=torch.zeros(3))
     feats = torch.rand(10, 1)
     tiny = Features(feats, one_d.logits(feats), torch.zeros(10, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"D = 1, got 0"):
+    with pytest.raises(ValueError, match=r"D = 1 dimension; ViM needs D >= 2"):
         create_scorer("vim").fit(tiny, one_d)
 
 
