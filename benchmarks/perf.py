@@ -253,7 +253,7 @@ def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
     # the model as oodbench's passes prepare it (channels-last), so that the bare loop and
     # pytorch-ood run the same weights in the same layout; every figure uses the batch size
     # the pipeline would ("auto" resolved once, here)
-    model = prepare_model(model, device)
+    model, _ = prepare_model(model, device)
     bench = replace(bench, extract_batch=resolve_batch_size(bench.extract_batch, model,
                                                             splits.preprocess, device))
     with torch.inference_mode():  # first calls pick kernels and allocate buffers
@@ -296,7 +296,7 @@ def evaluate_ratio(s: Setup) -> Figure:
     splits = load_id_splits(s.bench, s.data_root)
     preprocess = model_preprocess(net, s.bench, splits, s.bench.image_size)
     arrays = [splits.train, splits.test, *s.ood.sets.values()]
-    ready = prepare_model(net, s.device)
+    ready, _ = prepare_model(net, s.device)
     batch = resolve_batch_size(s.bench.extract_batch, ready, preprocess, s.device)
 
     def bare() -> None:

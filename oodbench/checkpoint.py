@@ -29,12 +29,13 @@ _MATCHING = ("matching <arch>, <num_classes> and <in_channels>, or the <benchmar
 # ("arch", "widths", "num_classes", "in_channels", "image_size"), its data ("benchmark",
 # "id_dataset", "id_source", "normalisation", "preprocess"), its training ("training",
 # "objective", "objective_params", "train", "seed", "epochs", "init", "device",
-# "world_size" (its processes; absent before DDP), "train_stats"), results on the ID set
+# "world_size" (its processes; absent before DDP), "memory_format" (channels-last or
+# contiguous and why, oodbench.layout; absent before it), "train_stats"), results on the ID set
 # ("test_acc", "val_acc", and "diagnostics": every objective diagnostic measured on the ID
 # test set, as "<name>_test"), and provenance ("config_hash", "versions", "code"). These are
 # the keys a manifest records per checkpoint:
 SUMMARY_KEYS = ("config_hash", "test_acc", "val_acc", "diagnostics", "objective",
-                "objective_params", "init", "train_stats")
+                "objective_params", "init", "memory_format", "train_stats")
 
 
 def save_checkpoint(path: Path, model: OODNet, meta: dict[str, Any]) -> Path:

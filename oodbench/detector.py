@@ -6,10 +6,11 @@ inputs, and saves its fitted state as safetensors + JSON (no pickle)::
     det.save("detector")
     det = Detector.load("detector", model)
 
-Passes run as oodbench's extraction runs them (:func:`oodbench.extract.prepare_model`: an eval,
-channels-last copy of the model under ``torch.inference_mode``; a
-:class:`~oodbench.scoring.ModelScorer` with gradients, batch by batch), so a detector's scores
-equal the pipeline's on the same images. The user's model is never changed.
+Passes run as oodbench's extraction runs them (:func:`oodbench.extract.prepare_model`: an eval
+copy of the model in its memory format, channels-last unless a layer hits oneDNN #6035, under
+``torch.inference_mode``; a :class:`~oodbench.scoring.ModelScorer` with gradients, batch by
+batch), so a detector's scores equal the pipeline's on the same images. The user's model is
+never changed.
 
 A saved folder holds ``scorer.safetensors`` (every fitted tensor or array,
 :meth:`~oodbench.scoring.Scorer.fitted_state`) and ``detector.json`` (the scorer's name and
@@ -37,6 +38,7 @@ from oodbench.config import check_scorer
 from oodbench.errors import CheckpointError, ConfigError
 from oodbench.extract import prepare_model, weights_fingerprint
 from oodbench.fileio import atomic_write_bytes, atomic_write_text
+from oodbench.layout import MemoryFormat
 from oodbench.provenance import library_versions
 from oodbench.scoring import Features, Head, ModelScorer
 from oodbench.train import resolve_device
@@ -61,6 +63,8 @@ class Detector:
     :class:`ConfigError`). ``pixel_std``, the per-channel std of the preprocessing, sets the
     input step of a model scorer (ODIN) in pixel units; it defaults to the adapter's own.
     """
+
+    _layout: MemoryFormat  # the memory format of the prepared copy's passes, set with it
 
     def __init__(self, model: nn.Module, scorer: str, *,
                  pixel_std: Sequence[float] | None = None, **params: Any) -> None:
@@ -112,7 +116,8 @@ class Detector:
         out = []
         for chunk in x.split(self.batch_size):
             with torch.enable_grad():
-                scores = self.scorer.score_batch(net, chunk.to(self.device), std.view(1, -1, 1, 1))
+                scores = self.scorer.score_batch(
+                    net, self._layout.batch(chunk.to(self.device)), std.view(1, -1, 1, 1))
             out.append(scores.detach().double().cpu())
         return torch.cat(out).numpy()
 
@@ -165,7 +170,7 @@ class Detector:
     def _prepare(self, device: str | torch.device | None) -> None:
         """Copy the model for passes on ``device`` and fingerprint its weights."""
         self.device = resolve_device(None if device is None else str(device))
-        self._net = prepare_model(self.adapter, self.device)
+        self._net, self._layout = prepare_model(self.adapter, self.device)
         self.fingerprint = weights_fingerprint(self._net)
 
     def _model(self) -> ModelAdapter:
@@ -179,7 +184,7 @@ class Detector:
         feats, logits, labels = [], [], []
         with torch.inference_mode():
             for x, y in batches:
-                _, f, z = net.forward_all(x.to(self.device))
+                _, f, z = net.forward_all(self._layout.batch(x.to(self.device)))
                 feats.append(f.float().cpu())
                 logits.append(z.float().cpu())
                 labels.append(y)

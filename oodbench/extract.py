@@ -10,12 +10,13 @@ gets a fresh pass while an unchanged one is read back without touching the model
 computed under its claim (:func:`oodbench.lock.claim`), so processes sharing a runs folder
 compute each entry once: the others wait for it and read it back.
 
-Passes run under ``torch.inference_mode`` with the model and its input in channels-last
-memory order (:func:`prepare_model`). On CUDA they use autocast
-(bfloat16 where supported, else float16; ``amp=False`` turns it off; such entries get their own
-key), pinned memory and non-blocking copies. The batch size is a number or ``"auto"``: the
-largest power of two whose layer outputs fit in a quarter of the free memory and, on the CPU,
-whose largest layer fits in half the last-level cache (see :func:`auto_batch_size`).
+Passes run under ``torch.inference_mode`` with the model and its input in the model's memory
+format (:func:`prepare_model`: channels-last unless a layer hits oneDNN #6035). On CUDA they
+use autocast (bfloat16 where supported, else float16; ``amp=False`` turns it off; such entries
+get their own key), pinned memory and non-blocking copies. The batch size is a number or
+``"auto"``: the largest power of two whose layer outputs fit in a quarter of the free memory
+and, on the CPU, whose largest layer fits in half the last-level cache (see
+:func:`auto_batch_size`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from rich.progress import Progress
 
 from oodbench.data import ImageSet, Preprocess
 from oodbench.fileio import atomic_write_bytes
+from oodbench.layout import MemoryFormat, model_format
 from oodbench.lock import unless_done
 from oodbench.models import OODNet
 from oodbench.scoring import Features, MapScorer, ModelScorer, Scorer
@@ -94,11 +96,14 @@ def last_level_cache() -> int:
     return max(sizes, default=DEFAULT_CACHE)
 
 
-def prepare_model(model: OODNet, device: torch.device) -> OODNet:
-    """A copy of ``model`` in eval mode on ``device`` with channels-last weights: the layout
-    the preprocessed batches have, and the faster one for convolutions on CPU and GPU. The
-    caller's model is left as it was (mode, device, memory format)."""
-    return copy.deepcopy(model).eval().to(device, memory_format=torch.channels_last)
+def prepare_model(model: OODNet, device: torch.device) -> tuple[OODNet, MemoryFormat]:
+    """A copy of ``model`` in eval mode on ``device`` in its memory format, and that format,
+    which a pass gives its batches (:func:`oodbench.layout.model_format`: channels-last, the
+    layout preprocessed batches have and the faster one for convolutions on CPU and GPU,
+    unless a layer hits oneDNN #6035). The caller's model is left as it was (mode, device,
+    memory format)."""
+    layout = model_format(model)
+    return copy.deepcopy(model).eval().to(device, memory_format=layout.torch), layout
 
 
 def activation_bytes(model: OODNet, preprocess: Preprocess,
@@ -118,7 +123,7 @@ def activation_bytes(model: OODNet, preprocess: Preprocess,
     probe = np.zeros((2, preprocess.size, preprocess.size, preprocess.channels), np.uint8)
     # outside inference_mode: weights converted inside it would become inference tensors,
     # which a later pass with gradients (a ModelScorer) cannot use
-    model = prepare_model(model, device)
+    model, _ = prepare_model(model, device)
     leaves = [m for m in model.modules() if not any(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
@@ -187,12 +192,12 @@ def forward_features(
 ) -> Features:
     """One streamed forward pass over ``arr``: pooled features (or ``reduce(fmap)``, a
     :class:`~oodbench.scoring.MapScorer`'s reduction of the feature map), logits, labels."""
-    model = prepare_model(model, device)
+    model, layout = prepare_model(model, device)
     feats, logits = [], []
     with torch.inference_mode(), extraction_autocast(device, amp):
         for x in batches(arr, preprocess, device, batch_size, progress,
                          f"extract {arr.name}/{arr.split}", workers):
-            fmap, f, z = model.forward_all(x)
+            fmap, f, z = model.forward_all(layout.batch(x))
             if reduce is not None:
                 f = reduce(fmap.float())
             feats.append(f.float().to("cpu", non_blocking=True))
@@ -214,13 +219,13 @@ def model_scores(
     workers: int | str = "auto",
 ) -> np.ndarray:
     """Run a fitted :class:`ModelScorer` over ``arr`` in batches (gradients enabled)."""
-    model = prepare_model(model, device)
+    model, layout = prepare_model(model, device)
     std = torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     out = []
     for x in batches(arr, preprocess, device, batch_size, progress,
                      f"{scorer.name} {arr.name}/{arr.split}", workers):
         with torch.enable_grad():
-            out.append(scorer.score_batch(model, x, std).detach().double().cpu())
+            out.append(scorer.score_batch(model, layout.batch(x), std).detach().double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
@@ -230,7 +235,8 @@ class FeatureCache:
 
     ``amp`` allows autocast for passes on CUDA; ``workers`` data-loader processes decode
     file-backed sets (whose content manifests are kept under ``root/content``). ``extraction``
-    records, per device, the batch size used (and how "auto" chose it), for the manifest.
+    records, per device, the batch size used (and how "auto" chose it) and the memory format
+    (and why), for the manifest.
     """
 
     def __init__(self, root: Path | str | None, amp: bool = True,
@@ -245,11 +251,12 @@ class FeatureCache:
     def batch_size(self, setting: int | str, model: OODNet, preprocess: Preprocess,
                    device: torch.device) -> int:
         """The batch size for a pass of ``model`` on ``device`` ("auto" resolved by a cheap
-        probe each time: a cached object id could outlive its model), recorded."""
+        probe each time: a cached object id could outlive its model), recorded with the
+        pass's memory format."""
         batch = resolve_batch_size(setting, model, preprocess, device)
         self.extraction[str(device)] = {"batch_size": batch, "setting": setting,
                                         "amp": self._amp(device), "inference_mode": True,
-                                        "channels_last": True}
+                                        "memory_format": model_format(model).to_dict()}
         return batch
 
     def fingerprint(self, arr: ImageSet) -> str:

@@ -2,7 +2,8 @@
 
 SGD with Nesterov momentum and a OneCycle or cosine schedule; crop-and-flip augmentation for
 RGB sets when the benchmark asks for it; fixed seeds. channels_last memory format (faster on
-CPU too, for these ResNets) and, on CUDA, AMP (float16 or bfloat16). A set held in memory is
+CPU too, for these ResNets) unless the model has a layer that oneDNN #6035 breaks
+(:mod:`oodbench.layout`) and, on CUDA, AMP (float16 or bfloat16). A set held in memory is
 preprocessed once into one tensor (:class:`InMemory`), or, when it needs no resize, kept as
 uint8 on the device with every batch made there (:class:`OnDevice`, the benchmark's
 ``data_on_device``); a file-backed one is decoded batch by batch by data-loader workers in the
@@ -49,6 +50,7 @@ from oodbench.config import (
 from oodbench.data import ImageArray, ImageSet, Preprocess, resolve_data_root
 from oodbench.errors import ConfigError, DeviceError, TrainingError
 from oodbench.fileio import check_writable, inside
+from oodbench.layout import CONTIGUOUS, MemoryFormat, model_format
 from oodbench.models import create_model
 from oodbench.objectives import Objective, create_objective, get_objective
 from oodbench.progress import console, make_progress
@@ -239,6 +241,14 @@ def check_world_size(bench: Benchmark, world: int) -> None:
             names.append(spec.init)
 
 
+def training_format(model: ModelAdapter, spec: TrainSpec) -> MemoryFormat:
+    """The memory format :func:`fit` trains ``model`` in: contiguous when the benchmark turns
+    ``train.channels_last`` off, else the model's own (:func:`oodbench.layout.model_format`)."""
+    if not spec.channels_last:
+        return MemoryFormat(CONTIGUOUS, "train.channels_last = false")
+    return model_format(model)
+
+
 def fit(
     model: ModelAdapter,
     objective: Objective,
@@ -251,15 +261,15 @@ def fit(
 ) -> dict[str, float]:
     """Train ``model`` in place; returns the last epoch's running stats and the throughput.
 
-    In a process group each rank takes ``batch_size / world_size`` of every (global) batch,
-    from its share of the epoch's shuffle, and DDP averages the gradients."""
+    Weights and batches are in the :func:`training_format`. In a process group each rank
+    takes ``batch_size / world_size`` of every (global) batch, from its share of the epoch's
+    shuffle, and DDP averages the gradients."""
     local = local_batch(spec, distributed.world_size(), desc)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(distributed.rank_seed(seed))
     cuda = device.type == "cuda"
-    model.to(device)
-    if spec.channels_last:
-        model.to(memory_format=torch.channels_last)
+    layout = training_format(model, spec)
+    model.to(device, memory_format=layout.torch)
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                           nesterov=True, weight_decay=spec.weight_decay)
     n = len(data)
@@ -294,8 +304,7 @@ def fit(
             if spec.augment == "crop-flip":
                 xb = crop_flip(xb, gen)
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if spec.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = layout.batch(xb)  # batches come channels-last
             with autocast:
                 fmap, _, logits = forward(xb)
                 loss, parts = objective(fmap, logits.float(), yb, model.fc, epoch + i / steps)
@@ -520,6 +529,10 @@ class Trainer:
             assert init_path is not None
             load_into(model, read_checkpoint(init_path)[0], init_path)
         objective = create_objective(spec.objective, **spec.params)
+        layout = training_format(model, spec.train)
+        if spec.train.channels_last and layout.format == CONTIGUOUS:
+            console.print(f"[yellow]note: {training} s{seed} trains in the contiguous memory "
+                          f"format, not channels-last: {layout.reason}[/yellow]")
         stats = fit(model, objective, self.data("train"), spec.train, seed, self.device,
                     progress, f"train {training} s{seed}")
         if not distributed.is_main():
@@ -544,6 +557,7 @@ class Trainer:
             "preprocess": self.preprocess.key(),
             "config_hash": path.stem.rsplit("-", 1)[-1],
             "device": str(self.device), "world_size": distributed.world_size(),
+            "memory_format": layout.to_dict(),
             "train_stats": stats,
             "test_acc": test["acc"], "val_acc": val.get("acc"), "diagnostics": diagnostics,
             "versions": library_versions(), "code": code_version(),

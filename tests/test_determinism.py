@@ -19,6 +19,7 @@ from conftest import random_images, write_npz
 from oodbench.checkpoint import file_hash
 from oodbench.config import load_benchmark
 from oodbench.data import load_dataset
+from oodbench.layout import model_format
 from oodbench.matrix import run_benchmark
 from oodbench.scoring import list_scorers, load_builtin_scorers
 from oodbench.train import resolve_device
@@ -92,8 +93,10 @@ def test_manifest_records_what_a_rerun_needs(tiny_bench: SimpleNamespace) -> Non
     assert m["config"]["extract_batch"] == 128 and m["config"]["trainings"][1]["name"] == "bgnorm"
     assert m["config_file"] == bench.source and m["seeds"] == [0] and m["scorers"] == ["msp"]
     assert m["device"] == str(resolve_device("cpu"))
+    # the tiny net (8/8/16) has no layer oneDNN #6035 breaks: channels-last, for both
+    layout = {"format": "channels_last", "reason": model_format(torch.nn.Sequential()).reason}
     assert m["extraction"] == {"cpu": {"batch_size": 128, "setting": 128, "amp": False,
-                                       "inference_mode": True, "channels_last": True}}
+                                       "inference_mode": True, "memory_format": layout}}
     assert m["runtime"] == {"python": sys.version, "platform": platform.platform(),
                             "torch": torch.__version__, "cuda": torch.version.cuda,
                             "torch_threads": torch.get_num_threads()}
@@ -105,6 +108,7 @@ def test_manifest_records_what_a_rerun_needs(tiny_bench: SimpleNamespace) -> Non
     for name, ckpt in m["checkpoints"].items():
         assert ckpt["sha256"] == file_hash(ckpt["path"]), name
         assert ckpt["config_hash"] in ckpt["path"]
+        assert ckpt["memory_format"] == layout, name
     for split in ("train", "val", "test"):
         assert len(m["id_dataset"][split]["sha256"]) == 64
         assert m["id_dataset"][split]["n"] > 0 and m["id_dataset"][split]["source"]
