@@ -4,6 +4,7 @@ traceback unless ``--debug``, and nothing half-written on disk (README, "Failure
 import gzip
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -552,8 +553,11 @@ def test_a_diverging_training_stops_and_saves_nothing(
 ) -> None:
     tb.edit("batch_size = 64", "batch_size = 64\nlr = 1e6")
     code, err = run_cli(tb, capsys, "train")
-    assert_failed_cleanly(tb, code, err, "train ce s0: the weights became non-finite",
-                          "nothing was saved", "lower train.lr")
+    assert_failed_cleanly(tb, code, err, "nothing was saved", "lower train.lr")
+    # which check fires first (the loss of a step, or the weights after an epoch) depends on
+    # the numerics: this net trains contiguous (oneDNN #6035), other nets channels-last
+    assert re.search(r"train ce s0: the (loss became (nan|-?inf)|weights became non-finite)",
+                     err), err
 
 
 @pytest.mark.parametrize("command", ["run", "train"])
