@@ -11,6 +11,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from oodbench.config import Benchmark
 from oodbench.data import ImageSet
 from oodbench.data.imageset import describe
 from oodbench.extract import FeatureCache
+from oodbench.fileio import inside
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits
 
@@ -27,6 +29,12 @@ from oodbench.splits import IDSplits
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.csv"
 FILES_KEY = "files"
+SCORES_DIR = "scores"
+
+
+def scores_file(folder: Path, training: str, seed: int) -> Path:
+    """``folder/scores/<training>-s<seed>.npz``: one cell's float64 scores in a results folder."""
+    return inside(folder, SCORES_DIR, f"{training}-s{seed}.npz")
 
 # the keys every manifest has, in the order they are built
 COMMON_KEYS = ("benchmark", "config_file", "config_hash", "config", "id_dataset", "ood_sets",

@@ -36,7 +36,7 @@ from oodbench.jobs import (
     eval_folder,
     read_eval,
 )
-from oodbench.manifest import FILES_KEY, MANIFEST_FILE, Started
+from oodbench.manifest import FILES_KEY, MANIFEST_FILE, Started, scores_file
 from oodbench.metrics import COLUMNS
 from oodbench.pipeline import RunOptions, ablation_file, exclusive, finish_results
 from oodbench.plugins import loaded_files
@@ -161,7 +161,7 @@ def report(ws: Workspace, graph: JobGraph, outcomes: dict[str, Outcome], stage: 
         rows += result.rows
         scorer_params[job.cell] = result.params
         checkpoints[job.cell] = summary
-        atomic_write_bytes(inside(stage, "scores", f"{job.cell}.npz"),
+        atomic_write_bytes(scores_file(stage, job.training, job.seed),
                            (folder / SCORES_FILE).read_bytes())
     ran = [o for o in outcomes.values() if o.ran]
     counts = {k: sum(o.cache.get(k, 0) for o in ran) for k in ("hits", "misses")}

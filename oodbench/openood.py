@@ -68,7 +68,7 @@ from sklearn.metrics import auc, precision_recall_curve, roc_curve
 from oodbench.config import FIT_KEY, FIT_TRAIN, FIT_VAL
 from oodbench.errors import DataError
 from oodbench.fileio import atomic_write_text, inside
-from oodbench.manifest import MANIFEST_FILE
+from oodbench.manifest import MANIFEST_FILE, scores_file
 from oodbench.metrics import COLUMNS, ID_ACC, RECALL
 from oodbench.scoring import create_scorer
 
@@ -215,7 +215,7 @@ def openood_cells(df: pd.DataFrame, folder: Path | str) -> pd.DataFrame:
         cells = part[part["group"].isin(list(GROUPS)) & (part["scorer"] != "")]
         if cells.empty:
             continue
-        path = inside(folder, "scores", f"{training}-s{seed}.npz")
+        path = scores_file(Path(folder), training, seed)
         if not path.is_file():
             raise DataError(f"{path} not found: OpenOOD's metrics are computed from the "
                             "per-sample scores", "run the benchmark again into this folder")

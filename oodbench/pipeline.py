@@ -62,7 +62,15 @@ from oodbench.fileio import (
     remove_stale_temps,
 )
 from oodbench.lock import output_lock
-from oodbench.manifest import FILES_KEY, MANIFEST_FILE, METRICS_FILE, Started, build_manifest
+from oodbench.manifest import (
+    FILES_KEY,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    SCORES_DIR,
+    Started,
+    build_manifest,
+    scores_file,
+)
 from oodbench.metrics import (
     COLUMNS,
     ID_ACC,
@@ -455,7 +463,7 @@ def finish_results(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict
     which ``plot`` and ``table`` check), the tables and the plots into the staging folder."""
     write_csv(out / METRICS_FILE, df)
     manifest[FILES_KEY] = record_files(out, [METRICS_FILE, *sorted(
-        p.relative_to(out).as_posix() for p in (out / "scores").glob("*.npz"))])
+        p.relative_to(out).as_posix() for p in (out / SCORES_DIR).glob("*.npz"))])
     write_json(out / MANIFEST_FILE, manifest)
     write_reports(df, out, ctx.bench.name)
     plot_results(out)
@@ -524,7 +532,7 @@ def _write_model_results(ctx: EvalContext, result: ModelResult, training: str, s
                          started: Started, given: Benchmark, quiet: bool,
                          **specific: Any) -> pd.DataFrame:
     """Write one scored model's results folder (scores, metrics, manifest, tables, plots)."""
-    write_scores(inside(stage, "scores", f"{training}-s0.npz"), result.scores)
+    write_scores(scores_file(stage, training, 0), result.scores)
     manifest = ctx.manifest(started, given, seeds=[0], scorers=list(ctx.bench.scorers),
                             scorer_params={f"{training}-s0": result.params}, **specific)
     return finish_results(pd.DataFrame(result.rows, columns=list(COLUMNS)), stage, ctx,

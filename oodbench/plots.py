@@ -23,6 +23,7 @@ from sklearn.metrics import roc_curve
 
 from oodbench.errors import DataError
 from oodbench.fileio import atomic_write_bytes, inside
+from oodbench.manifest import scores_file
 from oodbench.metrics import FPR95, RECALL, auroc
 from oodbench.report import (
     DELTA,
@@ -309,7 +310,7 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
     ood = _ood_sets(df)
     scorers = list(dict.fromkeys(s for s in df["scorer"] if s))
     trainings = ordered_trainings(df)
-    files = {t: inside(results_dir, "scores", f"{t}-s{seed}.npz") for t in trainings}
+    files = {t: scores_file(results_dir, t, seed) for t in trainings}
     scores = {t: _load_scores(p, [*scorers, FEATNORM], ood) for t, p in files.items()
               if p.is_file()}
     if not scores:
