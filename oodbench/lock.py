@@ -12,8 +12,13 @@ for), then checks ``target`` again and reuses it, so no entry is computed twice.
 touches its claim every ``CLAIM_REFRESH_S`` seconds and removes it when the block ends, by
 return or exception. A claim is stale, and taken over, when its holder is a dead process of
 this host (a SIGKILLed run) or it has not been touched for ``CLAIM_STALE_S`` seconds (a holder
-on another host, or a lost one). Taking over renames the stale file to a unique name first, so
-of two waiters only one removes it; the file it moved is checked to be the one found stale.
+on another host, or a lost one). Its holder's clock may differ from the waiter's (hosts
+sharing a filesystem), so that age is measured on both clocks: by its mtime on the waiter's
+clock, once the waiter has also seen it unchanged for two refresh periods (a holder whose clock
+is behind keeps refreshing), or by how long the waiter has seen it unchanged, on its own
+monotonic clock (a holder whose clock is ahead stamps its claim in the future). Taking
+over renames the stale file to a unique name first, so of two waiters only one removes it; the
+file it moved is checked to be the one found stale.
 ``flock`` alone would not do: it is not reliable across hosts on network filesystems.
 """
 
@@ -108,11 +113,15 @@ def claim_path(target: Path) -> Path:
     return target.with_name(target.name + CLAIM_SUFFIX)
 
 
-def _stale(st: os.stat_result, raw: bytes) -> str | None:
-    """Why the claim found as ``st`` and ``raw`` is stale, or None if it is live."""
+def _stale(st: os.stat_result, raw: bytes, unchanged: float) -> str | None:
+    """Why the claim found as ``st`` and ``raw`` is stale, or None if it is live;
+    ``unchanged``: for how many seconds this waiter has seen it as it is."""
     age = time.time() - st.st_mtime
-    if age > CLAIM_STALE_S:
+    if age > CLAIM_STALE_S and unchanged > 2 * CLAIM_REFRESH_S:
         return f"not refreshed for {age:.0f} s"
+    if unchanged > CLAIM_STALE_S:
+        return f"not refreshed for {unchanged:.0f} s as seen from this host" + (
+            f"; its time stamp is {-age:.0f} s ahead of this host's clock" if age < 0 else "")
     try:
         info = json.loads(raw)
         pid, host = int(info["pid"]), info["host"]
@@ -157,6 +166,7 @@ def _acquire(target: Path, path: Path) -> int:
     """Create the claim ``path`` of ``target`` (O_EXCL), waiting while a live holder has it and
     taking a stale one over; returns the open claim file."""
     waiting = False
+    seen: tuple[tuple[int, int, int, bytes], float] | None = None  # the claim, when first seen
     while True:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -175,7 +185,9 @@ def _acquire(target: Path, path: Path) -> int:
                 st, raw = os.fstat(f.fileno()), f.read()
         except FileNotFoundError:  # released meanwhile
             continue
-        why = _stale(st, raw)
+        if seen is None or seen[0] != _identity(st, raw):
+            seen = _identity(st, raw), time.monotonic()
+        why = _stale(st, raw, time.monotonic() - seen[1])
         if why is not None:
             if _take_over(path, st, raw):
                 console.print(f"taking over the stale claim on {target} ({why}; "

@@ -57,28 +57,33 @@ class PollClock:
     two looks at a claim, so a claim's age counts the waiter's polls, not wall-clock seconds.
 
     With ``refreshes``, each sleep also waits (up to 30 s) for the holder's next touch of its
-    claim (``os.utime``), and a touch stamps the clock's time: the holder's refreshes and the
-    waiter's looks alternate however loaded the machine is.
+    claim (``os.utime``), and a touch stamps the clock's time plus ``skew`` (a holder whose
+    clock is ahead): the holder's refreshes and the waiter's looks alternate however loaded the
+    machine is. Its monotonic clock is its wall clock.
     """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, now: float,
-                 refreshes: bool = False) -> None:
+                 refreshes: bool = False, skew: float = 0.0) -> None:
         self.now, self.polls, self.touches, self.refreshes = now, 0, 0, refreshes
         self.changed = threading.Condition()
-        monkeypatch.setattr(lock, "time", self)  # the lock reads time.time(), calls time.sleep()
+        # the lock reads time.time() and time.monotonic(), and calls time.sleep()
+        monkeypatch.setattr(lock, "time", self)
         if refreshes:
             utime = os.utime
 
             def touch(fd: int, *args: object, **kwargs: object) -> None:
                 assert not args and not kwargs, "a refresh touches its claim with no times"
                 with self.changed:
-                    utime(fd, (self.now, self.now))
+                    utime(fd, (self.now + skew, self.now + skew))
                     self.touches += 1
                     self.changed.notify_all()
 
             monkeypatch.setattr(os, "utime", touch)
 
     def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
@@ -155,11 +160,13 @@ def test_an_unrefreshed_claim_is_taken_over(
     # a holder on another host: its pid cannot be checked, only whether it touches its claim
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "oodbench run",
                                 "started": "2026-01-01T00:00:00+00:00"}))
-    clock = PollClock(monkeypatch, path.stat().st_mtime + 2 * lock.CLAIM_STALE_S)
+    clock = PollClock(monkeypatch, start := path.stat().st_mtime + 2 * lock.CLAIM_STALE_S)
     with claim(target):
         assert _holder(path)["pid"] == os.getpid()
-    assert clock.polls == 0
-    assert "(not refreshed for 120 s; pid 1 on host elsewhere, started 2026-" in " ".join(
+    # it is seen unchanged for two refresh periods first: a live holder's clock may be behind
+    waited = clock.now - start
+    assert 2 * lock.CLAIM_REFRESH_S < waited <= 2 * lock.CLAIM_REFRESH_S + lock.CLAIM_POLL_S + 1e-3
+    assert "(not refreshed for 130 s; pid 1 on host elsewhere, started 2026-" in " ".join(
         capsys.readouterr().err.split())
 
     # a fresh one is waited for until it has gone unrefreshed for CLAIM_STALE_S
@@ -172,11 +179,36 @@ def test_an_unrefreshed_claim_is_taken_over(
     assert "waiting for" in err and "taking over the stale claim" in err
 
 
-def test_a_live_holder_keeps_its_claim_fresh(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_a_claim_from_the_future_is_taken_over_after_the_stale_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a lost holder on a host whose clock is an hour ahead (a shared filesystem stamps the
+    # claim with the writer's time): its mtime never grows old on this host's clock
+    target = tmp_path / "entry.npz"
+    path = claim_path(target)
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "command": "oodbench run",
+                                "started": "2026-01-01T00:00:00+00:00"}))
+    start = time.time()
+    os.utime(path, (start + 3600, start + 3600))
+    clock = PollClock(monkeypatch, start)
+    with claim(target):
+        assert _holder(path)["pid"] == os.getpid()
+    waited = clock.now - start
+    assert lock.CLAIM_STALE_S < waited <= lock.CLAIM_STALE_S + lock.CLAIM_POLL_S + 1e-3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "waiting for" in err
+    assert re.search(rf"taking over the stale claim on {re.escape(str(target))} \(not refreshed "
+                     r"for 60 s as seen from this host; its time stamp is 35\d\d s ahead of "
+                     r"this host's clock; pid 1 on host elsewhere", err), err
+
+
+@pytest.mark.parametrize("skew", [0.0, 3600.0, -3600.0], ids=["same", "ahead", "behind"])
+def test_a_live_holder_keeps_its_claim_fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             skew: float) -> None:
+    # the holder's clock may be an hour ahead of the waiter's, or behind: its refreshes count
     monkeypatch.setattr(lock, "CLAIM_REFRESH_S", 0.01)
     monkeypatch.setattr(lock, "CLAIM_STALE_S", 1.0)
-    clock = PollClock(monkeypatch, time.time(), refreshes=True)
+    clock = PollClock(monkeypatch, time.time(), refreshes=True, skew=skew)
     target = tmp_path / "entry.npz"
     got = threading.Event()
 
