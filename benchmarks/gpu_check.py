@@ -272,11 +272,20 @@ def write_config(check: Check) -> dict[str, dict[str, Any]]:
     """The packaged benchmarks.toml (``extends`` reads the same file) and the check's own
     benchmarks after it; returns those."""
     from oodbench.config import DEFAULT_CONFIG, load_benchmark
+    from oodbench.objectives import create_objective
 
     base = check.mode.base
     ce = {"objective": "ce"}
+
+    def from_start(objective: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with the objective's own term on from the first step (a warm-up after
+        the check's one epoch would make it cross-entropy, which the config refuses)."""
+        start = create_objective(objective, **params).term_start()
+        return params | ({start[0]: 0.0} if start else {})
+
     # the recipe's trainings, the last in float16 (autocast + GradScaler)
-    recipe = [{"name": t.name, "objective": t.objective, "params": t.params}
+    recipe = [{"name": t.name, "objective": t.objective,
+               "params": from_start(t.objective, t.params)}
               | ({"init": t.init} if t.init else {}) for t in load_benchmark(base).trainings]
     recipe[-1]["train"] = {"amp_dtype": "float16"}
     # warmup's other lr keeps it from being the same checkpoint as one (reused, not trained)

@@ -28,7 +28,9 @@ OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--o
            "in_channels": "--in-channels", "benchmark": "--benchmark", "plugins": "--plugin",
            "extra_ood": "--extra-ood", "config": "--config", "metric": "--metric",
            "model": "--model", "batch_size": "--batch-size", "input_size": "--input-size",
-           "protocol": "--protocol", "nproc": "--nproc"}
+           "protocol": "--protocol", "nproc": "--nproc",
+           "checkpoint": "--checkpoint", "connect_timeout": "--connect-timeout",
+           "address": "--address", "executor": "--executor"}
 
 
 def _positive(text: str) -> int:
@@ -117,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="the Ray cluster to use (default: RAY_ADDRESS, one started on this "
                    "machine, else a new local one)")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up on a Ray cluster whose address does not answer within this "
+                   "long (default: 30)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the job graph (each job done or pending) and run nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: the graph as JSON")
@@ -147,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=None, help="for a plain state_dict")
     p.add_argument("--num-classes", type=_positive, default=None, help="for a plain state_dict")
     p.add_argument("--in-channels", type=_positive, default=None, help="for a plain state_dict")
-    p.add_argument("--out", type=Path, default=None, help="default: results/eval-<checkpoint>")
+    p.add_argument("--out", type=Path, default=Path("results"),
+                   help="writes <out>/eval-<checkpoint file stem or model name>/ (default: "
+                        "results/)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("table", help="re-render tables from results/ without recomputing")
@@ -325,7 +332,7 @@ def _run(args: argparse.Namespace) -> None:
 
         ablate_benchmark(bench, args.seeds, args.out, **options)
         return
-    scorers = args.scorers.split(",") if args.scorers else None
+    scorers = args.scorers.split(",") if args.scorers is not None else None
     options["extra_ood"] = _extra_ood(args.extra_ood)
     if args.command == "run" and args.json and not args.dry_run:
         from oodbench.errors import ConfigError
@@ -340,7 +347,7 @@ def _run(args: argparse.Namespace) -> None:
         from oodbench.matrix import run_benchmark
 
         run_benchmark(bench, args.seeds, args.out, scorers, executor=args.executor,
-                      address=args.address, **options)
+                      address=args.address, connect_timeout=args.connect_timeout, **options)
     elif args.model:
         from oodbench.config import check_name
         from oodbench.modelref import load_model
@@ -349,16 +356,15 @@ def _run(args: argparse.Namespace) -> None:
         name = check_name(args.model.rpartition(":")[2].removesuffix(".py"), "model name")
         model = load_model(args.model, args.num_classes or bench.num_classes, args.weights,
                            args.pretrained)
-        evaluate(model, bench, scorers=scorers, out=args.out or Path("results") / f"eval-{name}",
+        evaluate(model, bench, scorers=scorers, out=args.out,
                  cache_dir=args.runs_dir / bench.name / "cache", name=name,
                  input_size=args.input_size, quiet=False, **options)
     else:
         from oodbench.pipeline import evaluate_checkpoint
 
-        evaluate_checkpoint(args.checkpoint, bench,
-                            args.out or Path("results") / f"eval-{args.checkpoint.stem}",
-                            scorers, {"arch": args.arch, "num_classes": args.num_classes,
-                                      "in_channels": args.in_channels}, **options)
+        evaluate_checkpoint(args.checkpoint, bench, args.out, scorers,
+                            {"arch": args.arch, "num_classes": args.num_classes,
+                             "in_channels": args.in_channels}, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

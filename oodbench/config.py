@@ -50,11 +50,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic.dataclasses import dataclass
+from pydantic.errors import PydanticUserError
 from pydantic.fields import FieldInfo
 from pydantic_core import ArgsKwargs
 
 from oodbench.errors import ConfigError, OodbenchError
-from oodbench.registry import SAFE_NAME, UnknownName, did_you_mean
+from oodbench.registry import SAFE_NAME, RegistrationError, Registry, UnknownName, did_you_mean
 
 if TYPE_CHECKING:
     from oodbench.scoring import Scorer
@@ -68,6 +69,8 @@ __all__ = [
     "FIT_SPLITS",
     "INIT_MODEL",
     "MAX_IMAGE_SIZE",
+    "MAX_SEEDS",
+    "OOD_GROUPS",
     "SAFE_NAME",
     "SCHEDULES",
     "Benchmark",
@@ -80,6 +83,7 @@ __all__ = [
     "check_scorer",
     "load_benchmark",
     "load_config",
+    "register_ood_group",
 ]
 
 
@@ -114,6 +118,17 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 CHANNELS = (1, 3)
 MAX_IMAGE_SIZE = 1024
+MAX_SEEDS = 1000  # each seed trains every training anew: more is a typo, not a benchmark
+
+OOD_GROUPS: dict[str, str] = {
+    "near": "near OOD: semantic shift close to the ID classes (OpenOOD's nearood)",
+    "far": "far OOD: semantic shift far from the ID classes (OpenOOD's farood)",
+    "csid": "covariate-shifted ID: the ID classes under another distribution (ImageNet-V2/-C/-R)",
+    "sanity": "sets that any working scorer separates (noise)",
+    "extra": "the user's own sets (extra_ood, the default group there)",
+}
+"""The groups an OOD set's ``group`` may name (or leave empty: no group), with what each holds;
+tables average over each group's sets. :func:`register_ood_group` adds one."""
 
 _CONFIG = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
 _TABLE = "a table ({ key = value, ... })"
@@ -168,15 +183,38 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def register_ood_group(name: str, description: str) -> str:
+    """Add ``name`` to :data:`OOD_GROUPS` (a plugin file's own kind of OOD set), so that an OOD
+    set's ``group`` may name it; registering a name again with another description is a
+    :class:`RegistrationError`."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise RegistrationError(f"OOD group name {name!r} is not a safe name: use 1 to 64 "
+                                "letters, digits, '.', '_', '+' or '-', starting with a letter "
+                                "or digit")
+    if OOD_GROUPS.get(name, description) != description:
+        raise RegistrationError(f"OOD group {name!r} is already registered as "
+                                f"{OOD_GROUPS[name]!r}")
+    OOD_GROUPS[name] = description
+    return name
+
+
+def _group(value: str) -> str:
+    if value and value not in OOD_GROUPS:
+        raise _Refused(_not_accepted(value, OOD_GROUPS,
+                                     f"{', '.join(OOD_GROUPS)} (or leave group out: none)"))
+    return value
+
+
 def _device(value: object) -> str:
     if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
         raise _Refused(_not_accepted(value, DEVICES, DEVICE_HELP))
     return value
 
 
-def _positive(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"must be an integer >= 1, got {value!r}")
+def _seed_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEEDS:
+        raise ValueError(f"must be an integer from 1 to {MAX_SEEDS} (each seed trains every "
+                         f"training anew), got {value!r}")
     return value
 
 
@@ -222,6 +260,10 @@ def _scorer_names(value: object, required: bool = True) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise ValueError(f"must be a scorer name, a group name or a list of them, got {value!r}")
+    names = f"name each scorer or group ({ALL_SCORERS}, {', '.join(SCORER_GROUPS)}), at least one"
+    if "" in items:  # what an empty or trailing comma-separated list gives
+        empty = "names no scorer" if not any(items) else "holds an empty name"
+        raise ValueError(f"{value!r} {empty}; {names}")
     seen: dict[str, str] = {}
     for item in items:
         try:
@@ -237,7 +279,7 @@ def _scorer_names(value: object, required: bool = True) -> tuple[str, ...]:
                 raise ValueError(f"scorer {name!r} is listed twice{both}; name each scorer once")
             seen[name] = item
     if required and not seen:
-        raise ValueError(f"{value!r} names no scorer; name at least one")
+        raise ValueError(f"{value!r} names no scorer; {names}")
     return tuple(seen)
 
 
@@ -280,6 +322,46 @@ def _extract_batch(value: object) -> int | str:
     return value  # type: ignore[return-value]
 
 
+_PARAM_TYPES = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter[Any] | None:
+    """A strict validator of ``hint`` (``true`` is no int, ``2.5`` no int, ``"0.2"`` no float;
+    floats finite), ``None`` where pydantic builds none (the factory then judges the value)."""
+    try:
+        return TypeAdapter(hint, config=_PARAM_TYPES)
+    except PydanticUserError:
+        return None
+
+
+def _check_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) -> None:
+    """ValueError naming the first of ``params`` whose value is not of the type that the
+    signature of ``registry``'s ``name`` declares for it."""
+    hints = registry.annotations(name)
+    for key, value in params.items():
+        try:
+            adapter = _adapter(hints[key]) if key in hints else None
+        except TypeError:  # an unhashable hint
+            adapter = TypeAdapter(hints[key], config=_PARAM_TYPES)
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            kind, tp = err["type"], _unwrap(hints[key])[0]
+            if kind == "literal_error" and get_origin(tp) is Literal:
+                text = _not_accepted(value, get_args(tp))
+            elif kind in _TYPES:
+                text = f"must be of type {getattr(tp, '__name__', tp)}"
+            elif kind == "finite_number":
+                text = "must be a finite number"
+            else:
+                text = f"is not accepted: {err['msg']}"
+            raise ValueError(f"{key} = {value!r} {text}") from None
+
+
 def _unknown_params(name: str, keys: Iterable[str], what: str,
                     at: tuple[str | int, ...]) -> None:
     """Parameter keys that scorer ``name`` does not take."""
@@ -295,9 +377,14 @@ def _unknown_params(name: str, keys: Iterable[str], what: str,
 
 def _construct(name: str, params: dict[str, Any], what: str,
                at: tuple[str | int, ...]) -> Scorer:
-    """Build scorer ``name`` with ``params``; what its constructor refuses is an error."""
-    from oodbench.scoring import create_scorer
+    """Build scorer ``name`` with ``params``; a value of another type than its signature
+    declares, or one its constructor refuses, is an error."""
+    from oodbench.scoring import SCORERS, create_scorer
 
+    try:
+        _check_types(SCORERS, name, params)
+    except ValueError as e:
+        raise _Invalid(f"{what}: {e}", at, "fix that value") from None
     try:
         return create_scorer(name, **params)
     except (TypeError, ValueError) as e:
@@ -407,7 +494,12 @@ class TrainingSpec:
 
     @model_validator(mode="after")
     def _objective(self) -> Self:
-        from oodbench.objectives import create_objective, list_objectives, objective_params
+        from oodbench.objectives import (
+            OBJECTIVES,
+            create_objective,
+            list_objectives,
+            objective_params,
+        )
 
         if self.objective not in list_objectives():
             raise _Invalid(f"objective = {self.objective!r} "
@@ -418,17 +510,31 @@ class TrainingSpec:
                 raise _Invalid("", ("params", key), accepted=list(accepted),
                                note=f" (objective {self.objective!r})")
         try:
-            create_objective(self.objective, **self.params)
+            _check_types(OBJECTIVES, self.objective, self.params)
+        except ValueError as e:
+            raise _Invalid(f"objective {self.objective!r}: {e}", ("params",),
+                           "fix that value in the file") from None
+        try:
+            objective = create_objective(self.objective, **self.params)
         except (TypeError, ValueError) as e:
             raise _Invalid(f"objective {self.objective!r}: {e}", ("params",),
                            "fix that value in the file") from e
+        start = objective.term_start()
+        epochs = self.train.epochs
+        if start is not None and start[1] >= epochs:
+            key, epoch = start
+            raise _Invalid(
+                f"training {self.name!r}: objective {self.objective!r} adds its term from epoch "
+                f"{key} = {epoch!r} on, but train.epochs = {epochs} ends the training before: "
+                "it would be plain cross-entropy, identical to a CE training", (),
+                f"set {key} below {epochs} (in params) or epochs above {epoch!r} (in train)")
         return self
 
 
 @_config_errors
 @dataclass(frozen=True, config=_CONFIG)
 class OODSpec:
-    """An OOD test set and its group (near / far / sanity, or empty).
+    """An OOD test set and its group (one of :data:`OOD_GROUPS`, or empty: none).
 
     ``path`` is set for a user's own set (an image folder or ``.npz``), empty for a catalogue
     dataset. ``imglist`` and ``images`` (paths relative to the data root) make it an image
@@ -436,7 +542,7 @@ class OODSpec:
     """
 
     name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "OOD set name"))]
-    group: Text = ""
+    group: Annotated[str, Strict(), AfterValidator(_group)] = ""
     path: Text = ""
     imglist: Text = ""
     images: Text = ""
@@ -495,7 +601,7 @@ class Benchmark:
     scorers: Annotated[tuple[str, ...], BeforeValidator(_scorer_names)]
     description: Text = ""
     widths: tuple[Count, ...] = ()
-    seeds: Count = 1
+    seeds: Annotated[Count, Field(le=MAX_SEEDS)] = 1
     val_fraction: Annotated[Real, Field(ge=0, lt=1)] = 0.1
     val_ood: tuple[Dataset, ...] = ()
     device: Annotated[str, BeforeValidator(_device)] = "auto"
@@ -709,7 +815,7 @@ class Benchmark:
         if scorers is not None:
             changes["scorers"] = _override("scorers", scorers, _scorer_names)
         if seeds is not None:
-            changes["seeds"] = _override("seeds", seeds, _positive)
+            changes["seeds"] = _override("seeds", seeds, _seed_count)
         if device is not None:
             changes["device"] = check_device(device)
         return dataclasses.replace(self, **changes) if changes else self
@@ -903,6 +1009,10 @@ def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Ben
     for key in (*_SET_BY_LOADER, "id_dataset"):
         if key in raw:
             raise ConfigError(f"{source}: {_unknown(key, _table(where), _keys(Benchmark, True))}")
+    if raw.get("widths") == []:  # the field's empty default means the model's own widths
+        raise ConfigError(f"{source}: [{_table(where)}] widths = [] names no width",
+                          "give the stage widths (e.g. widths = [16, 32, 64]), or leave the key "
+                          "out for the model's default widths")
     data = {"ood": [], **raw, "name": name, "source": source}
     base = _validate(TrainSpec, data.pop("train", {}), source, (*where, "train"))
     for key in ("trainings", "ablate"):

@@ -31,7 +31,7 @@ max(0, ||f|| - margin). lambda_t ramps linearly from 0 to ``lam`` between epochs
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -79,6 +79,13 @@ class Objective:
     ) -> dict[str, tuple[float, int]]:
         """(sum, count) per diagnostic over one evaluation batch; the mean is sum / count."""
         return {}
+
+    def term_start(self) -> tuple[str, float] | None:
+        """``(parameter, epoch)`` where the objective is plain cross-entropy until a term of its
+        own gets weight from that (fractional) epoch, set by that parameter; the config refuses
+        a training that ends before. ``None`` where no epoch count makes it cross-entropy by
+        accident: its term is on from the first step, or off throughout by request."""
+        return None
 
 
 def objective_label(name: str) -> str:
@@ -170,10 +177,10 @@ class BackgroundNorm(Objective):
     def __init__(
         self,
         lam: float = 0.5,
-        select: str = "cam-quantile",
+        select: Literal["cam-quantile", "prob-threshold"] = "cam-quantile",
         q: float = 0.5,
         tau: float = 0.1,
-        form: str = "ratio",
+        form: Literal["abs", "ratio", "hinge"] = "ratio",
         margin: float = 1.0,
         warmup_start: float = 2.0,
         warmup_epochs: float = 1.0,
@@ -189,6 +196,11 @@ class BackgroundNorm(Objective):
         self.lam, self.select, self.q, self.tau = lam, select, q, tau
         self.form, self.margin = form, margin
         self.warmup_start, self.warmup_epochs = warmup_start, warmup_epochs
+
+    def term_start(self) -> tuple[str, float] | None:
+        """The background term gets weight from ``warmup_start`` on; ``lam = 0`` (a control:
+        cross-entropy with BG-norm's schedule) has no term to wait for."""
+        return ("warmup_start", self.warmup_start) if self.lam else None
 
     def weight(self, epoch: float) -> float:
         """lambda at a (fractional) epoch: 0 before the warm-up, then a linear ramp."""

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, get_type_hints
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -168,6 +168,24 @@ class Registry(Generic[T]):
         """User parameters of ``name`` with their defaults."""
         return {p.name: p.default for p in signature_params(self.get(name))
                 if p.name not in self._fixed}
+
+    def annotations(self, name: str) -> dict[str, Any]:
+        """The declared types of ``name``'s user parameters, by name (resolved type hints);
+        a parameter without one, or whose hint does not resolve, is left out."""
+        factory = self.get(name)
+        target = factory.__init__ if isinstance(factory, type) else factory
+        try:
+            hints = get_type_hints(target, include_extras=True)
+        except Exception:  # a hint naming what only a type checker imports, a typo
+            hints = {}
+        out: dict[str, Any] = {}
+        for p in signature_params(factory):
+            if p.name in self._fixed:
+                continue
+            hint = hints.get(p.name, p.annotation)
+            if hint is not p.empty and not isinstance(hint, str):
+                out[p.name] = hint
+        return out
 
     def create(self, name: str, *args: Any, **params: Any) -> Any:
         """Call the factory; unknown parameters name the accepted ones."""

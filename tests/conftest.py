@@ -284,7 +284,7 @@ objective = "ce"
 [[benchmarks.tiny.trainings]]
 name = "bgnorm"
 objective = "bgnorm"
-params = { lam = 0.2, form = "abs", warmup_start = 2.0, warmup_epochs = 2.0 }
+params = { lam = 0.2, form = "abs", warmup_start = 0.0, warmup_epochs = 2.0 }
 
 [[benchmarks.tiny.ood]]
 name = "mnist"

@@ -137,7 +137,7 @@ def test_a_plugin_objective_is_listed_and_trains(
     assert code == 0 and objectives["halfce"]["label"] == "Half-CE"
     text = tiny_bench.config.read_text().replace(
         'name = "bgnorm"\nobjective = "bgnorm"\nparams = { lam = 0.2, form = "abs", '
-        'warmup_start = 2.0, warmup_epochs = 2.0 }', 'name = "halfce"\nobjective = "halfce"')
+        'warmup_start = 0.0, warmup_epochs = 2.0 }', 'name = "halfce"\nobjective = "halfce"')
     tiny_bench.config.write_text(text.replace("epochs = 8", "epochs = 1"))
     code, _, err = _cli(capsys, "run", "--benchmark", "tiny", "--config",
                         str(tiny_bench.config), "--data-root", str(tiny_bench.root),
@@ -161,9 +161,10 @@ def test_run_eval_and_ablate_manifests_share_their_common_keys(
     run = json.loads((tiny_bench.out / "tiny" / "manifest.json").read_text())
     ckpt = run["checkpoints"]["ce-s0"]["path"]
     assert _cli(capsys, "eval", *common, "--checkpoint", ckpt, "--scorers", "msp", "--out",
-                str(tiny_bench.out / "eval"))[0] == 0
+                str(tiny_bench.out))[0] == 0
     assert _cli(capsys, "ablate", *common, "--out", str(tiny_bench.out / "ab"))[0] == 0
-    manifests = [run, json.loads((tiny_bench.out / "eval" / "manifest.json").read_text()),
+    manifests = [run, json.loads((tiny_bench.out / f"eval-{Path(ckpt).stem}" / "manifest.json")
+                            .read_text()),
                  json.loads((tiny_bench.out / "ab" / "tiny" / "ablation_manifest.json")
                             .read_text())]
     for m in manifests:

@@ -47,7 +47,7 @@ objective = "ce"
 [[benchmarks.tiny.trainings]]
 name = "bgnorm"
 objective = "bgnorm"
-params = { lam = 0.2 }
+params = { lam = 0.2, warmup_start = 0.0 }
 
 [[benchmarks.tiny.ood]]
 name = "mnist"
@@ -180,13 +180,14 @@ def test_unknown_scorer_option(tb: SimpleNamespace, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     ("old", "new", "needles"),
     [
-        ("params = { lam = 0.2 }", "params = { lam = -0.5 }",
+        ("lam = 0.2,", "lam = -0.5,",
          ("[benchmarks.tiny.trainings[1].params] objective 'bgnorm'", "lam must be finite and >= 0",
           "fix that value")),
-        ("params = { lam = 0.2 }", "params = { lam = 0.2, q = 1.5 }",
+        ("lam = 0.2,", "lam = 0.2, q = 1.5,",
          ("[benchmarks.tiny.trainings[1].params]", "q must lie in (0, 1), got 1.5")),
-        ("params = { lam = 0.2 }", 'params = { lam = "big" }',
-         ("[benchmarks.tiny.trainings[1].params]", "objective 'bgnorm'")),
+        ("lam = 0.2,", 'lam = "big",',
+         ("[benchmarks.tiny.trainings[1].params]", "objective 'bgnorm'",
+          "lam = 'big' must be of type float")),
         ("batch_size = 64", 'batch_size = "64"',
          ("[benchmarks.tiny.train] batch_size = '64' must be of type int",)),
         ("k = 5", "k = 0",
