@@ -6,7 +6,9 @@
   ``resources.train`` / ``resources.eval``: ``num_cpus``, ``num_gpus``, fractions allowed),
   after the tasks of its deps, retried ``resources.max_retries`` times when its worker dies.
   It needs ``pip install 'oodbench[ray]'``, and a runs folder that every node sees at the same
-  path (checked at start by a task on every node).
+  path (checked at start by a task on every node). Before Ray connects, the cluster's address
+  must answer as a gRPC server within ``connect_timeout`` seconds: Ray itself would retry an
+  address where nothing answers for many minutes.
 
 Jobs that are done before the run starts are not sent anywhere; a sent job that finds its
 output (made by another driver meanwhile) skips too. The report runs in the driver
@@ -15,6 +17,8 @@ output (made by another driver meanwhile) skips too. The report runs in the driv
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 import socket
 import time
@@ -81,14 +85,53 @@ class LocalExecutor(Executor):
         return outcomes
 
 
+RAY_CONNECT_TIMEOUT_S = 30.0  # how long a Ray cluster's address may take to answer
+# an HTTP/2 client's connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS,
+# or its client server for ray://) answers with a SETTINGS frame of its own
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 4  # the frame type, byte 3 of a frame header
+
+
+def _grpc_silence(host: str, port: int, timeout: float) -> str | None:
+    """Why no gRPC server answers at ``host:port`` within ``timeout`` seconds; None when one
+    does. Under TLS (``RAY_USE_TLS``) an accepted connection is enough."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return None
+            sock.sendall(_H2_HELLO)
+            head = b""
+            while len(head) < 9:
+                sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    return "it closed the connection: no gRPC server listens there"
+                head += chunk
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if head[3] != _H2_SETTINGS:
+        return "what listens there does not speak gRPC"
+    return None
+
+
 class RayExecutor(Executor):
     """Every job a Ray task on the cluster at ``address`` (``None``: ``RAY_ADDRESS``, a
-    cluster started on this machine, or else a new local one; ``auto``: an existing one)."""
+    cluster started on this machine, or else a new local one; ``auto``: an existing one),
+    which must answer within ``connect_timeout`` seconds."""
 
     name = "ray"
     remote = True
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None,
+                 connect_timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+        if (isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int | float)
+                or not math.isfinite(connect_timeout) or connect_timeout <= 0):
+            raise ConfigError(f"<connect_timeout={connect_timeout}> is not a positive number "
+                              "of seconds", f"e.g. <connect_timeout={RAY_CONNECT_TIMEOUT_S:g}> "
+                              "(the default)")
         try:
             import ray
         except ImportError:
@@ -96,6 +139,7 @@ class RayExecutor(Executor):
                               "install it with pip install 'oodbench[ray]'") from None
         self.ray = ray
         self.address = address
+        self.connect_timeout = float(connect_timeout)
         self.nodes: list[dict[str, Any]] = []
 
     def check(self, work: Work) -> None:
@@ -112,20 +156,52 @@ class RayExecutor(Executor):
         self._connect()
         self._check_shared(Path(work.options.runs_dir))
 
+    def _probe(self) -> None:
+        """Refuse, within ``connect_timeout``, a cluster address where no Ray server answers:
+        the address Ray would connect to (``address``, else ``RAY_ADDRESS``, else the cluster
+        started on this machine; none: Ray starts a local one)."""
+        from ray._common.network_utils import parse_address
+        from ray._private.services import canonicalize_bootstrap_address
+
+        env = os.environ.get("RAY_ADDRESS") or None
+        given = env if env and self.address in (None, "auto") else self.address
+        named = ("the Ray cluster last started on this machine" if given is None else
+                 f"<address={given}>" if given == self.address else f"RAY_ADDRESS={env}")
+        try:  # ray:// is Ray Client's server; any other address is the GCS's
+            target = (given.split("://", 1)[1] if given is not None and "://" in given else
+                      canonicalize_bootstrap_address(given))
+        except (ConnectionError, ValueError) as e:
+            raise self._unreachable(named, e) from None
+        parsed = parse_address(target) if target is not None else None
+        if parsed is None:  # a new local cluster, or a malformed address Ray will refuse
+            return
+        why = _grpc_silence(parsed[0], int(parsed[1]), self.connect_timeout)
+        if why is not None:
+            raise ConfigError(
+                f"{named}: no Ray cluster answers at {target} ({why})",
+                "check the head's address and port (`ray status` on the head; the GCS port is "
+                "6379 unless `ray start --port` set another, and ray:// addresses use the client "
+                "port, 10001), start one with `ray start --head`, or give a slow network more "
+                "time with <connect_timeout=SECONDS> (the default is "
+                f"{RAY_CONNECT_TIMEOUT_S:g})")
+
+    def _unreachable(self, named: str, e: BaseException) -> ConfigError:
+        """The error for a cluster at ``named`` that Ray cannot connect to (``e``)."""
+        return ConfigError(f"{named}: cannot connect to a Ray cluster ({type(e).__name__}: {e})",
+                           "start one with `ray start --head` (README: Running on a cluster) or "
+                           "leave the address out for a local one; a cluster with token "
+                           "authentication (Ray >= 2.59 starts local ones so) needs "
+                           "RAY_AUTH_MODE=token here, and its token (`ray get-auth-token`) in "
+                           "~/.ray/auth_token or RAY_AUTH_TOKEN")
+
     def _connect(self) -> None:
         ray = self.ray
         if not ray.is_initialized():
+            self._probe()
             try:
                 ray.init(address=self.address, log_to_driver=True, include_dashboard=False)
             except (ConnectionError, ValueError, RuntimeError) as e:
-                raise ConfigError(f"<address={self.address}>: cannot connect to a Ray cluster "
-                                  f"({type(e).__name__}: {e})",
-                                  "start one with `ray start --head` (README: Running on a "
-                                  "cluster) or leave the address out for a local one; a "
-                                  "cluster with token authentication (Ray >= 2.59 starts "
-                                  "local ones so) needs RAY_AUTH_MODE=token here, and its "
-                                  "token (`ray get-auth-token`) in ~/.ray/auth_token or "
-                                  "RAY_AUTH_TOKEN") from e
+                raise self._unreachable(f"<address={self.address}>", e) from e
         self.nodes = [n for n in ray.nodes() if n.get("Alive")]
 
     def _check_shared(self, runs: Path) -> None:
@@ -209,16 +285,20 @@ class RayExecutor(Executor):
 EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "ray": RayExecutor}
 
 
-def create_executor(name: str | Executor, address: str | None = None) -> Executor:
-    """The executor called ``name`` (``local`` or ``ray``); ``address`` is Ray's only."""
+def create_executor(name: str | Executor, address: str | None = None,
+                    connect_timeout: float | None = None) -> Executor:
+    """The executor called ``name`` (``local`` or ``ray``); ``address`` and
+    ``connect_timeout`` (default :data:`RAY_CONNECT_TIMEOUT_S`) are Ray's only."""
     if isinstance(name, Executor):
         return name
     if name not in EXECUTORS:
         raise ConfigError(f"<executor={name}> is not an executor;{did_you_mean(name, EXECUTORS)} "
                           f"accepted: {', '.join(EXECUTORS)}")
     if name == "ray":
-        return RayExecutor(address)
-    if address is not None:
-        raise ConfigError(f"<address={address}> is for the ray executor, not {name!r}",
-                          "add <executor=ray>, or leave the address out")
+        return RayExecutor(address, RAY_CONNECT_TIMEOUT_S if connect_timeout is None
+                           else connect_timeout)
+    for arg, value in (("address", address), ("connect_timeout", connect_timeout)):
+        if value is not None:
+            raise ConfigError(f"<{arg}={value}> is for the ray executor, not {name!r}",
+                              f"add <executor=ray>, or leave <{arg}> out")
     return EXECUTORS[name]()

@@ -11,10 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich.progress import Progress, TaskID
 
 from oodbench.checkpoint import file_hash
 from oodbench.config import Benchmark, check_name
@@ -23,7 +27,6 @@ from oodbench.errors import OutputError
 from oodbench.executors import Executor, create_executor
 from oodbench.fileio import atomic_write_bytes, check_files, check_writable, inside
 from oodbench.jobs import (
-    DONE_FILE,
     EVAL,
     REPORT,
     SCORES_FILE,
@@ -35,14 +38,23 @@ from oodbench.jobs import (
     Workspace,
     eval_folder,
     read_eval,
+    stored_problem,
 )
 from oodbench.manifest import FILES_KEY, MANIFEST_FILE, Started, scores_file
 from oodbench.metrics import COLUMNS
-from oodbench.pipeline import RunOptions, ablation_file, exclusive, finish_results
+from oodbench.pipeline import (
+    RunOptions,
+    ablation_file,
+    check_folders,
+    exclusive,
+    finish_results,
+)
 from oodbench.plugins import loaded_files
+from oodbench.progress import make_progress
 
 JOBS_KEY = "jobs"  # manifest key: each job's outcome
 EXECUTOR_KEY = "executor"  # manifest key: where the jobs ran
+PLAN_QUIET_S = 2.0  # a plan that takes longer shows its progress
 
 
 def _work(bench: Benchmark, opts: RunOptions, remote: bool) -> Work:
@@ -57,16 +69,40 @@ def _work(bench: Benchmark, opts: RunOptions, remote: bool) -> Work:
                 secrets.token_hex(8))
 
 
+@contextmanager
+def _planning(name: str, total: int) -> Iterator[Callable[[], None]]:
+    """A step counter for planning ``total`` cells of benchmark ``name``: once planning has
+    taken :data:`PLAN_QUIET_S` (a checkpoint and an evaluation are hashed per cell), each
+    step shows on a progress bar."""
+    start, done = time.perf_counter(), 0
+    with ExitStack() as shown:
+        bar: tuple[Progress, TaskID] | None = None
+
+        def step() -> None:
+            nonlocal done, bar
+            done += 1
+            if bar is None and time.perf_counter() - start > PLAN_QUIET_S:
+                prog = shown.enter_context(make_progress(transient=True))
+                bar = prog, prog.add_task(f"planning {name}: checkpoints and evaluations found",
+                                          total=total, stats="")
+            if bar is not None:
+                bar[0].update(bar[1], completed=done)
+
+        yield step
+
+
 def plan(ws: Workspace, out: Path) -> JobGraph:
     """The graph of ``ws``'s benchmark: per seed and training a train job and an eval job
     (after the train job of its init, when that is a training of the matrix), then the report.
-    A job is done when its output exists: the checkpoint; the eval's done marker; a results
-    folder whose manifest records these evals and whose files are intact."""
+    A job is done when its output exists: the checkpoint; the eval's done marker, with the
+    files it records intact (:func:`~oodbench.jobs.stored_problem`); a results folder whose
+    manifest records these evals and whose files are intact."""
     bench = ws.work.bench
     names = {t.name for t in bench.trainings}
     jobs: list[Job] = []
-    for seed in range(bench.seeds):
-        for spec in bench.trainings:
+    cells = [(seed, spec) for seed in range(bench.seeds) for spec in bench.trainings]
+    with _planning(bench.name, len(cells)) as step:
+        for seed, spec in cells:
             cell = f"{spec.name}-s{seed}"
             path = ws.trainer.path_of(spec.name, seed)
             ckpt = path if path is not None and path.is_file() else None
@@ -75,7 +111,8 @@ def plan(ws: Workspace, out: Path) -> JobGraph:
                             str(path or ""), ckpt is not None))
             folder = eval_folder(ws, file_hash(ckpt), spec.name, seed) if ckpt else None
             jobs.append(Job(f"{EVAL}/{cell}", EVAL, spec.name, seed, (f"{TRAIN}/{cell}",),
-                            str(folder or ""), bool(folder and (folder / DONE_FILE).is_file())))
+                            str(folder or ""), bool(folder and stored_problem(folder) is None)))
+            step()
     evals = [j for j in jobs if j.kind == EVAL]
     jobs.append(Job(REPORT, REPORT, deps=tuple(j.id for j in evals), output=str(out),
                     done=all(j.done for j in evals) and _reported(out, [j.output for j in evals])))
@@ -98,10 +135,14 @@ def _reported(out: Path, folders: list[str]) -> bool:
 def _prepare(bench: Benchmark, seeds: int | None, out_dir: Path | str,
              scorers: list[str] | str | None,
              options: dict[str, Any]) -> tuple[Benchmark, RunOptions, Path]:
-    """The benchmark with the command's overrides, the options and the results folder."""
+    """The benchmark with the command's overrides, the options and the results folder,
+    which must not overlap the runs folder, the data root or the inputs
+    (:func:`~oodbench.pipeline.check_folders`)."""
     opts = RunOptions.of(options)
     bench = bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
-    return bench, opts, inside(out_dir, check_name(bench.name, "benchmark name"))
+    out = inside(out_dir, check_name(bench.name, "benchmark name"))
+    check_folders(bench, opts, "out_dir", out_dir, out, inside(opts.runs_dir, bench.name))
+    return bench, opts, out
 
 
 def plan_benchmark(
@@ -124,16 +165,18 @@ def run_benchmark(
     scorers: list[str] | str | None = None,
     executor: str | Executor = "local",
     address: str | None = None,
+    connect_timeout: float | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``.
 
     ``seeds`` and ``scorers`` (names or groups) override the benchmark's; ``executor`` is
-    ``local`` (this process) or ``ray`` (Ray tasks on the cluster at ``address``);
-    ``options`` are :class:`~oodbench.pipeline.RunOptions` (``runs_dir``, ``data_root``,
-    ``device``, ``extra_ood``, ...). Every argument is checked before any training.
+    ``local`` (this process) or ``ray`` (Ray tasks on the cluster at ``address``, which must
+    answer within ``connect_timeout`` seconds, default 30); ``options`` are
+    :class:`~oodbench.pipeline.RunOptions` (``runs_dir``, ``data_root``, ``device``,
+    ``extra_ood``, ...). Every argument is checked before any training.
     """
-    exe = create_executor(executor, address)
+    exe = create_executor(executor, address, connect_timeout)
     given = bench
     bench, opts, out = _prepare(bench, seeds, out_dir, scorers, options)
     check_writable(out, "out_dir")
