@@ -160,7 +160,6 @@ class RayExecutor(Executor):
         """Refuse, within ``connect_timeout``, a cluster address where no Ray server answers:
         the address Ray would connect to (``address``, else ``RAY_ADDRESS``, else the cluster
         started on this machine; none: Ray starts a local one)."""
-        from ray._common.network_utils import parse_address
         from ray._private.services import canonicalize_bootstrap_address
 
         env = os.environ.get("RAY_ADDRESS") or None
@@ -172,10 +171,10 @@ class RayExecutor(Executor):
                       canonicalize_bootstrap_address(given))
         except (ConnectionError, ValueError) as e:
             raise self._unreachable(named, e) from None
-        parsed = parse_address(target) if target is not None else None
-        if parsed is None:  # a new local cluster, or a malformed address Ray will refuse
+        host, _, port = (target or "").rpartition(":")
+        if not host or not port.isdigit():  # a new local cluster, or an address Ray refuses
             return
-        why = _grpc_silence(parsed[0], int(parsed[1]), self.connect_timeout)
+        why = _grpc_silence(host.strip("[]"), int(port), self.connect_timeout)
         if why is not None:
             raise ConfigError(
                 f"{named}: no Ray cluster answers at {target} ({why})",

@@ -5,6 +5,7 @@ that takes long says so. (A claim from the future: ``tests/test_claims.py``.)"""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -15,12 +16,19 @@ from oodbench.cli import main
 from oodbench.config import MAX_SEEDS, load_benchmark
 from oodbench.errors import ConfigError
 from oodbench.executors import create_executor
+from oodbench.jobs import Work
 from oodbench.matrix import plan_benchmark, run_benchmark
 
 
 def _args(tb: SimpleNamespace, *extra: str) -> list[str]:
     return ["run", "--benchmark", "tiny", "--config", str(tb.config), "--data-root",
             str(tb.root), "--runs-dir", str(tb.runs), "--out", str(tb.out), *extra]
+
+
+def _work(tb: SimpleNamespace) -> Work:
+    from oodbench.pipeline import RunOptions
+
+    return Work(load_benchmark("tiny", tb.config), RunOptions(runs_dir=tb.runs))
 
 
 @pytest.fixture
@@ -69,6 +77,28 @@ def test_a_silent_ray_address_fails_after_connect_timeout(
                       out_dir=tiny_bench.out, runs_dir=tiny_bench.runs,
                       data_root=tiny_bench.root)
     assert 0.5 <= time.monotonic() - start < 5
+
+
+def test_a_ray_address_of_another_server_is_refused(tiny_bench: SimpleNamespace) -> None:
+    # the dashboard's port (8265, HTTP/1.1) given for the cluster's (6379, gRPC)
+    pytest.importorskip("ray")
+    with socket.socket() as server:
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(ConfigError, match=rf"address={address}: no Ray cluster answers at "
+                           r"\S+ \(what listens there does not speak gRPC\)"):
+            create_executor("ray", address).check(_work(tiny_bench))
+        thread.join(10)
 
 
 def test_connect_timeout_is_checked() -> None:
