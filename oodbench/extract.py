@@ -26,8 +26,10 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,9 +40,10 @@ from rich.progress import Progress
 from oodbench.data import ImageSet, Preprocess
 from oodbench.fileio import atomic_write_bytes
 from oodbench.layout import MemoryFormat, model_format
-from oodbench.lock import unless_done
+from oodbench.lock import claim, unless_done
 from oodbench.models import OODNet
-from oodbench.scoring import Features, MapScorer, ModelScorer, Scorer
+from oodbench.progress import console
+from oodbench.scoring import Features, MapScorer, ModelScorer, Scorer, as_scores
 
 T = TypeVar("T", Features, np.ndarray)
 
@@ -225,8 +228,9 @@ def model_scores(
     for x in batches(arr, preprocess, device, batch_size, progress,
                      f"{scorer.name} {arr.name}/{arr.split}", workers):
         with torch.enable_grad():
-            out.append(scorer.score_batch(model, layout.batch(x), std).detach().double().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+            scores = scorer.score_batch(model, layout.batch(x), std)
+        out.append(as_scores(scorer, scores, f"{arr.name}/{arr.split}"))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 class FeatureCache:
@@ -299,7 +303,7 @@ class FeatureCache:
         return self._once(path, lambda: model_scores(
             model, scorer, arr, preprocess, device,
             self.batch_size(batch_size, model, preprocess, device), progress, self.workers),
-            np.load)
+            partial(_load_scores, n=len(arr)))
 
     def get(
         self,
@@ -321,23 +325,40 @@ class FeatureCache:
         return self._once(path, lambda: forward_features(
             model, arr, preprocess, device, self.batch_size(batch_size, model, preprocess, device),
             progress, amp, map_scorer.reduce if map_scorer is not None else None, self.workers),
-            _load_features)
+            partial(_load_features, n=len(arr)))
 
     def _once(self, path: Path, compute: Callable[[], T], load: Callable[[Path], T]) -> T:
         """``load(path)`` if the entry exists (or its claim's holder made it), else
         ``compute()``, stored at ``path`` under the entry's claim (a hit or a miss); without a
-        ``root``, always computed and never stored."""
+        ``root``, always computed and never stored. An entry that does not load whole
+        (:data:`_UNREADABLE`: truncated, damaged, another set's size) is computed again
+        under its claim, with a note."""
         if self.root is None:
             self.misses += 1
             return compute()
         with unless_done(path) as missing:
             if missing:
-                self.misses += 1
-                out = compute()
-                atomic_write_bytes(path, _dump(out))
-                return out
+                return self._store(path, compute)
+        try:
+            out = load(path)
+        except _UNREADABLE as e:
+            with claim(path):
+                try:  # another process may have replaced it meanwhile
+                    out = load(path)
+                except _UNREADABLE:
+                    console.print(f"note: the feature cache entry {path} is computed again: "
+                                  f"{type(e).__name__}: {e}", markup=False, soft_wrap=True,
+                                  highlight=False)
+                    return self._store(path, compute)
         self.hits += 1
-        return load(path)
+        return out
+
+    def _store(self, path: Path, compute: Callable[[], T]) -> T:
+        """``compute()`` (a miss), written to ``path``."""
+        self.misses += 1
+        out = compute()
+        atomic_write_bytes(path, _dump(out))
+        return out
 
 
 def _scorer_tag(scorer: Scorer) -> str:
@@ -356,7 +377,24 @@ def _dump(out: Features | np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _load_features(path: Path) -> Features:
+# what reading a damaged cache entry raises (np.load: zip errors, a short array, a bad header)
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def _load_features(path: Path, n: int) -> Features:
+    """A cached pass of ``n`` images; ValueError when the entry is not one."""
     with np.load(path) as z:
-        return Features(torch.from_numpy(z["features"]), torch.from_numpy(z["logits"]),
-                        torch.from_numpy(z["labels"]))
+        out = Features(torch.from_numpy(z["features"]), torch.from_numpy(z["logits"]),
+                       torch.from_numpy(z["labels"]))
+    rows = {len(out.features), len(out.logits), len(out.labels)}
+    if rows != {n} or out.features.ndim != 2 or out.logits.ndim != 2:
+        raise ValueError(f"holds arrays of {sorted(rows)} rows, not {n} images")
+    return out
+
+
+def _load_scores(path: Path, n: int) -> np.ndarray:
+    """Cached model scores of ``n`` images; ValueError when the entry is not one."""
+    out = np.load(path)
+    if out.shape != (n,):
+        raise ValueError(f"holds an array of shape {out.shape}, not {n} scores")
+    return out

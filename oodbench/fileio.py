@@ -15,7 +15,9 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from oodbench.errors import OutputError
@@ -43,6 +45,58 @@ def check_writable(folder: Path | str, option: str) -> None:
     why = "is not writable" if probe.is_dir() else "is a file, not a folder"
     raise OutputError(f"{folder}: cannot write there because {probe} {why}",
                       f"pass <{option}> a folder you can write to")
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A folder (or file) a command replaces, writes into or reads: the API ``option`` that
+    named it, the value as given, the ``path`` the command uses there (``<out_dir>/<name>``,
+    the runs folder of a benchmark, the whole data root, a checkpoint file) and ``what`` it
+    holds, for messages."""
+
+    option: str
+    given: Path | str
+    path: Path | str
+    what: str
+    writes: bool = True  # False: only read (a checkpoint, the benchmark file, an OOD set)
+    replaced: bool = False  # True: replaced whole (a results folder)
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    return inner.resolve().is_relative_to(outer.resolve())
+
+
+def check_disjoint(*folders: Owned | None) -> None:
+    """Refuse, before any work, two of ``folders`` (``None``: not used) where one is or
+    contains the other, and one of them is replaced whole (it would delete or swap away what
+    the other holds) or both are written (their files would mix); a file that is only read
+    may lie in a folder that is written into. The message names both options and paths."""
+    given = [f for f in folders if f is not None]
+    for i, a in enumerate(given):
+        for b in given[i + 1:]:
+            if not (a.replaced or b.replaced or (a.writes and b.writes)):
+                continue
+            outer, inner = (a, b) if _contains(Path(a.path), Path(b.path)) else (b, a)
+            if not _contains(Path(outer.path), Path(inner.path)):
+                continue
+            how = "is" if Path(outer.path).resolve() == Path(inner.path).resolve() else "contains"
+            raise OutputError(
+                f"<{outer.option}={outer.given}> and <{inner.option}={inner.given}> overlap: "
+                f"{outer.path} ({outer.what}) {how} {inner.path} ({inner.what}), and writing "
+                "one replaces or mixes what the other holds",
+                "give them folders that do not contain one another (e.g. siblings: "
+                "results/, runs/ and data/)")
+
+
+def check_export(target: Path | str, option: str, source: Path | str) -> None:
+    """Refuse an export folder ``target`` that is, or contains, the results folder ``source``
+    it is made from: it is replaced whole, so the results would be deleted."""
+    target, source = Path(target), Path(source)
+    if _contains(target, source):
+        raise OutputError(f"<{option}={target}> contains the results folder {source} that the "
+                          "export is made from, and an export folder is replaced whole",
+                          "write the export to a folder of its own (the default is inside "
+                          "the results folder)")
 
 
 def inside(folder: Path | str, *parts: str) -> Path:
@@ -205,6 +259,49 @@ class StagedFolder:
         if old:
             shutil.rmtree(self.previous)
         return self.target
+
+
+def _foreign_files(folder: Path, owns: Callable[[Path], bool]) -> list[str]:
+    """The files of an existing, non-empty ``folder`` when ``owns`` does not recognise it as
+    one a command of this kind wrote (hidden files aside); empty when it may be replaced."""
+    if not folder.is_dir():
+        return []
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and not p.name.startswith("."))
+    return [] if not files or owns(folder) else files
+
+
+@contextmanager
+def staged(target: Path | str, option: str, owns: Callable[[Path], bool],
+           keep: Callable[[str], bool] = lambda rel: False) -> Iterator[Path]:
+    """Write a folder that replaces ``target`` whole: check that it can be written and that an
+    existing ``target`` is one this kind of command wrote (``owns``: e.g. it holds a
+    manifest), never a user's folder; hold its lock; yield the staging folder, swapped in when
+    the block ends normally (:class:`StagedFolder`, ``keep``). On any error or interrupt
+    ``target`` is left as it was and the partial output stays in the staging folder.
+    ``option`` is the API argument that named ``target``."""
+    from oodbench.lock import output_lock  # lock.py builds on this module
+    from oodbench.progress import console
+
+    target = Path(target)
+    check_writable(target, option)
+    with output_lock(target):
+        foreign = _foreign_files(target, owns)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more"
+                                               if len(foreign) > 3 else "")
+            raise OutputError(f"{target} holds files that oodbench did not write there "
+                              f"({shown}), and writing there replaces the folder whole",
+                              f"give <{option}> another folder, or move those files away")
+        stage = StagedFolder(target, keep)
+        try:
+            yield stage.staging
+        except BaseException:
+            if stage.discard_if_empty():
+                console.print(f"[yellow]{target} is left as it was[/yellow]; this run's "
+                              f"partial output is in {stage.staging}", soft_wrap=True)
+            raise
+        stage.commit()
 
 
 def echo_file(path: str, token: str) -> tuple[str, str]:

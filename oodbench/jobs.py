@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,8 +31,10 @@ import numpy as np
 
 from oodbench.checkpoint import file_hash, load_checkpoint
 from oodbench.config import Benchmark
-from oodbench.fileio import inside
-from oodbench.lock import unless_done
+from oodbench.errors import OodbenchError, OutputError
+from oodbench.fileio import check_files, inside, record_files
+from oodbench.lock import claim
+from oodbench.manifest import FILES_KEY
 from oodbench.pipeline import (
     EvalContext,
     ModelResult,
@@ -43,6 +46,7 @@ from oodbench.pipeline import (
     write_scores,
 )
 from oodbench.plugins import load_plugin_file
+from oodbench.progress import console
 from oodbench.provenance import source_fingerprint
 from oodbench.train import Trainer
 
@@ -50,7 +54,7 @@ TRAIN, EVAL, REPORT = "train", "eval", "report"
 EVALS_DIR = "evals"  # below runs/<benchmark>/
 RESULT_FILE = "result.json"  # an eval's rows, scorer parameters, checkpoint summary
 SCORES_FILE = "scores.npz"  # an eval's per-sample scores (float64)
-DONE_FILE = "done.json"  # written last: the eval is complete
+DONE_FILE = "done.json"  # written last: the eval is complete, with the hashes of the two above
 
 
 @dataclass(frozen=True)
@@ -211,8 +215,30 @@ def run_train(ws: Workspace, job: Job) -> Outcome:
     return _outcome(ws, job, path, len(ws.trainer.trained) > before, start)
 
 
+def stored_problem(folder: Path | str) -> str | None:
+    """Why the evaluation stored in ``folder`` cannot be trusted (None: it can): no done
+    marker, one that records no file hashes (an older oodbench's), a file missing or not the
+    one it records, or a result that does not read back whole (no rows, a truncated file)."""
+    folder = Path(folder)
+    done = folder / DONE_FILE
+    if not done.is_file():
+        return f"{DONE_FILE} is missing"
+    try:
+        recorded = json.loads(done.read_text()).get(FILES_KEY)
+        if not isinstance(recorded, dict) or set(recorded) != {RESULT_FILE, SCORES_FILE}:
+            return f"{DONE_FILE} records no hashes of {RESULT_FILE} and {SCORES_FILE}"
+        check_files(folder, recorded, done)
+        read_eval(folder)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, EOFError,
+            zipfile.BadZipFile, OodbenchError) as e:
+        return e.message if isinstance(e, OodbenchError) else f"{type(e).__name__}: {e}"
+    return None
+
+
 def run_eval(ws: Workspace, job: Job) -> Outcome:
-    """Score the job's checkpoint with every scorer, unless its evaluation is stored."""
+    """Score the job's checkpoint with every scorer, unless its evaluation is stored and
+    verified (:func:`stored_problem`); a stored one that is not is computed again, with a
+    note, under the evaluation's claim."""
     start = time.perf_counter()
     path = ws.trainer.find(job.training, job.seed)
     if path is None:
@@ -222,17 +248,27 @@ def run_eval(ws: Workspace, job: Job) -> Outcome:
     folder = eval_folder(ws, digest, job.training, job.seed)
     cache = ws.ctx.cache
     hits, misses = cache.hits, cache.misses
-    with unless_done(folder / DONE_FILE) as missing:
-        if missing:
-            model, meta = load_checkpoint(path)
-            result = score_model(ws.ctx, model, digest, job.training, job.seed)
-            write_scores(folder / SCORES_FILE, result.scores)
-            write_json(folder / RESULT_FILE, {
-                "rows": result.rows, "params": result.params,
-                "checkpoint": checkpoint_summary(path, digest, meta)})
-            write_json(folder / DONE_FILE, {"checkpoint_sha256": digest, "job": job.id,
-                                            "host": socket.gethostname(), "pid": os.getpid(),
-                                            "finished": time.time()})
+    done = folder / DONE_FILE
+    missing = stored_problem(folder) is not None
+    if missing:
+        with claim(done):
+            why = stored_problem(folder)  # the holder we may have waited for made it
+            missing = why is not None
+            if missing:
+                if done.is_file():  # a killed job leaves no marker: no note for that
+                    console.print(f"note: the stored evaluation {folder} is computed again: "
+                                  f"{why}", markup=False, soft_wrap=True, highlight=False)
+                done.unlink(missing_ok=True)
+                model, meta = load_checkpoint(path)
+                result = score_model(ws.ctx, model, digest, job.training, job.seed)
+                write_scores(folder / SCORES_FILE, result.scores)
+                write_json(folder / RESULT_FILE, {
+                    "rows": result.rows, "params": result.params,
+                    "checkpoint": checkpoint_summary(path, digest, meta)})
+                write_json(done, {"checkpoint_sha256": digest, "job": job.id,
+                                  "host": socket.gethostname(), "pid": os.getpid(),
+                                  "finished": time.time(),
+                                  FILES_KEY: record_files(folder, [RESULT_FILE, SCORES_FILE])})
     return _outcome(ws, job, folder, missing, start,
                     cache={"hits": cache.hits - hits, "misses": cache.misses - misses})
 
@@ -249,9 +285,13 @@ def run_job(work: Work, job: Job, *after: Outcome) -> Outcome:
 
 
 def read_eval(folder: Path | str) -> tuple[ModelResult, dict[str, Any]]:
-    """A stored evaluation: its result (rows, scores, parameters) and checkpoint summary."""
+    """A stored evaluation: its result (rows, scores, parameters) and checkpoint summary;
+    :class:`~oodbench.errors.OutputError` when it holds no rows (never an empty result)."""
     folder = Path(folder)
     data = json.loads((folder / RESULT_FILE).read_text())
+    if not data["rows"]:
+        raise OutputError(f"{folder / RESULT_FILE} holds no rows",
+                          "delete the folder; the next run computes it again")
     with np.load(folder / SCORES_FILE) as z:
         scores = {k: z[k] for k in z.files}
     return ModelResult(data["rows"], scores, data["params"]), data["checkpoint"]

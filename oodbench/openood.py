@@ -67,7 +67,7 @@ from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
 from oodbench.config import FIT_KEY, FIT_TRAIN, FIT_VAL
 from oodbench.errors import DataError
-from oodbench.fileio import atomic_write_text, inside
+from oodbench.fileio import atomic_write_text, check_export, inside, staged
 from oodbench.manifest import MANIFEST_FILE, scores_file
 from oodbench.metrics import COLUMNS, ID_ACC, RECALL
 from oodbench.scoring import create_scorer
@@ -378,7 +378,9 @@ def write_openood_csvs(folder: Path | str, out: Path | str) -> list[Path]:
     by :func:`~oodbench.report.read_metrics`, its scores by :func:`openood_cells`) as
     ``out/<training>/ood/<postprocessor>.csv`` (OpenOOD's ``<root>/ood/<postprocessor>.csv``;
     :func:`file_name`), then ``out/`` :data:`LONG_FILE`; returns the files written, in that
-    order."""
+    order. ``out`` is replaced whole (:func:`~oodbench.fileio.staged`), so no file of an
+    earlier export stays; it must not contain ``folder``, and an existing ``out`` must be such
+    an export (hold :data:`LONG_FILE`)."""
     from oodbench.report import read_metrics
 
     folder = Path(folder)
@@ -396,11 +398,14 @@ def write_openood_csvs(folder: Path | str, out: Path | str) -> list[Path]:
             raise DataError(f"scorers {other!r} and {scorer!r} would both be written as "
                             f"{file_name(scorer)}.csv", "rename the plugin scorer")
     _warn(folder, scorers)
-    written = []
-    for training, scorer in pairs:
-        path = inside(out, training, "ood", f"{file_name(scorer)}.csv")
-        atomic_write_text(path, openood_table(cells, training, scorer).to_csv())
-        written.append(path)
-    path = inside(out, LONG_FILE)
-    atomic_write_text(path, openood_long(cells).to_csv(index=False, float_format="%.6g"))
-    return [*written, path]
+    target = Path(out)
+    check_export(target, "out", folder)
+    with staged(target, "out", lambda old: (old / LONG_FILE).is_file()) as stage:
+        written = []
+        for training, scorer in pairs:
+            path = inside(stage, training, "ood", f"{file_name(scorer)}.csv")
+            atomic_write_text(path, openood_table(cells, training, scorer).to_csv())
+            written.append(path)
+        path = inside(stage, LONG_FILE)
+        atomic_write_text(path, openood_long(cells).to_csv(index=False, float_format="%.6g"))
+    return [target / p.relative_to(stage) for p in [*written, path]]

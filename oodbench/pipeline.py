@@ -54,14 +54,15 @@ from oodbench.data.preprocess import conversion_note
 from oodbench.errors import DataError
 from oodbench.extract import FeatureCache, weights_fingerprint
 from oodbench.fileio import (
-    StagedFolder,
+    Owned,
     atomic_write_bytes,
+    check_disjoint,
     check_writable,
     inside,
     record_files,
     remove_stale_temps,
+    staged,
 )
-from oodbench.lock import output_lock
 from oodbench.manifest import (
     FILES_KEY,
     MANIFEST_FILE,
@@ -78,16 +79,18 @@ from oodbench.metrics import (
     WARNING,
     accuracy,
     degenerate_note,
+    nonfinite_note,
     ood_metrics,
 )
 from oodbench.objectives import get_objective
-from oodbench.plots import FEATNORM, plot_results
+from oodbench.plots import FEATNORM, write_plots
 from oodbench.progress import console, make_progress
 from oodbench.registry import did_you_mean
 from oodbench.report import ablation_table, print_summary, write_reports
 from oodbench.scoring import (
     Features,
     Head,
+    InputsChanged,
     MapScorer,
     ModelScorer,
     Scorer,
@@ -233,6 +236,18 @@ class ModelResult:
     params: dict[str, dict[str, Any]]
 
 
+@dataclass
+class _Inputs:
+    """What the scorers of one model share: the features of the ID splits they fit on (by
+    split name), of the sets they score (the ID test set first), of the validation side
+    (``scorer_grids``) and the head."""
+
+    fits: dict[str, Features]
+    sets: dict[str, Features]
+    val: dict[str, Features]
+    head: Head
+
+
 class _Checkpoint:
     """Scoring one model inside a context: cached passes, and fit + score of one scorer."""
 
@@ -250,6 +265,21 @@ class _Checkpoint:
         ctx = self.ctx
         return ctx.cache.scores(self.model, self.ckpt_hash, scorer, arrays[name], ctx.preprocess,
                                 ctx.device, ctx.bench.extract_batch, self.progress)
+
+    def inputs(self) -> _Inputs:
+        """The cached passes every scorer of the context shares, and the model's head (a
+        copy): read again after a scorer wrote to them (:class:`InputsChanged`)."""
+        ctx = self.ctx
+        bench, splits = ctx.bench, ctx.splits
+        fits = {FIT_TRAIN: self.features(splits.train)}
+        if any(bench.fit_split(n) == FIT_VAL for n in bench.scorers):
+            fits[FIT_VAL] = self.features(splits.val)
+        sets = ({splits.test.name: self.features(splits.test)}
+                | {n: self.features(a) for n, a in ctx.ood.sets.items()})
+        tuned = any(n in bench.scorer_grids for n in bench.scorers)
+        val = ({VAL_ID: self.features(splits.val)}
+               | {n: self.features(a) for n, a in ctx.val_ood.sets.items()} if tuned else {})
+        return _Inputs(fits, sets, val, _head(self.model))
 
     def fit_score(self, scorer: Scorer, fit: tuple[ImageSet, Features], head: Head,
                   sets: Mapping[str, Features],
@@ -277,15 +307,15 @@ def _grid_record(ctx: EvalContext, trials: list[dict[str, Any]]) -> dict[str, An
 
 
 def _score_one(
-    run: _Checkpoint, name: str, fits: dict[str, Features], head: Head,
-    sets: dict[str, Features], arrays: dict[str, ImageSet], val: dict[str, Features],
-) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:
-    """(scores per set, parameters and fit facts, failure note) of one scorer, fitted on its
-    ID split (``fits``: features by split name); a failure leaves no scores and a note, and
-    the matrix goes on."""
+    run: _Checkpoint, name: str, inputs: _Inputs, arrays: dict[str, ImageSet],
+) -> tuple[dict[str, np.ndarray], dict[str, Any], str, bool]:
+    """(scores per set, parameters and fit facts, failure note, whether it changed
+    ``inputs``) of one scorer, fitted on its ID split; a failure leaves no scores and a note,
+    and the matrix goes on."""
     bench = run.ctx.bench
     split = bench.fit_split(name)
-    fit = (getattr(run.ctx.splits, split), fits[split])
+    fit = (getattr(run.ctx.splits, split), inputs.fits[split])
+    head, sets, val = inputs.head, inputs.sets, inputs.val
     values = dict(bench.scorer_params.get(name, {}))
     params: dict[str, Any] = {}
     try:
@@ -307,9 +337,11 @@ def _score_one(
         out = run.fit_score(scorer, fit, head, sets, arrays)
         params |= scorer.fit_summary()
         params["seconds"] = round(time.perf_counter() - start, 3)
-        return out, params, ""
+        return out, params, "", False
     except ScorerFailed as e:
-        return {}, params, e.reason
+        return {}, params, e.reason, False
+    except InputsChanged as e:
+        return {}, params, f"{e.reason}; the other scorers get them as extracted", True
 
 
 def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str,
@@ -323,6 +355,9 @@ def score_model(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training:
     scorer's rows hold NaN and its failure as ``note``; a scorer whose scores on ID test + an
     OOD set are degenerate (:func:`oodbench.metrics.degenerate_note`) keeps its values, with
     the warning as the rows' ``note``, in its parameters' ``warnings`` and on the console.
+    A scorer that writes to the features, logits, labels or head it shares with the others
+    fails (:class:`~oodbench.scoring.InputsChanged`), and the next scorers get them read
+    again; ID accuracy fails, counting them, where ID test logits are not finite.
     It runs on the torch threads of ``resources.eval`` (:mod:`oodbench.threads`).
     """
     with job_threads(ctx.bench.resources.eval):
@@ -334,32 +369,33 @@ def _scored(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str
     """:func:`score_model`'s work."""
     bench, splits = ctx.bench, ctx.splits
     id_name = splits.test.name  # the benchmark's ID set, or one a caller gave
-    tuned = any(n in bench.scorer_grids for n in bench.scorers)
     with make_progress(transient=True) as prog:
         run = _Checkpoint(ctx, model, ckpt_hash, prog)
-        train, test = run.features(splits.train), run.features(splits.test)
-        fits = {FIT_TRAIN: train}
-        if any(bench.fit_split(n) == FIT_VAL for n in bench.scorers):
-            fits[FIT_VAL] = run.features(splits.val)
-        sets = {id_name: test} | {n: run.features(a) for n, a in ctx.ood.sets.items()}
-        val = ({VAL_ID: run.features(splits.val)}
-               | {n: run.features(a) for n, a in ctx.val_ood.sets.items()} if tuned else {})
+        inputs = run.inputs()
+    test = inputs.sets[id_name]
     arrays = {id_name: splits.test} | ctx.ood.sets
-    head = _head(model)
     base = {"benchmark": bench.name, "training": training, "seed": seed}
+    # non-finite logits have no argmax: ID accuracy is a failed cell that counts them
+    acc_failure = nonfinite_note(test.logits, f"ID test set {id_name!r}")
     result = ModelResult(
         rows=[base | {"scorer": "", "ood_set": "", "group": "", "metric": ID_ACC,
-                      "value": accuracy(test.logits, test.labels), "note": ""}],
+                      "value": float("nan") if acc_failure
+                      else accuracy(test.logits, test.labels), "note": acc_failure}],
         # diagnostics beside the scores: the L2 norm of each sample's penultimate feature
         scores={f"{FEATNORM}/{n}": f.features.double().norm(dim=1).numpy()
-                for n, f in sets.items()},
+                for n, f in inputs.sets.items()},
         params={})
+    if acc_failure:
+        console.print(f"[red]ID accuracy failed[/red] ({training} s{seed}): {acc_failure}",
+                      soft_wrap=True)
     with make_progress(transient=True) as prog:
         run.progress = prog
         task = prog.add_task(f"score {training} s{seed}", total=len(bench.scorers), stats="")
         for name in bench.scorers:
             prog.update(task, stats=name)
-            out, params, failure = _score_one(run, name, fits, head, sets, arrays, val)
+            out, params, failure, changed = _score_one(run, name, inputs, arrays)
+            if changed:  # the next scorers get the passes as extracted, not as it left them
+                inputs = run.inputs()
             result.params[name] = params
             if failure:
                 console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {failure}",
@@ -401,6 +437,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 # the files of a results folder that ``ablate`` writes; ``run`` and ``eval`` write the others
 ABLATION_PREFIX = "ablation"
+ABLATION_MANIFEST = f"{ABLATION_PREFIX}_manifest.json"
+EVAL_PREFIX = "eval-"  # eval writes <out_dir>/eval-<name>/
 
 
 def ablation_file(rel: str) -> bool:
@@ -411,26 +449,48 @@ def run_file(rel: str) -> bool:
     return not ablation_file(rel)
 
 
+def results_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a results folder that ``run``, ``eval`` or ``ablate`` wrote (it
+    holds one of their manifests), which the next of them may replace."""
+    return (folder / MANIFEST_FILE).is_file() or (folder / ABLATION_MANIFEST).is_file()
+
+
+def check_folders(bench: Benchmark, opts: RunOptions, option: str, given: Path | str | None,
+                  out: Path | None, runs: Path | None, *inputs: Owned | None) -> None:
+    """Refuse, before any work, a results folder ``out`` (None: none is written; ``option``
+    and ``given`` name it, the folder the user gave, of which ``out`` is a subfolder), a runs
+    folder ``runs`` (the benchmark's checkpoints, cache and evaluations; None: not used), the
+    data root, the extra OOD sets, the benchmark file and ``inputs`` (files a command reads)
+    that overlap (:func:`~oodbench.fileio.check_disjoint`)."""
+    root = resolve_data_root(opts.data_root)
+    source = Path(bench.source) if bench.source else None
+    check_disjoint(
+        Owned(option, str(given), out, "results folder", replaced=True)
+        if out is not None else None,
+        Owned("runs_dir", opts.runs_dir, runs, "checkpoints, feature cache and evaluations")
+        if runs is not None else None,
+        Owned("data_root", root, root, "datasets") if root is not None else None,
+        *(Owned("extra_ood", f"{n}={p}", p, f"extra OOD set {n!r}", writes=False)
+          for n, p in opts.extra_ood.items()),
+        Owned("config", source, source, "benchmark file", writes=False)
+        if source is not None and source.is_file() else None,
+        *inputs)
+
+
 @contextmanager
-def exclusive(out: Path, runs: Path, keep: Callable[[str], bool]) -> Iterator[Path]:
+def exclusive(out: Path, runs: Path, keep: Callable[[str], bool],
+              option: str = "out_dir") -> Iterator[Path]:
     """Check that ``out`` and the checkpoint / cache folder ``runs`` can be written, hold the
-    lock of ``out``, delete the temp files that killed runs left, and yield the staging
-    folder that replaces ``out`` whole when the block ends normally (:class:`StagedFolder`;
-    ``keep`` names the files of ``out`` that another command owns). On any error or
-    interrupt ``out`` is left as it was and the partial output stays in the staging folder."""
-    check_writable(out, "out_dir")
+    lock of ``out`` (which must be a results folder or new: :func:`results_folder`), delete
+    the temp files that killed runs left, and yield the staging folder that replaces ``out``
+    whole when the block ends normally (:func:`~oodbench.fileio.staged`; ``keep`` names the
+    files of ``out`` that another command owns). On any error or interrupt ``out`` is left
+    as it was and the partial output stays in the staging folder. ``option`` is the API
+    argument that named ``out``'s parent."""
     check_writable(runs, "runs_dir")
-    with output_lock(out):
+    with staged(out, option, results_folder, keep) as stage:
         remove_stale_temps(runs)
-        stage = StagedFolder(out, keep)
-        try:
-            yield stage.staging
-        except BaseException:
-            if stage.discard_if_empty():
-                console.print(f"[yellow]{out} is left as it was[/yellow]; this run's partial "
-                              f"output is in {stage.staging}", soft_wrap=True)
-            raise
-        stage.commit()
+        yield stage
     console.print(f"results written to {out}/", soft_wrap=True)
 
 
@@ -466,7 +526,7 @@ def finish_results(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict
         p.relative_to(out).as_posix() for p in (out / SCORES_DIR).glob("*.npz"))])
     write_json(out / MANIFEST_FILE, manifest)
     write_reports(df, out, ctx.bench.name)
-    plot_results(out)
+    write_plots(out, out / "plots")
     hits, misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
     if misses == 0:
         console.print(f"[green]feature cache: all {hits} entries reused, no forward pass[/]")
@@ -501,13 +561,17 @@ def evaluate_checkpoint(
 
     ``model_args`` (``arch``, ``num_classes``, ``in_channels``) describe a plain state_dict.
     The checkpoint's own normalisation statistics are used when it records them, otherwise
-    the benchmark's ID-train statistics. ``options`` are :class:`RunOptions`.
+    the benchmark's ID-train statistics. Writes ``out_dir/eval-<checkpoint file stem>/``
+    (:func:`eval_folder`), whole. ``options`` are :class:`RunOptions`.
     """
     opts = RunOptions.of(options)
     given, bench = bench, bench.with_overrides(scorers=scorers, device=opts.device)
-    out = Path(out_dir)
+    out = eval_folder(out_dir, Path(path).stem, "checkpoint file name")
+    runs = inside(opts.runs_dir, bench.name)
+    check_folders(bench, opts, "out_dir", out_dir, out, runs,
+                  Owned("checkpoint", path, path, "checkpoint", writes=False))
     started = Started()
-    with exclusive(out, inside(opts.runs_dir, bench.name), ablation_file) as stage:
+    with exclusive(out, runs, ablation_file) as stage:
         args = dict(model_args or {})
         model, meta = load_checkpoint(path, args.get("arch"), args.get("num_classes"),
                                       args.get("in_channels") or bench.channels,
@@ -526,6 +590,12 @@ def evaluate_checkpoint(
         return _write_model_results(
             ctx, score_model(ctx, model, digest, training, 0), training, stage, started, given,
             opts.quiet, checkpoint={"path": str(path), "sha256": digest, "meta": meta})
+
+
+def eval_folder(out_dir: Path | str, name: str, what: str) -> Path:
+    """``out_dir/eval-<name>``: the results folder of ``eval`` (``name``, a safe name, is the
+    checkpoint's file stem or the model's name); ``out_dir`` itself is never replaced."""
+    return inside(out_dir, EVAL_PREFIX + check_name(name, what))
 
 
 def _write_model_results(ctx: EvalContext, result: ModelResult, training: str, stage: Path,
@@ -585,10 +655,10 @@ def evaluate(
     options for :func:`adapt` (``feature_layer``, ``head_layer``, ``preprocess``); ``name``
     labels the model's rows.
 
-    Nothing is written unless ``out`` is given (then the folder ``out`` gets the files of
-    ``oodbench run``) or ``cache_dir`` (the feature cache, keyed by a fingerprint of the
-    model's weights). ``options`` are :class:`RunOptions` (``data_root``, ``download``,
-    ``quiet``; quiet by default).
+    Nothing is written unless ``out`` is given (then ``out/eval-<name>/`` gets the files of
+    ``oodbench run``, replaced whole: :func:`eval_folder`) or ``cache_dir`` (the feature
+    cache, keyed by a fingerprint of the model's weights). ``options`` are
+    :class:`RunOptions` (``data_root``, ``download``, ``quiet``; quiet by default).
     """
     started = Started()
     opts = RunOptions.of({"quiet": True} | options)
@@ -597,8 +667,12 @@ def evaluate(
     given = load_benchmark(benchmark, config) if isinstance(benchmark, str) else benchmark
     bench = given.with_overrides(scorers=scorers, device=device or opts.device,
                                  extract_batch=batch_size)
-    net = adapt(model, **(adapter or {}))
     check_name(name, "model name")
+    target = eval_folder(out, name, "model name") if out is not None else None
+    check_folders(given, opts, "out", out, target, None,
+                  Owned("cache_dir", cache_dir, cache_dir, "feature cache")
+                  if cache_dir is not None else None)
+    net = adapt(model, **(adapter or {}))
     if net.fc.out_features < bench.num_classes:
         raise ConfigError(f"the model's head has {net.fc.out_features} outputs, but benchmark "
                           f"{bench.name!r} has {bench.num_classes} classes",
@@ -624,14 +698,13 @@ def evaluate(
                       resolve_device(bench.device),
                       preprocess=model_preprocess(net, bench, splits, input_size))
     digest = weights_fingerprint(net)
-    if out is None:
+    if target is None:
         result = score_model(ctx, net, digest, name, 0)
         df = pd.DataFrame(result.rows, columns=list(COLUMNS))
         if not opts.quiet:
             print_summary(df)
         return df
-    target = Path(out)
-    with exclusive(target, Path(cache_dir or target), ablation_file) as stage:
+    with exclusive(target, Path(cache_dir or target), ablation_file, "out") as stage:
         return _write_model_results(ctx, score_model(ctx, net, digest, name, 0), name, stage,
                                     started, given, opts.quiet,
                                     model={"class": f"{type(model).__module__}."
@@ -668,8 +741,10 @@ def ablate_benchmark(
                           f"{', '.join(on_val)} would be fitted on (scorer_fit)",
                           "leave them out of ablate_scorers or fit them on \"train\"")
     out = inside(out_dir, check_name(bench.name, "benchmark name"))
+    runs = inside(opts.runs_dir, bench.name)
+    check_folders(bench, opts, "out_dir", out_dir, out, runs)
     started = Started()
-    with exclusive(out, inside(opts.runs_dir, bench.name), run_file) as stage:
+    with exclusive(out, runs, run_file) as stage:
         ctx, trainer = context(bench, opts, val_side=True)
         assert trainer is not None
         variants = [(spec, seed) for seed in range(bench.seeds)
@@ -700,7 +775,7 @@ def ablate_benchmark(
                 table += f"\nPartial: {len(checkpoints)} of {len(variants)} variants so far.\n"
             write_csv(stage / f"{ABLATION_PREFIX}.csv", df)
             atomic_write_bytes(stage / f"{ABLATION_PREFIX}.md", table.encode())
-            write_json(stage / f"{ABLATION_PREFIX}_manifest.json", ctx.manifest(
+            write_json(stage / ABLATION_MANIFEST, ctx.manifest(
                 started, given, seeds=list(range(bench.seeds)), scorers=list(bench.scorers),
                 checkpoints=checkpoints))
         if not opts.quiet:

@@ -11,6 +11,7 @@ atomically as PNG.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,12 +20,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_curve
 
 from oodbench.errors import DataError
-from oodbench.fileio import atomic_write_bytes, inside
+from oodbench.fileio import atomic_write_bytes, check_export, inside, staged
 from oodbench.manifest import scores_file
-from oodbench.metrics import FPR95, RECALL, auroc
+from oodbench.metrics import FPR95, RECALL, auroc, roc_points
 from oodbench.report import (
     DELTA,
     compat_table,
@@ -34,7 +34,7 @@ from oodbench.report import (
     training_label,
 )
 
-__all__ = ["plot_results"]
+__all__ = ["plot_results", "write_plots"]
 
 DPI = 110
 BINS = 60
@@ -45,6 +45,7 @@ FEATNORM = "_featnorm"  # npz key prefix of the per-sample feature norms the pip
 HEAT_CMAP = mpl.colormaps["RdYlGn_r"].with_extremes(bad="0.82")  # grey = failed / missing
 
 _Scores = dict[str, np.ndarray]  # dataset -> per-sample scores of one (training, scorer)
+_PLOT_FILE = re.compile(r"(hist|roc)_.+\.png|delta_fpr95(_heatmap)?\.png|feature_norms\.png")
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -104,14 +105,26 @@ def _n_handles(legend: tuple[list, list[str]]) -> int:
     return len(legend[0])
 
 
-def _bins(arrays: Iterable[np.ndarray]) -> np.ndarray:
-    """Shared histogram bin edges covering all `arrays` except their outer ``TAIL`` percent."""
+def _bins(arrays: Iterable[np.ndarray]) -> np.ndarray | None:
+    """Shared histogram bin edges covering all `arrays` except their outer ``TAIL`` percent;
+    None when that range is wider than float64 can subtract (finite scores near ±1e308: no
+    axis can hold them, though their ranking, hence every metric and ROC curve, stands)."""
     arrays = list(arrays)
-    lo = min(float(np.percentile(a, TAIL)) for a in arrays)
-    hi = max(float(np.percentile(a, 100 - TAIL)) for a in arrays)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo = min(float(np.percentile(a, TAIL)) for a in arrays)
+        hi = max(float(np.percentile(a, 100 - TAIL)) for a in arrays)
+        if not np.isfinite(hi - lo):
+            return None
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     return np.linspace(lo, hi, BINS + 1)
+
+
+def _too_wide(ax: Axes, arrays: Iterable[np.ndarray]) -> None:
+    """Say on `ax` why it has no histogram (:func:`_bins` gave None)."""
+    values = np.concatenate(list(arrays))
+    _empty(ax, f"no histogram: values span {values.min():.3g} to {values.max():.3g}, wider "
+               "than float64 can subtract")
 
 
 def _hist_panel(
@@ -144,7 +157,7 @@ def _roc_panel(ax: Axes, sets: _Scores, ood: dict[str, str]) -> None:
         if name not in sets:
             continue
         labels = np.r_[np.ones(sets[""].size), np.zeros(sets[name].size)]
-        fpr, tpr, _ = roc_curve(labels, np.r_[sets[""], sets[name]])
+        fpr, tpr = roc_points(labels, np.r_[sets[""], sets[name]], drop_intermediate=True)
         area = auroc(sets[""], sets[name])
         ax.plot(fpr, tpr, color=colors[name], linewidth=1.4,
                 label=f"{_set_label(name, ood)}: AUROC {area * 100:.2f}")
@@ -171,7 +184,11 @@ def _score_figure(
         if sets is None:
             _empty(ax, _failure(df, training, scorer))
         elif kind == "hist":
-            _hist_panel(ax, sets, ood, _bins(sets.values()), "score (higher = more ID)")
+            bins = _bins(sets.values())
+            if bins is None:
+                _too_wide(ax, sets.values())
+            else:
+                _hist_panel(ax, sets, ood, bins, "score (higher = more ID)")
         else:
             _roc_panel(ax, sets, ood)
     if kind == "hist":
@@ -287,6 +304,9 @@ def _norm_figure(
         if training not in norms:
             _empty(ax, "no feature norms")
             continue
+        if bins is None:
+            _too_wide(ax, norms[training].values())
+            continue
         _hist_panel(ax, norms[training], ood, bins, "penultimate feature L2 norm", means=True)
         ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2,
                   frameon=False)
@@ -294,17 +314,35 @@ def _norm_figure(
     return fig
 
 
+def _plots_only(folder: Path) -> bool:
+    """Whether every (visible) file of ``folder`` is a figure :func:`write_plots` writes."""
+    return all(_PLOT_FILE.fullmatch(p.name) for p in folder.rglob("*")
+               if p.is_file() and not p.name.startswith("."))
+
+
 def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) -> list[Path]:
+    """:func:`write_plots` into `out_dir` (default ``results_dir / "plots"``), which is
+    replaced whole (:func:`~oodbench.fileio.staged`: no figure of an earlier call stays); it
+    must not contain `results_dir`, and an existing one must hold only such figures. Returns
+    the written paths."""
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir / "plots"
+    check_export(out, "out", results_dir)
+    with staged(out, "out", _plots_only) as stage:
+        written = write_plots(results_dir, stage, seed)
+    return [out / p.relative_to(stage) for p in written]
+
+
+def write_plots(results_dir: Path, out: Path, seed: int = 0) -> list[Path]:
     """Write ``hist_<scorer>.png``, ``roc_<scorer>.png`` and ``feature_norms.png`` (data of
     `seed`), ``delta_fpr95.png`` and ``delta_fpr95_heatmap.png`` (all seeds) for one
-    benchmark's results; returns the written paths.
+    benchmark's results into `out`; returns the written paths.
 
     Scorers without scores in any training (failed) get no histogram or ROC figure; the Δ
     figures need at least two trainings; the feature-norm figure needs ``_featnorm`` arrays
-    (older results have none). `out_dir` defaults to ``results_dir / "plots"``.
+    (older results have none).
     """
     results_dir = Path(results_dir)
-    out = Path(out_dir) if out_dir is not None else results_dir / "plots"
     df = read_metrics(results_dir)
     bench = str(df["benchmark"].iloc[0])
     ood = _ood_sets(df)

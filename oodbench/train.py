@@ -49,7 +49,7 @@ from oodbench.config import (
 )
 from oodbench.data import ImageArray, ImageSet, Preprocess, resolve_data_root
 from oodbench.errors import ConfigError, DeviceError, TrainingError
-from oodbench.fileio import check_writable, inside
+from oodbench.fileio import Owned, check_disjoint, check_writable, inside
 from oodbench.layout import CONTIGUOUS, MemoryFormat, model_format
 from oodbench.models import create_model
 from oodbench.objectives import Objective, create_objective, get_objective
@@ -582,6 +582,9 @@ def train_benchmark(
     by torchrun, the processes train each checkpoint together (DDP; rank 0 writes it)."""
     bench = bench.with_overrides(seeds=seeds, device=device)
     check_writable(runs_dir, "runs_dir")
+    root = resolve_data_root(data_root)
+    check_disjoint(Owned("runs_dir", runs_dir, inside(runs_dir, bench.name), "checkpoints"),
+                   Owned("data_root", root, root, "datasets") if root else None)
     with distributed.process_group(resolve_device(bench.device)) as rank_device:
         check_world_size(bench, distributed.world_size())
         with distributed.main_first(download):

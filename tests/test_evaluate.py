@@ -52,8 +52,8 @@ def test_evaluate_writes_nothing_and_matches_the_checkpoint_path(tb: SimpleNames
 
 
 def test_evaluate_with_out_writes_the_run_files(tb: SimpleNamespace) -> None:
-    out = tb.out / "mine"
-    df = evaluate(_net(), tb.bench, data_root=tb.root, out=out, scorers="msp")
+    df = evaluate(_net(), tb.bench, data_root=tb.root, out=tb.out, scorers="msp")
+    out = tb.out / "eval-model"  # out/eval-<name>, never out itself
     names = {p.relative_to(out).as_posix() for p in _files(out)}
     assert {"metrics.csv", "manifest.json", "compat.md", "scores/model-s0.npz"} <= names
     np.testing.assert_array_equal(read_metrics(out)["value"].to_numpy(), df["value"].to_numpy())
@@ -110,11 +110,11 @@ def test_cli_eval_of_a_torchvision_model_with_safetensors_weights(
     assert main([*args, "--weights", str(weights)]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "converted to the model's input 28x28x3: grey copied to RGB" in err
-    df = read_metrics(tb.out / "r18")
+    df = read_metrics(tb.out / "r18" / "eval-resnet18")  # <out>/eval-<model name>
     assert set(df.scorer) == {"", "msp", "energy", "knn"} and df["value"].notna().all()
     again = main([*args[:-1], str(tb.out / "again"), "--weights", str(weights)])
     assert again == 0 and "all 3 entries reused" in capsys.readouterr().err  # cached by weights
-    assert (read_metrics(tb.out / "again")["value"] == df["value"]).all()
+    assert (read_metrics(tb.out / "again" / "eval-resnet18")["value"] == df["value"]).all()
 
 
 def test_cli_eval_refuses_a_pickle_payload_in_pt_weights(

@@ -51,12 +51,13 @@ def test_a_second_run_on_the_same_out_fails_at_once(
     assert lock_path(folder) == tiny_bench.out / ".tiny.oodbench.lock"  # beside the folder
     assert lock_path(folder).read_bytes() == b""  # released: empty again
 
-    eval_out = tiny_bench.out / "eval"
+    eval_out = tiny_bench.out / "eval-model"  # eval writes <out>/eval-<checkpoint stem>
     checkpoint = tiny_bench.runs.parent / "model.pt"
     checkpoint.write_bytes(b"not read: the lock comes first")
     with output_lock(eval_out):
         assert main(_args(tiny_bench, "eval", "--checkpoint", str(checkpoint), "--arch",
-                          "resnet8", "--num-classes", "10", "--out", str(eval_out))) == 1
+                          "resnet8", "--num-classes", "10", "--out",
+                          str(tiny_bench.out))) == 1
     assert f"is writing to {eval_out}; wait for it" in capsys.readouterr().err
 
 

@@ -110,7 +110,7 @@ def test_eval_scores_a_plain_state_dict(tiny_bench: SimpleNamespace) -> None:
                  "--checkpoint", str(plain), "--arch", "resnet8", "--num-classes", "10",
                  "--data-root", str(tiny_bench.root), "--runs-dir", str(tiny_bench.runs),
                  "--out", str(out), "--scorers", "msp,knn"]) == 0
-    df = pd.read_csv(out / "metrics.csv")
+    df = pd.read_csv(out / "eval-plain" / "metrics.csv")
     assert set(df.scorer.dropna()) == {"msp", "knn"}
     assert df.value.notna().all()
 

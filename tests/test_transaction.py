@@ -42,7 +42,7 @@ def test_a_failed_rerun_leaves_the_previous_results_as_they_were(
     def broken(*_: object) -> None:
         raise OutputError("plots could not be drawn")
 
-    monkeypatch.setattr(pipeline, "plot_results", broken)  # after metrics.csv and scores
+    monkeypatch.setattr(pipeline, "write_plots", broken)  # after metrics.csv and scores
     code, err = _run(tb, capsys, "--scorers", "msp,knn")
     assert code == 1 and "plots could not be drawn" in err
     assert _snapshot(folder) == before
