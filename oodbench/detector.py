@@ -40,7 +40,7 @@ from oodbench.extract import prepare_model, weights_fingerprint
 from oodbench.fileio import atomic_write_bytes, atomic_write_text
 from oodbench.layout import MemoryFormat
 from oodbench.provenance import library_versions
-from oodbench.scoring import Features, Head, ModelScorer
+from oodbench.scoring import Features, Head, MapScorer, ModelScorer, as_scores
 from oodbench.train import resolve_device
 
 __all__ = ["META_FILE", "STATE_FILE", "Detector"]
@@ -111,15 +111,16 @@ class Detector:
         if not len(x):
             return np.zeros(0)
         if not isinstance(self.scorer, ModelScorer):
-            return self.scorer.score(self._features(_batches((x, None), self.batch_size)))
+            raw = self.scorer.score(self._features(_batches((x, None), self.batch_size)))
+            return as_scores(self.scorer, raw, "x")
         std = torch.tensor(self.pixel_std, dtype=torch.float32, device=self.device)
         out = []
         for chunk in x.split(self.batch_size):
             with torch.enable_grad():
                 scores = self.scorer.score_batch(
                     net, self._layout.batch(chunk.to(self.device)), std.view(1, -1, 1, 1))
-            out.append(scores.detach().double().cpu())
-        return torch.cat(out).numpy()
+            out.append(as_scores(self.scorer, scores, "x"))
+        return np.concatenate(out)
 
     def save(self, folder: Path | str) -> Path:
         """Write ``scorer.safetensors`` and ``detector.json`` into ``folder``; returns it."""
@@ -162,10 +163,31 @@ class Detector:
         state = _read_state(state_path, meta, meta_path)
         try:
             det.scorer.load_fitted_state(state | meta["fitted"])
+            det._check_fitted()
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{state_path} does not fit scorer {det.name!r}: {e}",
                                   "save the detector again") from e
         return det
+
+    def _check_fitted(self) -> None:
+        """ValueError unless the scorer's fitted state suits this model: its own checks
+        (:meth:`~oodbench.scoring.Scorer.check_fitted`), then, for a scorer of pooled features,
+        two made-up samples scored without error (so a state that passed them but cannot
+        score fails here, not on the user's first batch)."""
+        fc = self._model().fc
+        n_dims = fc.weight.shape[1]
+        self.scorer.check_fitted(n_dims)
+        if isinstance(self.scorer, ModelScorer | MapScorer):
+            return
+        with torch.no_grad():
+            probe = torch.ones(2, n_dims, device=fc.weight.device, dtype=fc.weight.dtype)
+            logits = fc(probe)
+        probe = Features(probe.float().cpu(), logits.float().cpu(), torch.full((2,), -1))
+        try:
+            self.scorer.score(probe)
+        except Exception as e:
+            raise ValueError(f"scoring {n_dims}-dimensional features with it raises "
+                             f"{type(e).__name__}: {e}") from e
 
     def _prepare(self, device: str | torch.device | None) -> None:
         """Copy the model for passes on ``device`` and fingerprint its weights."""

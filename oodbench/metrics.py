@@ -27,7 +27,9 @@ __all__ = [
     "degenerate_note",
     "fpr95",
     "fpr95_oodpos",
+    "nonfinite_note",
     "ood_metrics",
+    "roc_points",
 ]
 
 RECALL = 0.95
@@ -80,9 +82,20 @@ def _id_positive(
     return labels, np.concatenate([ids, oods])
 
 
+def roc_points(labels: np.ndarray, scores: np.ndarray,
+               drop_intermediate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) of scikit-learn's ROC curve, every point unless ``drop_intermediate``.
+    Finite scores near ±float64 max overflow the differences it takes between sorted scores
+    to ±inf, which still tell distinct scores apart: that overflow is expected, not warned
+    about."""
+    with np.errstate(over="ignore"):
+        fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=drop_intermediate)
+    return fpr, tpr
+
+
 def _fpr_at_recall(labels: np.ndarray, scores: np.ndarray) -> float:
     """FPR at the first ROC operating point whose TPR reaches ``RECALL``."""
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    fpr, tpr = roc_points(labels, scores)
     return float(fpr[np.argmax(tpr >= RECALL)])
 
 
@@ -116,7 +129,7 @@ def auroc(id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.Ten
     Computed as :func:`ood_metrics` does (trapezoids under scikit-learn's full ROC curve), so
     the two agree to the last bit; scikit-learn's ``roc_auc_score`` agrees to ~1e-15.
     """
-    fpr, tpr, _ = roc_curve(*_id_positive(id_scores, ood_scores), drop_intermediate=False)
+    fpr, tpr = roc_points(*_id_positive(id_scores, ood_scores))
     return float(auc(fpr, tpr))
 
 
@@ -134,7 +147,8 @@ def aupr_out(id_scores: ArrayLike | torch.Tensor, ood_scores: ArrayLike | torch.
 def _ap(labels: np.ndarray, scores: np.ndarray) -> float:
     """scikit-learn's average precision, clipped to [0, 1]: its float sum can overshoot 1 by
     an ulp (found by tests/test_fuzz.py)."""
-    return min(1.0, max(0.0, float(average_precision_score(labels, scores))))
+    with np.errstate(over="ignore"):  # as in roc_points
+        return min(1.0, max(0.0, float(average_precision_score(labels, scores))))
 
 
 def _curve_metrics(tps: np.ndarray, fps: np.ndarray) -> tuple[float, float]:
@@ -156,7 +170,7 @@ def ood_metrics(
     single-metric functions above (tests/test_metrics.py, tests/test_fuzz.py).
     """
     labels, scores = _id_positive(id_scores, ood_scores)
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    fpr, tpr = roc_points(labels, scores)
     n_id, n_ood = int(labels.sum()), int(labels.size - labels.sum())
     tps, fps = np.rint(tpr * n_id), np.rint(fpr * n_ood)
     fpr95_in, ap_in = _curve_metrics(tps, fps)
@@ -179,17 +193,35 @@ def degenerate_note(
     return f"{WARNING}{share:.1%} of scores equal ({kind})"
 
 
+def nonfinite_note(logits: ArrayLike | torch.Tensor, what: str) -> str:
+    """Why N x K ``logits`` (of ``what``) give no accuracy: how many rows hold a NaN or
+    infinite value (argmax would take a NaN for the largest); ``""`` when all are finite."""
+    values = _numpy(logits)
+    if values.ndim != 2 or values.dtype.kind not in "fc":
+        return ""
+    bad = int((~np.isfinite(values)).any(axis=1).sum())
+    if not bad:
+        return ""
+    return (f"{bad} of {len(values)} samples of {what} have non-finite (NaN/inf) logits, which "
+            "have no argmax: the model's outputs are broken")
+
+
+def _numpy(values: ArrayLike | torch.Tensor) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
 def accuracy(logits_or_preds: ArrayLike | torch.Tensor, labels: ArrayLike | torch.Tensor) -> float:
     """Top-1 accuracy from N x K logits (argmax) or N predicted class indices.
 
-    Every label must be known (>= 0).
+    Every label must be known (>= 0), and every logit finite (:func:`nonfinite_note`).
     """
-    if isinstance(logits_or_preds, torch.Tensor):
-        logits_or_preds = logits_or_preds.detach().cpu().numpy()
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    values = np.asarray(logits_or_preds)
-    targets = np.asarray(labels)
+    values = _numpy(logits_or_preds)
+    targets = _numpy(labels)
+    broken = nonfinite_note(values, "the logits")
+    if broken:
+        raise ValueError(f"accuracy: {broken}")
     preds = values.argmax(axis=1) if values.ndim == 2 else values
     if preds.ndim != 1 or targets.ndim != 1 or preds.shape != targets.shape:
         raise ValueError(

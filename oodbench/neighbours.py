@@ -120,6 +120,19 @@ class NeighbourScorer(Scorer):
         return topk_inner(F.normalize(data.features, dim=1), self._fitted(self.bank_), self.k,
                           self.chunk_size, self.bank_chunk_size, self.backend)
 
+    def check_fitted(self, n_dims: int) -> None:
+        """The base checks, then: the bank is float32, ``n_dims`` wide, and holds at least
+        ``k`` rows."""
+        super().check_fitted(n_dims)
+        bank = self._fitted(self.bank_)
+        if bank.dtype != torch.float32 or bank.ndim != 2 or bank.shape[1] != n_dims:
+            raise ValueError(f"{self.name}: the fitted bank_ is {bank.dtype} of shape "
+                             f"{tuple(bank.shape)}; this model needs torch.float32 rows of "
+                             f"{n_dims} features")
+        if self.k > len(bank):
+            raise ValueError(f"{self.name}: k={self.k} exceeds the fitted bank_ of {len(bank)} "
+                             "samples")
+
     def fit_summary(self) -> dict[str, Any]:
         """The number of ID-train samples in the bank and the search backend used."""
         bank = self._fitted(self.bank_)

@@ -6,6 +6,9 @@ Two kinds of scorer, split by what they consume (as in pytorch-ood): a :class:`S
 cached features and logits of a dataset; a :class:`ModelScorer` sees the model and batches of
 preprocessed images (for input gradients, as ODIN needs).
 
+Scorers share their inputs: :func:`fit_and_score` fingerprints the features, logits, labels
+and head it hands a scorer, and one that writes to them raises :class:`InputsChanged`.
+
 Scorers come from three places, all landing in one registry: the modules of the ``scorers``
 package; the entry-point group ``oodbench.scorers`` of installed packages (an entry point names
 a module whose scorers carry ``@register_scorer``, or a ``Scorer`` subclass, registered under
@@ -15,11 +18,12 @@ last two, for objectives, models and datasets as well.
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -33,11 +37,13 @@ from oodbench.registry import Registry, UnknownName, did_you_mean, origin, signa
 __all__ = [
     "Features",
     "Head",
+    "InputsChanged",
     "MapScorer",
     "ModelScorer",
     "PluginError",
     "Scorer",
     "ScorerFailed",
+    "as_scores",
     "create_scorer",
     "fit_and_score",
     "get_scorer",
@@ -72,11 +78,11 @@ class Head:
 
     @classmethod
     def from_linear(cls, fc: nn.Linear) -> Head:
-        """The head of an ``nn.Linear`` layer as detached float32 tensors on the CPU (a zero
-        bias where it has none)."""
-        weight = fc.weight.detach().float().cpu()
+        """A copy of the head of an ``nn.Linear`` layer as float32 tensors on the CPU (a zero
+        bias where it has none): writing to it leaves the layer as it was."""
+        weight = fc.weight.detach().float().cpu().clone()
         bias = fc.bias if fc.bias is not None else weight.new_zeros(weight.shape[0])
-        return cls(weight, bias.detach().float().cpu())
+        return cls(weight, bias.detach().float().cpu().clone())
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,11 +145,17 @@ class Scorer(ABC):
 
     def fitted_state(self) -> dict[str, Any]:
         """The fitted attributes by name (a :class:`Head` ``h_`` as ``h_.weight`` and
-        ``h_.bias``); empty before ``fit``. A value of another type is a TypeError."""
+        ``h_.bias``); empty before ``fit``. A value of another type, or an attribute the
+        class does not declare, is a TypeError."""
         state: dict[str, Any] = {}
+        declared = _declared_fitted(type(self))
         for name, value in vars(self).items():
             if not _is_fitted_name(name):
                 continue
+            if name not in declared:
+                raise TypeError(f"scorer {_label(self)!r}: fitted attribute {name!r} is not "
+                                f"declared on its class; declare it there with the default "
+                                f"None (e.g. {name}: torch.Tensor | None = None)")
             if isinstance(value, Head):
                 state[f"{name}.weight"], state[f"{name}.bias"] = value.weight, value.bias
             elif isinstance(value, torch.Tensor | np.ndarray) or _is_json(value):
@@ -155,12 +167,16 @@ class Scorer(ABC):
         return state
 
     def load_fitted_state(self, state: Mapping[str, Any]) -> Self:
-        """Restore the fitted attributes from a :meth:`fitted_state` dict."""
+        """Restore the fitted attributes from a :meth:`fitted_state` dict; a key that names no
+        fitted attribute this scorer declares is a ValueError."""
         heads: dict[str, dict[str, torch.Tensor]] = {}
+        declared = _declared_fitted(type(self))
         for key, value in state.items():
             name, dot, part = key.partition(".")
-            if not _is_fitted_name(name) or (dot and part not in ("weight", "bias")):
-                raise ValueError(f"scorer {_label(self)!r}: {key!r} names no fitted attribute")
+            if name not in declared or (dot and part not in ("weight", "bias")):
+                raise ValueError(f"scorer {_label(self)!r}: {key!r} names no fitted attribute "
+                                 f"of it (it has {', '.join(sorted(declared))}); is the state "
+                                 "another scorer's?")
             if dot:
                 heads.setdefault(name, {})[part] = value
             else:
@@ -168,6 +184,26 @@ class Scorer(ABC):
         for name, parts in heads.items():
             setattr(self, name, Head(**parts))
         return self
+
+    def check_fitted(self, n_dims: int) -> None:
+        """Raise ValueError, naming the attribute, when the fitted state (say, one loaded from
+        a file) cannot score ``n_dims``-dimensional features: a declared fitted attribute is
+        unset, one holds another type than declared, or the head is not D wide in float32.
+        Subclasses add their own checks (a bank's width, ``k`` within the bank)."""
+        label = _label(self)
+        missing = [n for n in _declared_fitted(type(self)) if n not in vars(self)]
+        if missing:
+            raise ValueError(f"scorer {label!r}: the fitted state lacks {', '.join(missing)}; "
+                             "is it another scorer's?")
+        hints = _fitted_types(type(self))
+        for name, value in vars(self).items():
+            kinds = hints.get(name)
+            if kinds and value is not None and not isinstance(value, kinds):
+                raise ValueError(f"scorer {label!r}: fitted attribute {name!r} is a "
+                                 f"{type(value).__name__}, not a "
+                                 f"{' or '.join(k.__name__ for k in kinds)}")
+            if isinstance(value, Head):
+                _check_head(label, name, value, n_dims)
 
     def fit_summary(self) -> dict[str, Any]:
         """Facts about the fit worth recording beside the parameters (e.g. a bank's size)."""
@@ -280,6 +316,48 @@ def _is_fitted_name(name: str) -> bool:
     return name.endswith("_") and not name.startswith("_")
 
 
+# the annotations of fitted attributes that :meth:`Scorer.check_fitted` checks values against
+_FITTED_KINDS = (torch.Tensor, np.ndarray, Head, bool, int, float, str, list, dict)
+
+
+def _declared_fitted(cls: type[Scorer]) -> list[str]:
+    """The fitted attributes ``cls`` declares: public class attributes ending in ``_``."""
+    return sorted(n for n in dir(cls) if _is_fitted_name(n) and not callable(getattr(cls, n)))
+
+
+def _fitted_types(cls: type[Scorer]) -> dict[str, tuple[type, ...]]:
+    """The types each fitted attribute is annotated with (``torch.Tensor | None``: Tensor),
+    where the annotation resolves to plain classes; others are not checked."""
+    out: dict[str, tuple[type, ...]] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            hints = get_type_hints(klass)
+        except Exception:  # a plug-in's annotation that does not resolve: not checked
+            continue
+        for name, hint in hints.items():
+            if not _is_fitted_name(name):
+                continue
+            kinds = tuple(k for k in (get_args(hint) or (hint,))
+                          if isinstance(k, type) and k is not type(None))
+            if kinds and all(k in _FITTED_KINDS for k in kinds):
+                # a float attribute may hold an int (JSON writes 2.0 as 2.0, a user 2)
+                out[name] = (*kinds, int) if float in kinds else kinds
+    return out
+
+
+def _check_head(label: str, name: str, head: Head, n_dims: int) -> None:
+    """A fitted head must be float32 and ``n_dims`` wide (the model's features)."""
+    for part in ("weight", "bias"):
+        dtype = getattr(head, part).dtype
+        if dtype != torch.float32:
+            raise ValueError(f"scorer {label!r}: fitted {name}.{part} is {dtype}, not "
+                             "torch.float32")
+    if head.weight.shape[1] != n_dims:
+        raise ValueError(f"scorer {label!r}: fitted {name}.weight is "
+                         f"{tuple(head.weight.shape)}, for {head.weight.shape[1]}-dimensional "
+                         f"features; this model's are {n_dims}-dimensional")
+
+
 def _is_json(value: object) -> bool:
     """Whether ``value`` round-trips through JSON unchanged (no tuples, string keys)."""
     if value is None or isinstance(value, bool | int | float | str):
@@ -321,6 +399,99 @@ class ScorerFailed(RuntimeError):
         self.reason = reason
 
 
+class InputsChanged(RuntimeError):
+    """A scorer wrote to the features, logits, labels or head that it shares with the other
+    scorers (in ``fit`` or ``score``, whether or not it then failed); ``reason`` names the
+    scorer and what it changed. Not a :class:`ScorerFailed`: the caller's inputs are no longer
+    what they were, so it must not go on with them (the pipeline fails that scorer and reads
+    the inputs again for the next)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_FIELDS = ("features", "logits", "labels")
+
+
+def _fingerprint(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """What any write to ``tensor`` changes: its dtype, layout and a CRC-32 of its bytes (a
+    pass at memory speed, about 3 GB/s; no copy of a contiguous CPU tensor)."""
+    data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return (tensor.dtype, tuple(tensor.shape), tensor.stride(), tensor.storage_offset(),
+            tensor.data_ptr(), zlib.crc32(data))
+
+
+class _Shared:
+    """The inputs a scorer shares with the other scorers, fingerprinted when it starts."""
+
+    def __init__(self, train: Features, head: Head, sets: Mapping[str, Features]) -> None:
+        named = {f"ID-train {f}": getattr(train, f) for f in _FIELDS}
+        named |= {"head weight": head.weight, "head bias": head.bias}
+        for set_name, data in sets.items():
+            named |= {f"{set_name!r} {f}": getattr(data, f) for f in _FIELDS}
+        self.tensors = named
+        self.before = self._fingerprints()
+
+    def _fingerprints(self) -> dict[str, tuple[Any, ...]]:
+        seen: dict[int, tuple[Any, ...]] = {}  # a tensor given twice is read once
+        for tensor in self.tensors.values():
+            if id(tensor) not in seen:
+                seen[id(tensor)] = _fingerprint(tensor)
+        return {n: seen[id(t)] for n, t in self.tensors.items()}
+
+    def check(self, scorer: Scorer, failure: str = "") -> None:
+        """Raise :class:`InputsChanged` if ``scorer`` changed any of them."""
+        now = self._fingerprints()
+        changed = [n for n, fp in self.before.items() if now[n] != fp]
+        if changed:
+            also = f"; it also failed: {failure}" if failure else ""
+            raise InputsChanged(
+                f"InputsChanged: scorer {_label(scorer)!r} ({origin(type(scorer))}) wrote to "
+                f"the inputs it shares with the other scorers ({', '.join(changed)}): a scorer "
+                "must not change its features, logits, labels or head in place; copy them "
+                f"first (e.g. features.clone()){also}")
+
+
+def _coarse(dtype: torch.dtype | np.dtype) -> str:
+    """Why scores of ``dtype`` lost information before oodbench saw them, or ``""``: complex,
+    bool, and every type of fewer than 32 bits (float16, bfloat16, float8, int8, int16, ...)
+    hold fewer distinct values than float32. int32 and int64 (ranks, counts) are exact."""
+    if isinstance(dtype, torch.dtype):
+        complex_, bool_, size = dtype.is_complex, dtype == torch.bool, dtype.itemsize
+    else:
+        complex_, bool_, size = dtype.kind == "c", dtype.kind == "b", dtype.itemsize
+    if complex_:
+        return "complex scores are not real numbers"
+    if bool_ or size < 4:
+        return f"{dtype} holds fewer distinct values than float32, so precision was lost first"
+    return ""
+
+
+def _dtype(raw: Any) -> torch.dtype | np.dtype:
+    """The dtype a scorer returned its scores in (a list's as numpy infers it)."""
+    if isinstance(raw, torch.Tensor | np.ndarray | np.generic):
+        return raw.dtype
+    return np.asarray(raw).dtype
+
+
+def as_scores(scorer: Scorer, raw: Any, set_name: str) -> np.ndarray:
+    """``raw`` scores as float64, after refusing (:class:`ScorerFailed`) a type that cannot
+    hold them (:func:`_coarse`)."""
+    try:
+        dtype = _dtype(raw)
+        why = _coarse(dtype)
+        scores = None if why else np.asarray(
+            raw.detach().cpu() if isinstance(raw, torch.Tensor) else raw, dtype=np.float64)
+    except Exception as e:
+        raise ScorerFailed(f"{type(e).__name__}: {e}") from e
+    if scores is None:
+        raise ScorerFailed(f"ScorerFailed: scorer {_label(scorer)!r} ({origin(type(scorer))}) "
+                           f"returned {dtype} scores on {set_name!r}: {why}; return float32 "
+                           "or float64 scores (oodbench.scoring.to_scores)")
+    return scores
+
+
 def _check_scores(scorer: Scorer, set_name: str, scores: np.ndarray, n: int) -> None:
     """Raise :class:`ScorerFailed` unless ``scores`` are ``n`` finite values in one dimension."""
     where = f"ScorerFailed: scorer {_label(scorer)!r} ({origin(type(scorer))}) returned"
@@ -348,7 +519,28 @@ def fit_and_score(
 
     ``score_set(name)`` replaces ``scorer.score(sets[name])`` where scores need more than the
     cached features (a :class:`ModelScorer`, run by the pipeline over the set's images).
+    Scores in a type coarser than float32 are refused (:func:`as_scores`). A scorer that
+    writes to ``train``, ``head`` or a set's tensors raises :class:`InputsChanged` instead,
+    naming them: they are fingerprinted before ``fit`` and checked after the last score.
     """
+    shared = _Shared(train, head, sets)
+    try:
+        out = _fit_and_score(scorer, train, head, sets, score_set)
+    except ScorerFailed as e:
+        shared.check(scorer, e.reason)
+        raise
+    shared.check(scorer)
+    return out
+
+
+def _fit_and_score(
+    scorer: Scorer,
+    train: Features,
+    head: Head,
+    sets: Mapping[str, Features],
+    score_set: Callable[[str], np.ndarray] | None,
+) -> dict[str, np.ndarray]:
+    """:func:`fit_and_score`'s work."""
     try:
         scorer.fit(train, head)
     except Exception as e:
@@ -357,9 +549,11 @@ def fit_and_score(
     for set_name, data in sets.items():
         try:
             raw = score_set(set_name) if score_set is not None else scorer.score(data)
-            scores = np.asarray(raw, dtype=np.float64)
+        except ScorerFailed:
+            raise
         except Exception as e:
             raise ScorerFailed(f"{type(e).__name__}: {e}") from e
+        scores = as_scores(scorer, raw, set_name)
         _check_scores(scorer, set_name, scores, len(data))
         out[set_name] = scores
     return out

@@ -3,12 +3,14 @@ trip that is exact, and refusals of another model or a broken folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -185,6 +187,14 @@ def test_fitted_state_round_trips_every_fitted_attribute(setup: dict[str, Any]) 
         fresh.load_fitted_state({"dim": 3})
 
 
+def test_fitted_state_refuses_an_attribute_its_class_does_not_declare() -> None:
+    scorer = create_scorer("energy")
+    scorer.mean_ = torch.zeros(3)  # set by a fit, but not declared on the class
+    with pytest.raises(TypeError, match="fitted attribute 'mean_' is not declared on its "
+                                        "class; declare it there with the default None"):
+        scorer.fitted_state()
+
+
 @pytest.mark.parametrize("name", ["energy", "knn"])
 def test_detector_takes_a_timm_model(name: str, tmp_path: Path) -> None:
     timm = pytest.importorskip("timm")
@@ -202,3 +212,56 @@ def test_detector_takes_a_timm_model(name: str, tmp_path: Path) -> None:
     assert scores.shape == (4,) and np.isfinite(scores).all()
     loaded = Detector.load(det.save(tmp_path), model, device="cpu")
     np.testing.assert_array_equal(loaded(pre(_images(4, 4, (32, 32, 3)))), scores)
+
+
+def _edit(folder: Path, scorer: str | None = None, params: dict[str, Any] | None = None,
+          fitted: dict[str, Any] | None = None,
+          arrays: dict[str, torch.Tensor] | None = None) -> None:
+    """Rewrite a saved detector as a user might: another scorer name, parameters or fitted
+    values in detector.json, or other arrays in scorer.safetensors (with its hash updated)."""
+    meta_path, state_path = folder / META_FILE, folder / STATE_FILE
+    meta = json.loads(meta_path.read_text())
+    if scorer is not None:
+        meta["scorer"], meta["params"] = scorer, {}
+    meta["params"] |= params or {}
+    meta["fitted"] |= fitted or {}
+    if arrays is not None:
+        state = safetensors.torch.load(state_path.read_bytes()) | arrays
+        data = safetensors.torch.save(state)
+        state_path.write_bytes(data)
+        meta["sha256"][STATE_FILE] = hashlib.sha256(data).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("saved_as", "edit", "reason"), [
+    ("knn", {"scorer": "mahalanobis"},
+     "scorer 'mahalanobis': 'bank_' names no fitted attribute of it (it has head_, means_, "
+     "precision_); is the state another scorer's?"),
+    ("energy", {"scorer": "knn", "params": {"k": 10}},
+     "scorer 'knn': the fitted state lacks bank_; is it another scorer's?"),
+    ("knn", {"arrays": {"bank_": torch.ones(64, 5)}},
+     "knn: the fitted bank_ is torch.float32 of shape (64, 5); this model needs torch.float32 "
+     "rows of 8 features"),
+    ("knn", {"arrays": {"bank_": torch.ones(64, 8, dtype=torch.float64)}},
+     "knn: the fitted bank_ is torch.float64 of shape (64, 8); this model needs torch.float32 "
+     "rows of 8 features"),
+    ("knn", {"params": {"k": 100}}, "knn: k=100 exceeds the fitted bank_ of 64 samples"),
+    ("knn", {"arrays": {"head_.weight": torch.ones(10, 8, dtype=torch.float16)}},
+     "scorer 'knn': fitted head_.weight is torch.float16, not torch.float32"),
+    ("react", {"fitted": {"threshold_": "0.5"}},
+     "scorer 'react': fitted attribute 'threshold_' is a str, not a float or int"),
+    ("mahalanobis", {"arrays": {"means_": torch.ones(10, 5, dtype=torch.float64)}},
+     "scoring 8-dimensional features with it raises RuntimeError: "),
+], ids=["another-scorer", "missing-bank", "bank-width", "bank-dtype", "k-above-bank",
+        "head-dtype", "json-type", "scoring-probe"])
+def test_load_refuses_a_state_that_does_not_fit_the_scorer_or_model(
+        setup: dict[str, Any], tmp_path: Path, saved_as: str, edit: dict[str, Any],
+        reason: str) -> None:
+    folder = _detector(setup, saved_as).save(tmp_path / "det")
+    _edit(folder, **edit)
+    name = edit.get("scorer", saved_as)
+    with pytest.raises(CheckpointError) as info:
+        Detector.load(folder, setup["model"])
+    assert info.value.message.startswith(
+        f"{folder / STATE_FILE} does not fit scorer {name!r}: {reason}")
+    assert info.value.hint == "save the detector again"
