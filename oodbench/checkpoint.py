@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +82,83 @@ def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
         ) from e
     if isinstance(obj, dict) and "state_dict" in obj:
         state, meta = obj["state_dict"], _upgrade(_read_meta(obj.get("meta"), path))
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if not _is_state_dict(state):
+            raise CheckpointError(
+                f"{path}: its 'state_dict' is {_kind(state)}, not a mapping of parameter names "
+                "to tensors", "save it again with torch.save({'state_dict': model.state_dict()"
+                ", ...}, PATH), or the weights alone with torch.save(model.state_dict(), PATH)")
+        _check_meta(meta, path)
+    elif _is_state_dict(obj):
         state, meta = obj, {}
     else:
-        raise CheckpointError(f"{path} holds neither an oodbench checkpoint nor a state_dict")
+        raise CheckpointError(f"{path} holds neither an oodbench checkpoint nor a state_dict "
+                              f"(it holds {_kind(obj)})")
     _check_finite(state, path)
     return state, meta
+
+
+def _is_state_dict(obj: object) -> bool:
+    """Whether ``obj`` maps names to tensors (an empty mapping does not: it loads nothing)."""
+    return (isinstance(obj, dict) and bool(obj)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def _kind(obj: object) -> str:
+    """What ``obj`` is, for messages: ``a Tensor of shape (3, 4)``, ``a list``, ``an empty
+    dict``, ``a dict with a int value under 'x'``."""
+    if isinstance(obj, torch.Tensor):
+        return f"a Tensor of shape {tuple(obj.shape)}"
+    if isinstance(obj, dict):
+        if not obj:
+            return "an empty dict"
+        key, value = next((k, v) for k, v in obj.items()
+                          if not (isinstance(k, str) and isinstance(v, torch.Tensor)))
+        return f"a dict with a {type(value).__name__} under {key!r}"
+    return f"a {type(obj).__name__}"
+
+
+def _count(value: object) -> bool:
+    """Whether ``value`` is a positive int (not a bool)."""
+    return type(value) is int and value >= 1
+
+
+def _numbers(value: object) -> bool:
+    """Whether ``value`` is a non-empty list of finite numbers (not bools)."""
+    return (isinstance(value, list) and bool(value)
+            and all(type(v) in (int, float) and math.isfinite(v) for v in value))
+
+
+# what each metadata key that a model or its input is built from must be, checked on reading
+_META_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "arch": (lambda v: isinstance(v, str) and bool(v), "a model name"),
+    "num_classes": (_count, "a positive whole number"),
+    "in_channels": (lambda v: v in (1, 3) and type(v) is int, "1 or 3"),
+    "image_size": (_count, "a positive whole number of pixels"),
+    "widths": (lambda v: isinstance(v, list) and all(map(_count, v)),
+               "a list of positive whole numbers (empty: the model's own)"),
+    "normalisation": (lambda v: isinstance(v, dict) and _numbers(v.get("mean"))
+                      and _numbers(v.get("std")) and len(v["mean"]) == len(v["std"])
+                      and min(v["std"]) > 0,
+                      "{\"mean\": [...], \"std\": [...]}, one finite number per channel "
+                      "each, every std above 0"),
+}
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """Refuse metadata a model or its input would be built from wrongly (``num_classes`` as
+    the string "10", a std of 0), naming the file and the key."""
+    for key, (ok, expected) in _META_CHECKS.items():
+        if key in meta and not ok(meta[key]):
+            raise CheckpointError(
+                f"{path}: its metadata {key!r} is {meta[key]!r}; it must be {expected}",
+                "the file was edited or written by another tool: restore it, or save the "
+                "weights alone with torch.save(model.state_dict(), PATH) and pass <arch>, "
+                "<num_classes> and <in_channels>")
+    channels, norm = meta.get("in_channels"), meta.get("normalisation")
+    if channels is not None and norm is not None and len(norm["mean"]) != channels:
+        raise CheckpointError(
+            f"{path}: its metadata 'normalisation' has {len(norm['mean'])} values per "
+            f"statistic for in_channels = {channels}", "restore the file")
 
 
 def _read_meta(text: object, path: Path) -> dict[str, Any]:

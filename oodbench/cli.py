@@ -28,6 +28,7 @@ OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--o
            "in_channels": "--in-channels", "benchmark": "--benchmark", "plugins": "--plugin",
            "extra_ood": "--extra-ood", "config": "--config", "metric": "--metric",
            "model": "--model", "batch_size": "--batch-size", "input_size": "--input-size",
+           "weights": "--weights", "pretrained": "--pretrained",
            "protocol": "--protocol", "nproc": "--nproc",
            "checkpoint": "--checkpoint", "connect_timeout": "--connect-timeout",
            "address": "--address", "executor": "--executor"}
@@ -349,11 +350,10 @@ def _run(args: argparse.Namespace) -> None:
         run_benchmark(bench, args.seeds, args.out, scorers, executor=args.executor,
                       address=args.address, connect_timeout=args.connect_timeout, **options)
     elif args.model:
-        from oodbench.config import check_name
-        from oodbench.modelref import load_model
+        from oodbench.modelref import load_model, reference_name
         from oodbench.pipeline import evaluate
 
-        name = check_name(args.model.rpartition(":")[2].removesuffix(".py"), "model name")
+        name = reference_name(args.model)
         model = load_model(args.model, args.num_classes or bench.num_classes, args.weights,
                            args.pretrained)
         evaluate(model, bench, scorers=scorers, out=args.out,

@@ -3,15 +3,18 @@
 ``.pt`` file (read with ``weights_only``; oodbench's checkpoints and plain state_dicts alike).
 
 Nothing is downloaded unless ``pretrained=True`` (timm's and torchvision's default weights,
-for a machine with a network).
+for a machine with a network); a download that cannot reach its server is a
+:class:`~oodbench.errors.CheckpointError` naming the model. Hub references (timm's
+``hf-hub:`` and ``local-dir:`` names) are refused: their weights are not a file oodbench can
+hash. A factory file runs as a plugin file does (:func:`oodbench.plugins.run_file`): what it
+raises is one :class:`~oodbench.errors.PluginError` naming the file and the line.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import re
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,9 +22,16 @@ from torch import nn
 
 from oodbench.checkpoint import first_non_finite, load_into, read_checkpoint
 from oodbench.errors import CheckpointError, ConfigError
+from oodbench.plugins import run_file, user_code
 
 # timm:NAME, torchvision:NAME or FILE.py:FACTORY
 REFERENCE = re.compile(r"(?:timm|torchvision):[\w.-]+|[^:]+\.py:[A-Za-z_]\w*")
+# timm:hf-hub:ORG/NAME, timm:local-dir:PATH and the like: weights from elsewhere than a file
+HUB_REFERENCE = re.compile(r"(?:timm|torchvision):[\w-]+:.*")
+# the packages whose exceptions mean a server could not be reached (with OSError, which
+# urllib's URLError, socket errors and huggingface_hub's errors are)
+NETWORK_PACKAGES = frozenset({"httpx", "httpx2", "httpcore", "httpcore2", "requests",
+                              "urllib3", "huggingface_hub"})
 
 
 def is_reference(value: str) -> bool:
@@ -31,10 +41,57 @@ def is_reference(value: str) -> bool:
 
 def check_reference(value: str) -> str:
     """``value`` if it is a well-formed reference (nothing is imported), else ValueError."""
+    if HUB_REFERENCE.fullmatch(value):
+        family, _, rest = value.partition(":")
+        raise ValueError(
+            f"{value!r} is a hub reference ({rest.partition(':')[0]}:), and hub references "
+            "are not supported: oodbench loads weights only from a file it can hash; download "
+            f"them (huggingface_hub.hf_hub_download) and pass {family}:ARCH with "
+            "<weights=FILE>, or return the model from your own FILE.py:FACTORY")
     if not REFERENCE.fullmatch(value):
         raise ValueError(f"{value!r} is not a model reference: use timm:NAME, "
                          "torchvision:NAME or FILE.py:FACTORY")
     return value
+
+
+def reference_name(ref: str) -> str:
+    """The name of the model ``ref`` names (its NAME or FACTORY), for its results folder: a
+    :class:`ConfigError` for a reference that is not well formed, or a name that is not safe."""
+    from oodbench.config import check_name
+
+    try:
+        check_reference(ref)
+    except ValueError as e:
+        raise ConfigError(f"<model={ref}>: {e}") from None
+    return check_name(ref.rpartition(":")[2], "model name")
+
+
+def _network_error(e: BaseException | None) -> bool:
+    """Whether ``e``, or an exception it was raised from, is a failure to reach a server."""
+    while e is not None:
+        if isinstance(e, OSError) or type(e).__module__.partition(".")[0] in NETWORK_PACKAGES:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _fetching(ref: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()``, which downloads the pretrained weights of ``ref``: a download that cannot
+    reach its server is a :class:`CheckpointError` naming the model and how to work offline."""
+    try:
+        return build()
+    except Exception as e:
+        if not _network_error(e):
+            raise
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(
+            f"<model={ref}>: its pretrained weights could not be fetched "
+            f"({type(e).__name__}: {detail}); there is no network here, or the server did not "
+            "answer",
+            "fetch them once on a machine with a network and copy its cache here "
+            "(~/.cache/huggingface for timm, ~/.cache/torch/hub for torchvision; $HF_HOME and "
+            "$TORCH_HOME move them), or save the model's state_dict to a file and pass "
+            "<weights=FILE> instead of <pretrained=True>") from e
 
 
 def _timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
@@ -51,7 +108,8 @@ def _timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
         raise ConfigError(f"<model=timm:{name}>: timm has no model {name!r};"
                           f"{did_you_mean(name, timm.list_models())}",
                           "see timm.list_models()")
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+    return _fetching(f"timm:{name}", lambda: timm.create_model(
+        name, pretrained=pretrained, num_classes=num_classes))
 
 
 def _torchvision(name: str, num_classes: int, pretrained: bool) -> nn.Module:
@@ -65,24 +123,24 @@ def _torchvision(name: str, num_classes: int, pretrained: bool) -> nn.Module:
                           f"model {name!r};{did_you_mean(name, names)}",
                           "see torchvision.models.list_models()")
     if pretrained:
-        return models.get_model(name, weights="DEFAULT")
+        return _fetching(f"torchvision:{name}",
+                         lambda: models.get_model(name, weights="DEFAULT"))
     return models.get_model(name, weights=None, num_classes=num_classes)
 
 
 def _factory(file: str, factory: str, num_classes: int) -> nn.Module:
-    path = Path(file)
+    path = Path(file).expanduser().resolve()
+    where = f"<model={file}:{factory}>: model file {path}"
     if not path.is_file():
-        raise ConfigError(f"<model={file}:{factory}>: {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"oodbench_model_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+        raise ConfigError(f"{where} {'is not a file' if path.exists() else 'does not exist'}")
+    hint = "fix the file (or install what it imports)"
+    module = run_file(path, "oodbench_model_", where, hint)
     fn = getattr(module, factory, None)
     if not callable(fn):
-        raise ConfigError(f"<model={file}:{factory}>: {path} defines no function {factory!r}")
-    takes = inspect.signature(fn).parameters
-    return fn(num_classes=num_classes) if "num_classes" in takes else fn()
+        raise ConfigError(f"{where} defines no function {factory!r}")
+    with user_code(where, f"raised in {factory}()", hint, path):
+        takes = inspect.signature(fn).parameters
+        return fn(num_classes=num_classes) if "num_classes" in takes else fn()
 
 
 def load_model(ref: str, num_classes: int, weights: Path | str | None = None,

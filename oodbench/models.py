@@ -7,6 +7,7 @@ the pooled penultimate features and the linear head ``fc``; ``forward`` returns 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,43 @@ def create_model(name: str, num_classes: int, in_channels: int, *,
             raise ConfigError(f"model {name!r} takes no {', '.join(kwargs)}",
                               "remove them (widths) from the benchmark file")
         return adapt(load_model(name, num_classes, weights))
-    model = MODELS.create(name, num_classes, in_channels, **kwargs)
+    model = _build(name, num_classes, in_channels, kwargs)
     return model if weights is None else load_into(model, read_weights(weights), weights)
+
+
+def _described(name: str, kwargs: dict[str, Any]) -> str:
+    """``model 'resnet8' with widths (4, 4, 100000000)``, for messages."""
+    given = ", ".join(f"{k} {tuple(v) if isinstance(v, list) else v!r}"
+                      for k, v in kwargs.items())
+    return f"model {name!r}" + (f" with {given}" if given else "")
+
+
+def _build(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]) -> OODNet:
+    """The registered model ``name``, refused before it allocates when its parameters and
+    buffers alone exceed this machine's memory (counted on the meta device), and when the
+    allocator refuses them."""
+    hint = "give it smaller widths (or another model) in the benchmark file"
+    if not torch.empty(()).is_meta:  # not already a shape-only build (feature_size)
+        try:
+            with torch.device("meta"):
+                shape = MODELS.create(name, num_classes, in_channels, **kwargs)
+            size = sum(t.numel() * t.element_size()
+                       for t in (*shape.parameters(), *shape.buffers()))
+        except Exception:  # does not build on the meta device: built for real below
+            size = 0
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if size > memory:
+            raise ConfigError(f"{_described(name, kwargs)} does not fit in memory: its weights "
+                              f"alone take {size:,} bytes, this machine has {memory:,}", hint)
+    try:
+        return MODELS.create(name, num_classes, in_channels, **kwargs)
+    except (MemoryError, RuntimeError) as e:  # CUDA's OutOfMemoryError is a RuntimeError
+        said = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if not isinstance(e, MemoryError | torch.cuda.OutOfMemoryError) and \
+                "can't allocate memory" not in said:
+            raise
+        raise ConfigError(f"{_described(name, kwargs)} does not fit in memory: building it "
+                          f"failed ({type(e).__name__}: {said})", hint) from e
 
 
 @functools.cache

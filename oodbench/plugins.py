@@ -7,7 +7,10 @@ decorated factories register themselves, or a class or function, registered unde
 point's name) or a Python file named at run time (:func:`load_plugin_file`, which may register
 factories of several kinds at once). Whatever a plugin registers is checked against its kind's
 contract; a plugin that fails leaves no registration behind. :func:`scoped` undoes a block's
-registrations and plugin loads in every registry (tests).
+registrations and plugin loads in every registry (tests). :func:`user_code` and
+:func:`run_file` are the one way oodbench runs a user's Python file (plugins here, ``--model``
+factories in :mod:`oodbench.modelref`): what it raises becomes one :class:`PluginError` naming
+the file and the line.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from oodbench.errors import PluginError
+from oodbench.errors import OodbenchError, PluginError
 from oodbench.registry import RegistrationError, Registry
 
 __all__ = [
@@ -37,7 +42,9 @@ __all__ = [
     "load_entry_points",
     "load_plugin_file",
     "registries",
+    "run_file",
     "scoped",
+    "user_code",
 ]
 
 
@@ -128,7 +135,8 @@ def registries() -> dict[str, Registry[Any]]:
 @contextmanager
 def _registering(where: str, hint: str) -> Iterator[dict[str, dict[str, Any]]]:
     """Collect what the block registers (kind -> name -> factory) into the yielded dict and
-    check it; on any error undo all of it and raise a :class:`PluginError` naming ``where``."""
+    check it; on any error undo all of it (a broken contract is a :class:`PluginError` naming
+    ``where``; the user's code runs in :func:`user_code`)."""
     regs = registries()
     before = {kind: reg.snapshot() for kind, reg in regs.items()}
     added: dict[str, dict[str, Any]] = {}
@@ -145,9 +153,51 @@ def _registering(where: str, hint: str) -> Iterator[dict[str, dict[str, Any]]]:
             reg.restore(before[kind])
         if isinstance(e, RegistrationError):
             raise PluginError(f"{where}: {e}", hint) from e
-        if isinstance(e, Exception) and not isinstance(e, PluginError):
-            raise PluginError(f"{where} raised on import: {type(e).__name__}: {e}", hint) from e
         raise
+
+
+def _raised(e: BaseException, path: Path | None = None) -> str:
+    """``Type: message`` of an exception from a user's code, with the line of ``path`` (else
+    of the innermost frame) it was raised at; a SyntaxError names its own line."""
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, SyntaxError):
+        return text
+    frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(e.__traceback__)]
+    if path is not None:
+        frames = [(name, line) for name, line in frames if Path(name) == path] or frames
+    return text + (f" (at {frames[-1][0]}:{frames[-1][1]})" if frames else "")
+
+
+@contextmanager
+def user_code(where: str, doing: str, hint: str, path: Path | None = None) -> Iterator[None]:
+    """Run a user's code: an exception it raises (other than oodbench's own errors, which pass
+    as they are) becomes a :class:`PluginError` "``where`` ``doing``: Type: message (at
+    file:line)", the line being the last one of ``path`` in the traceback."""
+    try:
+        yield
+    except (OodbenchError, RegistrationError):
+        raise
+    except Exception as e:
+        raise PluginError(f"{where} {doing}: {_raised(e, path)}", hint) from e
+
+
+def run_file(path: Path, prefix: str, where: str, hint: str) -> ModuleType:
+    """Import the Python file ``path`` as a module named ``prefix`` + a hash of the path (kept
+    in ``sys.modules`` while it loads, so its dataclasses and pickles resolve; removed again
+    if it fails). What its code raises is a :class:`PluginError` (:func:`user_code`)."""
+    name = prefix + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"{where} is not an importable Python file", hint)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        with user_code(where, "raised on import", hint, path):
+            spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _path_key() -> tuple[tuple[str, int | None], ...]:
@@ -190,8 +240,10 @@ def load_entry_points() -> None:
 def _load_entry_point(kind: Kind, ep: importlib.metadata.EntryPoint) -> None:
     dist = getattr(ep.dist, "name", None) or "an installed package"
     where = f"entry point {ep.name!r} = {ep.value!r} of {dist} (group {kind.group})"
-    with _registering(where, f"fix or uninstall {dist}"):
-        obj = ep.load()
+    hint = f"fix or uninstall {dist}"
+    with _registering(where, hint):
+        with user_code(where, "raised on import", hint):
+            obj = ep.load()
         if inspect.ismodule(obj):
             return
         registry = registries()[kind.name]
@@ -241,21 +293,19 @@ def load_plugin_file(path: Path | str) -> dict[str, list[str]]:
 
 
 def _import_file(path: Path, where: str) -> dict[str, dict[str, Any]]:
-    module_name = "oodbench_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
+    if path.suffix != ".py":
         raise PluginError(f"{where} is not an importable Python file",
                           f"name a .py file, {_LEAVE_OUT}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    hint = f"fix the file (or install what it imports), {_LEAVE_OUT}"
+    module: ModuleType | None = None
     try:
-        with _registering(where, f"fix the file (or install what it imports), {_LEAVE_OUT}"
-                          ) as added:
-            spec.loader.exec_module(module)
+        with _registering(where, hint) as added:
+            module = run_file(path, "oodbench_plugin_", where, hint)
         if not added:
             raise PluginError(f"{where} registers nothing", _registers_nothing_hint())
     except BaseException:
-        del sys.modules[module_name]
+        if module is not None:  # imported, then refused: run_file removed it otherwise
+            del sys.modules[module.__name__]
         raise
     return added
 

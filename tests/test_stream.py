@@ -138,8 +138,12 @@ def test_image_lists_read_and_refuse_by_line(tmp_path: Path) -> None:
             read_image_list(path)
         assert str(path) in str(info.value)
     _image_list(tmp_path, [f"{rel[0]} 0", "x/class9/gone.png 1"])
+    with pytest.raises(DataError, match=r"test_x\.txt:2: .*gone\.png: listed but not found"):
+        load_image_list("x", "benchmark_imglist/b/test_x.txt", "images_classic", tmp_path)
+    _image_list(tmp_path, [f"{r} 0" for r in rel[:2]])  # a file gone after loading
     arr = load_image_list("x", "benchmark_imglist/b/test_x.txt", "images_classic", tmp_path)
-    with pytest.raises(DataError, match=r"gone\.png: listed but not found"):
+    (tmp_path / "images_classic" / rel[1]).unlink()
+    with pytest.raises(DataError, match=r"\.png: listed but not found"):
         list(arr.batches(Preprocess(32, 3, (0.5,) * 3, (0.2,) * 3), 4, torch.device("cpu"),
                          workers=0))
 

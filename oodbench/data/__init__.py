@@ -18,6 +18,9 @@ works wins:
 
 A dataset no source provides raises ``DatasetUnavailable`` with every source tried, why it
 failed, and how to provide it; ``dataset_status`` reports the same without decoding anything.
+Files that are there but unreadable (a corrupt file, a malformed image list) with no other
+source that works raise a plain ``DataError`` naming the file (and the line of a list): a
+benchmark skips only sets that are not there.
 Every error a user can cause here is an :mod:`oodbench.errors` class (``DataError``,
 ``DatasetUnavailable``, ``ConfigError`` for an unknown name, split or data root). Plugins add
 datasets with ``register_dataset`` (:mod:`oodbench.data.catalogue` documents the factory);

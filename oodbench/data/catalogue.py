@@ -83,12 +83,8 @@ class DatasetStatus:
 
     def message(self, name: str, split: str) -> str:
         """The "not available" message listing each source."""
-        head = f"dataset {name!r} (split {split!r}) is not available here"
-        broken = [r.removeprefix("unreadable: ") for r in self.reasons
-                  if r.startswith("unreadable: ")]
-        if broken:  # a file is there but corrupt: say so first, it is the likely fix
-            head += f": {broken[0]}; replace or re-download that file"
-        lines = [head + ".", "Sources, in order:"]
+        lines = [f"dataset {name!r} (split {split!r}) is not available here.",
+                 "Sources, in order:"]
         for i, (where, reason, howto) in enumerate(
                 zip(self.expected, self.reasons, self.howto, strict=True), 1):
             lines += [f"  {i}. {where}", f"     failed: {reason}", f"     to use it: {howto}"]
@@ -140,8 +136,14 @@ class Catalogued(DatasetDef):
 
     def load(self, name: str, split: str, ctx: Context, image_shape: tuple[int, int, int] | None,
              stream: bool | None) -> ImageSet:
+        """The split from the first source that is here and reads; an unreadable one is
+        skipped with a warning when a later source works. Nothing here at all is
+        ``DatasetUnavailable`` (a benchmark may skip such an OOD set); files that are here but
+        unreadable (a corrupt file, a malformed image list) and no other source are a plain
+        ``DataError`` naming the first of them: a benchmark must not drop the set silently."""
         reasons: list[str] = []
         unreadable: dict[Path, int] = {}  # where -> number of the source that failed to read it
+        errors: list[tuple[Source, Path, DataError | OSError]] = []
         for number, source in enumerate(self.sources, 1):
             try:
                 found = source.fetch(ctx, split)
@@ -152,13 +154,23 @@ class Catalogued(DatasetDef):
                 reasons.append(f"same files as source {unreadable[found.where]}, unreadable")
                 continue
             try:
-                return source.layout.load(found, split, name, f"{source.label()}: {found.where}",
-                                          stream)
+                loaded = source.layout.load(found, split, name,
+                                            f"{source.label()}: {found.where}", stream)
             except (DataError, OSError) as exc:
                 unreadable[found.where] = number
                 reasons.append(f"unreadable: {exc}")
-                warnings.warn(f"{name}: skipping {source.label()} {found.where}: {exc}",
-                              stacklevel=6)
+                errors.append((source, found.where, exc))
+                continue
+            for skipped, where, exc in errors:
+                warnings.warn(f"{name}: skipping {skipped.label()} {where}: {exc}", stacklevel=6)
+            return loaded
+        if errors:
+            exc = errors[0][2]
+            hint = exc.hint if isinstance(exc, DataError) else ""
+            raise DataError(f"dataset {name!r} (split {split!r}): {getattr(exc, 'message', exc)}"
+                            + (f" ({len(errors) - 1} more source(s) unreadable too)"
+                               if len(errors) > 1 else ""),
+                            hint or "replace or re-download that file")
         raise DatasetUnavailable(self._failed(ctx, split, reasons).message(name, split))
 
 

@@ -65,7 +65,7 @@ def content_fingerprint(files: Sequence[Path], base: Path, labels: np.ndarray | 
     the per-file hashes kept in a manifest under ``store`` (none: all hashed, nothing kept).
     ``progress`` is called with the number of files done so far (every ``PROGRESS_EVERY``
     files and after the last). A stored manifest that cannot be read is ignored and rewritten;
-    a listed file that is missing raises :class:`DataError`."""
+    a listed file that is missing or unreadable (a folder) raises :class:`DataError`."""
     rel = [f.relative_to(base).as_posix() for f in files]
     names = hashlib.sha256(("\n".join([str(base), *rel])).encode()).hexdigest()[:16]
     path = store / f"{names}.json" if store is not None else None
@@ -81,6 +81,9 @@ def content_fingerprint(files: Sequence[Path], base: Path, labels: np.ndarray | 
         except FileNotFoundError as exc:
             raise DataError(f"{file}: listed but not found",
                             "restore the file or rebuild the list that names it") from exc
+        except OSError as exc:  # a folder, no permission, an I/O error
+            raise DataError(f"{file}: listed but unreadable ({exc})",
+                            "list image files only, readable by this user") from exc
         entries[name] = entry
         if progress is not None and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(rel)):
             progress(i + 1)

@@ -5,7 +5,8 @@ Accepted: an ``ImageArray``; a ``(images, labels)`` pair of arrays or tensors; a
 An image is a PIL image (every mode decoded as folders are: :func:`~oodbench.data.readers.
 to_rgb`), a uint8 array or tensor (H x W x C as arrays, C x H x W as tensors), or a float
 tensor in [0, 1] (``ToTensor``'s output, scaled back to 0..255 exactly). Normalised floats
-(outside [0, 1]) are refused: oodbench applies the model's own normalisation itself.
+(outside [0, 1]) are refused: oodbench applies the model's own normalisation itself; so are
+NaN and infinite pixels (counted per set), which no cast could turn into a pixel value.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from oodbench.data.imageset import ImageArray, ImageSet
 from oodbench.data.readers import to_rgb
@@ -26,8 +27,10 @@ from oodbench.errors import DataError
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
-def _image(x: Any, where: str, notes: Counter[str], batched: bool) -> np.ndarray:
-    """One image (or a batch, with ``batched``) as uint8 H x W x C (N x H x W x C)."""
+def _image(x: Any, where: str, notes: Counter[str], batched: bool,
+           nonfinite: Counter[str]) -> np.ndarray:
+    """One image (or a batch, with ``batched``) as uint8 H x W x C (N x H x W x C); float
+    pixels that are NaN or infinite are counted into ``nonfinite`` ("pixels", "images")."""
     if isinstance(x, Image.Image):
         rgb, done = to_rgb(x, where)
         notes.update(done)
@@ -47,6 +50,11 @@ def _image(x: Any, where: str, notes: Counter[str], batched: bool) -> np.ndarray
         if not np.issubdtype(arr.dtype, np.floating):
             raise DataError(f"{where}: images of dtype {arr.dtype}", "give uint8 images, PIL "
                             "images or float tensors in [0, 1] (ToTensor)")
+        bad = ~np.isfinite(arr)
+        if bad.any():  # counted here, refused once the whole set is read (as_image_array)
+            nonfinite["pixels"] += int(bad.sum())
+            nonfinite["images"] += int(bad.reshape(len(arr), -1).any(1).sum()) if batched else 1
+            arr = np.where(bad, 0.0, arr)
         if arr.size and (arr.min() < 0 or arr.max() > 1):
             raise DataError(f"{where}: float images outside [0, 1] (range {arr.min():.3g} .. "
                             f"{arr.max():.3g}): they look normalised",
@@ -71,16 +79,20 @@ def as_image_array(data: Any, name: str, split: str = "test") -> ImageSet:
     if isinstance(data, ImageSet):
         return data
     notes: Counter[str] = Counter()
+    nonfinite: Counter[str] = Counter()
     where = f"dataset {name!r} ({split})"
     if isinstance(data, tuple | list) and len(data) == 2 and not isinstance(data[0], Image.Image):
-        images = _image(data[0], where, notes, batched=True)
+        images = _image(data[0], where, notes, True, nonfinite)
         labels = np.asarray(torch.as_tensor(data[1]), dtype=np.int64)
     elif isinstance(data, DataLoader | Dataset):
         batched = isinstance(data, DataLoader)
         parts, label_parts = [], []
-        for i, item in enumerate(data):
+        sized = not batched and not isinstance(data, IterableDataset) and hasattr(data,
+                                                                                 "__len__")
+        # a map-style Dataset by its length: iterating it stops only at an IndexError
+        for i, item in enumerate((data[j] for j in range(len(data))) if sized else data):
             x, y = _split(item)
-            image = _image(x, f"{where}, item {i}", notes, batched)
+            image = _image(x, f"{where}, item {i}", notes, batched, nonfinite)
             parts.append(image if batched else image[None])
             n = len(parts[-1])
             label_parts.append(np.full(n, -1) if y is None else
@@ -95,6 +107,10 @@ def as_image_array(data: Any, name: str, split: str = "test") -> ImageSet:
     else:
         raise DataError(f"{where} is a {type(data).__name__}", "give a torch Dataset or "
                         "DataLoader, an ImageArray, or an (images, labels) pair")
+    if nonfinite:
+        raise DataError(f"{where}: {nonfinite['pixels']:,} NaN or infinite pixel values in "
+                        f"{nonfinite['images']:,} of its {len(images):,} images",
+                        "fix or drop those images: no pixel value stands for them")
     if len(images) != len(labels):
         raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
     if not len(images):

@@ -162,9 +162,12 @@ class _Decoding(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[str, ...]]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, tuple[str, ...]] | DataError:
         path = self.files.path(i)
-        image, notes = readers.decode_image(path, str(path), self.files.resize)
+        try:
+            image, notes = readers.decode_image(path, str(path), self.files.resize)
+        except DataError as e:  # returned whole: a DataLoader re-raises a worker's error as
+            return e  # a new one holding its traceback text (:func:`_collate` raises it)
         x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
         if self.preprocess is not None:
             return self.preprocess.fit(x[None])[0], int(self.files.labels[i]), notes
@@ -174,10 +177,24 @@ class _Decoding(Dataset):
         return torch.stack([x.sum(1), x.square().sum(1)]), x.shape[1], notes
 
 
-def _collate(items: list[tuple[torch.Tensor, int, tuple[str, ...]]]
-             ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, ...]]]:
-    return (torch.stack([x for x, _, _ in items]), torch.tensor([y for _, y, _ in items]),
-            [n for _, _, n in items])
+def _collate(items: list[tuple[torch.Tensor, int, tuple[str, ...]] | DataError]
+             ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, ...]]] | DataError:
+    """A batch, or the first item's error (raised by :func:`_batches_of` in the caller)."""
+    failed = [item for item in items if isinstance(item, DataError)]
+    if failed:
+        return failed[0]
+    done = [item for item in items if not isinstance(item, DataError)]
+    return (torch.stack([x for x, _, _ in done]), torch.tensor([y for _, y, _ in done]),
+            [n for _, _, n in done])
+
+
+def _batches_of(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor,
+                                                      list[tuple[str, ...]]]]:
+    """The batches of ``loader``; a file that would not decode raises its own DataError."""
+    for batch in loader:
+        if isinstance(batch, DataError):
+            raise batch
+        yield batch
 
 
 class _Batches(torch.utils.data.Sampler[list[int]]):
@@ -247,7 +264,7 @@ class ImageFiles(ImageSet):
         order = np.arange(len(self)) if order is None else np.asarray(order)
         loader = self._loader(_Decoding(self, preprocess), order, batch_size, workers,
                               pin=device.type == "cuda")
-        for x, y, notes in loader:
+        for x, y, notes in _batches_of(loader):
             self._tally(notes)
             yield preprocess.finish(x, device), y
 
@@ -267,7 +284,7 @@ class ImageFiles(ImageSet):
         count = 0
         loader = self._loader(_Decoding(self, None, channels), np.arange(len(self)), 256,
                               workers, pin=False)
-        for moments, pixels, _ in loader:
+        for moments, pixels, _ in _batches_of(loader):
             total += moments.sum(0)
             count += int(pixels.sum())
         mean = total[0] / count

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
+import re
 import zipfile
 import zlib
 from collections import Counter
@@ -185,6 +187,9 @@ def decode_image(item: Path | bytes, name: str, size: int | None = None
     except FileNotFoundError as exc:
         raise DataError(f"{name}: listed but not found",
                         "restore the file or rebuild the list that names it") from exc
+    except IsADirectoryError as exc:
+        raise DataError(f"{name}: a folder, not an image file",
+                        "list image files only") from exc
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{name}: {unreadable(item, exc)}") from exc
     return np.array(rgb if size is None else resize_centre_crop(rgb, size)), notes
@@ -378,32 +383,84 @@ def folder_labels(folder: Path, files: Sequence[Path]) -> np.ndarray:
     return np.array([classes[p[0]] if len(p) > 1 else -1 for p in parts], dtype=np.int64)
 
 
+_LIST_LINE = re.compile(r"(?P<name>\S(?:[^\t]*\S)?) +(?P<label>-1|\d+)")
+
+
+def _list_error(path: Path, number: int, line: str, why: str) -> DataError:
+    return DataError(f"{path}:{number}: {why}, got {line.strip()[:80]!r}",
+                     "fix the line, or rebuild the list")
+
+
+def _list_line(path: Path, number: int, line: str) -> tuple[str, int]:
+    """One non-blank image-list line (``number``: its line number) as (relative path,
+    label)."""
+    if "\t" in line:
+        raise _list_error(path, number, line, "a tab; OpenOOD's lists separate the path and "
+                          "the label by a space")
+    match = _LIST_LINE.fullmatch(line.strip())
+    if match is None:
+        raise _list_error(path, number, line, "expected 'relative/path label' with an integer "
+                          "label (-1 for none)")
+    name = match["name"]
+    if name.startswith("/") or "\\" in name or name[1:2] == ":" or ".." in name.split("/"):
+        raise _list_error(path, number, line, "expected 'relative/path label': the path "
+                          "relative to the image folder, with '/' between folders and no '..'")
+    return name, int(match["label"])
+
+
 def read_image_list(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
-    """An image list (OpenOOD's format): one ``relative/path label`` line per image (the label
-    an integer, -1 for none; blank lines skipped); the paths and ``int64`` labels."""
+    """An image list (OpenOOD's format): one ``relative/path label`` line per image (UTF-8,
+    a space before the label, an integer, -1 for none; blank lines skipped); the paths and
+    ``int64`` labels. A malformed line is a :class:`DataError` naming the file and the line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable image list ({exc})") from exc
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        number = data[:exc.start].count(b"\n") + 1
+        line = data.splitlines()[number - 1].decode("utf-8", "backslashreplace")
+        raise _list_error(path, number, line, "the line is not UTF-8 text") from None
     paths: list[str] = []
     labels: list[int] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: unreadable image list ({exc})") from exc
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        name, _, label = line.strip().rpartition(" ")
-        try:
-            value = int(label)
-        except ValueError:
-            value = None
-        if not name or value is None or Path(name).is_absolute() or ".." in Path(name).parts:
-            raise DataError(f"{path}:{number}: expected 'relative/path label' with an integer "
-                            f"label, got {line.strip()[:80]!r}",
-                            "fix the line, or rebuild the list")
-        paths.append(name)
-        labels.append(value)
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            name, label = _list_line(path, number, line)
+            paths.append(name)
+            labels.append(label)
     if not paths:
-        raise DataError(f"{path}: the image list names no images")
+        raise DataError(f"{path}: the image list names no images",
+                        "fix or rebuild the list; OpenOOD's download script writes them")
     return tuple(paths), np.array(labels, dtype=np.int64)
+
+
+def _kinds(folder: Path) -> dict[str, str] | None:
+    """What each entry of ``folder`` is, by name ("" for a file), or None if it is no folder."""
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name: "" if e.is_file() else "a folder, not an image file" if e.is_dir()
+                    else "not a file (a broken link?)" for e in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def check_listed(path: Path, base: Path, names: Sequence[str]) -> None:
+    """Refuse an image list (``path``, its non-blank lines naming ``names`` below ``base``)
+    a line of which names a missing file or a folder, naming the line. One directory listing
+    per folder, so even ImageNet's lists are checked in about a second."""
+    folders: dict[str, dict[str, str] | None] = {}
+    for index, name in enumerate(names):
+        folder, _, leaf = name.rpartition("/")
+        if folder not in folders:
+            folders[folder] = _kinds(base / folder)
+        entries = folders[folder]
+        why = "listed but not found" if entries is None or leaf not in entries else entries[leaf]
+        if why:
+            number = [n for n, raw in enumerate(path.read_bytes().splitlines(), 1)
+                      if raw.strip()][index]
+            raise DataError(f"{path}:{number}: {base / name}: {why}",
+                            "restore the file or fix the line that names it")
 
 
 def read_image_folder(path: Path | str) -> Decoded:

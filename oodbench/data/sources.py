@@ -258,7 +258,8 @@ class MnistCsv(Layout):
 class ImageList(Layout):
     """An image list (OpenOOD's ``benchmark_imglist``): ``lists`` are candidate list files
     (``{split}`` in them is the split), each line ``relative/path label``, the paths relative
-    to the folder ``images``. Always streamed."""
+    to the folder ``images``. Always streamed. Loading checks every line, and that each names
+    a file (:func:`~oodbench.data.readers.check_listed`): a malformed list is a ``DataError``."""
 
     lists: tuple[str, ...]
     images: str
@@ -291,6 +292,7 @@ class ImageList(Layout):
     def load(self, found: Found, split: str, name: str, source: str,
              stream: bool | None) -> ImageSet:
         paths, labels = readers.read_image_list(found.where)
+        readers.check_listed(found.where, found.files[1], paths)
         return ImageFiles(found.files[1], paths, labels, name, split, source)
 
 
