@@ -209,8 +209,8 @@ def test_misspelt_scorer_override_fails_before_anything_is_written(
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"seeds": 0}, r"<seeds>: must be an integer >= 1, got 0"),
-        ({"seeds": True}, r"<seeds>: must be an integer >= 1, got True"),
+        ({"seeds": 0}, r"<seeds>: must be an integer from 1 to 1000 .*, got 0"),
+        ({"seeds": True}, r"<seeds>: must be an integer from 1 to 1000 .*, got True"),
         ({"device": "gpu"}, r"<device>: 'gpu' is not accepted; did you mean 'cpu'\? accepted "
                             r"values: auto, cpu, cuda, cuda:N"),
         ({"scorers": ["msp", "msp"]}, r"<scorers>: scorer 'msp' is listed twice"),
