@@ -203,6 +203,10 @@ GOOD = ["scribbles/0.png -1", "", "scribbles/1.png -1", "scribbles/2.png -1"]
     ([*GOOD[:1], "scribbles/sub -1"], 2, "a folder, not an image file"),
     ([*GOOD, "scribbles/gone.png -1"], 5, "listed but not found"),
     ("scribbles/0.png -1\nscribbles/caf\xe9.png -1\n".encode("latin-1"), 2, "not UTF-8"),
+    ([*GOOD[:1], "scribbles/1.png 99999999999999999999999"], 2, "integer label"),  # > int64
+    ([*GOOD[:1], "scribbles/1.png \u0661"], 2, "integer label"),  # an Arabic-Indic digit
+    # a line separator that bytes do not split on: the line number still counts it
+    ("scribbles/0.png -1\u2028scribbles/gone.png -1\n".encode(), 2, "listed but not found"),
 ])
 def test_a_malformed_image_list_is_an_error_naming_the_line(
         tmp_path: Path, lines: list[str] | bytes, line: int, why: str) -> None:
@@ -212,6 +216,15 @@ def test_a_malformed_image_list_is_an_error_naming_the_line(
         load_ood_sets(bench, tiny.root)
     assert not isinstance(info.value, DatasetUnavailable)  # never a skipped set
     assert f"{tiny.list}:{line}:" in str(info.value) and "'scribbles'" in str(info.value)
+
+
+def test_a_windows_image_list_is_read(tmp_path: Path) -> None:
+    """A byte-order mark, CRLF line endings, trailing spaces and labels with leading zeros, as
+    Windows editors and scripts write them, are a well-formed list."""
+    text = "\ufeffscribbles/0.png 01\r\n\r\nscribbles/1.png -1  \r\nscribbles/2.png 2\r\n"
+    tiny = _list_bench(tmp_path, text.encode())
+    sets = load_ood_sets(load_benchmark("tiny", tiny.config), tiny.root)
+    assert len(sets.sets["scribbles"]) == 3
 
 
 def test_an_empty_image_list_is_an_error_and_a_missing_one_a_skipped_set(tmp_path: Path) -> None:

@@ -383,7 +383,8 @@ def folder_labels(folder: Path, files: Sequence[Path]) -> np.ndarray:
     return np.array([classes[p[0]] if len(p) > 1 else -1 for p in parts], dtype=np.int64)
 
 
-_LIST_LINE = re.compile(r"(?P<name>\S(?:[^\t]*\S)?) +(?P<label>-1|\d+)")
+# labels in ASCII digits that fit int64 (a Unicode digit or a 30-digit label is a typo)
+_LIST_LINE = re.compile(r"(?P<name>\S(?:[^\t]*\S)?) +(?P<label>-1|[0-9]{1,18})")
 
 
 def _list_error(path: Path, number: int, line: str, why: str) -> DataError:
@@ -412,27 +413,32 @@ def read_image_list(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
     """An image list (OpenOOD's format): one ``relative/path label`` line per image (UTF-8,
     a space before the label, an integer, -1 for none; blank lines skipped); the paths and
     ``int64`` labels. A malformed line is a :class:`DataError` naming the file and the line."""
+    paths: list[str] = []
+    labels: list[int] = []
+    for number, line in _list_lines(path):
+        name, label = _list_line(path, number, line)
+        paths.append(name)
+        labels.append(label)
+    if not paths:
+        raise DataError(f"{path}: the image list names no images",
+                        "fix or rebuild the list; OpenOOD's download script writes them")
+    return tuple(paths), np.array(labels, dtype=np.int64)
+
+
+def _list_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of the image list ``path`` with their numbers: UTF-8 (a byte-order
+    mark, as Windows editors write, is skipped), any line ending."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: unreadable image list ({exc})") from exc
     try:
-        lines = data.decode("utf-8").splitlines()
+        lines = data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         number = data[:exc.start].count(b"\n") + 1
         line = data.splitlines()[number - 1].decode("utf-8", "backslashreplace")
         raise _list_error(path, number, line, "the line is not UTF-8 text") from None
-    paths: list[str] = []
-    labels: list[int] = []
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            name, label = _list_line(path, number, line)
-            paths.append(name)
-            labels.append(label)
-    if not paths:
-        raise DataError(f"{path}: the image list names no images",
-                        "fix or rebuild the list; OpenOOD's download script writes them")
-    return tuple(paths), np.array(labels, dtype=np.int64)
+    return [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
 
 
 def _kinds(folder: Path) -> dict[str, str] | None:
@@ -457,8 +463,7 @@ def check_listed(path: Path, base: Path, names: Sequence[str]) -> None:
         entries = folders[folder]
         why = "listed but not found" if entries is None or leaf not in entries else entries[leaf]
         if why:
-            number = [n for n, raw in enumerate(path.read_bytes().splitlines(), 1)
-                      if raw.strip()][index]
+            number = _list_lines(path)[index][0]
             raise DataError(f"{path}:{number}: {base / name}: {why}",
                             "restore the file or fix the line that names it")
 
