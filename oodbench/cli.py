@@ -354,11 +354,11 @@ def _run(args: argparse.Namespace) -> None:
         from oodbench.pipeline import evaluate
 
         name = reference_name(args.model)
-        model = load_model(args.model, args.num_classes or bench.num_classes, args.weights,
-                           args.pretrained)
+        model = load_model(args.model, args.num_classes or bench.num_classes,
+                           pretrained=args.pretrained)
         evaluate(model, bench, scorers=scorers, out=args.out,
                  cache_dir=args.runs_dir / bench.name / "cache", name=name,
-                 input_size=args.input_size, quiet=False, **options)
+                 input_size=args.input_size, weights=args.weights, quiet=False, **options)
     else:
         from oodbench.pipeline import evaluate_checkpoint
 

@@ -66,6 +66,7 @@ __all__ = [
     "DEVICES",
     "DEVICE_HELP",
     "DEVICE_PATTERN",
+    "EVAL_PREFIX",
     "FIT_SPLITS",
     "INIT_MODEL",
     "MAX_IMAGE_SIZE",
@@ -78,6 +79,7 @@ __all__ = [
     "OODSpec",
     "TrainSpec",
     "TrainingSpec",
+    "check_benchmark_name",
     "check_device",
     "check_name",
     "check_scorer",
@@ -180,6 +182,22 @@ def check_name(value: str, what: str) -> str:
         raise ConfigError(f"{what} {value!r} is not a safe name",
                           "use 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a "
                           "letter or digit (it becomes a file or folder name)")
+    return value
+
+
+EVAL_PREFIX = "eval-"  # eval writes <out_dir>/eval-<name>/, beside run's <out_dir>/<benchmark>/
+
+
+def check_benchmark_name(value: str) -> str:
+    """``value`` if it is a safe name that does not start with :data:`EVAL_PREFIX` (any case):
+    ``run`` writes ``<out>/<benchmark>/`` and ``eval`` ``<out>/eval-<model>/``, so such a
+    benchmark's results folder would be another command's."""
+    check_name(value, "benchmark name")
+    if value.lower().startswith(EVAL_PREFIX):
+        raise ConfigError(f"benchmark name {value!r} starts with {EVAL_PREFIX!r}, which names "
+                          f"the results folders of eval (OUT/{EVAL_PREFIX}MODEL/): run and "
+                          "eval would replace each other's results",
+                          f"rename the benchmark (e.g. {value[len(EVAL_PREFIX):]!r})")
     return value
 
 
@@ -590,7 +608,7 @@ class Benchmark:
     ...) and hold the expanded scorer names. ``id_dataset`` is the key ``id`` of the file.
     """
 
-    name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "benchmark name"))]
+    name: Annotated[str, Strict(), AfterValidator(check_benchmark_name)]
     id_dataset: Annotated[Dataset, Field(alias="id")]
     num_classes: Count
     image_size: Annotated[Count, Field(le=MAX_IMAGE_SIZE)]
@@ -1003,7 +1021,7 @@ def _extra_set(entry: Any, folder: Path) -> Any:
 def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Benchmark:
     where = ("benchmarks", name)
     try:
-        check_name(name, "benchmark name")
+        check_benchmark_name(name)
     except ConfigError as e:
         raise ConfigError(f"{source}: [benchmarks] {e.message}", e.hint) from None
     for key in (*_SET_BY_LOADER, "id_dataset"):

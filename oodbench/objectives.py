@@ -193,6 +193,9 @@ class BackgroundNorm(Objective):
             raise ValueError(f"q must lie in (0, 1), got {q}")
         if not (lam >= 0 and math.isfinite(lam)):
             raise ValueError(f"lam must be finite and >= 0, got {lam}")
+        if not (warmup_start >= 0 and warmup_epochs >= 0):  # epochs count from 0
+            raise ValueError("warmup_start and warmup_epochs must be >= 0 (epochs), got "
+                             f"{warmup_start} and {warmup_epochs}")
         self.lam, self.select, self.q, self.tau = lam, select, q, tau
         self.form, self.margin = form, margin
         self.warmup_start, self.warmup_epochs = warmup_start, warmup_epochs

@@ -28,8 +28,9 @@ from rich.progress import Progress
 from torch import nn
 
 from oodbench.adapters import ModelAdapter, adapt, input_preprocess
-from oodbench.checkpoint import SUMMARY_KEYS, file_hash, load_checkpoint
+from oodbench.checkpoint import SUMMARY_KEYS, file_hash, load_checkpoint, load_into
 from oodbench.config import (
+    EVAL_PREFIX,
     FIT_KEY,
     FIT_TRAIN,
     FIT_VAL,
@@ -82,6 +83,7 @@ from oodbench.metrics import (
     nonfinite_note,
     ood_metrics,
 )
+from oodbench.modelref import read_weights
 from oodbench.objectives import get_objective
 from oodbench.plots import FEATNORM, write_plots
 from oodbench.progress import console, make_progress
@@ -438,7 +440,6 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 # the files of a results folder that ``ablate`` writes; ``run`` and ``eval`` write the others
 ABLATION_PREFIX = "ablation"
 ABLATION_MANIFEST = f"{ABLATION_PREFIX}_manifest.json"
-EVAL_PREFIX = "eval-"  # eval writes <out_dir>/eval-<name>/
 
 
 def ablation_file(rel: str) -> bool:
@@ -640,6 +641,7 @@ def evaluate(
     input_size: int | None = None,
     adapter: Mapping[str, Any] | None = None,
     config: Path | str | None = None,
+    weights: Path | str | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Score ``model`` (any nn.Module :func:`~oodbench.adapters.adapt` takes, or an adapter)
@@ -653,7 +655,8 @@ def evaluate(
     preprocessed as the model wants (:func:`model_preprocess`). ``scorers`` (names or
     groups), ``device`` and ``batch_size`` override the benchmark's; ``adapter`` holds
     options for :func:`adapt` (``feature_layer``, ``head_layer``, ``preprocess``); ``name``
-    labels the model's rows.
+    labels the model's rows. ``weights`` (a ``.safetensors`` or ``.pt`` state_dict) is loaded
+    into ``model`` once the folders are checked (``out`` may not contain it).
 
     Nothing is written unless ``out`` is given (then ``out/eval-<name>/`` gets the files of
     ``oodbench run``, replaced whole: :func:`eval_folder`) or ``cache_dir`` (the feature
@@ -671,7 +674,11 @@ def evaluate(
     target = eval_folder(out, name, "model name") if out is not None else None
     check_folders(given, opts, "out", out, target, None,
                   Owned("cache_dir", cache_dir, cache_dir, "feature cache")
-                  if cache_dir is not None else None)
+                  if cache_dir is not None else None,
+                  Owned("weights", weights, weights, "weights file", writes=False)
+                  if weights is not None else None)
+    if weights is not None:
+        load_into(model, read_weights(weights), weights)
     net = adapt(model, **(adapter or {}))
     if net.fc.out_features < bench.num_classes:
         raise ConfigError(f"the model's head has {net.fc.out_features} outputs, but benchmark "

@@ -114,6 +114,29 @@ def test_eval_refuses_a_checkpoint_inside_the_folder_it_replaces(tb: SimpleNames
     assert ckpt.is_file()
 
 
+def test_eval_refuses_weights_inside_the_folder_it_replaces(
+        tb: SimpleNamespace, capsys: pytest.CaptureFixture) -> None:
+    """``--weights`` are loaded by ``evaluate`` after the folder check: a weights file inside
+    ``<out>/eval-<name>/`` (an earlier eval's folder) is refused, not loaded and deleted."""
+    folder = tb.out / "eval-good"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")  # an earlier eval's folder: replaceable
+    weights = folder / "w.pt"
+    torch.save(_net().state_dict(), weights)
+    factory = tb.root.parent / "m.py"
+    factory.write_text("from oodbench.models import create_model\n\n\ndef good(num_classes):\n"
+                       "    return create_model('resnet8', num_classes, 1, widths=(4, 4, 8))\n")
+    code = cli.main(["eval", "--benchmark", "tiny", "--config", str(tb.config), "--data-root",
+                     str(tb.root), "--runs-dir", str(tb.runs), "--model", f"{factory}:good",
+                     "--weights", str(weights), "--out", str(tb.out)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "Traceback" not in err
+    assert f"--out {tb.out} and --weights {weights} overlap" in err
+    assert weights.is_file()
+    with pytest.raises(OutputError, match=r"\(weights file\)"):
+        evaluate(_net(), tb.bench, data_root=tb.root, out=tb.out, name="good", weights=weights)
+
+
 def test_a_folder_oodbench_did_not_write_is_not_replaced(tb: SimpleNamespace) -> None:
     folder = tb.out / "eval-model"
     folder.mkdir(parents=True)

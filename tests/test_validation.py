@@ -2,6 +2,7 @@
 types against their signatures, OOD groups from a fixed set, no empty scorer list or widths,
 and no training whose objective's term never switches on, all refused before any training."""
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,11 @@ def test_an_unannotated_plugin_parameter_is_left_to_its_constructor(tmp_path: Pa
      ("{ lam = true }", ("lam = True must be of type float",)),
      ("{ lam = 0.2, warmup_start = inf }", ("warmup_start = inf must be a finite number",)),
      ('{ form = "rato" }', ("form = 'rato' is not accepted; did you mean 'ratio'?",
-                            "abs, ratio, hinge"))],
-    ids=["lam-string", "lam-bool", "warmup-inf", "form-typo"],
+                            "abs, ratio, hinge")),
+     ("{ warmup_start = -1.0 }", ("warmup_start and warmup_epochs must be >= 0",)),
+     ("{ warmup_start = 0.0, warmup_epochs = -1.0 }", ("got 0.0 and -1.0",))],
+    ids=["lam-string", "lam-bool", "warmup-inf", "form-typo", "warmup-negative",
+         "warmup-epochs-negative"],
 )
 def test_wrong_typed_objective_parameters_name_their_key(
     tmp_path: Path, params: str, needles: tuple[str, ...]
@@ -236,6 +240,22 @@ def test_ood_groups_are_the_fixed_set_or_a_registered_one(
         register_ood_group("adversarial", "something else")
     with pytest.raises(RegistrationError, match="not a safe name"):
         register_ood_group("../x", "bad")
+
+
+# ---------------------------------------------------------------- names of folders
+
+
+@pytest.mark.parametrize("name", ["eval-ce", "Eval-ce"])
+def test_a_benchmark_named_like_an_eval_folder_is_refused(tmp_path: Path, name: str) -> None:
+    """``run`` writes ``<out>/<benchmark>/`` and ``eval`` ``<out>/eval-<model>/``: a benchmark
+    ``eval-ce`` and ``eval`` of ``ce.pt`` would replace each other's results."""
+    path = tmp_path / "b.toml"
+    text = BASE.format(extra="", epochs=3, params="{ lam = 0.2 }", group='group = "near"')
+    path.write_text(text.replace("benchmarks.b", f"benchmarks.{name}"))
+    with pytest.raises(ConfigError, match=f"benchmark name '{name}' starts with 'eval-'"):
+        load_benchmark(name, path)
+    with pytest.raises((ConfigError, ValidationError), match="starts with 'eval-'"):
+        dataclasses.replace(_load(tmp_path), name=name)  # a Benchmark built in Python
 
 
 # ---------------------------------------------------------------- empty lists
