@@ -35,6 +35,7 @@ from oodbench.errors import OodbenchError, OutputError
 from oodbench.fileio import check_files, inside, record_files
 from oodbench.lock import claim
 from oodbench.manifest import FILES_KEY
+from oodbench.metrics import COLUMNS
 from oodbench.pipeline import (
     EvalContext,
     ModelResult,
@@ -45,6 +46,7 @@ from oodbench.pipeline import (
     write_json,
     write_scores,
 )
+from oodbench.plots import FEATNORM
 from oodbench.plugins import load_plugin_file
 from oodbench.progress import console
 from oodbench.provenance import source_fingerprint
@@ -218,7 +220,8 @@ def run_train(ws: Workspace, job: Job) -> Outcome:
 def stored_problem(folder: Path | str) -> str | None:
     """Why the evaluation stored in ``folder`` cannot be trusted (None: it can): no done
     marker, one that records no file hashes (an older oodbench's), a file missing or not the
-    one it records, or a result that does not read back whole (no rows, a truncated file)."""
+    one it records, or a result that does not read back whole (no rows, a truncated file, not
+    the structure oodbench writes: :func:`read_eval`)."""
     folder = Path(folder)
     done = folder / DONE_FILE
     if not done.is_file():
@@ -289,9 +292,41 @@ def read_eval(folder: Path | str) -> tuple[ModelResult, dict[str, Any]]:
     :class:`~oodbench.errors.OutputError` when it holds no rows (never an empty result)."""
     folder = Path(folder)
     data = json.loads((folder / RESULT_FILE).read_text())
+    fix = "delete the folder; the next run computes it again"
     if not data["rows"]:
-        raise OutputError(f"{folder / RESULT_FILE} holds no rows",
-                          "delete the folder; the next run computes it again")
+        raise OutputError(f"{folder / RESULT_FILE} holds no rows", fix)
+    rows = data["rows"]
+    if (not isinstance(rows, list) or not isinstance(data["params"], dict)
+            or not isinstance(data["checkpoint"], dict)
+            or not all(isinstance(r, dict) and set(r) == set(COLUMNS) for r in rows)):
+        raise OutputError(f"{folder / RESULT_FILE} is not an evaluation oodbench wrote (rows "
+                          f"of {', '.join(COLUMNS)}, params, checkpoint)", fix)
     with np.load(folder / SCORES_FILE) as z:
         scores = {k: z[k] for k in z.files}
-    return ModelResult(data["rows"], scores, data["params"]), data["checkpoint"]
+    _check_scores(folder / SCORES_FILE, scores)
+    return ModelResult(rows, scores, data["params"]), data["checkpoint"]
+
+
+def _check_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
+    """Refuse stored scores (``scorer/set`` -> array) that oodbench cannot have written: not
+    1-D float arrays, non-finite scores (scorers' scores are checked finite before they are
+    stored; only feature norms may be NaN), or sets of different sizes or scored by some
+    scorers only."""
+    sets: dict[str, set[str]] = {}
+    sizes: dict[str, int] = {}
+    why = ""
+    for key, values in scores.items():
+        scorer, _, set_name = key.partition("/")
+        sets.setdefault(scorer, set()).add(set_name)
+        if values.ndim != 1 or values.dtype.kind != "f":
+            why = f"{key} is not a 1-D float array"
+        elif scorer != FEATNORM and not np.isfinite(values).all():
+            why = f"{key} holds non-finite scores"
+        elif sizes.setdefault(set_name, len(values)) != len(values):
+            why = f"{key} holds {len(values)} values, another key of {set_name} {sizes[set_name]}"
+        if why:
+            break
+    if not why and len({frozenset(v) for v in sets.values()}) > 1:
+        why = f"its scorers score different sets ({ {k: sorted(v) for k, v in sets.items()} })"
+    if why:
+        raise OutputError(f"{path}: {why}", "delete the folder; the next run computes it again")

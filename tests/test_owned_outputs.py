@@ -19,7 +19,7 @@ from oodbench.checkpoint import save_checkpoint
 from oodbench.config import load_benchmark
 from oodbench.errors import OutputError
 from oodbench.fileio import record_files
-from oodbench.jobs import DONE_FILE, EVALS_DIR, RESULT_FILE, SCORES_FILE
+from oodbench.jobs import DONE_FILE, EVALS_DIR, RESULT_FILE, SCORES_FILE, stored_problem
 from oodbench.matrix import plan_benchmark, run_benchmark
 from oodbench.models import create_model
 from oodbench.openood import LONG_FILE
@@ -230,8 +230,33 @@ def test_a_damaged_stored_evaluation_is_computed_again(
         (folder / DONE_FILE).write_text(json.dumps(
             {k: v for k, v in done.items() if k != "files"}))
 
+    def rehashed(change: str) -> None:
+        """Damage that a recorded hash does not reveal (another tool's, or a user's, edit
+        that also rewrote done.json): it must not fail every later run."""
+        with np.load(folder / SCORES_FILE) as z:
+            scores = {k: z[k] for k in z.files}
+        if change == "rows":
+            (folder / RESULT_FILE).write_text(json.dumps({"rows": [1], "params": {},
+                                                          "checkpoint": {}}))
+        else:
+            key = next(k for k in scores if k.startswith("msp/"))
+            scores = ({key: np.full_like(scores[key], np.nan)} if change == "nan"
+                      else {k: v for k, v in scores.items() if k != key}) | {
+                k: v for k, v in scores.items() if k != key}
+            np.savez(folder / SCORES_FILE, **scores)
+        (folder / DONE_FILE).write_text(json.dumps(done | {"files": record_files(
+            folder, [RESULT_FILE, SCORES_FILE])}))
+
+    kept = {name: (folder / name).read_bytes() for name in (DONE_FILE, RESULT_FILE, SCORES_FILE)}
+    for change, why in (("rows", "is not an evaluation oodbench wrote"),
+                        ("key", "its scorers score different sets")):
+        rehashed(change)
+        assert why in (stored_problem(folder) or "") and not _stored(tb)
+        for name, data in kept.items():
+            (folder / name).write_bytes(data)
     for damage, why in ((no_rows, "holds no rows"), (truncated, "differs from the file"),
-                        (no_hashes, "records no hashes")):
+                        (no_hashes, "records no hashes"),
+                        (lambda: rehashed("nan"), "holds non-finite scores")):
         damage()
         df, err = _rerun(tb, capsys)
         assert f"note: the stored evaluation {folder} is computed again" in err, damage
