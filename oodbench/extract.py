@@ -389,12 +389,17 @@ def _load_features(path: Path, n: int) -> Features:
     rows = {len(out.features), len(out.logits), len(out.labels)}
     if rows != {n} or out.features.ndim != 2 or out.logits.ndim != 2:
         raise ValueError(f"holds arrays of {sorted(rows)} rows, not {n} images")
+    dtypes = (out.features.dtype, out.logits.dtype, out.labels.dtype)
+    if dtypes != (torch.float32, torch.float32, torch.int64):  # what a pass writes
+        raise ValueError(f"holds features, logits and labels of {', '.join(map(str, dtypes))}, "
+                         "not float32, float32 and int64")
     return out
 
 
 def _load_scores(path: Path, n: int) -> np.ndarray:
     """Cached model scores of ``n`` images; ValueError when the entry is not one."""
     out = np.load(path)
-    if out.shape != (n,):
-        raise ValueError(f"holds an array of shape {out.shape}, not {n} scores")
+    if out.shape != (n,) or out.dtype != np.float64:  # model_scores gives float64
+        raise ValueError(f"holds an array of shape {out.shape} and {out.dtype}, not {n} float64 "
+                         "scores")
     return out

@@ -720,6 +720,15 @@ def evaluate(
                                            "weights_sha256": digest})
 
 
+def recorded_rows(id_acc: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of what a checkpoint's training recorded (``test_acc``, the objective's
+    diagnostics), shaped as the checkpoint's ``id_acc`` row, without its note: a failed
+    ``id_acc`` (non-finite logits now) says nothing about numbers recorded in training."""
+    recorded = {"test_acc": meta.get("test_acc"), **(meta.get("diagnostics") or {})}
+    return [id_acc | {"metric": k, "value": v, "note": ""}
+            for k, v in recorded.items() if v is not None]
+
+
 def ablate_benchmark(
     bench: Benchmark,
     seeds: int | None = None,
@@ -769,9 +778,7 @@ def ablate_benchmark(
             model, meta = load_checkpoint(path)
             digest = file_hash(path)
             result = score_model(ctx, model, digest, spec.name, seed)
-            recorded = {"test_acc": meta.get("test_acc"), **(meta.get("diagnostics") or {})}
-            rows += result.rows + [result.rows[0] | {"metric": k, "value": v}
-                                   for k, v in recorded.items() if v is not None]
+            rows += result.rows + recorded_rows(result.rows[0], meta)
             checkpoints[f"{spec.name}-s{seed}"] = checkpoint_summary(path, digest, meta) | {
                 "params": spec.params, "train": asdict(spec.train)}
             df = pd.DataFrame(rows, columns=list(COLUMNS))

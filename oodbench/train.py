@@ -495,10 +495,12 @@ class Trainer:
         key = training_key(self.bench, spec, seed, self.splits, init_hash, self.preprocess,
                            distributed.world_size())[:12]
         path = inside(self.dir, f"{training}-s{seed}-{key}.pt")
+        if path.is_file():  # one stat; a listing of the runs folder only for a missing one
+            return path
         # the key covers everything that sets the weights, so an identical training stored under
         # another name (an ablation variant that became the default) is the same checkpoint
         same = sorted(self.dir.glob(f"*-s{seed}-{key}.pt"))
-        return path if path.is_file() or not same else same[0]
+        return same[0] if same else path
 
     def ensure(self, training: str, seed: int, progress: Progress | None = None) -> Path:
         """Return the checkpoint for (training, seed), training it (and its init) if missing.

@@ -283,3 +283,24 @@ def test_a_truncated_cache_entry_is_computed_again(
     capsys.readouterr()
     evaluate(_net(), tb.bench, data_root=tb.root, cache_dir=cache, scorers="msp")
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_cache_entry_of_other_dtypes_is_computed_again(
+    tb: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    """An entry that loads whole but holds arrays no pass writes (int or float16 features,
+    float labels) would fail, or round, every later scorer's input: computed again."""
+    cache = tb.runs / "cache"
+    first = evaluate(_net(), tb.bench, data_root=tb.root, cache_dir=cache, scorers="msp")
+    entries = sorted(cache.rglob("*.npz"))
+    for entry, change in zip(entries, ({"features": np.int64}, {"logits": np.float16},
+                                       {"labels": np.float64}), strict=False):
+        with np.load(entry) as z:
+            arrays = {k: z[k].astype(change.get(k, z[k].dtype)) for k in z.files}
+        np.savez(entry, **arrays)
+    capsys.readouterr()
+    again = evaluate(_net(), tb.bench, data_root=tb.root, cache_dir=cache, scorers="msp")
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("note: the feature cache entry") == min(3, len(entries)), err
+    assert "not float32, float32 and int64" in err
+    pd.testing.assert_frame_equal(first, again)

@@ -18,7 +18,7 @@ from torch import nn
 from oodbench import plugins
 from oodbench.metrics import ID_ACC, accuracy, nonfinite_note
 from oodbench.models import create_model
-from oodbench.pipeline import evaluate
+from oodbench.pipeline import evaluate, recorded_rows
 from oodbench.scoring import (
     Features,
     Head,
@@ -203,6 +203,18 @@ def test_non_finite_logits_fail_id_accuracy_with_their_count() -> None:
     with pytest.raises(ValueError, match="accuracy: 1 of 3 samples of the logits"):
         accuracy(logits, torch.tensor([1, 0, 1]))
     assert accuracy(logits[[0, 2]], torch.tensor([1, 1])) == 1.0
+
+
+def test_ablate_rows_of_training_records_do_not_carry_a_failed_id_acc_note() -> None:
+    """``ablate`` shapes its ``test_acc`` (and diagnostics) rows as the ``id_acc`` row: a
+    failed ``id_acc``'s note would be copied onto numbers recorded in training."""
+    df = _evaluate(["msp"], model=_model(nan_bias=True))
+    acc = df[df["metric"] == ID_ACC].iloc[0].to_dict()
+    assert acc["note"]
+    rows = recorded_rows(acc, {"test_acc": 0.9, "diagnostics": {"bg_ratio": 0.5}})
+    assert [(r["metric"], r["value"], r["note"]) for r in rows] == [
+        ("test_acc", 0.9, ""), ("bg_ratio", 0.5, "")]
+    assert all(r["training"] == acc["training"] and r["seed"] == acc["seed"] for r in rows)
 
 
 class _Returns(Scorer):
