@@ -1060,7 +1060,7 @@ def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
     if not file.is_file():
         raise ConfigError(f"config file {source} does not exist", "pass an existing file")
     try:
-        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+        doc = tomllib.loads(file.read_text(encoding="utf-8-sig"))  # a BOM, as Notepad writes
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{source}: not valid TOML: {e}", 'fix the syntax there (strings in '
                           '"quotes", tables as [benchmarks.NAME])') from e

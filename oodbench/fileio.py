@@ -106,6 +106,10 @@ def inside(folder: Path | str, *parts: str) -> Path:
     folder = Path(folder)
     path = folder.joinpath(*parts)
     if not path.resolve().is_relative_to(folder.resolve()) or path.resolve() == folder.resolve():
+        if path.is_symlink() and os.path.normpath(path) != os.path.normpath(folder):
+            raise OutputError(f"{path} is a link to {path.resolve()}, outside {folder}",
+                              f"remove the link {path} (oodbench writes a folder there), or "
+                              "write to another folder")
         raise OutputError(f"{path} is not inside {folder}",
                           "names that become paths must be safe names (letters, digits, '.', "
                           "'_', '+', '-'; no '/' or '..')")

@@ -137,11 +137,14 @@ def _prepare(bench: Benchmark, seeds: int | None, out_dir: Path | str,
              options: dict[str, Any]) -> tuple[Benchmark, RunOptions, Path]:
     """The benchmark with the command's overrides, the options and the results folder,
     which must not overlap the runs folder, the data root or the inputs
-    (:func:`~oodbench.pipeline.check_folders`)."""
+    (:func:`~oodbench.pipeline.check_folders`); both folders must be writable."""
     opts = RunOptions.of(options)
     bench = bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
     out = inside(out_dir, check_name(bench.name, "benchmark name"))
-    check_folders(bench, opts, "out_dir", out_dir, out, inside(opts.runs_dir, bench.name))
+    runs = inside(opts.runs_dir, bench.name)
+    check_folders(bench, opts, "out_dir", out_dir, out, runs)
+    check_writable(out, "out_dir")  # here, so a dry run refuses what the run would
+    check_writable(runs, "runs_dir")
     return bench, opts, out
 
 
@@ -179,7 +182,6 @@ def run_benchmark(
     exe = create_executor(executor, address, connect_timeout)
     given = bench
     bench, opts, out = _prepare(bench, seeds, out_dir, scorers, options)
-    check_writable(out, "out_dir")
     started = Started()
     work = _work(bench, opts, exe.remote)
     with exclusive(out, inside(opts.runs_dir, bench.name), ablation_file) as stage:

@@ -105,9 +105,9 @@ def _timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
     if name not in timm.list_models():
         from oodbench.registry import did_you_mean
 
-        raise ConfigError(f"<model=timm:{name}>: timm has no model {name!r};"
-                          f"{did_you_mean(name, timm.list_models())}",
-                          "see timm.list_models()")
+        close = did_you_mean(name, timm.list_models())
+        raise ConfigError(f"<model=timm:{name}>: timm has no model {name!r}"
+                          + (f";{close}" if close else ""), "see timm.list_models()")
     return _fetching(f"timm:{name}", lambda: timm.create_model(
         name, pretrained=pretrained, num_classes=num_classes))
 

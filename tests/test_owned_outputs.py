@@ -78,6 +78,21 @@ def test_run_refuses_an_out_that_is_or_holds_the_runs_folder(tb: SimpleNamespace
     assert not shared.exists() and not tb.out.exists() and not tb.runs.exists()  # before any work
 
 
+def test_a_dry_run_refuses_what_the_run_would(tb: SimpleNamespace, nothing_built: list[str]
+                                              ) -> None:
+    """A runs folder that is a file, or a results folder that is a link out of ``out``, is
+    refused by the plan (``run --dry-run``) as by the run, before any data is loaded."""
+    with pytest.raises(OutputError, match=r"bench.toml is a file, not a folder"):
+        plan_benchmark(tb.bench, out_dir=tb.out, runs_dir=tb.config, data_root=tb.root)
+    linked = tb.root.parent / "linked"
+    linked.mkdir()
+    (tb.runs / "tiny").mkdir(parents=True)
+    (linked / "tiny").symlink_to(tb.runs / "tiny")
+    with pytest.raises(OutputError, match=r"linked/tiny is a link to .*runs/tiny, outside "):
+        plan_benchmark(tb.bench, out_dir=linked, runs_dir=tb.runs, data_root=tb.root)
+    assert not nothing_built
+
+
 def test_the_cli_names_both_options(tb: SimpleNamespace, capsys: pytest.CaptureFixture) -> None:
     shared = tb.root.parent / "D"
     code = cli.main(["run", "--benchmark", "tiny", "--config", str(tb.config), "--data-root",

@@ -242,6 +242,14 @@ def test_ood_groups_are_the_fixed_set_or_a_registered_one(
         register_ood_group("../x", "bad")
 
 
+def test_a_config_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """Windows editors (Notepad) start UTF-8 files with a BOM, which tomllib refuses."""
+    path = tmp_path / "b.toml"
+    text = BASE.format(extra="", epochs=3, params="{ lam = 0.2 }", group='group = "near"')
+    path.write_bytes("\ufeff".encode() + text.replace("\n", "\r\n").encode())
+    assert load_benchmark("b", path).name == "b"
+
+
 # ---------------------------------------------------------------- names of folders
 
 
