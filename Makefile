@@ -15,11 +15,13 @@ run: setup
 	$(BIN)/oodbench run --benchmark $(BENCH) --seeds $(SEEDS) $(ARGS)
 
 # pytest-xdist over every core, one test file per worker: a file's tests share its module
-# fixtures (test_executors.py's Ray cluster). A worker that crashes (abort, segfault, or
-# pytest-timeout ending a hung test) ends the run at once, naming its test: xdist 3.8 would
-# start a new worker, which under --dist loadfile runs the crashed test again, can lose the
-# file's other tests and can leave the run waiting forever on idle workers
-XDIST := -n auto --dist loadfile --max-worker-restart=0
+# fixtures (test_executors.py's Ray cluster). Files start in collection order, where
+# tests/conftest.py puts the longest first (xdist's own order, most tests first, ran the long
+# one-test files last while the other worker sat idle). A worker that crashes (abort,
+# segfault, or pytest-timeout ending a hung test) ends the run at once, naming its test:
+# xdist 3.8 would start a new worker, which under --dist loadfile runs the crashed test
+# again, can lose the file's other tests and can leave the run waiting forever on idle workers
+XDIST := -n auto --dist loadfile --no-loadscope-reorder --max-worker-restart=0
 
 # the suite
 test: setup

@@ -17,6 +17,23 @@ from PIL import Image
 # the tests' models are tiny: one thread avoids OpenMP oversubscription on busy machines
 torch.set_num_threads(1)
 
+# The files that take longest on 2 cores, longest first. make test hands whole files to its
+# pytest-xdist workers in collection order (--dist loadfile --no-loadscope-reorder): these go
+# first, so the last files to start are short ones and no worker sits idle while another ends
+# a long file (xdist's default order, most tests first, left the one-test files to the end).
+# test_reference.py comes second, on the other worker: its Ray variant (a local cluster of its
+# own) is done long before test_executors.py ends with `ray stop`, which stops every cluster.
+LONGEST_FIRST = ("test_executors.py", "test_reference.py", "test_resume.py",
+                 "test_determinism.py", "test_openood_presets.py", "test_kernel_guard.py",
+                 "test_gpu_check.py", "test_ddp.py", "test_stream_memory.py", "test_pipeline.py",
+                 "test_plots.py", "test_install.py", "test_claims.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run :data:`LONGEST_FIRST`'s files first, in its order; the rest as collected."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
     """Write ``uint8`` N x H x W images (magic 2051) or N labels (magic 2049) as idx."""

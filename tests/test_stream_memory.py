@@ -1,4 +1,4 @@
-"""A 20,000-image folder is extracted under an address-space cap that loading it into memory
+"""A 5,000-image folder is extracted under an address-space cap that loading it into memory
 exceeds, and gives the in-memory path's features."""
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from oodbench.extract import forward_features
 from oodbench.models import create_model
 from tests.openood_fixture import build_image_folder
 
-N, SIZE = 20_000, 72  # 311 MB as one uint8 array
-BUDGET = 200 * 2**20  # the cap over the child's size once imported and warmed up
+N, SIZE = 5_000, 72  # 78 MB as one uint8 array
+BUDGET = 50 * 2**20  # the cap over the child's size once imported and warmed up
+# images per batch: streamed in batches of 16, the extraction fits under a 20 MB budget (at
+# 128, its activations alone need 50 MB); the array needs the budget and half as much again
+BATCH = 16
 
 # RLIMIT_AS counts virtual memory and torch maps gigabytes of it: the cap is the child's own
 # size after imports and a warm-up pass, plus BUDGET. Forked data-loader workers would inherit
@@ -33,7 +36,7 @@ from oodbench.data import Preprocess, load_path
 from oodbench.extract import forward_features
 from oodbench.models import create_model
 
-folder, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
+folder, mode, out, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[5])
 
 
 def status(key):
@@ -46,7 +49,7 @@ model = create_model("resnet8", 4, 3, widths=(4, 4, 4))
 pre = Preprocess(72, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 sample = load_path(folder, "big", stream=True)
 small = sample.subset(np.arange(256), "test")
-forward_features(model, small, pre, torch.device("cpu"), 128, workers=0)  # warm-up
+forward_features(model, small, pre, torch.device("cpu"), batch, workers=0)  # warm-up
 cap = status("VmSize") + int(sys.argv[4])
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 try:
@@ -61,7 +64,7 @@ if mode == "memory":
         print(json.dumps({"refused": True}))
         sys.exit(0)
     sys.exit("the in-memory path loaded the whole set under the cap")
-feats = forward_features(model, sample, pre, torch.device("cpu"), 128, workers=0)
+feats = forward_features(model, sample, pre, torch.device("cpu"), batch, workers=0)
 np.save(out, feats.features.numpy())
 print(json.dumps({"n": len(feats.features), "cap_over_start": int(sys.argv[4]),
                   "peak_rss": status("VmHWM")}))
@@ -79,7 +82,7 @@ def _child(folder: Path, mode: str, out: Path) -> dict[str, object]:
     # fragments and grows): the address space follows what is live, run after run
     env = {**os.environ, "MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
     done = subprocess.run([sys.executable, "-c", CHILD, str(folder), mode, str(out),
-                           str(BUDGET)], capture_output=True, text=True, timeout=300,
+                           str(BUDGET), str(BATCH)], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).parents[1], env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -95,7 +98,7 @@ def test_streaming_fits_where_the_array_does_not(big_folder: Path, tmp_path: Pat
     torch.manual_seed(0)
     model = create_model("resnet8", 4, 3, widths=(4, 4, 4))
     pre = Preprocess(SIZE, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    every = np.arange(0, N, 10)  # a 2,000-image sample of the in-memory path
+    every = np.arange(0, N, 10)  # a 500-image sample of the in-memory path
     want = forward_features(model, memory.subset(every, "test"), pre, torch.device("cpu"),
-                            128).features.numpy()
+                            BATCH).features.numpy()
     np.testing.assert_allclose(streamed[every], want, atol=1e-6, rtol=0)
