@@ -296,16 +296,21 @@ def _import_file(path: Path, where: str) -> dict[str, dict[str, Any]]:
     if path.suffix != ".py":
         raise PluginError(f"{where} is not an importable Python file",
                           f"name a .py file, {_LEAVE_OUT}")
+    from oodbench.config import OOD_GROUPS  # config builds on the registries
+
     hint = f"fix the file (or install what it imports), {_LEAVE_OUT}"
     module: ModuleType | None = None
+    groups = dict(OOD_GROUPS)  # a file may register OOD groups only (register_ood_group)
     try:
         with _registering(where, hint) as added:
             module = run_file(path, "oodbench_plugin_", where, hint)
-        if not added:
+        if not added and groups == OOD_GROUPS:
             raise PluginError(f"{where} registers nothing", _registers_nothing_hint())
     except BaseException:
         if module is not None:  # imported, then refused: run_file removed it otherwise
             del sys.modules[module.__name__]
+        OOD_GROUPS.clear()
+        OOD_GROUPS.update(groups)
         raise
     return added
 
@@ -322,12 +327,16 @@ def scoped() -> Iterator[None]:
                 yield
     """
     global _loaded
+    from oodbench.config import OOD_GROUPS
+
     load_entry_points()
     with ExitStack() as stack:
         for registry in registries().values():
             stack.enter_context(registry.scoped())
-        saved = _loaded.copy()
+        saved, groups = _loaded.copy(), dict(OOD_GROUPS)
         try:
             yield
         finally:
             _loaded = saved
+            OOD_GROUPS.clear()
+            OOD_GROUPS.update(groups)

@@ -242,6 +242,25 @@ def test_ood_groups_are_the_fixed_set_or_a_registered_one(
         register_ood_group("../x", "bad")
 
 
+def test_a_plugin_file_may_register_only_an_ood_group(tmp_path: Path) -> None:
+    """The README's way to add a group (a plug-in calling register_ood_group) was refused as
+    "registers nothing"; a refused file leaves no group behind."""
+    from oodbench import plugins
+
+    with plugins.scoped():
+        good, bad = tmp_path / "groups.py", tmp_path / "bad.py"
+        good.write_text("from oodbench.config import register_ood_group\n"
+                        "register_ood_group('adversarial', 'attacked ID images')\n")
+        bad.write_text("from oodbench.config import register_ood_group\n"
+                       "register_ood_group('typo', 'x')\nraise RuntimeError('broken')\n")
+        with pytest.raises(plugins.PluginError, match="broken"):
+            plugins.load_plugin_file(bad)
+        assert "typo" not in config.OOD_GROUPS
+        assert plugins.load_plugin_file(good) == {}
+        assert _load(tmp_path, group='group = "adversarial"').ood[0].group == "adversarial"
+    assert "adversarial" not in config.OOD_GROUPS  # scoped() undoes it
+
+
 def test_a_config_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     """Windows editors (Notepad) start UTF-8 files with a BOM, which tomllib refuses."""
     path = tmp_path / "b.toml"
