@@ -454,13 +454,16 @@ class _Shared:
 
 
 def _coarse(dtype: torch.dtype | np.dtype) -> str:
-    """Why scores of ``dtype`` lost information before oodbench saw them, or ``""``: complex,
-    bool, and every type of fewer than 32 bits (float16, bfloat16, float8, int8, int16, ...)
-    hold fewer distinct values than float32. int32 and int64 (ranks, counts) are exact."""
+    """Why scores of ``dtype`` lost information before oodbench saw them, or ``""``: text,
+    objects, dates or records are no scores; complex, bool, and every type of fewer than 32
+    bits (float16, bfloat16, float8, int8, int16, ...) hold fewer distinct values than
+    float32. int32 and int64 (ranks, counts) are exact."""
     if isinstance(dtype, torch.dtype):
         complex_, bool_, size = dtype.is_complex, dtype == torch.bool, dtype.itemsize
     else:
         complex_, bool_, size = dtype.kind == "c", dtype.kind == "b", dtype.itemsize
+    if not isinstance(dtype, torch.dtype) and dtype.kind in "USOMmV":
+        return "scores must be numbers (not text, objects, dates or records)"
     if complex_:
         return "complex scores are not real numbers"
     if bool_ or size < 4:

@@ -243,6 +243,16 @@ def test_scores_coarser_than_float32_are_refused_with_their_dtype(dtype: Any) ->
                                       "(oodbench.scoring.to_scores)")
 
 
+@pytest.mark.parametrize("dtype", [np.str_, object], ids=str)
+def test_scores_that_are_not_numbers_are_refused(dtype: Any) -> None:
+    """Text scores ("0.5") or an object array (of float16 values, say) were converted to
+    float64 without a word."""
+    train, head, sets = _problem()
+    with pytest.raises(ScorerFailed, match=r"returned .* scores on 'test': scores must be "
+                       r"numbers \(not text, objects"):
+        fit_and_score(_Returns(dtype), train, head, sets)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int32, np.int64,
                                    np.float32], ids=str)
 def test_float32_and_wider_scores_and_whole_numbers_are_kept(dtype: Any) -> None:
