@@ -77,6 +77,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from oodbench.config import Benchmark, load_benchmark
 from oodbench.data import ImageArray, Preprocess
+from oodbench.device import resolve_device
 from oodbench.extract import (
     FeatureCache,
     batches,
@@ -91,7 +92,6 @@ from oodbench.pipeline import EvalContext, OODSets, load_ood_sets, score_model
 from oodbench.provenance import code_version
 from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_builtin_scorers
 from oodbench.splits import IDSplits, load_id_splits
-from oodbench.train import resolve_device
 
 if TYPE_CHECKING:
     from benchmarks.crosscheck_pytorch_ood import Wrapped

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import torch
 
 from oodbench.config import Benchmark, load_benchmark
+from oodbench.device import resolve_device
 from oodbench.models import create_model
 from oodbench.objectives import create_objective
 from oodbench.progress import make_progress
-from oodbench.train import InMemory, fit, resolve_device
+from oodbench.train import InMemory, fit
 
 
 def measure_rates(

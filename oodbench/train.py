@@ -48,7 +48,8 @@ from oodbench.config import (
     TrainSpec,
 )
 from oodbench.data import ImageArray, ImageSet, Preprocess, resolve_data_root
-from oodbench.errors import ConfigError, DeviceError, TrainingError
+from oodbench.device import resolve_device
+from oodbench.errors import ConfigError, TrainingError
 from oodbench.fileio import Owned, check_disjoint, check_writable, inside
 from oodbench.layout import CONTIGUOUS, MemoryFormat, model_format
 from oodbench.models import create_model
@@ -57,17 +58,6 @@ from oodbench.progress import console, make_progress
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.threads import job_threads
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(
-            f"<device={name}> was requested but torch.cuda.is_available() is False "
-            f"(torch {torch.__version__})", "use <device=cpu>")
-    return torch.device(name)
 
 
 def to_tensor(preprocess: Preprocess, images: np.ndarray, chunk: int = 4096) -> torch.Tensor:

@@ -19,10 +19,10 @@ from conftest import random_images, write_npz
 from oodbench.checkpoint import file_hash
 from oodbench.config import load_benchmark
 from oodbench.data import load_dataset
+from oodbench.device import resolve_device
 from oodbench.layout import model_format
 from oodbench.matrix import run_benchmark
 from oodbench.scoring import list_scorers, load_builtin_scorers
-from oodbench.train import resolve_device
 
 NOISE = '[[benchmarks.tiny.ood]]\nname = "uniform-noise"\ngroup = "far"\n'
 
