@@ -35,13 +35,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from oodbench.adapters import ModelAdapter, adapt
 from oodbench.config import check_scorer
+from oodbench.device import resolve_device
 from oodbench.errors import CheckpointError, ConfigError
 from oodbench.extract import prepare_model, weights_fingerprint
 from oodbench.fileio import atomic_write_bytes, atomic_write_text
 from oodbench.layout import MemoryFormat
 from oodbench.provenance import library_versions
 from oodbench.scoring import Features, Head, MapScorer, ModelScorer, as_scores
-from oodbench.train import resolve_device
 
 __all__ = ["META_FILE", "STATE_FILE", "Detector"]
 

@@ -1,5 +1,6 @@
 """Chunked float64 statistics of ID-train features, for the scorers that fit Gaussians, means or
-subspaces (mahalanobis, rmds, vim, she, klm).
+subspaces (mahalanobis, rmds, vim, she, klm), and the chunked Mahalanobis distances that
+mahalanobis and rmds score with.
 
 Rows go ``chunk_rows`` at a time (default :data:`CHUNK_ROWS`, read at call time so tests can
 shrink it); each chunk is converted to float64 on its own, so no float64 copy of the whole
@@ -79,3 +80,43 @@ def within_class(
     sums, counts = class_sums(values, inverse, len(classes), chunk_rows)
     means = sums / counts.unsqueeze(1)
     return means, counts, scatter(values, means, inverse, chunk_rows)
+
+
+def pinv_covariance(scatter_matrix: torch.Tensor, n: int) -> torch.Tensor:
+    """The hermitian pseudo-inverse of the covariance ``scatter_matrix / n``: the precision of
+    sklearn's ``EmpiricalCovariance`` (OpenOOD's), finite where the covariance is singular."""
+    return torch.linalg.pinv(scatter_matrix / n, hermitian=True)
+
+
+def min_mahalanobis(
+    values: torch.Tensor,
+    means: torch.Tensor,
+    precision: torch.Tensor,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Float64 ``min_k (v_i - mu_k)^T P (v_i - mu_k)`` of each row ``v_i`` over the K rows of
+    ``means`` (N values), expanded as ``v P v - 2 v P mu + mu P mu`` so no N x K x D
+    difference is formed; rows go ``chunk_rows`` at a time."""
+    mean_terms = ((means @ precision) * means).sum(dim=1)
+    out = []
+    for rows in row_chunks(len(values), chunk_rows):
+        f = values[rows].double()
+        fp = f @ precision
+        dists = (fp * f).sum(dim=1, keepdim=True) - 2 * fp @ means.T + mean_terms
+        out.append(dists.amin(dim=1))
+    return torch.cat(out) if out else means.new_empty(0)
+
+
+def mahalanobis(
+    values: torch.Tensor,
+    mean: torch.Tensor,
+    precision: torch.Tensor,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Float64 ``(v_i - mu)^T P (v_i - mu)`` of each row ``v_i`` to the one ``mean`` (N
+    values), from the centred rows; rows go ``chunk_rows`` at a time."""
+    out = []
+    for rows in row_chunks(len(values), chunk_rows):
+        centred = values[rows].double() - mean
+        out.append(((centred @ precision) * centred).sum(dim=1))
+    return torch.cat(out) if out else mean.new_empty(0)

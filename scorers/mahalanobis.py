@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
-from oodbench.stats import within_class
+from oodbench.stats import min_mahalanobis, pinv_covariance, within_class
 
 
 @register_scorer("mahalanobis")
@@ -44,20 +44,12 @@ class Mahalanobis(Scorer):
             raise ValueError("mahalanobis: needs a non-empty ID-train set with known labels")
         means, _, cov = within_class(train.features, labels, self.chunk_size)
         self.means_ = means
-        self.precision_ = torch.linalg.pinv(cov / len(train), hermitian=True)
+        self.precision_ = pinv_covariance(cov, len(train))
         self.head_ = head
         return self
 
     def score(self, data: Features) -> np.ndarray:
         """Return -min_c (f - mu_c)^T Sigma^+ (f - mu_c) per sample."""
-        means = self._fitted(self.means_)
-        precision = self._fitted(self.precision_)
-        mean_terms = ((means @ precision) * means).sum(dim=1)
-        out = []
-        for feats in data.features.split(self.chunk_size):
-            f = feats.double()
-            fp = f @ precision
-            dist = (fp * f).sum(dim=1, keepdim=True) - 2 * fp @ means.T + mean_terms
-            out.append(dist.amin(dim=1).clamp(min=0))
-        dists = torch.cat(out) if out else means.new_empty(0)
-        return to_scores(-dists)
+        dists = min_mahalanobis(data.features, self._fitted(self.means_),
+                                self._fitted(self.precision_), self.chunk_size)
+        return to_scores(-dists.clamp(min=0))

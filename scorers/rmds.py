@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from oodbench.scoring import Features, Head, Scorer, register_scorer, to_scores
-from oodbench.stats import within_class
+from oodbench.stats import mahalanobis, min_mahalanobis, pinv_covariance, within_class
 
 
 @register_scorer("rmds")
@@ -56,25 +56,16 @@ class RMDS(Scorer):
         offsets = means - mean
         total = within + offsets.T @ (offsets * counts.unsqueeze(1))
         self.means_ = means
-        self.precision_ = torch.linalg.pinv(within / len(train), hermitian=True)
+        self.precision_ = pinv_covariance(within, len(train))
         self.background_mean_ = mean
-        self.background_precision_ = torch.linalg.pinv(total / len(train), hermitian=True)
+        self.background_precision_ = pinv_covariance(total, len(train))
         self.head_ = head
         return self
 
     def score(self, data: Features) -> np.ndarray:
         """Return MD_0 - min_k MD_k per sample."""
-        means = self._fitted(self.means_)
-        precision = self._fitted(self.precision_)
-        mean_0 = self._fitted(self.background_mean_)
-        precision_0 = self._fitted(self.background_precision_)
-        mean_terms = ((means @ precision) * means).sum(dim=1)
-        out = []
-        for feats in data.features.split(self.chunk_size):
-            f = feats.double()
-            fp = f @ precision
-            class_dists = (fp * f).sum(dim=1, keepdim=True) - 2 * fp @ means.T + mean_terms
-            centred = f - mean_0
-            background = ((centred @ precision_0) * centred).sum(dim=1)
-            out.append(background - class_dists.amin(dim=1))
-        return to_scores(torch.cat(out) if out else means.new_empty(0))
+        background = mahalanobis(data.features, self._fitted(self.background_mean_),
+                                 self._fitted(self.background_precision_), self.chunk_size)
+        nearest = min_mahalanobis(data.features, self._fitted(self.means_),
+                                  self._fitted(self.precision_), self.chunk_size)
+        return to_scores(background - nearest)
