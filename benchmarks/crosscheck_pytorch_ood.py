@@ -44,7 +44,7 @@ from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import FeatureCache
 from oodbench.metrics import auroc
 from oodbench.pipeline import load_ood_sets
-from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_builtin_scorers
+from oodbench.scoring import Features, Head, create_scorer, fit_and_score
 from oodbench.train import Trainer
 
 AGREE_SPEARMAN = 0.999
@@ -511,7 +511,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    load_builtin_scorers()
     bench, path, train, head, sets, cache = _load(args)
     n_dims = train.features.shape[1]
     params = {n: create_scorer(n, **bench.scorer_params.get(n, {})).get_params() for n in SHARED}

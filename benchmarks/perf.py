@@ -90,7 +90,7 @@ from oodbench.metrics import ood_metrics
 from oodbench.models import OODNet, create_model
 from oodbench.pipeline import EvalContext, OODSets, load_ood_sets, score_model
 from oodbench.provenance import code_version
-from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_builtin_scorers
+from oodbench.scoring import Features, Head, create_scorer, fit_and_score
 from oodbench.splits import IDSplits, load_id_splits
 
 if TYPE_CHECKING:
@@ -728,7 +728,6 @@ def memory_probes(spec: str) -> None:
     same baseline.
     """
     cfg = json.loads(spec)
-    load_builtin_scorers()
     peaks = {name: [_in_child(lambda name=name, n=n: _probe(name, n, cfg["dim"], cfg["queries"],
                                                              cfg["threads"]))
                     for n in cfg["train"]]
@@ -932,7 +931,6 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    load_builtin_scorers()
     prog = ["python", "-m", "benchmarks.perf"] if __package__ else ["python", sys.argv[0]]
     command = " ".join([*prog, *sys.argv[1:]])
     if args.out:

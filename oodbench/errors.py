@@ -21,6 +21,8 @@ __all__ = [
     "OodbenchError",
     "OutputError",
     "PluginError",
+    "PluginWarning",
+    "RegistrationError",
     "TrainingError",
 ]
 
@@ -78,6 +80,14 @@ class CheckpointError(OodbenchError):
 
 class PluginError(OodbenchError):
     """A plugin (entry point or file) could not be loaded; the message names it."""
+
+
+class PluginWarning(UserWarning):
+    """An installed entry point that could not be loaded and was skipped."""
+
+
+class RegistrationError(TypeError, ValueError):
+    """A factory that cannot be registered: its name is taken, or it breaks its kind's contract."""
 
 
 class DeviceError(OodbenchError):

@@ -1,22 +1,32 @@
-"""One name -> factory registry, shared by datasets, models, objectives and scorers.
+"""One name -> factory registry, shared by adapters, datasets, models, objectives and scorers.
 
 ``register`` is a decorator; ``names`` / ``get`` / ``create`` mirror timm's ``list_models`` /
 ``create_model``. A name clash names both definitions' modules and files; unknown names and
 unknown parameters are errors that list what is accepted. ``check`` holds a factory to its
-kind's contract; ``scoped`` undoes a block's registrations (tests). Plugins of every registry
-load through :mod:`oodbench.plugins`. :func:`did_you_mean` is the one place that suggests a
-close match for any unknown name (registries, config values, datasets).
+kind's contract; ``scoped`` undoes a block's registrations (tests). Each registry loads its
+installed plugins itself, on first lookup: the entry points of its group ``oodbench.<kind>s``
+(:meth:`Registry.load`); plugin files named at run time load through :mod:`oodbench.plugins`,
+which sits above every registry. :func:`did_you_mean` is the one place that suggests a close
+match for any unknown name (registries, config values, datasets), and :func:`qualified` the one
+``module.qualname`` of a class or function in messages.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.metadata
 import inspect
+import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Generic, Self, TypeVar, get_type_hints
+
+from oodbench.errors import PluginError, PluginWarning, RegistrationError
+from oodbench.usercode import user_code
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -41,15 +51,28 @@ or ``-``, starting with a letter or digit (so never ``.``, ``..``, an absolute p
 a ``/``). Matched with ``fullmatch``."""
 
 
-class RegistrationError(TypeError, ValueError):
-    """A factory that cannot be registered: its name is taken, or it breaks its kind's contract."""
+def qualified(obj: object) -> str:
+    """``module.qualname`` of a class or function (``qualified(type(x))`` for an instance)."""
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
 
 
 def origin(obj: object) -> str:
     """``module.qualname (file)`` of a class or function, for error messages."""
     module = sys.modules.get(getattr(obj, "__module__", ""))
     file = getattr(module, "__file__", None) or "<unknown file>"
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)} ({file})"
+    return f"{qualified(obj)} ({file})"
+
+
+def _path_key() -> tuple[tuple[str, int | None], ...]:
+    """``sys.path`` with each entry's modification time: it changes when a package is
+    installed or a path is added, which is when entry points must be read again."""
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            key.append((entry, None))
+    return tuple(key)
 
 
 def signature_params(factory: Callable[..., Any]) -> list[inspect.Parameter]:
@@ -62,16 +85,31 @@ def signature_params(factory: Callable[..., Any]) -> list[inspect.Parameter]:
 
 
 class Registry(Generic[T]):
-    """Factories of one kind (``"dataset"``, ``"model"``, ``"objective"``, ``"scorer"``) by
-    name; ``loader`` loads plugins before any lookup."""
+    """Factories of one kind (``"adapter"``, ``"dataset"``, ``"model"``, ``"objective"``,
+    ``"scorer"``) by name. ``base`` is the class every factory subclasses (``None``: any class
+    or function); ``fixed`` the positional arguments every factory takes (not user parameters);
+    ``builtins`` a module whose import registers the built-in factories, named by string
+    because it imports the registry's own module; ``loader`` runs before any lookup."""
 
     def __init__(
-        self, kind: str, loader: Callable[[], None] | None = None, fixed: tuple[str, ...] = ()
+        self, kind: str, loader: Callable[[], None] | None = None, fixed: tuple[str, ...] = (),
+        *, base: type | None = None, builtins: str | None = None,
     ) -> None:
         self.kind = kind
+        self.base = base
         self._items: dict[str, T] = {}
         self._loader = loader
-        self._fixed = fixed  # positional arguments every factory takes, not user parameters
+        self._fixed = fixed
+        self._builtins = builtins
+        # what this registry loaded of the installed entry points, and the sys.path read
+        self._entry_points: set[tuple[str, str]] = set()
+        self._scanned: tuple[tuple[str, int | None], ...] | None = None
+        self._loading = False
+
+    @property
+    def group(self) -> str:
+        """The entry-point group of installed plugins of this kind (``oodbench.<kind>s``)."""
+        return f"oodbench.{self.kind}s"
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``factory`` under ``name`` (sets ``factory.name``)."""
@@ -130,32 +168,83 @@ class Registry(Generic[T]):
     def scoped(self) -> Iterator[Self]:
         """Undo on exit whatever the block registers (tests): ``with SCORERS.scoped(): ...``.
 
-        Plugins are loaded first, so the block starts from, and returns to, the full registry.
+        Plugins are loaded first, so the block starts from, and returns to, the full registry;
+        entry points the block loads are forgotten again with their registrations.
         """
-        self._load()
-        saved = self.snapshot()
+        self.load()
+        saved, loaded, scanned = self.snapshot(), set(self._entry_points), self._scanned
         try:
             yield self
         finally:
             self.restore(saved)
+            self._entry_points, self._scanned = loaded, scanned
 
-    def _load(self) -> None:
-        if self._loader is not None:
-            self._loader()
+    def load(self) -> None:
+        """Import the built-in factories and every installed entry point of :attr:`group`.
+
+        Idempotent: each entry point loads once, and installed entry points are read again
+        only when ``sys.path`` or its folders change. A broken entry point is skipped with a
+        :class:`~oodbench.errors.PluginWarning` naming it, its distribution and its group, so
+        it cannot stop the others; naming its factory then fails as an unknown name.
+        """
+        if self._loading:  # an entry point (or the loader) looking names up while it loads
+            return
+        self._loading = True
+        try:
+            if self._builtins is not None:
+                importlib.import_module(self._builtins)
+            if self._loader is not None:
+                self._loader()
+            key = _path_key()
+            if key != self._scanned:
+                self._scanned = key
+                for ep in importlib.metadata.entry_points().select(group=self.group):
+                    if (ep.name, ep.value) not in self._entry_points:
+                        self._entry_points.add((ep.name, ep.value))
+                        try:
+                            self._load_entry_point(ep)
+                        except PluginError as e:
+                            warnings.warn(f"skipped plugin: {e}", PluginWarning, stacklevel=3)
+        finally:
+            self._loading = False
+
+    def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
+        """Load one entry point: a module whose decorated factories register themselves, or a
+        class or function, registered under the entry point's name; whatever it registers is
+        checked, and nothing stays registered if it fails."""
+        dist = getattr(ep.dist, "name", None) or "an installed package"
+        where = f"entry point {ep.name!r} = {ep.value!r} of {dist} (group {self.group})"
+        hint = f"fix or uninstall {dist}"
+        before = self.snapshot()
+        try:
+            with user_code(where, "raised on import", hint):
+                obj = ep.load()
+            if not inspect.ismodule(obj) and self._items.get(getattr(obj, "name", "")) is not obj:
+                self.check(ep.name, obj, self.base)
+                self.register(ep.name)(obj)
+            for name, factory in self._items.items():
+                if before.get(name) is not factory:
+                    self.check(name, factory, self.base)
+        except RegistrationError as e:
+            self.restore(before)
+            raise PluginError(f"{where}: {e}", hint) from e
+        except BaseException:
+            self.restore(before)
+            raise
 
     def names(self) -> list[str]:
         """Sorted registered names."""
-        self._load()
+        self.load()
         return sorted(self._items)
 
     def ordered(self) -> list[str]:
         """Registered names in registration order."""
-        self._load()
+        self.load()
         return list(self._items)
 
     def get(self, name: str) -> T:
         """The factory registered under ``name``."""
-        self._load()
+        self.load()
         if name not in self._items:
             names = self.names()
             raise UnknownName(

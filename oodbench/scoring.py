@@ -2,18 +2,19 @@
 
 Convention everywhere: a score is a float64 per sample and HIGHER means MORE in-distribution.
 
-Two kinds of scorer, split by what they consume (as in pytorch-ood): a :class:`Scorer` sees the
-cached features and logits of a dataset; a :class:`ModelScorer` sees the model and batches of
-preprocessed images (for input gradients, as ODIN needs).
+Three kinds of scorer, split by what they consume (as in pytorch-ood): a :class:`Scorer` sees
+the cached features and logits of a dataset; a :class:`MapScorer` sees a reduction of the last
+feature map, from an extraction pass of its own; a :class:`ModelScorer` sees the model and
+batches of preprocessed images (for input gradients, as ODIN needs).
 
 Scorers share their inputs: :func:`fit_and_score` fingerprints the features, logits, labels
 and head it hands a scorer, and one that writes to them raises :class:`InputsChanged`.
 
 Scorers come from three places, all landing in one registry: the modules of the ``scorers``
-package; the entry-point group ``oodbench.scorers`` of installed packages (an entry point names
-a module whose scorers carry ``@register_scorer``, or a ``Scorer`` subclass, registered under
-the entry point's name); and plugin files named at run time. :mod:`oodbench.plugins` loads the
-last two, for objectives, models and datasets as well.
+package and the entry-point group ``oodbench.scorers`` of installed packages (an entry point
+names a module whose scorers carry ``@register_scorer``, or a ``Scorer`` subclass, registered
+under the entry point's name), both loaded by the registry on first lookup; and plugin files
+named at run time (:mod:`oodbench.plugins`, for every other kind as well).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar, get_args, get_type_hints
 
 import numpy as np
@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodbench.errors import PluginError
-from oodbench.plugins import load_entry_points, load_plugin_file
 from oodbench.registry import Registry, UnknownName, did_you_mean, origin, signature_params
 
 __all__ = [
@@ -48,8 +47,6 @@ __all__ = [
     "fit_and_score",
     "get_scorer",
     "list_scorers",
-    "load_builtin_scorers",
-    "load_scorer_file",
     "register_scorer",
     "to_scores",
 ]
@@ -263,16 +260,7 @@ class MapScorer(Scorer):
         """The N x D per-sample values this scorer keeps of a batch's feature map."""
 
 
-load_builtin_scorers = load_entry_points  # the name before objectives and models had plugins
-
-
-def load_scorer_file(path: Path | str) -> list[str]:
-    """The scorers that a plugin file registers (see :func:`oodbench.plugins.load_plugin_file`,
-    which also returns its objectives, models and datasets)."""
-    return load_plugin_file(path).get("scorers", [])
-
-
-SCORERS: Registry[type[Scorer]] = Registry("scorer", loader=load_entry_points)
+SCORERS: Registry[type[Scorer]] = Registry("scorer", base=Scorer, builtins="oodbench.scorers")
 list_scorers = SCORERS.names
 get_scorer = SCORERS.get
 

@@ -20,7 +20,7 @@ from oodbench.config import (
     load_benchmark,
     load_config,
 )
-from oodbench.scoring import get_scorer, list_scorers, load_builtin_scorers
+from oodbench.scoring import get_scorer, list_scorers
 
 BASE = """
 [benchmarks.b]
@@ -54,7 +54,6 @@ def test_the_shipped_config_is_valid() -> None:
     assert {"fmnist", "cifar10", "cifar10-gpu"} <= set(benches)
     fm = benches["fmnist"]
     assert [t.name for t in fm.trainings] == ["ce", "bgnorm", "logitnorm"]
-    load_builtin_scorers()
     for bench in benches.values():
         assert set(bench.scorers) | set(bench.ablate_scorers) <= set(list_scorers())
     assert len(fm.scorers) >= 18

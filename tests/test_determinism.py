@@ -22,7 +22,7 @@ from oodbench.data import load_dataset
 from oodbench.device import resolve_device
 from oodbench.layout import model_format
 from oodbench.matrix import run_benchmark
-from oodbench.scoring import list_scorers, load_builtin_scorers
+from oodbench.scoring import list_scorers
 
 NOISE = '[[benchmarks.tiny.ood]]\nname = "uniform-noise"\ngroup = "far"\n'
 
@@ -63,7 +63,6 @@ def test_same_seed_gives_bit_identical_scores(tiny_bench: SimpleNamespace) -> No
 
 
 def test_extract_batch_does_not_change_scores(tiny_bench: SimpleNamespace) -> None:
-    load_builtin_scorers()
     names = list_scorers()
     out = {}
     for batch in (128, 7):

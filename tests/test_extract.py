@@ -12,7 +12,7 @@ from oodbench import extract
 from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import FeatureCache, activation_bytes, auto_batch_size
 from oodbench.models import create_model
-from oodbench.scoring import Head, create_scorer, load_builtin_scorers
+from oodbench.scoring import Head, create_scorer
 
 PRE = Preprocess(28, 1, (0.3,), (0.3,))
 CPU = torch.device("cpu")
@@ -84,7 +84,6 @@ def test_fingerprint_is_computed_once_per_array(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.kernels
 def test_auto_batch_leaves_the_model_usable_for_gradient_scorers(tmp_path: Path) -> None:
-    load_builtin_scorers()
     arr = ImageArray(np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), np.uint8),
                      np.zeros(5, np.int64), "x", "test", "")
     model = _model()  # fresh: its weights are converted to channels-last on first use

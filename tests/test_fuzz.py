@@ -28,7 +28,7 @@ from oodbench.data import dataset_names
 from oodbench.metrics import RECALL, ood_metrics
 from oodbench.models import list_models
 from oodbench.objectives import list_objectives, objective_params
-from oodbench.scoring import SCORER_GROUPS, list_scorers, load_builtin_scorers
+from oodbench.scoring import SCORER_GROUPS, list_scorers
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -93,7 +93,6 @@ def test_metrics_on_any_finite_scores(ids: np.ndarray, oods: np.ndarray, same: b
 
 # ---------------------------------------------------------------- config files
 
-load_builtin_scorers()
 DATASETS = dataset_names()
 SCORERS = [*list_scorers(), "no-such-scorer"]
 OBJECTIVES = [*list_objectives(), "no-such-objective"]

@@ -16,10 +16,9 @@ CHILD = """
 import json, resource, sys
 import torch
 torch.set_num_threads(1)
-from oodbench.scoring import Features, Head, create_scorer, fit_and_score, load_builtin_scorers
+from oodbench.scoring import Features, Head, create_scorer, fit_and_score
 
 BUDGET = 300 * 2**20
-load_builtin_scorers()
 gen = torch.Generator().manual_seed(0)
 
 

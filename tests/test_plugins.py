@@ -17,17 +17,16 @@ import torch.nn.functional as F
 
 from oodbench import plugins
 from oodbench.cli import main
-from oodbench.errors import PluginError
+from oodbench.errors import PluginError, PluginWarning
 from oodbench.models import MODELS, create_model
 from oodbench.objectives import OBJECTIVES, CrossEntropy, create_objective, register_objective
-from oodbench.plugins import PluginWarning, load_entry_points, load_plugin_file
+from oodbench.plugins import load_entry_points, load_plugin_file
 from oodbench.scoring import (
     SCORERS,
     Features,
     Scorer,
     create_scorer,
     list_scorers,
-    load_scorer_file,
     register_scorer,
 )
 
@@ -140,7 +139,7 @@ def test_scorer_file_registers_and_reloads(tmp_path: Path) -> None:
     margin = SCORERS.get("margin")
     assert load_plugin_file(path) == {"scorers": ["margin"]}
     assert SCORERS.get("margin") is margin  # not imported twice
-    assert load_scorer_file(path) == ["margin"]
+    assert load_plugin_file(path) == {"scorers": ["margin"]}
     assert "margin" in list_scorers()
     assert_works("scorers")
 
@@ -252,7 +251,7 @@ def test_entry_point_plugin_is_discovered(
     # a bare class or function is registered under the entry point's name
     install_fake_dist(tmp_path, monkeypatch, source(kind, decorated=form == "module"),
                       f"[oodbench.{kind}]\n{name} = {value}\n")
-    assert plugins.KINDS[kind].group == f"oodbench.{kind}"
+    assert plugins.registries()[kind].group == f"oodbench.{kind}"
     assert name not in plugins.registries()[kind].snapshot()
     load_entry_points()
     assert_works(kind)

@@ -163,12 +163,11 @@ import json, resource, sys
 import numpy as np
 import torch
 torch.set_num_threads(1)
-from oodbench.scoring import Features, Head, create_scorer, load_builtin_scorers
+from oodbench.scoring import Features, Head, create_scorer
 
 N, D, K = 200_000, 256, 1000
 MARGIN = int(sys.argv[2]) * 2**20
 NAMES = ("mahalanobis", "rmds", "vim", "she", "klm")
-load_builtin_scorers()
 
 
 def status(key):

@@ -26,7 +26,6 @@ from oodbench.scoring import (
     Scorer,
     ScorerFailed,
     fit_and_score,
-    load_scorer_file,
 )
 
 VICTIMS = ["knn", "mahalanobis", "energy"]
@@ -75,7 +74,7 @@ def plugin(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "evil.py"
     path.write_text(PLUGIN)
     with plugins.scoped():
-        load_scorer_file(path)
+        plugins.load_plugin_file(path)
         yield path
 
 

@@ -20,7 +20,6 @@ from oodbench.scoring import (
     fit_and_score,
     get_scorer,
     list_scorers,
-    load_builtin_scorers,
     register_scorer,
 )
 from tests.scorer_data import make_features, make_head, separable
@@ -38,8 +37,8 @@ def isolated_registry() -> Iterator[None]:
 
 
 def test_builtins_listed_sorted_and_idempotent() -> None:
-    load_builtin_scorers()
-    load_builtin_scorers()
+    scoring.SCORERS.load()
+    scoring.SCORERS.load()
     names = list_scorers()
     assert names == sorted(names)
     assert set(BUILTINS) <= set(names)

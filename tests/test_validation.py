@@ -21,7 +21,7 @@ from oodbench.config import (
 )
 from oodbench.objectives import OBJECTIVES, list_objectives
 from oodbench.registry import RegistrationError
-from oodbench.scoring import SCORERS, list_scorers, load_builtin_scorers
+from oodbench.scoring import SCORERS, list_scorers
 
 BASE = """
 [benchmarks.b]
@@ -112,7 +112,6 @@ def test_check_scorer_names_the_key() -> None:
 def test_every_builtin_parameter_declares_a_type_its_default_has() -> None:
     """The checks above are only as good as the signatures: every parameter of a built-in
     scorer and objective is annotated, and its default passes its own annotation."""
-    load_builtin_scorers()
     for registry, names in ((SCORERS, list_scorers()), (OBJECTIVES, list_objectives())):
         for name in names:
             factory = registry.get(name)

@@ -7,8 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from oodbench.adapters import PreprocessConfig, register_adapter, tokens_to_map
-from oodbench.adapters._base import WrappedAdapter, model_name
+from oodbench.adapters._base import (
+    PreprocessConfig,
+    WrappedAdapter,
+    model_name,
+    register_adapter,
+    tokens_to_map,
+)
 from oodbench.errors import ConfigError
 from oodbench.registry import did_you_mean
 

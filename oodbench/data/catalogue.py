@@ -394,15 +394,8 @@ F = TypeVar("F", bound=DatasetFactory)
 PLUGIN_SPLITS = ("test",)  # what a registered factory provides unless it says otherwise
 
 
-def _load_plugins() -> None:
-    """Load the installed plugins of every kind (entry points ``oodbench.datasets`` too)."""
-    from oodbench.plugins import load_entry_points  # plugins resolves DATASETS from here
-
-    load_entry_points()
-
-
 DATASETS: Registry[DatasetFactory] = Registry(
-    "dataset", loader=_load_plugins, fixed=("split", "data_root")
+    "dataset", fixed=("split", "data_root")
 )
 
 

@@ -31,7 +31,7 @@ from oodbench.models import OODNet, create_model
 from oodbench.objectives import create_objective
 from oodbench.pipeline import EvalContext, OODSets, score_model
 from oodbench.progress import make_progress
-from oodbench.scoring import list_scorers, load_builtin_scorers
+from oodbench.scoring import list_scorers
 from oodbench.splits import IDSplits
 from oodbench.train import InMemory, fit
 
@@ -112,7 +112,6 @@ Evaluation = tuple[list[dict[str, Any]], dict[str, np.ndarray]]  # metric rows, 
 def evaluate(state: dict[str, torch.Tensor], tmp: Path, threads: int = 1) -> Evaluation:
     """Score the model with weights ``state`` with every built-in scorer, on the CPU with
     ``threads`` torch threads (its ``resources.eval``), with a fresh cache in ``tmp``."""
-    load_builtin_scorers()
     net = model()
     net.load_state_dict(state)
     bench = benchmark(tmp)
