@@ -11,12 +11,13 @@ takes faiss where it is importable and the tensors are on the CPU.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from abc import abstractmethod
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
 
-from oodbench.scoring import Features, Scorer
+from oodbench.scoring import Features, Head, Scorer
 
 BACKENDS = ("auto", "torch", "faiss")
 
@@ -85,16 +86,16 @@ def topk_inner(
 class NeighbourScorer(Scorer):
     """A scorer that searches a bank built from a seeded ``alpha``-fraction of ID-train.
 
-    Subclasses keep their own constructor (its signature is the scorer's parameters, with
-    their own defaults) and call :meth:`_init_search` from it; ``fit`` builds ``bank_`` from
-    the rows :meth:`_bank_rows` picks, and ``score`` reads :meth:`_top_k`.
+    Subclasses declare their own constructor (its signature is the scorer's parameters, with
+    their own defaults) and pass them on to this one; :meth:`fit` builds ``bank_`` with the
+    subclass's :meth:`_bank` from the rows :meth:`_bank_rows` picks, and ``score`` reads
+    :meth:`_top_k`.
     """
 
     bank_: torch.Tensor | None = None
 
-    def _init_search(self, k: int, alpha: float, seed: int, chunk_size: int,
-                     bank_chunk_size: int, backend: str) -> None:
-        """Check and store the search parameters."""
+    def __init__(self, k: int, alpha: float, seed: int, chunk_size: int,
+                 bank_chunk_size: int, backend: str) -> None:
         if k < 1 or chunk_size < 1 or bank_chunk_size < 1:
             raise ValueError(f"{self.name}: k, chunk_size and bank_chunk_size must be >= 1, "
                              f"got {k}, {chunk_size}, {bank_chunk_size}")
@@ -105,6 +106,20 @@ class NeighbourScorer(Scorer):
                              f"got {backend!r}")
         self.k, self.alpha, self.seed, self.backend = k, alpha, seed, backend
         self.chunk_size, self.bank_chunk_size = chunk_size, bank_chunk_size
+
+    def fit(self, train: Features, head: Head) -> Self:
+        """Build the bank from the features and logits of the bank rows of ID-train."""
+        keep = self._bank_rows(train)
+        feats, logits = train.features, train.logits
+        if keep is not None:
+            feats, logits = feats[keep], logits[keep]
+        self.bank_ = self._bank(feats, logits)
+        self.head_ = head
+        return self
+
+    @abstractmethod
+    def _bank(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The bank rows (float32, one per sample) of these ID-train features and logits."""
 
     def _bank_rows(self, train: Features) -> torch.Tensor | None:
         """The ID-train rows of the bank (None: all of them); k must not exceed their number."""

@@ -16,13 +16,12 @@ arXiv:2204.06507. Defaults k = 50, alpha = 1 (paper and OpenOOD v1.5 for CIFAR: 
 ID-train bank).
 """
 
-from typing import Self
-
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from oodbench.neighbours import NeighbourScorer
-from oodbench.scoring import Features, Head, register_scorer, to_scores
+from oodbench.scoring import Features, register_scorer, to_scores
 
 
 @register_scorer("knn")
@@ -31,23 +30,13 @@ class KNN(NeighbourScorer):
 
     group = "features"
 
-    def __init__(
-        self,
-        k: int = 50,
-        alpha: float = 1.0,
-        seed: int = 0,
-        chunk_size: int = 256,
-        bank_chunk_size: int = 65536,
-        backend: str = "auto",
-    ) -> None:
-        self._init_search(k, alpha, seed, chunk_size, bank_chunk_size, backend)
+    def __init__(self, k: int = 50, alpha: float = 1.0, seed: int = 0, chunk_size: int = 256,
+                 bank_chunk_size: int = 65536, backend: str = "auto") -> None:
+        super().__init__(k, alpha, seed, chunk_size, bank_chunk_size, backend)
 
-    def fit(self, train: Features, head: Head) -> Self:
-        """Store the L2-normalised features of an alpha-fraction of ID-train as the bank."""
-        keep = self._bank_rows(train)
-        self.bank_ = F.normalize(train.features if keep is None else train.features[keep], dim=1)
-        self.head_ = head
-        return self
+    def _bank(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised features."""
+        return F.normalize(features, dim=1)
 
     def score(self, data: Features) -> np.ndarray:
         """Return -||z - z_(k)|| per sample."""

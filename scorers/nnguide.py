@@ -20,13 +20,12 @@ and usable on small ID-train sets where 1% is fewer than k samples. OpenOOD also
 every normalised feature element; here F.normalize is used as in the "knn" scorer.
 """
 
-from typing import Self
-
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from oodbench.neighbours import NeighbourScorer
-from oodbench.scoring import Features, Head, register_scorer, to_scores
+from oodbench.scoring import Features, register_scorer, to_scores
 
 from .energy import energy
 
@@ -37,26 +36,13 @@ class NNGuide(NeighbourScorer):
 
     group = "features"
 
-    def __init__(
-        self,
-        k: int = 100,
-        alpha: float = 1.0,
-        seed: int = 0,
-        chunk_size: int = 256,
-        bank_chunk_size: int = 65536,
-        backend: str = "auto",
-    ) -> None:
-        self._init_search(k, alpha, seed, chunk_size, bank_chunk_size, backend)
+    def __init__(self, k: int = 100, alpha: float = 1.0, seed: int = 0, chunk_size: int = 256,
+                 bank_chunk_size: int = 65536, backend: str = "auto") -> None:
+        super().__init__(k, alpha, seed, chunk_size, bank_chunk_size, backend)
 
-    def fit(self, train: Features, head: Head) -> Self:
-        """Build the bank E(x_i) z(x_i) from an alpha-fraction of ID-train."""
-        keep = self._bank_rows(train)
-        feats, logits = train.features, train.logits
-        if keep is not None:
-            feats, logits = feats[keep], logits[keep]
-        self.bank_ = F.normalize(feats, dim=1) * energy(logits).unsqueeze(1)
-        self.head_ = head
-        return self
+    def _bank(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """E(x_i) z(x_i): the normalised features scaled by their energy."""
+        return F.normalize(features, dim=1) * energy(logits).unsqueeze(1)
 
     def score(self, data: Features) -> np.ndarray:
         """Return E(x) * mean top-k z(x) . b per sample."""
