@@ -54,6 +54,8 @@ COLUMNS = ("benchmark", "training", "seed", "scorer", "ood_set", "group", "metri
            "note")
 # a ``note`` that starts so flags a cell whose value stands (a failed cell's value is NaN)
 WARNING = "warning: "
+# the text of a table cell (report's tables, the OpenOOD export) whose value failed / is missing
+FAILED, MISSING = "failed", "—"
 # scores that give one value to more than this share of ID test + OOD samples are degenerate
 DEGENERATE_FRACTION = 0.99
 

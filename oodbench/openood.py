@@ -69,7 +69,7 @@ from oodbench.config import FIT_KEY, FIT_TRAIN, FIT_VAL
 from oodbench.errors import DataError
 from oodbench.fileio import atomic_write_text, check_export, inside, staged
 from oodbench.manifest import MANIFEST_FILE, scores_file
-from oodbench.metrics import COLUMNS, ID_ACC, RECALL
+from oodbench.metrics import COLUMNS, FAILED, ID_ACC, MISSING, RECALL
 from oodbench.scoring import create_scorer
 
 if TYPE_CHECKING:
@@ -82,8 +82,6 @@ COL_FPR95, COL_AUROC, COL_AUPR_IN, COL_AUPR_OUT = "FPR@95", "AUROC", "AUPR_IN", 
 METRICS = (COL_FPR95, COL_AUROC, COL_AUPR_IN, COL_AUPR_OUT)  # OpenOOD's metric columns
 ACC = "ACC"  # the ID accuracy, OpenOOD's last column
 GROUPS = {"near": "nearood", "far": "farood"}  # oodbench group -> OpenOOD's mean row
-FAILED = "failed"
-MISSING = "—"
 LONG_FILE = "openood-v1.5-long.csv"  # every (training, scorer) table in one long CSV
 LONG_COLUMNS = ("training", "scorer", "postprocessor", "dataset", "group", "column", "mean",
                 "std", "n_seeds")
@@ -373,18 +371,18 @@ def _warn(folder: Path, scorers: list[str]) -> None:
                       stacklevel=3)
 
 
-def write_openood_csvs(folder: Path | str, out: Path | str) -> list[Path]:
-    """Write every (training, scorer) table of a results folder (its metrics read and checked
-    by :func:`~oodbench.report.read_metrics`, its scores by :func:`openood_cells`) as
+def write_openood_csvs(metrics: pd.DataFrame, folder: Path | str, out: Path | str
+                       ) -> list[Path]:
+    """Write every (training, scorer) table of a results folder (``metrics``: its metrics as
+    :func:`~oodbench.report.read_metrics` reads and checks them; its scores read by
+    :func:`openood_cells`) as
     ``out/<training>/ood/<postprocessor>.csv`` (OpenOOD's ``<root>/ood/<postprocessor>.csv``;
     :func:`file_name`), then ``out/`` :data:`LONG_FILE`; returns the files written, in that
     order. ``out`` is replaced whole (:func:`~oodbench.fileio.staged`), so no file of an
     earlier export stays; it must not contain ``folder``, and an existing ``out`` must be such
     an export (hold :data:`LONG_FILE`)."""
-    from oodbench.report import read_metrics
-
     folder = Path(folder)
-    cells = openood_cells(read_metrics(folder), folder)
+    cells = openood_cells(metrics, folder)
     pairs = _pairs(cells)
     if not pairs:
         raise DataError("the metrics hold no near- or far-OOD rows",

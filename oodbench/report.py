@@ -36,19 +36,20 @@ from oodbench.manifest import FILES_KEY, MANIFEST_FILE, METRICS_FILE
 from oodbench.metrics import (
     AUROC,
     COLUMNS,
+    FAILED,
     FPR95,
     HEADLINE,
     ID_ACC,
     LOWER_IS_BETTER,
     METRIC_LABELS,
+    MISSING,
     WARNING,
 )
 from oodbench.objectives import list_objectives, objective_label
+from oodbench.openood import PROTOCOLS, write_openood_csvs
 from oodbench.registry import did_you_mean
 
 DELTA = "Δ "
-FAILED = "failed"
-MISSING = "—"
 FLAGGED = "†"  # after the value of a cell whose scores were degenerate
 
 _LATEX = {
@@ -699,10 +700,9 @@ def export_protocol(folder: Path, protocol: str, out: Path | None = None) -> lis
     the files written. The folder is checked as :func:`read_metrics` checks it; the files
     written are not in its manifest, and :func:`check_results` ignores files it does not
     record, so the folder stays valid (a later run replaces the folder, these files too)."""
-    from oodbench.openood import PROTOCOLS, write_openood_csvs
-
     if protocol not in PROTOCOLS:
         raise ConfigError(f"<protocol={protocol}> is not a known protocol",
                           f"use one of {', '.join(PROTOCOLS)}")
-    return write_openood_csvs(Path(folder),
-                              Path(out) if out is not None else Path(folder) / "openood")
+    folder = Path(folder)
+    return write_openood_csvs(read_metrics(folder), folder,
+                              Path(out) if out is not None else folder / "openood")

@@ -15,7 +15,8 @@ import torch
 from rich.console import Console
 
 from oodbench import cli
-from oodbench.config import ConfigError, load_benchmark
+from oodbench.check import load_benchmark
+from oodbench.config import ConfigError
 from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import forward_features
 from oodbench.manifest import COMMON_KEYS

@@ -17,8 +17,9 @@ import pytest
 from sklearn import metrics
 
 from oodbench import plugins
+from oodbench.check import load_benchmark, load_config
 from oodbench.cli import main
-from oodbench.config import ConfigError, load_benchmark, load_config
+from oodbench.config import ConfigError
 from oodbench.errors import DataError, OutputError
 from oodbench.fileio import record_files
 from oodbench.metrics import COLUMNS, OOD_METRICS, ood_metrics
@@ -229,7 +230,7 @@ def test_a_folder_without_its_scores_is_refused(tmp_path: Path) -> None:
     (folder / "scores" / "ce-s0.npz").unlink()
     (folder / "manifest.json").unlink()
     with pytest.raises(DataError, match=r"ce-s0\.npz not found: OpenOOD's metrics are computed"):
-        write_openood_csvs(folder, tmp_path / "o")
+        write_openood_csvs(read_metrics(folder), folder, tmp_path / "o")
 
 
 def test_other_settings_than_openoods_are_warned_about(tmp_path: Path) -> None:
@@ -333,7 +334,7 @@ def test_only_near_and_far_enter(tmp_path: Path) -> None:
     df.to_csv(folder / "metrics.csv", index=False)
     (folder / "manifest.json").unlink()
     with pytest.raises(DataError, match="near- or far-OOD"):
-        write_openood_csvs(folder, tmp_path / "unused")
+        write_openood_csvs(read_metrics(folder), folder, tmp_path / "unused")
 
 
 def test_long_csv_holds_every_table() -> None:

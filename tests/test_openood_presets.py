@@ -12,8 +12,8 @@ import pytest
 import torch
 import torchvision
 
+from oodbench.check import load_benchmark
 from oodbench.cli import main
-from oodbench.config import load_benchmark
 from oodbench.inventory import benchmark_data
 from oodbench.openood import MANIFEST_KEY
 from tests.openood_fixture import build_openood_tree
