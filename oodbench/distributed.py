@@ -4,7 +4,7 @@
 with ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` set; :func:`process_group` joins them (gloo on
 CPU, nccl on CUDA with ``cuda:LOCAL_RANK``). Each rank takes ``batch_size / N`` of every global
 batch, in its share of a per-epoch shuffle (:func:`rank_sampler`), and DDP all-reduces the
-gradients. Rank 0 alone claims, evaluates and writes a checkpoint (:func:`unless_done`); the
+gradients. Rank 0 alone claims, evaluates and writes a checkpoint (:func:`rank0_unless_done`); the
 others learn from it whether to train and wait for it at a barrier. Only rank 0 prints, except
 errors. Without torchrun's variables every helper is the one-process case.
 """
@@ -29,7 +29,7 @@ from torch.utils.data import DistributedSampler
 
 from oodbench.errors import ConfigError, DeviceError, TrainingError
 from oodbench.lock import unless_done as claim_unless_done
-from oodbench.progress import console
+from oodbench.progress import quiet_console
 
 if TYPE_CHECKING:
     from oodbench.adapters import ModelAdapter
@@ -112,17 +112,13 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
 
 @contextmanager
 def _quiet(on: bool) -> Iterator[None]:
-    """No console output and no warnings in the block when ``on``."""
+    """No console output and no warnings in the block when ``on``; both come back after it."""
     if not on:
         yield
         return
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_console():
         warnings.simplefilter("ignore")
-        console.quiet = True
-        try:
-            yield
-        finally:
-            console.quiet = False
+        yield
 
 
 def broadcast(value: T) -> T:
@@ -151,7 +147,7 @@ def main_first(enabled: bool = True) -> Iterator[None]:
 
 
 @contextmanager
-def unless_done(target: Path) -> Iterator[bool]:
+def rank0_unless_done(target: Path) -> Iterator[bool]:
     """:func:`oodbench.lock.unless_done` held by rank 0 alone: every rank learns from it
     whether ``target`` must be made, and all leave the block together (rank 0 holding the
     claim until then)."""

@@ -35,14 +35,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from oodbench.data import ImageSet, Preprocess
 from oodbench.fileio import atomic_write_bytes
 from oodbench.layout import MemoryFormat, model_format
 from oodbench.lock import claim, unless_done
 from oodbench.models import OODNet
-from oodbench.progress import console
+from oodbench.progress import ProgressCallback, console, no_progress
 from oodbench.scoring import Features, MapScorer, ModelScorer, Scorer, as_scores
 
 T = TypeVar("T", Features, np.ndarray)
@@ -169,17 +168,18 @@ def batches(
     preprocess: Preprocess,
     device: torch.device,
     batch_size: int,
-    progress: Progress | None,
+    progress: ProgressCallback | None,
     desc: str,
     workers: int | str = "auto",
 ) -> Iterator[torch.Tensor]:
     """Preprocessed batches of ``arr`` on ``device`` (file sets decoded by ``workers``
-    data-loader processes), advancing a progress task."""
-    task = progress.add_task(desc, total=len(arr), stats="") if progress else None
+    data-loader processes), each reported to ``progress`` as done once the caller has it."""
+    report, done = progress or no_progress, 0
+    report(desc, done, len(arr))
     for x, _ in arr.batches(preprocess, batch_size, device, workers=workers):
         yield x
-        if progress is not None and task is not None:
-            progress.advance(task, len(x))
+        done += len(x)
+        report(desc, done, len(arr))
 
 
 def forward_features(
@@ -188,7 +188,7 @@ def forward_features(
     preprocess: Preprocess,
     device: torch.device,
     batch_size: int = 512,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     amp: bool = False,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     workers: int | str = "auto",
@@ -218,7 +218,7 @@ def model_scores(
     preprocess: Preprocess,
     device: torch.device,
     batch_size: int = 512,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     workers: int | str = "auto",
 ) -> np.ndarray:
     """Run a fitted :class:`ModelScorer` over ``arr`` in batches (gradients enabled)."""
@@ -295,7 +295,7 @@ class FeatureCache:
         preprocess: Preprocess,
         device: torch.device,
         batch_size: int | str = "auto",
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
     ) -> np.ndarray:
         """Read the cached scores of a model-level scorer, or compute and store them."""
         path = self.path(ckpt_hash, arr, preprocess, _scorer_tag(scorer))
@@ -313,7 +313,7 @@ class FeatureCache:
         preprocess: Preprocess,
         device: torch.device,
         batch_size: int | str = "auto",
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
         map_scorer: MapScorer | None = None,
     ) -> Features:
         """Read the cached features, or run the forward pass once and store them; with a

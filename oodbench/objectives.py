@@ -1,8 +1,9 @@
 """Training objectives by name: ``ce``, ``bgnorm`` and ``logitnorm``, in a small registry.
 
 An objective sees one batch's feature map, logits, labels and the linear head, and returns
-the loss plus a dict of floats (its per-step stats: the progress line shows them and the
-checkpoint records their last-epoch means). It names itself in tables (``label``) and may
+the loss plus a dict of its per-step stats (the progress line shows them and the checkpoint
+records their last-epoch means): detached 0-d tensors, which the trainer sums where they are
+and reads every few steps, or floats. It names itself in tables (``label``) and may
 measure end-of-training diagnostics on the ID test set (``diagnostics``, ``DIAGNOSTICS``): the
 trainer computes those of every objective of a benchmark for each of its checkpoints, so a CE
 checkpoint carries the background norm that BG-norm lowers, for comparison.
@@ -38,13 +39,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from oodbench.plugins import load_entry_points
-from oodbench.registry import Registry
+from oodbench.registry import Registry, signature_params
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective", loader=load_entry_points)
 register_objective = OBJECTIVES.register
 list_objectives = OBJECTIVES.names
 get_objective = OBJECTIVES.get
 objective_params = OBJECTIVES.params
+
+
+# a per-step stat or a diagnostic's part: a detached 0-d tensor (read later, with the others,
+# in one host transfer) or a number
+Stat = torch.Tensor | float
 
 
 def create_objective(name: str, **params: Any) -> Objective:
@@ -57,6 +63,7 @@ class Objective:
 
     ``label`` is the display name of a training that uses the objective under its own name;
     ``DIAGNOSTICS`` maps each diagnostic that :meth:`diagnostics` measures to a description.
+    Each constructor parameter is kept as the attribute of its name (:meth:`get_params`).
     """
 
     name: ClassVar[str]
@@ -70,13 +77,17 @@ class Objective:
         labels: torch.Tensor,
         head: nn.Linear,
         epoch: float,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, Stat]]:
         raise NotImplementedError
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters and their values (what enters a checkpoint's key)."""
+        return {p.name: getattr(self, p.name) for p in signature_params(type(self))}
 
     @classmethod
     def diagnostics(
         cls, fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear
-    ) -> dict[str, tuple[float, int]]:
+    ) -> dict[str, tuple[Stat, Stat]]:
         """(sum, count) per diagnostic over one evaluation batch; the mean is sum / count."""
         return {}
 
@@ -101,7 +112,7 @@ class CrossEntropy(Objective):
 
     def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
         loss = F.cross_entropy(logits, labels)
-        return loss, {"ce": loss.item()}
+        return loss, {"ce": loss.detach()}
 
 
 @register_objective("logitnorm")
@@ -123,7 +134,7 @@ class LogitNorm(Objective):
     def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
         norms = logits.norm(p=2, dim=1, keepdim=True) + 1e-7
         loss = F.cross_entropy(logits / (norms * self.temperature), labels)
-        return loss, {"ce": loss.item()}
+        return loss, {"ce": loss.detach()}
 
 
 def background_mask(
@@ -237,7 +248,7 @@ class BackgroundNorm(Objective):
         lam = self.weight(epoch)
         term, bg_norm = self.background_term(fmap, labels, head)
         loss = ce + lam * term if lam > 0 else ce
-        return loss, {"ce": ce.item(), "bg": bg_norm.item()}
+        return loss, {"ce": ce.detach(), "bg": bg_norm}
 
     @classmethod
     def diagnostics(cls, fmap, labels, head):  # type: ignore[override]
@@ -245,5 +256,5 @@ class BackgroundNorm(Objective):
         locations of the last feature map, whatever objective trained the model."""
         mask = background_mask(fmap, labels, head, "cam-quantile", 0.5)
         norms = fmap.float().norm(dim=1)
-        return {"bg_norm": (norms[mask].sum().item(), int(mask.sum())),
-                "fg_norm": (norms[~mask].sum().item(), int((~mask).sum()))}
+        return {"bg_norm": (norms[mask].sum(), mask.sum()),
+                "fg_norm": (norms[~mask].sum(), (~mask).sum())}

@@ -1,12 +1,16 @@
-"""Rich progress bars and the shared console, so every long step looks the same.
+"""Progress reports, rich progress bars and the shared console, so every long step looks the same.
 
-When stderr is not a terminal (``nohup``, a CI log, a pipe) rich draws nothing until a bar
+Library code (training, extraction) reports progress through a :class:`ProgressCallback` and
+never draws; :func:`make_progress` is the console's implementation, a rich bar on stderr. When
+stderr is not a terminal (``nohup``, a CI log, a pipe) rich draws nothing until a bar
 finishes, so there the bars also print one plain, unwrapped line at every 10% of each task.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -23,12 +27,48 @@ from rich.progress import (
 console = Console(stderr=True, soft_wrap=True)
 
 
+@contextmanager
+def quiet_console(on: bool = True) -> Iterator[None]:
+    """The shared console prints nothing in the block when ``on``; its earlier setting comes
+    back after it (nested blocks included). The switch is the console's own, process-wide:
+    every module prints through this one console, and a process that must stay silent (a
+    torchrun rank other than 0, whose stderr interleaves with rank 0's) must silence all of
+    them, not only the callers that could be handed a flag."""
+    before = console.quiet
+    console.quiet = on or before
+    try:
+        yield
+    finally:
+        console.quiet = before
+
+
+class ProgressCallback(Protocol):
+    """How library code reports progress: task ``desc`` has ``done`` of ``total`` units done,
+    ``stats`` a free text shown beside it. A task reported again with a smaller ``done`` is a
+    new one of the same name."""
+
+    def __call__(self, desc: str, done: int, total: int, stats: str = "") -> None: ...
+
+
+def no_progress(desc: str, done: int, total: int, stats: str = "") -> None:
+    """The :class:`ProgressCallback` that shows nothing."""
+
+
 class LoggingProgress(Progress):
-    """A rich ``Progress`` that, off a terminal, logs a line per tenth of each task."""
+    """A rich ``Progress`` that, off a terminal, logs a line per tenth of each task; called,
+    it is a :class:`ProgressCallback` (one bar per task)."""
 
     def __init__(self, *columns: Any, **kwargs: Any) -> None:
         super().__init__(*columns, **kwargs)
         self._logged: dict[TaskID, int] = {}
+        self._named: dict[str, TaskID] = {}
+
+    def __call__(self, desc: str, done: int, total: int, stats: str = "") -> None:
+        """Show ``done`` of ``total`` on the bar of task ``desc`` (a new bar for a new task)."""
+        task = self._named.get(desc)
+        if task is None or done < self._tasks[task].completed:
+            task = self._named[desc] = self.add_task(desc, total=total, stats=stats)
+        self.update(task, completed=done, total=total, stats=stats)
 
     def update(self, task_id: TaskID, **kwargs: Any) -> None:
         super().update(task_id, **kwargs)
@@ -53,7 +93,7 @@ class LoggingProgress(Progress):
                                soft_wrap=True, markup=False, highlight=False)
 
 
-def make_progress(transient: bool = False, out: Console | None = None) -> Progress:
+def make_progress(transient: bool = False, out: Console | None = None) -> LoggingProgress:
     """A progress bar with a free-text ``stats`` field (loss, accuracy, ...), drawn on ``out``
     (default: the shared stderr console)."""
     return LoggingProgress(

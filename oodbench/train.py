@@ -21,13 +21,12 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch.nn import functional as F
 
 from oodbench import distributed
@@ -53,8 +52,8 @@ from oodbench.errors import ConfigError, TrainingError
 from oodbench.fileio import Owned, check_disjoint, check_writable, inside
 from oodbench.layout import CONTIGUOUS, MemoryFormat, model_format
 from oodbench.models import create_model
-from oodbench.objectives import Objective, create_objective, get_objective
-from oodbench.progress import console, make_progress
+from oodbench.objectives import Objective, Stat, create_objective, get_objective
+from oodbench.progress import ProgressCallback, console, make_progress, no_progress
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.threads import job_threads
@@ -239,6 +238,126 @@ def training_format(model: ModelAdapter, spec: TrainSpec) -> MemoryFormat:
     return model_format(model)
 
 
+READ_EVERY = 10
+"""Steps between two reads of a training's device values (the running stats, the loss's
+finiteness, the progress line), and at every epoch's end: the loop's only host syncs."""
+
+
+def _float64(value: Stat, device: torch.device) -> torch.Tensor:
+    """``value`` (a tensor or a number) as a detached float64 0-d tensor on ``device``."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+    return torch.as_tensor(value, dtype=torch.float64, device=device)
+
+
+class Reading(NamedTuple):
+    """What one read of a :class:`RunningStats` gives."""
+
+    stats: dict[str, float]  # the running means so far and ``acc``
+    loss: float  # the last step's
+    bad_step: int | None  # the first step (from 0) whose loss was not finite
+    bad_loss: float  # that loss
+
+
+class RunningStats:
+    """An epoch's per-step values summed on the device where the steps run, in float64 (the
+    sums that adding Python floats gives), and the first step whose loss is not finite:
+    :meth:`read` takes them to the host in one transfer."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.correct, self.loss, self.bad_loss = self._zero(), self._zero(), self._zero()
+        self.bad_step = self._zero() - 1
+        self.seen = self.steps = 0
+
+    def _zero(self) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.float64, device=self.device)
+
+    def add(self, loss: torch.Tensor, parts: dict[str, Stat], logits: torch.Tensor,
+            labels: torch.Tensor) -> None:
+        """One step's loss, objective stats and predictions; nothing is read."""
+        self.loss = _float64(loss, self.device)
+        for key, value in {"loss": self.loss, **parts}.items():
+            self.sums.setdefault(key, self._zero()).add_(_float64(value, self.device))
+        self.correct = self.correct + (logits.argmax(1) == labels).sum()
+        self.seen += len(labels)
+        first = ~torch.isfinite(self.loss) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, float(self.steps), self.bad_step)
+        self.bad_loss = torch.where(first, self.loss, self.bad_loss)
+        self.steps += 1
+
+    def read(self) -> Reading:
+        """The values so far, in one device-to-host transfer."""
+        *sums, correct, loss, bad_step, bad_loss = torch.stack(
+            [*self.sums.values(), self.correct, self.loss, self.bad_step, self.bad_loss]).tolist()
+        stats = {k: v / self.steps for k, v in zip(self.sums, sums, strict=True)}
+        return Reading(stats | {"acc": int(correct) / self.seen}, loss,
+                       int(bad_step) if bad_step >= 0 else None, bad_loss)
+
+
+@dataclass
+class _Loop:
+    """What every step of :func:`fit` uses, and what it reports to."""
+
+    model: ModelAdapter
+    objective: Objective
+    spec: TrainSpec
+    device: torch.device
+    steps: int  # per epoch
+    gen: torch.Generator  # the augmentation's draws
+    layout: MemoryFormat
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    progress: ProgressCallback
+    desc: str
+
+    def __post_init__(self) -> None:
+        cuda = self.device.type == "cuda"
+        self.forward = distributed.parallel(self.model, self.device)
+        # bfloat16 has float32's range: no loss scaling
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and self.spec.amp
+                                           and self.spec.amp_dtype == "float16")
+        self.autocast = autocast_context(self.spec, self.device)
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, epoch: float, running: RunningStats
+             ) -> None:
+        """One optimiser step on a batch at (fractional) ``epoch``, added to ``running``."""
+        if self.spec.augment == "crop-flip":
+            xb = crop_flip(xb, self.gen)
+        xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        xb = self.layout.batch(xb)  # batches come channels-last
+        with self.autocast:
+            fmap, _, logits = self.forward(xb)
+            loss, parts = self.objective(fmap, logits.float(), yb, self.model.fc, epoch)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        running.add(loss, parts, logits, yb)
+
+    def epoch(self, data: TrainData, order: torch.Tensor, local: int, epoch: int) -> Reading:
+        """One epoch over ``order``, read every :data:`READ_EVERY` steps and at its end; a
+        :class:`TrainingError` at the first read after the loss stops being finite."""
+        running = RunningStats(self.device)
+        for i, (xb, yb) in enumerate(data.epoch(order, local, self.steps)):
+            self.step(xb, yb, epoch + i / self.steps, running)
+            if (i + 1) % READ_EVERY and i + 1 < self.steps:
+                continue
+            reading = running.read()
+            if reading.bad_step is not None:
+                raise TrainingError(
+                    f"{self.desc}: the loss became {reading.bad_loss} at epoch {epoch + 1}, step "
+                    f"{reading.bad_step + 1} of {self.steps} (lr {self.spec.lr}); nothing was "
+                    "saved", "the learning rate is the usual cause: lower train.lr, or the "
+                    "weight of the objective's extra term, in the benchmark file")
+            shown = " ".join(f"{k} {v:.3f}" for k, v in reading.stats.items())
+            self.progress(self.desc, epoch * self.steps + i + 1, self.spec.epochs * self.steps,
+                          f"ep {epoch + 1}/{self.spec.epochs} {shown}")
+        return reading
+
+
 def fit(
     model: ModelAdapter,
     objective: Objective,
@@ -246,18 +365,19 @@ def fit(
     spec: TrainSpec,
     seed: int,
     device: torch.device,
-    progress: Progress,
-    desc: str,
+    progress: ProgressCallback | None = None,
+    desc: str = "train",
 ) -> dict[str, float]:
     """Train ``model`` in place; returns the last epoch's running stats and the throughput.
 
     Weights and batches are in the :func:`training_format`. In a process group each rank
     takes ``batch_size / world_size`` of every (global) batch, from its share of the epoch's
-    shuffle, and DDP averages the gradients."""
+    shuffle, and DDP averages the gradients. The device's values are read every
+    :data:`READ_EVERY` steps and at each epoch's end (then reported to ``progress`` as task
+    ``desc``), never in between."""
     local = local_batch(spec, distributed.world_size(), desc)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(distributed.rank_seed(seed))
-    cuda = device.type == "cuda"
     layout = training_format(model, spec)
     model.to(device, memory_format=layout.torch)
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
@@ -272,14 +392,10 @@ def fit(
             opt, max_lr=spec.lr, total_steps=total)
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    forward = distributed.parallel(model, device)
+    report = progress or no_progress
+    loop = _Loop(model, objective, spec, device, steps, gen, layout, opt, sched, report, desc)
     sampler = distributed.rank_sampler(n, seed)
-    # bfloat16 has float32's range: no loss scaling
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and spec.amp
-                                  and spec.amp_dtype == "float16")
-    autocast = autocast_context(spec, device)
-    task = progress.add_task(desc, total=total, stats="")
-    stats: dict[str, float] = {}
+    report(desc, 0, total)
     start = time.perf_counter()
     model.train()
     for epoch in range(spec.epochs):
@@ -288,71 +404,44 @@ def fit(
         else:
             sampler.set_epoch(epoch)
             order = torch.tensor(list(sampler))
-        sums: dict[str, float] = {}
-        correct = seen = 0
-        for i, (xb, yb) in enumerate(data.epoch(order, local, steps)):
-            if spec.augment == "crop-flip":
-                xb = crop_flip(xb, gen)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            xb = layout.batch(xb)  # batches come channels-last
-            with autocast:
-                fmap, _, logits = forward(xb)
-                loss, parts = objective(fmap, logits.float(), yb, model.fc, epoch + i / steps)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"{desc}: the loss became {value} at epoch {epoch + 1}, step {i + 1} of "
-                    f"{steps} (lr {spec.lr}); nothing was saved",
-                    "the learning rate is the usual cause: lower train.lr, or the weight of the "
-                    "objective's extra term, in the benchmark file")
-            for k, v in {"loss": value, **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(yb)
-            stats = {k: v / (i + 1) for k, v in sums.items()} | {"acc": correct / seen}
-            if i % 10 == 0 or i == steps - 1:
-                shown = " ".join(f"{k} {v:.3f}" for k, v in stats.items())
-                progress.update(task, completed=epoch * steps + i + 1,
-                                stats=f"ep {epoch + 1}/{spec.epochs} {shown}")
+        reading = loop.epoch(data, order, local, epoch)
         bad = first_non_finite(model.state_dict())
         if bad is not None:  # a last step can overflow the weights while its loss was finite
             raise TrainingError(
                 f"{desc}: the weights became non-finite (NaN/inf, first at {bad!r}) in epoch "
-                f"{epoch + 1} (lr {spec.lr}, last loss {value:.3g}); nothing was saved",
+                f"{epoch + 1} (lr {spec.lr}, last loss {reading.loss:.3g}); nothing was saved",
                 "the learning rate is the usual cause: lower train.lr, or the weight of the "
                 "objective's extra term, in the benchmark file")
     elapsed = time.perf_counter() - start
-    return stats | {"seconds": elapsed, "images_per_s": spec.epochs * steps * spec.batch_size
-                    / max(elapsed, 1e-9)}
+    return reading.stats | {"seconds": elapsed, "images_per_s": spec.epochs * steps
+                            * spec.batch_size / max(elapsed, 1e-9)}
 
 
 @torch.no_grad()
-def evaluate(
+def test_accuracy(
     model: ModelAdapter,
     data: TrainData,
     device: torch.device,
     diagnose: tuple[type[Objective], ...] = (),
     batch: int = 512,
 ) -> dict[str, float]:
-    """Accuracy, and the mean of every diagnostic of the objective classes ``diagnose``."""
+    """Accuracy on ``data`` (an ID test or validation split), and the mean of every diagnostic
+    of the objective classes ``diagnose``; summed on the device and read once."""
     model.eval().to(device)
-    correct = 0
-    sums: dict[str, list[float]] = {}
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for xb, yb in data.batches(batch):
         xb, yb = xb.to(device), yb.to(device)
         fmap, _, logits = model.forward_all(xb)
-        correct += (logits.argmax(1) == yb).sum().item()
+        correct += (logits.argmax(1) == yb).sum()
         for objective in diagnose:
             for key, (total, count) in objective.diagnostics(fmap, yb, model.fc).items():
-                acc = sums.setdefault(key, [0.0, 0])
-                acc[0] += total
-                acc[1] += count
-    return {"acc": correct / len(data)} | {k: t / max(c, 1) for k, (t, c) in sums.items()}
+                acc = sums.setdefault(key, (_float64(0.0, device), _float64(0, device)))
+                acc[0].add_(_float64(total, device))
+                acc[1].add_(_float64(count, device))
+    read = torch.stack([correct.double(), *(t for pair in sums.values() for t in pair)]).tolist()
+    means = {k: t / max(c, 1) for k, t, c in zip(sums, read[1::2], read[2::2], strict=True)}
+    return {"acc": int(read[0]) / len(data)} | means
 
 
 def model_weights(bench: Benchmark, data_root: Path | None) -> Path:
@@ -395,7 +484,7 @@ def training_key(
         "num_classes": bench.num_classes, "channels": bench.channels,
         "objective": training.objective,
         # every parameter, defaults included: a changed default must not reuse old weights
-        "params": create_objective(training.objective, **training.params).__dict__,
+        "params": create_objective(training.objective, **training.params).get_params(),
         "train": train_fields(training.train), "seed": seed, "init": init_hash,
     }
     if world_size > 1:  # other weights than one process's; one process keeps its old keys
@@ -492,26 +581,28 @@ class Trainer:
         same = sorted(self.dir.glob(f"*-s{seed}-{key}.pt"))
         return same[0] if same else path
 
-    def ensure(self, training: str, seed: int, progress: Progress | None = None) -> Path:
+    def ensure(self, training: str, seed: int, progress: ProgressCallback | None = None
+               ) -> Path:
         """Return the checkpoint for (training, seed), training it (and its init) if missing.
 
         Training holds the checkpoint's claim (:func:`~oodbench.lock.claim`): another process
         of a shared runs folder that needs it waits, then reuses it. In a process group rank 0
-        holds it, and all ranks train (:func:`oodbench.distributed.unless_done`), each on the
-        torch threads of ``resources.train`` (:mod:`oodbench.threads`)."""
+        holds it, and all ranks train (:func:`oodbench.distributed.rank0_unless_done`), each on
+        the torch threads of ``resources.train`` (:mod:`oodbench.threads`). The training
+        reports to ``progress``, by default a bar on the stderr console."""
         path = self._path(training, seed, create=True)
         assert path is not None
-        with distributed.unless_done(path) as missing:
+        with distributed.rank0_unless_done(path) as missing:
             if missing:
-                with progress or make_progress() as prog, \
-                        job_threads(self.bench.resources.train):
-                    self._train(training, seed, path, prog)
+                shown = make_progress() if progress is None else nullcontext(progress)
+                with job_threads(self.bench.resources.train), shown as report:
+                    self._train(training, seed, path, report)
                 self.trained.append(path)
                 return path
         console.print(f"[dim]reusing {path}[/dim]")
         return path
 
-    def _train(self, training: str, seed: int, path: Path, progress: Progress) -> None:
+    def _train(self, training: str, seed: int, path: Path, progress: ProgressCallback) -> None:
         bench, spec = self.bench, self.bench.training(training)
         torch.manual_seed(seed)
         init_path = self._weights() if spec.init == INIT_MODEL else None
@@ -531,8 +622,8 @@ class Trainer:
             return  # rank 0 evaluates and writes
         diagnose = tuple(dict.fromkeys(get_objective(t.objective)
                                        for t in (*bench.trainings, *bench.ablate)))
-        test = evaluate(model, self.data("test"), self.device, diagnose)
-        val = evaluate(model, self.data("val"), self.device) if len(self.splits.val) else {}
+        test = test_accuracy(model, self.data("test"), self.device, diagnose)
+        val = test_accuracy(model, self.data("val"), self.device) if len(self.splits.val) else {}
         diagnostics = {f"{k}_test": v for k, v in test.items() if k != "acc"}
         model.cpu()
         meta: dict[str, Any] = {
@@ -541,7 +632,7 @@ class Trainer:
             "in_channels": self.preprocess.channels, "image_size": self.preprocess.size,
             "id_dataset": bench.id_dataset, "id_source": self.splits.train.source,
             "objective": spec.objective,
-            "objective_params": create_objective(spec.objective, **spec.params).__dict__,
+            "objective_params": create_objective(spec.objective, **spec.params).get_params(),
             "train": asdict(spec.train), "seed": seed, "epochs": spec.train.epochs,
             "init": {"training": spec.init, "checkpoint": str(init_path),
                      "sha256": file_hash(init_path)} if init_path else None,
