@@ -12,18 +12,18 @@ import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from oodbench.errors import OutputError
+from oodbench.lock import output_lock, pid_alive
+from oodbench.progress import console
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 _TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[a-z0-9_]+\.tmp$")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -116,26 +116,36 @@ def inside(folder: Path | str, *parts: str) -> Path:
     return path
 
 
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """Create a new temp file beside ``path`` (named for :func:`remove_stale_temps`), open for
+    writing; its mode is the usual one of a new file (0666 less the umask, which the kernel
+    applies: nothing reads or sets the process's umask)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it into place.
 
     On any failure the temp file is removed and ``path`` keeps its old content (or stays
     absent); a full disk raises :class:`DiskFullError`.
     """
-    tmp: str | None = None
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.",
-                                   suffix=".tmp")
+        fd, tmp = _create_temp(path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
             raise DiskFullError(f"cannot write {path}: no space left on device",
                                 "free space there, or write to another folder") from e
@@ -173,17 +183,6 @@ def check_files(folder: Path, recorded: dict[str, str], source: Path) -> None:
             raise OutputError(f"{path} differs from the file {source} records (sha256 "
                               f"{digest[:12]}...): the folder mixes files of different runs",
                               "run the benchmark again into this folder")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:
@@ -284,9 +283,6 @@ def staged(target: Path | str, option: str, owns: Callable[[Path], bool],
     the block ends normally (:class:`StagedFolder`, ``keep``). On any error or interrupt
     ``target`` is left as it was and the partial output stays in the staging folder.
     ``option`` is the API argument that named ``target``."""
-    from oodbench.lock import output_lock  # lock.py builds on this module
-    from oodbench.progress import console
-
     target = Path(target)
     check_writable(target, option)
     with output_lock(target):

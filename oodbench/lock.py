@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from oodbench.errors import OutputError
-from oodbench.fileio import pid_alive
 from oodbench.progress import console
 
 LOCK_NAME = ".oodbench.lock"
@@ -48,6 +47,17 @@ LOCK_NAME = ".oodbench.lock"
 
 class LockedError(OutputError):
     """Another oodbench run is writing to the same output folder."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def holder_info() -> dict[str, Any]:
@@ -104,7 +114,8 @@ CLAIM_REFRESH_S = 5.0  # how often a holder touches its claim
 CLAIM_STALE_S = 60.0  # a claim untouched for this long is a dead (or lost) holder's
 
 # (device, inode) of the claims this process holds, open so that their inodes stay theirs; a
-# claim naming our pid but not here was left by an earlier process that had the same pid
+# claim naming our pid but not here was left by an earlier process that had the same pid.
+# Process-wide by nature: it records what this process holds, as the claim files name it.
 _held: set[tuple[int, int]] = set()
 
 

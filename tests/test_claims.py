@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from oodbench import fileio, lock
+from oodbench import lock
 from oodbench.checkpoint import file_hash
 from oodbench.lock import claim, claim_path
 
@@ -144,7 +144,7 @@ def test_a_dead_holders_claim_is_taken_over(
                             check=False)
     assert killed.returncode == -signal.SIGKILL
     dead = _holder(claim_path(target))["pid"]
-    assert isinstance(dead, int) and not fileio.pid_alive(dead)
+    assert isinstance(dead, int) and not lock.pid_alive(dead)
     with claim(target) as path:
         assert _holder(path)["pid"] == os.getpid()
     err = capsys.readouterr().err
