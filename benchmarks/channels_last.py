@@ -168,7 +168,7 @@ def step_and_pass(bench: Benchmark, layout: MemoryFormat, x: torch.Tensor, y: to
 def speed(args: argparse.Namespace) -> None:
     """Print, per net, the training-step and extraction speeds in both formats, the rule's
     cost and a subprocess check's."""
-    from oodbench.config import load_benchmark
+    from oodbench.check import load_benchmark
     from oodbench.models import create_model
 
     torch.set_num_threads(args.threads)

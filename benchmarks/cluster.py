@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from oodbench.config import load_benchmark
+from oodbench.check import load_benchmark
 from oodbench.matrix import run_benchmark
 from tests.conftest import write_tiny_bench
 

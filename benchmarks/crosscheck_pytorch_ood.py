@@ -38,8 +38,8 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import file_hash, load_checkpoint
-from oodbench.config import load_benchmark
 from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import FeatureCache
 from oodbench.metrics import auroc

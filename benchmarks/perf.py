@@ -75,7 +75,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from oodbench.config import Benchmark, load_benchmark
+from oodbench.check import load_benchmark
+from oodbench.config import Benchmark
 from oodbench.data import ImageArray, Preprocess
 from oodbench.device import resolve_device
 from oodbench.extract import (

@@ -17,8 +17,8 @@ from typing import Any
 
 _EXPORTS = {
     "Benchmark": "oodbench.config",
-    "load_benchmark": "oodbench.config",
-    "load_config": "oodbench.config",
+    "load_benchmark": "oodbench.check",
+    "load_config": "oodbench.check",
     "Detector": "oodbench.detector",
     "ConfigError": "oodbench.errors",
     "OodbenchError": "oodbench.errors",

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from oodbench.compat import upgrade_meta
 from oodbench.errors import CheckpointError
 from oodbench.fileio import atomic_write_bytes, file_hash
 from oodbench.models import OODNet, create_model
@@ -81,7 +82,7 @@ def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
             f"({type(e).__name__}: {detail}); save or copy it again"
         ) from e
     if isinstance(obj, dict) and "state_dict" in obj:
-        state, meta = obj["state_dict"], _upgrade(_read_meta(obj.get("meta"), path))
+        state, meta = obj["state_dict"], upgrade_meta(_read_meta(obj.get("meta"), path))
         if not _is_state_dict(state):
             raise CheckpointError(
                 f"{path}: its 'state_dict' is {_kind(state)}, not a mapping of parameter names "
@@ -190,15 +191,6 @@ def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
             f"{path} holds non-finite (NaN/inf) weights, first at {key!r}",
             "the training that wrote it diverged: delete the file and train again (a lower "
             "lr in the benchmark's train table)")
-
-
-def _upgrade(meta: dict[str, Any]) -> dict[str, Any]:
-    """Metadata of checkpoints written before the diagnostics moved under one key: their
-    ``<name>_test`` entries become ``diagnostics``."""
-    if meta and "diagnostics" not in meta:
-        meta["diagnostics"] = {k: meta.pop(k) for k in list(meta)
-                               if k.endswith("_test") and k != "test_acc"}
-    return meta
 
 
 def load_into(model: OODNet, state: dict[str, torch.Tensor], path: Path | str) -> OODNet:

@@ -3,10 +3,13 @@
 A benchmark is a table ``[benchmarks.NAME]``; ``extends = "OTHER"`` starts from another
 benchmark's table (sub-tables merge, lists replace). The classes below are pydantic dataclasses
 (still plain dataclasses to ``dataclasses.asdict`` / ``replace``): their fields declare the
-types, bounds and choices, their validators check names against the registries (objectives,
-scorers, models, datasets) and build every objective and scorer with its parameters, so a bad
-file fails here, before any training. Any wrong key or value raises :class:`ConfigError` naming
-the file, the TOML table of the key, the key, its value, a close match and the accepted values.
+types, bounds and choices, and their validators check what needs no registry. This module
+imports no registry: the names a benchmark gives (objectives, scorers, models, datasets,
+protocols) are checked against them by :func:`oodbench.check.check_benchmark`, which the
+public loaders :func:`oodbench.check.load_config` / :func:`~oodbench.check.load_benchmark`
+run on what :func:`read_config` reads. Any wrong key or value raises :class:`ConfigError`
+naming the file, the TOML table of the key, the key, its value, a close match and the
+accepted values.
 
 The default file is the project's top-level ``benchmarks.toml`` (in a checkout or an editable
 install; a wheel ships it as ``oodbench/benchmarks.toml``); a ``benchmarks.toml`` in the working
@@ -28,7 +31,6 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from types import UnionType
 from typing import (
-    TYPE_CHECKING,
     Annotated,
     Any,
     Literal,
@@ -52,13 +54,10 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic.errors import PydanticUserError
 from pydantic.fields import FieldInfo
-from pydantic_core import ArgsKwargs
 
+from oodbench import compat
 from oodbench.errors import ConfigError, OodbenchError
-from oodbench.registry import SAFE_NAME, RegistrationError, Registry, UnknownName, did_you_mean
-
-if TYPE_CHECKING:
-    from oodbench.scoring import Scorer
+from oodbench.registry import SAFE_NAME, RegistrationError, Registry, did_you_mean
 
 __all__ = [
     "AUGMENTS",
@@ -82,12 +81,16 @@ __all__ = [
     "check_benchmark_name",
     "check_device",
     "check_name",
-    "check_scorer",
-    "load_benchmark",
-    "load_config",
+    "check_param_types",
+    "located",
+    "not_accepted",
+    "read_benchmark",
+    "read_config",
+    "rebuild",
     "register_ood_group",
+    "scorer_list",
+    "unknown_key",
 ]
-
 
 
 def _presets() -> Path | Traversable:
@@ -162,7 +165,7 @@ class _Invalid(ValueError):
         self.text, self.at, self.hint, self.accepted, self.note = text, at, hint, accepted, note
 
 
-def _not_accepted(value: object, choices: Iterable[object], shown: str = "") -> str:
+def not_accepted(value: object, choices: Iterable[object], shown: str = "") -> str:
     choices = list(choices)
     return (f"is not accepted;{did_you_mean(value, choices)} accepted values: "
             f"{shown or ', '.join(map(str, choices))}")
@@ -218,14 +221,14 @@ def register_ood_group(name: str, description: str) -> str:
 
 def _group(value: str) -> str:
     if value and value not in OOD_GROUPS:
-        raise _Refused(_not_accepted(value, OOD_GROUPS,
+        raise _Refused(not_accepted(value, OOD_GROUPS,
                                      f"{', '.join(OOD_GROUPS)} (or leave group out: none)"))
     return value
 
 
 def _device(value: object) -> str:
     if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
-        raise _Refused(_not_accepted(value, DEVICES, DEVICE_HELP))
+        raise _Refused(not_accepted(value, DEVICES, DEVICE_HELP))
     return value
 
 
@@ -252,85 +255,18 @@ def check_device(value: str) -> str:
     return _override("device", value, _device)
 
 
-def check_scorer(name: str, params: Mapping[str, Any]) -> Scorer:
-    """Scorer ``name`` built with ``params``, checked as a file's ``scorer_params`` are: an
-    unknown scorer or parameter, or a value its constructor refuses, is a
-    :class:`ConfigError` naming ``<scorer>``."""
-    from oodbench.scoring import get_scorer
-
-    def build(value: str) -> Scorer:
-        try:
-            get_scorer(value)
-        except UnknownName as e:
-            raise ValueError(str(e)) from None
-        what = f"{value} parameters {dict(params)!r}"
-        _unknown_params(value, params, what, ())
-        return _construct(value, dict(params), what, ())
-
-    return _override("scorer", name, build)
-
-
-def _scorer_names(value: object, required: bool = True) -> tuple[str, ...]:
-    """Scorer names from a scorer or group name or a list of them (``expand_scorers``); a scorer
-    named twice, directly or by a group, is an error."""
-    from oodbench.scoring import ALL_SCORERS, SCORER_GROUPS, expand_scorers
-
+def scorer_list(value: object) -> tuple[str, ...]:
+    """``value`` (a scorer or group name, or a list of them) as a tuple of names, not yet
+    checked against the registry (:func:`oodbench.check.check_benchmark` expands groups)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise ValueError(f"must be a scorer name, a group name or a list of them, got {value!r}")
-    names = f"name each scorer or group ({ALL_SCORERS}, {', '.join(SCORER_GROUPS)}), at least one"
-    if "" in items:  # what an empty or trailing comma-separated list gives
-        empty = "names no scorer" if not any(items) else "holds an empty name"
-        raise ValueError(f"{value!r} {empty}; {names}")
-    seen: dict[str, str] = {}
-    for item in items:
-        try:
-            names = expand_scorers(item)
-        except UnknownName as e:
-            groups = (ALL_SCORERS, *SCORER_GROUPS)
-            close = "" if "did you mean" in str(e) else did_you_mean(item, groups)
-            raise ValueError(f"{e}; groups: {', '.join(groups)}"
-                             + (f";{close}" if close else "")) from None
-        for name in names:
-            if name in seen:
-                both = "" if seen[name] == item == name else f" ({seen[name]!r} and {item!r})"
-                raise ValueError(f"scorer {name!r} is listed twice{both}; name each scorer once")
-            seen[name] = item
-    if required and not seen:
-        raise ValueError(f"{value!r} names no scorer; {names}")
-    return tuple(seen)
-
-
-def _optional_scorer_names(value: object) -> tuple[str, ...]:
-    return _scorer_names(value, required=False)
-
-
-def _dataset(value: str) -> str:
-    from oodbench.data import dataset_names
-
-    if value not in dataset_names():
-        raise _Refused(_not_accepted(value, dataset_names()))
-    return value
-
-
-def _model(value: str) -> str:
-    from oodbench.modelref import check_reference, is_reference
-    from oodbench.models import list_models
-
-    if is_reference(value):
-        try:
-            return check_reference(value)
-        except ValueError as e:
-            raise _Refused(str(e).removeprefix(f"{value!r} ")) from None
-    if value not in list_models():
-        raise _Refused(_not_accepted(value, list_models()) + "; or a model reference "
-                       "timm:NAME, torchvision:NAME or FILE.py:FACTORY")
-    return value
+    return tuple(items)
 
 
 def _channels(value: int) -> int:
     if value not in CHANNELS:
-        raise _Refused(_not_accepted(value, CHANNELS))
+        raise _Refused(not_accepted(value, CHANNELS))
     return value
 
 
@@ -353,7 +289,7 @@ def _adapter(hint: Any) -> TypeAdapter[Any] | None:
         return None
 
 
-def _check_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) -> None:
+def check_param_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) -> None:
     """ValueError naming the first of ``params`` whose value is not of the type that the
     signature of ``registry``'s ``name`` declares for it."""
     hints = registry.annotations(name)
@@ -370,7 +306,7 @@ def _check_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) 
             err = e.errors(include_url=False)[0]
             kind, tp = err["type"], _unwrap(hints[key])[0]
             if kind == "literal_error" and get_origin(tp) is Literal:
-                text = _not_accepted(value, get_args(tp))
+                text = not_accepted(value, get_args(tp))
             elif kind in _TYPES:
                 text = f"must be of type {getattr(tp, '__name__', tp)}"
             elif kind == "finite_number":
@@ -378,35 +314,6 @@ def _check_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) 
             else:
                 text = f"is not accepted: {err['msg']}"
             raise ValueError(f"{key} = {value!r} {text}") from None
-
-
-def _unknown_params(name: str, keys: Iterable[str], what: str,
-                    at: tuple[str | int, ...]) -> None:
-    """Parameter keys that scorer ``name`` does not take."""
-    from oodbench.scoring import SCORERS
-
-    accepted = list(SCORERS.params(name))
-    unknown = [k for k in keys if k not in accepted]
-    if unknown:
-        close = did_you_mean(unknown[0], accepted)
-        raise _Invalid(f"{what} has unknown parameter(s) {', '.join(unknown)}; accepted: "
-                       f"{', '.join(accepted) or 'none'}" + (f";{close}" if close else ""), at)
-
-
-def _construct(name: str, params: dict[str, Any], what: str,
-               at: tuple[str | int, ...]) -> Scorer:
-    """Build scorer ``name`` with ``params``; a value of another type than its signature
-    declares, or one its constructor refuses, is an error."""
-    from oodbench.scoring import SCORERS, create_scorer
-
-    try:
-        _check_types(SCORERS, name, params)
-    except ValueError as e:
-        raise _Invalid(f"{what}: {e}", at, "fix that value") from None
-    try:
-        return create_scorer(name, **params)
-    except (TypeError, ValueError) as e:
-        raise _Invalid(f"{what} is refused by scorer {name!r}: {e}", at, "fix that value") from e
 
 
 # ---------------------------------------------------------------- the classes
@@ -432,7 +339,7 @@ Count = Annotated[int, Strict(), Field(ge=1)]
 Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Flag = Annotated[bool, Strict()]
 Text = Annotated[str, Strict()]
-Dataset = Annotated[str, Strict(), AfterValidator(_dataset)]
+Dataset = Text  # a catalogue name: oodbench.check checks it against the catalogue
 
 
 def _workers(value: object) -> int | str:
@@ -445,15 +352,7 @@ def _workers(value: object) -> int | str:
 def _on_device(value: object) -> bool | str:
     if value == "auto" or isinstance(value, bool):
         return value  # type: ignore[return-value]
-    raise _Refused(_not_accepted(value, ("auto", True, False), '"auto", true, false'))
-
-
-def _protocol(value: str) -> str:
-    from oodbench.openood import PROTOCOLS
-
-    if value and value not in PROTOCOLS:
-        raise _Refused(_not_accepted(value, PROTOCOLS))
-    return value
+    raise _Refused(not_accepted(value, ("auto", True, False), '"auto", true, false'))
 
 
 def _relative(value: str, loc: tuple[str | int, ...]) -> None:
@@ -463,15 +362,8 @@ def _relative(value: str, loc: tuple[str | int, ...]) -> None:
         raise _Invalid(f"{value!r} must be a path relative to the data root, without '..'", loc)
 
 
-# fields added after results were published: they enter config_hash only when set otherwise,
-# so older benchmarks keep their hash
 # a model_weights path starting with this lies below the data root (resolved where it is used)
 DATA_ROOT_TOKEN = "{data_root}"
-_LATER: dict[str, Any] = {"model_weights": None, "id_val": "holdout", "crop_pct": 1.0,
-                          "protocol": "", "scorer_fit": {}}
-_LATER_OOD = ("imglist", "images")
-# the same, in a training's train table (also left out of checkpoint keys at these values)
-LATER_TRAIN: dict[str, Any] = {"amp_dtype": "float16"}
 
 
 @_config_errors
@@ -502,51 +394,14 @@ class TrainSpec:
 class TrainingSpec:
     """One training of the matrix: an objective, its parameters, and an optional init (the name
     of another training whose checkpoint it starts from, or ``"model"``: the benchmark's
-    ``model_weights``)."""
+    ``model_weights``). The objective and its parameters are checked by
+    :func:`oodbench.check.check_benchmark`."""
 
     name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "training name"))]
     objective: Text
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainSpec = Field(default_factory=TrainSpec)
     init: Text | None = None
-
-    @model_validator(mode="after")
-    def _objective(self) -> Self:
-        from oodbench.objectives import (
-            OBJECTIVES,
-            create_objective,
-            list_objectives,
-            objective_params,
-        )
-
-        if self.objective not in list_objectives():
-            raise _Invalid(f"objective = {self.objective!r} "
-                           f"{_not_accepted(self.objective, list_objectives())}")
-        accepted = objective_params(self.objective)
-        for key in self.params:
-            if key not in accepted:
-                raise _Invalid("", ("params", key), accepted=list(accepted),
-                               note=f" (objective {self.objective!r})")
-        try:
-            _check_types(OBJECTIVES, self.objective, self.params)
-        except ValueError as e:
-            raise _Invalid(f"objective {self.objective!r}: {e}", ("params",),
-                           "fix that value in the file") from None
-        try:
-            objective = create_objective(self.objective, **self.params)
-        except (TypeError, ValueError) as e:
-            raise _Invalid(f"objective {self.objective!r}: {e}", ("params",),
-                           "fix that value in the file") from e
-        start = objective.term_start()
-        epochs = self.train.epochs
-        if start is not None and start[1] >= epochs:
-            key, epoch = start
-            raise _Invalid(
-                f"training {self.name!r}: objective {self.objective!r} adds its term from epoch "
-                f"{key} = {epoch!r} on, but train.epochs = {epochs} ends the training before: "
-                "it would be plain cross-entropy, identical to a CE training", (),
-                f"set {key} below {epochs} (in params) or epochs above {epoch!r} (in train)")
-        return self
 
 
 @_config_errors
@@ -613,10 +468,10 @@ class Benchmark:
     num_classes: Count
     image_size: Annotated[Count, Field(le=MAX_IMAGE_SIZE)]
     channels: Annotated[int, Strict(), AfterValidator(_channels)]
-    model: Annotated[str, Strict(), AfterValidator(_model)]
+    model: Text  # a registered model or a reference (oodbench.check checks which)
     trainings: Annotated[tuple[TrainingSpec, ...], Field(min_length=1)]
     ood: tuple[OODSpec, ...]
-    scorers: Annotated[tuple[str, ...], BeforeValidator(_scorer_names)]
+    scorers: Annotated[tuple[str, ...], BeforeValidator(scorer_list)]
     description: Text = ""
     widths: tuple[Count, ...] = ()
     seeds: Annotated[Count, Field(le=MAX_SEEDS)] = 1
@@ -629,9 +484,9 @@ class Benchmark:
     scorer_grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     scorer_fit: dict[str, FitSplit] = Field(default_factory=dict)  # default: FIT_TRAIN
     # another project's settings (oodbench.openood.PROTOCOLS) under scorer_params / scorer_fit
-    protocol: Annotated[str, Strict(), AfterValidator(_protocol)] = ""
+    protocol: Text = ""
     ablate: tuple[TrainingSpec, ...] = ()
-    ablate_scorers: Annotated[tuple[str, ...], BeforeValidator(_optional_scorer_names)] = ()
+    ablate_scorers: Annotated[tuple[str, ...], BeforeValidator(scorer_list)] = ()
     extra_ood: tuple[OODSpec, ...] = ()
     model_weights: Text | None = None
     model_weights_howto: Text = ""  # how to get model_weights, for the message when missing
@@ -646,25 +501,6 @@ class Benchmark:
     resources: Resources = Field(default_factory=Resources)
     source: Text = ""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _protocol_settings(cls, data: Any) -> Any:
-        """Put the protocol's scorer settings under the benchmark's own
-        (:func:`oodbench.openood.protocol_settings`); malformed values are left to the fields'
-        own checks."""
-        from oodbench.openood import PROTOCOLS, protocol_settings
-
-        kwargs = data.kwargs if isinstance(data, ArgsKwargs) else data
-        if not isinstance(kwargs, dict) or kwargs.get("protocol") not in PROTOCOLS:
-            return data
-        params, fits = kwargs.get("scorer_params", {}), kwargs.get("scorer_fit", {})
-        if not (isinstance(params, dict) and all(isinstance(p, dict) for p in params.values())
-                and isinstance(fits, dict)):
-            return data
-        params, fits = protocol_settings(params, fits)
-        kwargs = {**kwargs, "scorer_params": params, "scorer_fit": fits}
-        return ArgsKwargs(data.args, kwargs) if isinstance(data, ArgsKwargs) else kwargs
-
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         self._check_sets()
@@ -673,8 +509,6 @@ class Benchmark:
         return self
 
     def _check_sets(self) -> None:
-        from oodbench.data import dataset_names
-
         seen: dict[str, str] = {self.id_dataset: "the ID set"}
         for i, spec in enumerate(self.ood):
             if bool(spec.imglist) != bool(spec.images):
@@ -684,9 +518,6 @@ class Benchmark:
             if spec.imglist:
                 for key in ("imglist", "images"):
                     _relative(getattr(spec, key), ("ood", i, key))
-            elif spec.name not in dataset_names():
-                raise _Invalid(f"name = {spec.name!r} {_not_accepted(spec.name, dataset_names())}",
-                               ("ood", i))
             if spec.path:
                 raise _Invalid("", ("ood", i, "path"), accepted=("name", "group"))
             if spec.name in seen and seen[spec.name] != "the ID set":
@@ -723,7 +554,7 @@ class Benchmark:
                                    "model_weights, which the benchmark does not set", (kind, i),
                                    "set model_weights = \"path/to/weights.safetensors\"")
             elif t.init is not None and t.init not in others:
-                raise _Invalid(f"init = {t.init!r} {_not_accepted(t.init, [*others, INIT_MODEL])}",
+                raise _Invalid(f"init = {t.init!r} {not_accepted(t.init, [*others, INIT_MODEL])}",
                                (kind, i))
         for kind, i, t in entries:
             if t.train.epochs == 0 and t.init is None:
@@ -740,27 +571,13 @@ class Benchmark:
                     break  # a loop that does not pass through t: reported from its own entry
 
     def _check_scorers(self) -> None:
-        from oodbench.scoring import get_scorer
-
-        for table in ("scorer_params", "scorer_grids", "scorer_fit"):
-            for name in getattr(self, table):
-                try:
-                    get_scorer(name)
-                except UnknownName as e:
-                    raise _Invalid(f"{name}: {e}", (table,)) from None
-        for name, params in self.scorer_params.items():
-            _unknown_params(name, params, f"{name} = {params!r}", ("scorer_params",))
-            _construct(name, params, f"{name} = {params!r}", ("scorer_params",))
+        """The scorer tables' consistency (their names and parameters are checked against the
+        scorers by :func:`oodbench.check.check_benchmark`)."""
         for name, grid in self.scorer_grids.items():
-            base = self.scorer_params.get(name, {})
-            _unknown_params(name, grid, f"{name} = {grid!r}", ("scorer_grids",))
             for key, values in grid.items():
                 if not values:
                     raise _Invalid(f"{key} needs at least one candidate value",
                                    ("scorer_grids", name))
-                for value in values:
-                    _construct(name, {**base, key: value},
-                               f"{key} = {values!r}: candidate {value!r}", ("scorer_grids", name))
         if self.scorer_grids and (not self.val_ood or not self.val_fraction):
             raise _Invalid("scorer_grids need a val_ood set and val_fraction > 0 to select on "
                            "(the test OOD sets are never used for selection)", (),
@@ -775,36 +592,6 @@ class Benchmark:
                 raise _Invalid(f"{name} = \"{FIT_VAL}\" would fit {name} on the ID-validation "
                                "images that its scorer_grids entry selects on", ("scorer_fit",),
                                f"fit {name} on \"{FIT_TRAIN}\" or remove its grid")
-        self._check_feature_size()
-
-    def _check_feature_size(self) -> None:
-        """Refuse scorer parameters that cannot work on the model's feature size (ViM's dim),
-        where the size is known without running user code; else ``fit`` refuses them."""
-        from oodbench.models import feature_size
-        from oodbench.openood import POSTPROCESSORS
-        from oodbench.scoring import Scorer
-
-        scorers = {name: _construct(name, dict(self.scorer_params[name]), name,
-                                    ("scorer_params",))
-                   for name in self.scorers if name in self.scorer_params}
-        checked = {n: s for n, s in scorers.items()
-                   if type(s).check_feature_size is not Scorer.check_feature_size}
-        if not checked:
-            return
-        n_dims = feature_size(self.model, self.num_classes, self.channels, self.widths)
-        if n_dims is None:
-            return
-        for name, scorer in checked.items():
-            try:
-                scorer.check_feature_size(n_dims)
-            except ValueError as e:
-                params = self.scorer_params[name]
-                post = POSTPROCESSORS.get(name)
-                ours = self.protocol and post and all(
-                    params.get(k) == v for k, v in post.params.items())
-                source = f" (OpenOOD's setting, from protocol = {self.protocol!r})" if ours else ""
-                raise _Invalid(f"{name} = {dict(params)!r}{source} on model {self.model!r}: {e}",
-                               ("scorer_params",)) from None
 
     def fit_split(self, scorer: str) -> str:
         """The ID split ``scorer`` is fitted on (:data:`FIT_SPLITS`)."""
@@ -821,17 +608,15 @@ class Benchmark:
                 return t
         raise KeyError(f"benchmark {self.name!r} has no training {name!r}")
 
-    def with_overrides(self, *, scorers: list[str] | str | None = None, seeds: int | None = None,
-                       device: str | None = None,
+    def with_overrides(self, *, seeds: int | None = None, device: str | None = None,
                        extract_batch: int | str | None = None) -> Benchmark:
         """A validated copy with these API arguments replacing the file's (``None``: keep);
-        a bad one is a :class:`ConfigError` naming it as ``<scorers>``, ``<seeds>``,
-        ``<device>`` or ``<batch_size>``."""
+        a bad one is a :class:`ConfigError` naming it as ``<seeds>``, ``<device>`` or
+        ``<batch_size>``. Scorers, which need the registry, are replaced by
+        :func:`oodbench.check.override`."""
         changes: dict[str, Any] = {}
         if extract_batch is not None:
             changes["extract_batch"] = _override("batch_size", extract_batch, _extract_batch)
-        if scorers is not None:
-            changes["scorers"] = _override("scorers", scorers, _scorer_names)
         if seeds is not None:
             changes["seeds"] = _override("seeds", seeds, _seed_count)
         if device is not None:
@@ -843,18 +628,9 @@ class Benchmark:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
-        """Hash of everything that determines the results (not the file path). A field added
-        since (``model_weights``) counts only when set, so older benchmarks keep their hash."""
-        skip = ("source", "description", "ablate", "ablate_scorers", "loader_workers",
-                "model_weights_howto", "resources", "data_on_device")
-        data = {k: v for k, v in self.to_dict().items()
-                if k not in skip and not (k in _LATER and v == _LATER[k])}
-        for spec in data["trainings"]:
-            spec["train"] = {k: v for k, v in spec["train"].items()
-                             if not (k in LATER_TRAIN and v == LATER_TRAIN[k])}
-        for key in ("ood", "extra_ood"):
-            data[key] = [{k: v for k, v in spec.items() if not (k in _LATER_OOD and not v)}
-                         for spec in data[key]]
+        """Hash of everything that determines the results (not the file path, nor the
+        fields :mod:`oodbench.compat` leaves out so that older benchmarks keep their hash)."""
+        data = compat.hashed_config(self.to_dict())
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -962,7 +738,7 @@ def _config_error(exc: ValidationError, cls: type, source: str, root: tuple[str 
         text = f"is missing the key {full[-1]!r}"
         head = f"{source}: [{_table(full[:-1])}] " if len(full) > 1 else head
     elif kind == "literal_error":
-        text = f"{key} = {value!r} {_not_accepted(value, get_args(_walk(cls, loc)[0]))}"
+        text = f"{key} = {value!r} {not_accepted(value, get_args(_walk(cls, loc)[0]))}"
     elif kind == "value_error" and isinstance(cause, _Refused):
         text = f"{key} = {value!r} {cause}"
     elif kind == "value_error" and isinstance(cause, OodbenchError):
@@ -987,6 +763,34 @@ def _validate(cls: type[T], data: Any, source: str, root: tuple[str | int, ...])
         return TypeAdapter(cls).validate_python(data)
     except ValidationError as e:
         raise _config_error(e, cls, source, root) from None
+
+
+def _origin(bench: Benchmark) -> tuple[str, tuple[str | int, ...]]:
+    """Where ``bench`` was written: its file and table, or ``Benchmark`` (built in Python)."""
+    return (bench.source, ("benchmarks", bench.name)) if bench.source else ("Benchmark", ())
+
+
+def located(bench: Benchmark, at: tuple[str | int, ...], text: str,
+            hint: str = "") -> ConfigError:
+    """A :class:`ConfigError` ``text`` about the table at ``at`` of ``bench`` (relative to
+    it), naming its file and table, as the file's own errors do."""
+    source, root = _origin(bench)
+    where = _table((*root, *at))
+    return ConfigError(f"{source}: [{where}] {text}" if where else f"{source}: {text}", hint)
+
+
+def unknown_key(bench: Benchmark, at: tuple[str | int, ...], accepted: Iterable[str],
+                note: str = "") -> ConfigError:
+    """A :class:`ConfigError` for the unknown key ``at[-1]`` of the table ``at[:-1]`` of
+    ``bench``, listing the ``accepted`` keys (``note``: said after the table)."""
+    source, root = _origin(bench)
+    return ConfigError(f"{source}: {_unknown(at[-1], _table((*root, *at[:-1])), accepted, note)}")
+
+
+def rebuild(bench: Benchmark, **changes: Any) -> Benchmark:
+    """``bench`` with ``changes``, validated again, its errors naming its file and table."""
+    data = {f.name: getattr(bench, f.name) for f in dataclasses.fields(bench)} | changes
+    return _validate(Benchmark, data, *_origin(bench))
 
 
 # ---------------------------------------------------------------- the file
@@ -1050,8 +854,9 @@ def _default_source() -> Path | Traversable:
     return local if local.is_file() else DEFAULT_CONFIG
 
 
-def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
-    """Parse and validate every benchmark of a TOML file.
+def read_config(path: Path | str | None = None) -> dict[str, Benchmark]:
+    """Parse every benchmark of a TOML file, validated as far as no registry is needed
+    (:func:`oodbench.check.load_config` also checks their names against the registries).
 
     Default: ``benchmarks.toml`` in the working directory, else the packaged one.
     """
@@ -1083,7 +888,7 @@ def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
             if parent is not None:
                 if not isinstance(parent, str) or parent not in tables:
                     raise ConfigError(f"{source}: [benchmarks.{name}] extends = {parent!r} "
-                                      f"{_not_accepted(parent, sorted(tables))}")
+                                      f"{not_accepted(parent, sorted(tables))}")
                 raw = _merge(resolve(parent, (*seen, name)), raw)
             resolved[name] = {k: v for k, v in raw.items() if k != "extends"}
         return resolved[name]
@@ -1092,9 +897,10 @@ def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
     return {name: _benchmark(name, resolve(name, ()), source, folder) for name in tables}
 
 
-def load_benchmark(name: str, path: Path | str | None = None) -> Benchmark:
-    """One benchmark by name; an unknown name lists the available ones."""
-    benches = load_config(path)
+def read_benchmark(name: str, path: Path | str | None = None) -> Benchmark:
+    """One benchmark by name, as :func:`read_config` reads it; an unknown name lists the
+    available ones."""
+    benches = read_config(path)
     if name not in benches:
         source = path if path is not None else _default_source()
         raise ConfigError(f"{source}: no benchmark {name!r};{did_you_mean(name, benches)} "

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from oodbench import distributed
+from oodbench import compat, distributed
 from oodbench.adapters import ModelAdapter, input_preprocess
 from oodbench.checkpoint import (
     file_hash,
@@ -41,7 +41,6 @@ from oodbench.checkpoint import (
 from oodbench.config import (
     DATA_ROOT_TOKEN,
     INIT_MODEL,
-    LATER_TRAIN,
     Benchmark,
     TrainingSpec,
     TrainSpec,
@@ -462,13 +461,10 @@ def model_weights(bench: Benchmark, data_root: Path | None) -> Path:
 
 
 def train_fields(spec: TrainSpec) -> dict[str, Any]:
-    """The train settings that enter a checkpoint's key. ``cpu_amp`` and ``amp_dtype`` came
-    later; they are left out while off (at float16), so older checkpoints keep their keys."""
-    fields = {k: v for k, v in asdict(spec).items()
-              if not (k in LATER_TRAIN and v == LATER_TRAIN[k])}
-    if not fields["cpu_amp"]:
-        del fields["cpu_amp"]
-    return fields
+    """The train settings that enter a checkpoint's key (:func:`oodbench.compat.key_train_fields`:
+    settings added later are left out at their old behaviour, so older checkpoints keep
+    their keys)."""
+    return compat.key_train_fields(asdict(spec))
 
 
 def training_key(

@@ -17,9 +17,8 @@ from oodbench.config import (
     TrainSpec,
     check_device,
     check_name,
-    load_benchmark,
-    load_config,
 )
+from oodbench.check import load_benchmark, load_config, override
 from oodbench.scoring import get_scorer, list_scorers
 
 BASE = """
@@ -192,7 +191,7 @@ def test_misspelt_scorer_override_fails_before_anything_is_written(
 ) -> None:
     bench = load_benchmark("b", _write(tmp_path))
     with pytest.raises(ConfigError) as info:
-        bench.with_overrides(scorers=["msp", "knnn"])
+        override(bench, scorers=["msp", "knnn"])
     assert info.value.message.startswith("<scorers>: unknown scorer 'knnn'; did you mean 'knn'?")
     assert info.value.render({"scorers": "--scorers"}).startswith("--scorers: unknown scorer")
     from oodbench.matrix import run_benchmark
@@ -218,14 +217,14 @@ def test_misspelt_scorer_override_fails_before_anything_is_written(
 )
 def test_overrides_are_validated(tmp_path: Path, kwargs: dict, pattern: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_benchmark("b", _write(tmp_path)).with_overrides(**kwargs)
+        override(load_benchmark("b", _write(tmp_path)), **kwargs)
     assert re.match(pattern, info.value.message), info.value.message
 
 
 def test_overrides_replace_validated_values(tmp_path: Path) -> None:
     bench = load_benchmark("b", _write(tmp_path))
-    assert bench.with_overrides() is bench
-    new = bench.with_overrides(scorers="features", seeds=3, device="cuda:1")
+    assert bench.with_overrides() is bench and override(bench) is bench
+    new = override(bench, scorers="features", seeds=3, device="cuda:1")
     assert (new.seeds, new.device, new.source) == (3, "cuda:1", bench.source)
     assert new.scorers == tuple(n for n in OLD_SCORERS if get_scorer(n).group == "features")
     assert new.config_hash() != bench.config_hash() and bench.seeds == 1

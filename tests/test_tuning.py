@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from oodbench.check import load_benchmark
 from oodbench.cli import main
-from oodbench.config import ConfigError, load_benchmark
+from oodbench.config import ConfigError
 from oodbench.scoring import ScorerFailed
 from oodbench.tuning import VAL_ID, candidates, select_params
 from tests.conftest import TINY_CONFIG

@@ -15,10 +15,9 @@ from oodbench.config import (
     OOD_GROUPS,
     ConfigError,
     _adapter,
-    check_scorer,
-    load_benchmark,
     register_ood_group,
 )
+from oodbench.check import check_scorer, load_benchmark, override
 from oodbench.objectives import OBJECTIVES, list_objectives
 from oodbench.registry import RegistrationError
 from oodbench.scoring import SCORERS, list_scorers
@@ -39,7 +38,7 @@ epochs = {epochs}
 [[benchmarks.b.trainings]]
 name = "ce"
 objective = "ce"
-
+{ce}
 [[benchmarks.b.trainings]]
 name = "bg"
 objective = "bgnorm"
@@ -52,9 +51,9 @@ name = "mnist"
 
 
 def _load(tmp_path: Path, extra: str = "", epochs: int = 3, params: str = "{ lam = 0.2 }",
-          group: str = 'group = "near"') -> config.Benchmark:
+          group: str = 'group = "near"', ce: str = "") -> config.Benchmark:
     path = tmp_path / "b.toml"
-    path.write_text(BASE.format(extra=extra, epochs=epochs, params=params, group=group))
+    path.write_text(BASE.format(extra=extra, epochs=epochs, params=params, group=group, ce=ce))
     return load_benchmark("b", path)
 
 
@@ -179,12 +178,13 @@ def test_a_training_whose_term_never_switches_on_is_refused(
     tmp_path: Path, epochs: int, params: str
 ) -> None:
     extra = 'model_weights = "w.safetensors"' if epochs == 0 else ""
-    if epochs == 0:  # 0 epochs keeps an init: give the training one
+    ce = 'init = "model"' if epochs == 0 else ""  # 0 epochs keeps an init: give both one
+    if epochs == 0:
         params += '\ninit = "model"'
     error = _refused(tmp_path, "[benchmarks.b.trainings[1]] training 'bg'",
                      "objective 'bgnorm' adds its term from epoch warmup_start = ",
                      f"train.epochs = {epochs}", "plain cross-entropy", extra=extra,
-                     epochs=epochs, params=params)
+                     epochs=epochs, params=params, ce=ce)
     assert "warmup_start below" in error.hint and "epochs above" in error.hint
 
 
@@ -263,7 +263,7 @@ def test_a_plugin_file_may_register_only_an_ood_group(tmp_path: Path) -> None:
 def test_a_config_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     """Windows editors (Notepad) start UTF-8 files with a BOM, which tomllib refuses."""
     path = tmp_path / "b.toml"
-    text = BASE.format(extra="", epochs=3, params="{ lam = 0.2 }", group='group = "near"')
+    text = BASE.format(extra="", epochs=3, params="{ lam = 0.2 }", group='group = "near"', ce="")
     path.write_bytes("\ufeff".encode() + text.replace("\n", "\r\n").encode())
     assert load_benchmark("b", path).name == "b"
 
@@ -276,7 +276,7 @@ def test_a_benchmark_named_like_an_eval_folder_is_refused(tmp_path: Path, name: 
     """``run`` writes ``<out>/<benchmark>/`` and ``eval`` ``<out>/eval-<model>/``: a benchmark
     ``eval-ce`` and ``eval`` of ``ce.pt`` would replace each other's results."""
     path = tmp_path / "b.toml"
-    text = BASE.format(extra="", epochs=3, params="{ lam = 0.2 }", group='group = "near"')
+    text = BASE.format(extra="", epochs=3, params="{ lam = 0.2 }", group='group = "near"', ce="")
     path.write_text(text.replace("benchmarks.b", f"benchmarks.{name}"))
     with pytest.raises(ConfigError, match=f"benchmark name '{name}' starts with 'eval-'"):
         load_benchmark(name, path)
@@ -303,7 +303,7 @@ def test_empty_widths_are_refused_and_omitted_ones_are_the_default(tmp_path: Pat
 def test_an_empty_scorer_override_is_refused(tmp_path: Path, scorers: Any, pattern: str) -> None:
     bench = _load(tmp_path)
     with pytest.raises(ConfigError) as info:
-        bench.with_overrides(scorers=scorers)
+        override(bench, scorers=scorers)
     assert re.match(f"<scorers>: {pattern}; name each scorer or group \\(all, ",
                     info.value.message), info.value.message
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodbench.config import Benchmark, JobResources, Resources, load_benchmark
+from oodbench.check import load_benchmark, override
+from oodbench.config import Benchmark, JobResources, Resources
 from oodbench.data import ImageArray, Preprocess, channel_stats
 from oodbench.extract import FeatureCache
 from oodbench.models import OODNet, create_model
@@ -116,7 +117,7 @@ def evaluate(state: dict[str, torch.Tensor], tmp: Path, threads: int = 1) -> Eva
     net.load_state_dict(state)
     bench = benchmark(tmp)
     splits, ood = data()
-    bench = dataclasses.replace(bench.with_overrides(scorers=list_scorers()),
+    bench = dataclasses.replace(override(bench, scorers=list_scorers()),
                                 resources=Resources(eval=JobResources(num_cpus=threads)))
     ctx = EvalContext(bench, splits, ood, FeatureCache(tmp / "cache"), torch.device("cpu"))
     result = score_model(ctx, net, "reference", "ce", 0)
