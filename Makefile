@@ -32,8 +32,10 @@ test: setup
 test-avx2: setup
 	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -m kernels $(XDIST)
 
+# ruff, and the import contracts of pyproject.toml's [tool.importlinter] (the layers, no cycles)
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo --no-cache
 
 # speed figures of the evaluation path: results/perf.md and results/perf.json (benchmarks/perf.py).
 # Installs what the figures compare against: pytorch-ood (without its dependencies, so torch
