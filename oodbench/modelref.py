@@ -6,7 +6,7 @@ Nothing is downloaded unless ``pretrained=True`` (timm's and torchvision's defau
 for a machine with a network); a download that cannot reach its server is a
 :class:`~oodbench.errors.CheckpointError` naming the model. Hub references (timm's
 ``hf-hub:`` and ``local-dir:`` names) are refused: their weights are not a file oodbench can
-hash. A factory file runs as a plugin file does (:func:`oodbench.plugins.run_file`): what it
+hash. A factory file runs as a plugin file does (:func:`oodbench.usercode.run_file`): what it
 raises is one :class:`~oodbench.errors.PluginError` naming the file and the line.
 """
 
@@ -16,13 +16,17 @@ import inspect
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-import torch
 from torch import nn
 
-from oodbench.checkpoint import first_non_finite, load_into, read_checkpoint
+from oodbench.config import check_name
 from oodbench.errors import CheckpointError, ConfigError
-from oodbench.plugins import run_file, user_code
+from oodbench.registry import did_you_mean
+from oodbench.usercode import run_file, user_code
+from oodbench.weights import load_into, read_weights
+
+R = TypeVar("R")
 
 # timm:NAME, torchvision:NAME or FILE.py:FACTORY
 REFERENCE = re.compile(r"(?:timm|torchvision):[\w.-]+|[^:]+\.py:[A-Za-z_]\w*")
@@ -57,8 +61,6 @@ def check_reference(value: str) -> str:
 def reference_name(ref: str) -> str:
     """The name of the model ``ref`` names (its NAME or FACTORY), for its results folder: a
     :class:`ConfigError` for a reference that is not well formed, or a name that is not safe."""
-    from oodbench.config import check_name
-
     try:
         check_reference(ref)
     except ValueError as e:
@@ -75,7 +77,7 @@ def _network_error(e: BaseException | None) -> bool:
     return False
 
 
-def _fetching(ref: str, build: Callable[[], nn.Module]) -> nn.Module:
+def _fetching(ref: str, build: Callable[[], R]) -> R:
     """``build()``, which downloads the pretrained weights of ``ref``: a download that cannot
     reach its server is a :class:`CheckpointError` naming the model and how to work offline."""
     try:
@@ -103,8 +105,6 @@ def _timm(name: str, num_classes: int, pretrained: bool) -> nn.Module:
                           ) from None
 
     if name not in timm.list_models():
-        from oodbench.registry import did_you_mean
-
         close = did_you_mean(name, timm.list_models())
         raise ConfigError(f"<model=timm:{name}>: timm has no model {name!r}"
                           + (f";{close}" if close else ""), "see timm.list_models()")
@@ -117,15 +117,17 @@ def _torchvision(name: str, num_classes: int, pretrained: bool) -> nn.Module:
 
     names = models.list_models(module=models)
     if name not in names:
-        from oodbench.registry import did_you_mean
-
         raise ConfigError(f"<model=torchvision:{name}>: torchvision has no classification "
                           f"model {name!r};{did_you_mean(name, names)}",
                           "see torchvision.models.list_models()")
-    if pretrained:
-        return _fetching(f"torchvision:{name}",
-                         lambda: models.get_model(name, weights="DEFAULT"))
-    return models.get_model(name, weights=None, num_classes=num_classes)
+    model = models.get_model(name, weights=None, num_classes=num_classes)
+    if pretrained:  # as timm does: the pretrained weights, a new head where num_classes differs
+        default = models.get_model_weights(name).DEFAULT
+        state = _fetching(f"torchvision:{name}", lambda: default.get_state_dict(progress=False))
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in state.items()
+                               if k in own and own[k].shape == v.shape}, strict=False)
+    return model
 
 
 def _factory(file: str, factory: str, num_classes: int) -> nn.Module:
@@ -166,25 +168,3 @@ def load_model(ref: str, num_classes: int, weights: Path | str | None = None,
     if weights is not None:
         load_into(model, read_weights(weights), weights)
     return model.eval()
-
-
-def read_weights(path: Path | str) -> dict[str, torch.Tensor]:
-    """A state_dict from ``.safetensors`` or from a ``.pt`` (``weights_only``); non-finite
-    weights are refused."""
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        return read_checkpoint(path)[0]
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"weights {path} do not exist")
-    try:
-        state = load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})",
-                              "save or copy it again") from e
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise CheckpointError(f"{path} holds non-finite (NaN/inf) weights, first at {bad!r}")
-    return state

@@ -18,11 +18,11 @@ from torch.nn import functional as F
 
 from oodbench.adapters import ModelAdapter, adapt
 from oodbench.errors import ConfigError
-from oodbench.plugins import load_entry_points
+from oodbench.modelref import is_reference, load_model
 from oodbench.registry import Registry
+from oodbench.weights import load_into, read_weights
 
-MODELS: Registry[Callable[..., OODNet]] = Registry(
-    "model", loader=load_entry_points, fixed=("num_classes", "in_channels"))
+MODELS: Registry[Callable[..., OODNet]] = Registry("model", fixed=("num_classes", "in_channels"))
 register_model = MODELS.register
 list_models = MODELS.names
 
@@ -34,9 +34,6 @@ def create_model(name: str, num_classes: int, in_channels: int, *,
     :mod:`oodbench.modelref`) as its adapter (which sets its input channels: a grey benchmark
     is copied to RGB for an RGB model); random-initialised, or with ``weights`` (a
     ``.safetensors`` or ``.pt`` state_dict of the model, not of its adapter) loaded."""
-    from oodbench.checkpoint import load_into
-    from oodbench.modelref import is_reference, load_model, read_weights
-
     if is_reference(name):
         if kwargs:
             raise ConfigError(f"model {name!r} takes no {', '.join(kwargs)}",
@@ -88,8 +85,6 @@ def feature_size(name: str, num_classes: int, in_channels: int,
     model built on the meta device (no memory, no weights); ``None`` for a ``FILE.py:FACTORY``
     reference (user code is not run for this) or a model that does not build here (its error
     is reported where it is built for use)."""
-    from oodbench.modelref import is_reference
-
     if is_reference(name) and not name.startswith(("timm:", "torchvision:")):
         return None
     try:

@@ -14,6 +14,7 @@ from oodbench.checkpoint import (
     save_checkpoint,
 )
 from oodbench.cli import OPTIONS
+from oodbench.modelref import load_model
 from oodbench.models import create_model
 from oodbench.train import training_key
 from tests.reference import evaluation as reference
@@ -171,3 +172,29 @@ def test_old_checkpoint_metadata_is_upgraded(tmp_path: Path) -> None:
     meta = read_checkpoint(path)[1]
     assert meta["diagnostics"] == {"bgnorm_test": 0.5} and meta["test_acc"] == 0.9
     assert "bgnorm_test" not in meta
+
+
+# ---------------------------------------------------------------- models by reference
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision"])
+def test_a_random_init_reference_has_num_classes_outputs(family: str) -> None:
+    pytest.importorskip(family)
+    model = load_model(f"{family}:resnet18", 7)
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+
+
+def test_a_pretrained_torchvision_model_gets_a_new_head_for_num_classes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As timm does: the pretrained weights everywhere but the head, which has num_classes
+    outputs (the weights come from a random 1000-class net here, not a download)."""
+    models = pytest.importorskip("torchvision.models")
+    pretrained = models.resnet18(num_classes=1000).state_dict()
+    monkeypatch.setattr(models.WeightsEnum, "get_state_dict",
+                        lambda self, *args, **kwargs: pretrained)
+    model = load_model("torchvision:resnet18", 7, pretrained=True)
+    assert model.fc.out_features == 7
+    assert torch.equal(model.state_dict()["conv1.weight"], pretrained["conv1.weight"])
+    same = load_model("torchvision:resnet18", 1000, pretrained=True)
+    assert torch.equal(same.state_dict()["fc.weight"], pretrained["fc.weight"])
