@@ -121,8 +121,7 @@ class Registry(Generic[T]):
                     "to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or "
                     "digit (it becomes part of file names)")
             old = self._items.get(name)
-            same = old is not None and (old.__module__, old.__qualname__) == (
-                factory.__module__, factory.__qualname__)
+            same = old is not None and qualified(old) == qualified(factory)
             if old is not None and not same:
                 raise RegistrationError(
                     f"{self.kind} name {name!r} is already registered by {origin(old)}; "

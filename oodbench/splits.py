@@ -40,7 +40,8 @@ def _check_labels(bench: Benchmark, arr: ImageSet) -> None:
 @dataclass(frozen=True)
 class IDSplits:
     """ID train / val / test sets plus the preprocessing fitted on train (``size`` x ``size`` x
-    ``channels``, resized to ``size / crop_pct`` then centre-cropped), computed on first use."""
+    ``channels``, resized to ``size / crop_pct`` then centre-cropped), computed on first use,
+    unless one is ``given`` (:meth:`fixed`)."""
 
     train: ImageSet
     val: ImageSet
@@ -49,18 +50,21 @@ class IDSplits:
     channels: int
     crop_pct: float = 1.0
     workers: int | str = "auto"
+    given: Preprocess | None = None
 
     @classmethod
     def fixed(cls, train: ImageSet, val: ImageSet, test: ImageSet,
               preprocess: Preprocess) -> IDSplits:
         """Splits whose preprocessing is given, not fitted."""
-        splits = cls(train, val, test, preprocess.size, preprocess.channels, preprocess.crop_pct)
-        splits.__dict__["preprocess"] = preprocess  # the cached_property's slot
-        return splits
+        return cls(train, val, test, preprocess.size, preprocess.channels, preprocess.crop_pct,
+                   given=preprocess)
 
     @cached_property
     def preprocess(self) -> Preprocess:
-        """Normalisation by the statistics of the training images."""
+        """The given preprocessing, else normalisation by the statistics of the training
+        images."""
+        if self.given is not None:
+            return self.given
         mean, std = self.train.channel_stats(self.channels, self.workers)
         return Preprocess(self.size, self.channels, mean, std, self.crop_pct)
 

@@ -1,6 +1,7 @@
 """The layers' contracts: checks in the API, one manifest builder, extraction without side
 effects, data on stdout, unwrapped logs, plugin objectives, and an installable wheel."""
 
+import ast
 import io
 import json
 import subprocess
@@ -185,3 +186,47 @@ def test_help_and_argument_errors_do_not_import_torch(argv: list[str]) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout.split()
     assert out[-1] == "False" and out[-2] == ("0" if "--help" in argv else "2")
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import in ``path``, function-level ones included; relative
+    imports resolved against the package of ``path``."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, [base, node.module or ""]))
+            found.append((module, [a.name for a in node.names]))
+    return found
+
+
+def test_no_module_imports_its_own_half_built_package() -> None:
+    """A module inside a package imports its siblings, never a name of the package itself:
+    the package's ``__init__`` imports its modules, so it is half-built while they load."""
+    wrong = []
+    for path in sorted((REPO / "oodbench").rglob("*.py")):
+        if path.name == "__init__.py" or path.parent == REPO / "oodbench":
+            continue
+        package = ".".join(path.parent.relative_to(REPO).parts)
+        for module, names in _imports(path):
+            submodules = [n for n in names if (path.parent / f"{n}.py").is_file()
+                          or (path.parent / n / "__init__.py").is_file()]
+            if module == package and (not names or len(submodules) < len(names)):
+                wrong.append(f"{path.relative_to(REPO)} imports {module}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("module", ["oodbench.scoring", "oodbench.data", "oodbench.adapters"])
+def test_a_registry_loads_its_plugins_without_the_plugins_module(module: str) -> None:
+    """The registries sit below oodbench.plugins: listing one (which loads its built-in
+    factories and installed entry points) imports no plugin-file machinery."""
+    registry = {"oodbench.scoring": "SCORERS", "oodbench.data": "DATASETS",
+                "oodbench.adapters": "ADAPTERS"}[module]
+    code = (f"import sys\nimport {module} as m\nnames = m.{registry}.names()\n"
+            "print(len(names) > 0, 'oodbench.plugins' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout.split()
+    assert out == ["True", "False"]

@@ -18,7 +18,6 @@ from oodbench.data import (
     DatasetUnavailable,
     ImageArray,
     Preprocess,
-    catalogue,
     channel_stats,
     dataset_names,
     dataset_status,
@@ -437,7 +436,7 @@ def test_cifar_benchmark_sets_listed_and_explained(
         load_dataset(name, data_root=tmp_path)
     ok, why = dataset_status(name, data_root=tmp_path)
     assert not ok and why == str(info.value)
-    assert why.count("failed:") == len(catalogue._CATALOGUE[name].sources)
+    assert why.count("failed:") == len(DATASETS.get(name).definition.sources)
     for layout in layouts:
         assert layout in why
 
@@ -511,7 +510,7 @@ def test_catalogue_data_root_covers_the_catalogue(catalogue_data_root: Path) -> 
     # OpenOOD's own splits come from its image lists only (tests/test_openood_presets.py)
     openood_only = {"imagenet200", "imagenet1k"}
     for name in dataset_names():
-        splits = catalogue._CATALOGUE[name].splits
+        splits = DATASETS.get(name).splits
         for split in splits:
             ok, why = dataset_status(name, split, catalogue_data_root)
             if name in openood_only or split == "val":
