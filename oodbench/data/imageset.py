@@ -40,6 +40,8 @@ from oodbench.data.preprocess import LUMA_WEIGHTS, Preprocess, channel_stats
 from oodbench.errors import DataError
 
 MAX_WORKERS = 8  # data-loader worker processes at most ("auto": one per CPU core up to this)
+# each set object's fingerprint, once computed (ImageSet.fingerprint): per object in effect,
+# kept beside it because the sets are frozen dataclasses; weak, so a set is freed as usual
 _FINGERPRINTS: weakref.WeakKeyDictionary[ImageSet, str] = weakref.WeakKeyDictionary()
 
 
