@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from oodbench.adapters import ModelAdapter, adapt
-from oodbench.config import check_scorer
+from oodbench.check import check_scorer
 from oodbench.device import resolve_device
 from oodbench.errors import CheckpointError, ConfigError
 from oodbench.extract import prepare_model, weights_fingerprint

@@ -21,8 +21,7 @@ from oodbench.detector import META_FILE, STATE_FILE, Detector
 from oodbench.errors import CheckpointError, ConfigError
 from oodbench.extract import forward_features, model_scores
 from oodbench.models import create_model
-from oodbench.pipeline import _head
-from oodbench.scoring import ModelScorer, create_scorer, fit_and_score, list_scorers
+from oodbench.scoring import Head, ModelScorer, create_scorer, fit_and_score, list_scorers
 
 CPU = torch.device("cpu")
 PRE = Preprocess(28, 1, (0.3,), (0.25,))
@@ -74,7 +73,7 @@ def _pipeline_scores(setup: dict[str, Any], name: str) -> np.ndarray:
         if isinstance(scorer, ModelScorer) else None
     sets = {"new": forward_features(model, new_arr, PRE, CPU)}
     train = forward_features(model, train_arr, PRE, CPU)
-    return fit_and_score(scorer, train, _head(model), sets, score_set)["new"]
+    return fit_and_score(scorer, train, Head.from_linear(model.fc), sets, score_set)["new"]
 
 
 def _detector(setup: dict[str, Any], name: str) -> Detector:

@@ -8,11 +8,11 @@ from functools import cached_property
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as TF
 
-from oodbench.data.readers import LUMA_WEIGHTS
+from oodbench.data.readers import LUMA_WEIGHTS, resize_centre_crop
 
 _STATS_CHUNK = 2048
+INTERPOLATIONS = ("bilinear", "bicubic")  # of the resize (torchvision's InterpolationMode)
 
 
 def _check_images(images: np.ndarray) -> None:
@@ -26,14 +26,17 @@ def _check_images(images: np.ndarray) -> None:
 class Preprocess:
     """uint8 NHWC -> float32 NCHW: channel conversion, resize, centre crop, normalisation.
 
-    The shorter side is resized to ``floor(size / crop_pct)`` and the central ``size`` square
-    kept (``crop_pct`` 0.875 at 224 is ImageNet's resize-256, crop-224)."""
+    The shorter side is resized to ``floor(size / crop_pct)`` (antialiased ``interpolation``,
+    ``"bilinear"`` or ``"bicubic"``) and the central ``size`` square kept (``crop_pct`` 0.875
+    at 224 is ImageNet's resize-256, crop-224), as :func:`~oodbench.data.readers.
+    resize_centre_crop` with its ``"nearest"`` rounding does it."""
 
     size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pct: float = 1.0
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -48,6 +51,9 @@ class Preprocess:
             raise ValueError(f"std must be positive, got {self.std}")
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct must lie in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got "
+                             f"{self.interpolation!r}")
 
     def __call__(
         self, images: np.ndarray, device: torch.device | str | None = None
@@ -72,7 +78,7 @@ class Preprocess:
         worker can run it on one image and :meth:`finish` the batch."""
         if x.shape[1] == 3 and self.channels == 1:
             x = (x * self._luma.to(x.device)).sum(dim=1, keepdim=True)
-        return self._resize(x)
+        return resize_centre_crop(x, self.size, self.resize_size, "nearest", self.interpolation)
 
     def finish(self, x: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
         """A batch from :meth:`fit` (moved to ``device``) as model input: grey copied to RGB
@@ -99,25 +105,14 @@ class Preprocess:
         """The side the shorter side is resized to before the centre crop."""
         return self.size if self.crop_pct == 1 else math.floor(self.size / self.crop_pct)
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize the shorter side to :attr:`resize_size` (bilinear, antialiased: torchvision's
-        ``v2`` resize), then centre-crop to ``size``."""
-        height, width = x.shape[-2:]
-        side = self.resize_size
-        if height == width == side == self.size:
-            return x
-        scale = side / min(height, width)
-        target = [max(side, round(height * scale)), max(side, round(width * scale))]
-        x = TF.resize(x, target, antialias=True)
-        top, left = (target[0] - self.size) // 2, (target[1] - self.size) // 2
-        return x[..., top : top + self.size, left : left + self.size]
-
     def key(self) -> str:
-        """Stable short string for cache keys, e.g. ``s28-c1-m0.2860-sd0.3530``."""
+        """Stable short string for cache keys, e.g. ``s28-c1-m0.2860-sd0.3530`` (the crop and a
+        non-bilinear interpolation appended only where set)."""
         mean = "_".join(f"{m:.4f}" for m in self.mean)
         std = "_".join(f"{s:.4f}" for s in self.std)
         crop = f"-cp{self.crop_pct:.4f}" if self.crop_pct != 1 else ""
-        return f"s{self.size}-c{self.channels}-m{mean}-sd{std}{crop}"
+        interpolation = f"-{self.interpolation}" if self.interpolation != "bilinear" else ""
+        return f"s{self.size}-c{self.channels}-m{mean}-sd{std}{crop}{interpolation}"
 
 
 def conversion_note(shape: tuple[int, ...] | None, size: int, channels: int) -> str:

@@ -31,10 +31,13 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from oodbench.errors import DataError
 
@@ -50,6 +53,8 @@ _INT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})  # 16-bit data,
 _COLOUR_MODES = frozenset({"CMYK", "LAB", "YCbCr", "HSV"})  # converted to RGB
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 _MAX_16 = 65535
+Resizable = TypeVar("Resizable", Image.Image, torch.Tensor)
+Rounding = Literal["torchvision", "nearest"]  # see resize_centre_crop
 
 
 class Decoded(NamedTuple):
@@ -106,19 +111,41 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> Decoded:
     return Decoded(images, labels)
 
 
-def resize_centre_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (bilinear), then crop the central ``size`` square.
+def resize_centre_crop(image: Resizable, size: int, side: int | None = None,
+                       rounding: Rounding = "torchvision",
+                       interpolation: str = "bilinear") -> Resizable:
+    """Resize the shorter side of ``image`` to ``side`` (default ``size``; antialiased
+    ``interpolation``), then crop the central ``size`` square, with torchvision's ``v2``
+    ``resize`` and ``crop``. ``image`` is a PIL image, or float ... x H x W tensors.
 
-    Sizes and offsets round as torchvision's ``Resize(size)`` and ``CenterCrop(size)`` do.
+    ``rounding`` sets how the long side and the crop's offsets round. The two ways differ for
+    some sizes, and each is kept because stored data depends on it:
+
+    - ``"torchvision"``: the long side truncated, the offsets rounded half to even, as
+      torchvision's ``Resize(size)`` + ``CenterCrop(size)``: the decode-time resize of image
+      files (``ImageFiles.resize``), whose content keys record only the size;
+    - ``"nearest"``: the long side rounded to nearest, the offsets floored: the resize of
+      model input (:class:`~oodbench.data.Preprocess`), whose cache keys record only the
+      sizes.
     """
-    width, height = image.size
-    if (width, height) == (size, size):
+    if isinstance(image, Image.Image):
+        width, height = image.size
+    else:
+        height, width = image.shape[-2:]
+    side = size if side is None else side
+    if height == width == side == size:
         return image
-    long = int(size * max(width, height) / min(width, height))
-    new_width, new_height = (size, long) if width <= height else (long, size)
-    image = image.resize((new_width, new_height), Image.Resampling.BILINEAR)
-    left, top = round((new_width - size) / 2), round((new_height - size) / 2)
-    return image.crop((left, top, left + size, top + size))
+    if rounding == "torchvision":
+        long = int(side * max(height, width) / min(height, width))
+        target = (long, side) if width <= height else (side, long)
+        top, left = round((target[0] - size) / 2), round((target[1] - size) / 2)
+    else:
+        scale = side / min(height, width)
+        target = (max(side, round(height * scale)), max(side, round(width * scale)))
+        top, left = (target[0] - size) // 2, (target[1] - size) // 2
+    image = TF.resize(image, list(target), interpolation=InterpolationMode(interpolation),
+                      antialias=True)
+    return TF.crop(image, top, left, size, size)
 
 
 def _rescale_16(image: Image.Image, name: str) -> Image.Image:
