@@ -22,6 +22,7 @@ from oodbench.adapters import (
     PreprocessConfig,
     adapt,
 )
+from oodbench.adapters.timm import timm_data_config
 from oodbench.errors import ConfigError
 
 timm = pytest.importorskip("timm")
@@ -238,6 +239,23 @@ def test_preprocess_option_overrides() -> None:
     assert adapt(tvm.resnet18(weights=None), preprocess=own).preprocess_config == own
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1)
     assert adapt(vit, preprocess=own).preprocess_config == own
+
+
+@pytest.mark.parametrize(("name", "kwargs", "side"), [
+    ("resnet18", {}, 224),  # bicubic, crop_pct 0.95
+    ("convnext_atto", {}, 224),  # crop_pct 0.875
+    ("vit_tiny_patch16_224", {"depth": 1}, 224),  # mean and std 0.5, crop_pct 0.9
+    ("vit_tiny_patch16_224", {"depth": 1, "img_size": 32}, 32),  # its patch grid's size
+])
+def test_timm_preprocessing_is_timms_own(name: str, kwargs: dict[str, Any], side: int) -> None:
+    from timm.data import resolve_model_data_config
+
+    model = timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
+    config = timm_data_config(model)
+    assert config == resolve_model_data_config(model) | {"input_size": (3, side, side)}
+    assert {"crop_pct", "interpolation"} <= set(config)
+    assert adapt(model).preprocess_config == PreprocessConfig(
+        side, 3, tuple(config["mean"]), tuple(config["std"]))
 
 
 def test_builtin_adapters_keep_the_contract() -> None:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from oodbench.config import TrainSpec
 from oodbench.data import (
@@ -50,7 +52,8 @@ def test_streamed_batches_equal_the_in_memory_ones(tmp_path: Path, workers: int)
     assert isinstance(streamed, ImageFiles) and streamed.shape is None
     assert list(streamed.labels) == [0, 0, 0, 1, 1, 2, 2]  # sorted paths: class0 first
     for pre in (Preprocess(32, 3, (0.5, 0.4, 0.3), (0.2, 0.3, 0.25)),
-                Preprocess(24, 1, (0.5,), (0.25,), crop_pct=0.875)):
+                Preprocess(24, 1, (0.5,), (0.25,), crop_pct=0.875),
+                Preprocess(24, 3, (0.5,) * 3, (0.25,) * 3, 0.9, interpolation="bicubic")):
         got = list(streamed.batches(pre, 3, torch.device("cpu"), workers=workers))
         assert [len(x) for x, _ in got] == [3, 3, 1]
         for i, path in enumerate(streamed.path(j) for j in range(len(streamed))):
@@ -63,6 +66,23 @@ def test_streamed_batches_equal_the_in_memory_ones(tmp_path: Path, workers: int)
         assert torch.equal(torch.cat([y for _, y in got]), torch.as_tensor(streamed.labels))
     notes = streamed.conversions()
     assert any("palette expanded" in n for n in notes), notes
+
+
+def test_preprocess_resizes_with_its_interpolation() -> None:
+    x = torch.rand(1, 3, 40, 52)
+    bilinear = Preprocess(32, 3, (0.5,) * 3, (0.25,) * 3, crop_pct=0.875)
+    bicubic = Preprocess(32, 3, (0.5,) * 3, (0.25,) * 3, 0.875, interpolation="bicubic")
+    # the shorter side to floor(32 / 0.875) = 36, the longer to round(52 * 36 / 40) = 47,
+    # then the central 32 x 32 (offsets floored: 2 and 7)
+    for pre, mode in ((bilinear, InterpolationMode.BILINEAR),
+                      (bicubic, InterpolationMode.BICUBIC)):
+        want = TF.resize(x, [36, 47], interpolation=mode, antialias=True)[..., 2:34, 7:39]
+        assert torch.equal(pre.fit(x), want)
+    assert not torch.equal(bilinear.fit(x), bicubic.fit(x))
+    assert bilinear.key() == "s32-c3-m0.5000_0.5000_0.5000-sd0.2500_0.2500_0.2500-cp0.8750"
+    assert bicubic.key() == bilinear.key() + "-bicubic"
+    with pytest.raises(ValueError, match="interpolation"):
+        Preprocess(32, 3, (0.5,) * 3, (0.25,) * 3, interpolation="lanczos")
 
 
 def _single(folder: Path, path: Path) -> Path:
@@ -96,7 +116,7 @@ def test_features_and_training_equal_the_in_memory_path(tmp_path: Path) -> None:
         torch.manual_seed(0)
         net = create_model("resnet8", 3, 3, widths=(4, 8, 8))
         with make_progress(transient=True) as progress:
-            fit(net, create_objective("ce"), data, spec, 0, cpu, progress, "t")
+            fit(net, create_objective("ce"), data, spec, 0, cpu, progress=progress, desc="t")
         weights.append(net.state_dict())
     for key, value in weights[0].items():
         torch.testing.assert_close(weights[1][key], value, atol=1e-5, rtol=0, msg=key)

@@ -1,41 +1,52 @@
 """The adapter of timm models, matched by timm's model interface (``forward_features``,
-``forward_head``, ``get_classifier`` and a ``pretrained_cfg`` dict), so this module never
-imports timm and loads without it."""
+``forward_head``, ``get_classifier`` and a ``pretrained_cfg`` dict), so this module loads
+without timm; timm itself is imported only to resolve a timm model's preprocessing."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
-from oodbench.adapters import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+from oodbench.adapters._base import (
     ModelAdapter,
     PreprocessConfig,
+    model_name,
     register_adapter,
     tokens_to_map,
 )
-from oodbench.adapters._base import model_name
 from oodbench.errors import ConfigError
 
 
-def timm_preprocess(model: nn.Module) -> PreprocessConfig:
-    """``model.pretrained_cfg``'s ``input_size`` (C, H, W), ``mean`` and ``std`` (ImageNet's
-    at 3 x 224 x 224 where missing); ``crop_pct`` and the interpolation are ignored (oodbench
-    resizes the shorter side to the input size and centre-crops). A model whose patch
-    embedding only takes one image size (a ViT built with another ``img_size`` than its
-    config's) gets that size."""
-    cfg = model.pretrained_cfg
-    channels, height, width = cfg.get("input_size") or (3, 224, 224)
+def timm_data_config(model: nn.Module) -> dict[str, Any]:
+    """timm's own evaluation preprocessing of ``model``, as
+    ``timm.data.resolve_model_data_config`` resolves it (``input_size`` (C, H, W),
+    ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``), except that a model
+    whose patch embedding only takes one image size (a ViT built with another ``img_size``
+    than its config's) gets that size."""
+    from timm.data import resolve_model_data_config  # installed: the model is timm's
+
+    config = resolve_model_data_config(model)
     embed = getattr(model, "patch_embed", None)
     if getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None):
-        height, width = embed.img_size
+        config["input_size"] = (config["input_size"][0], *embed.img_size)
+    return config
+
+
+def timm_preprocess(model: nn.Module) -> PreprocessConfig:
+    """The input size, channels, ``mean`` and ``std`` of :func:`timm_data_config`. Its
+    ``crop_pct`` and ``interpolation`` are not carried: a :class:`PreprocessConfig` has no
+    field for them (oodbench resizes the shorter side to the input size over the benchmark's
+    ``crop_pct``, bilinear, and centre-crops)."""
+    config = timm_data_config(model)
+    channels, height, width = config["input_size"]
     if height != width:
         raise ConfigError(
             f"{model_name(model)} takes {height} x {width} inputs; oodbench's preprocessing "
             "is square", "give a square one with <preprocess=PreprocessConfig(...)>")
-    return PreprocessConfig(int(height), int(channels), tuple(cfg.get("mean") or IMAGENET_MEAN),
-                            tuple(cfg.get("std") or IMAGENET_STD))
+    return PreprocessConfig(int(height), int(channels), tuple(config["mean"]),
+                            tuple(config["std"]))
 
 
 @register_adapter("timm")
