@@ -201,12 +201,16 @@ class Detector:
         return self._net
 
     def _features(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Features:
-        """Pooled features, logits and labels of one pass over ``batches``."""
+        """Pooled features (a :class:`MapScorer`'s reduction of the feature map for one),
+        logits and labels of one pass over ``batches``."""
         net = self._model()
+        reduce = self.scorer.reduce if isinstance(self.scorer, MapScorer) else None
         feats, logits, labels = [], [], []
         with torch.inference_mode():
             for x, y in batches:
-                _, f, z = net.forward_all(self._layout.batch(x.to(self.device)))
+                fmap, f, z = net.forward_all(self._layout.batch(x.to(self.device)))
+                if reduce is not None:
+                    f = reduce(fmap.float())
                 feats.append(f.float().cpu())
                 logits.append(z.float().cpu())
                 labels.append(y)

@@ -21,7 +21,14 @@ from oodbench.detector import META_FILE, STATE_FILE, Detector
 from oodbench.errors import CheckpointError, ConfigError
 from oodbench.extract import forward_features, model_scores
 from oodbench.models import create_model
-from oodbench.scoring import Head, ModelScorer, create_scorer, fit_and_score, list_scorers
+from oodbench.scoring import (
+    Head,
+    MapScorer,
+    ModelScorer,
+    create_scorer,
+    fit_and_score,
+    list_scorers,
+)
 
 CPU = torch.device("cpu")
 PRE = Preprocess(28, 1, (0.3,), (0.25,))
@@ -71,8 +78,9 @@ def _pipeline_scores(setup: dict[str, Any], name: str) -> np.ndarray:
     scorer = create_scorer(name, **PARAMS.get(name, {}))
     score_set = (lambda _: model_scores(model, scorer, new_arr, PRE, CPU)) \
         if isinstance(scorer, ModelScorer) else None
-    sets = {"new": forward_features(model, new_arr, PRE, CPU)}
-    train = forward_features(model, train_arr, PRE, CPU)
+    reduce = scorer.reduce if isinstance(scorer, MapScorer) else None  # its own pass
+    sets = {"new": forward_features(model, new_arr, PRE, CPU, reduce=reduce)}
+    train = forward_features(model, train_arr, PRE, CPU, reduce=reduce)
     return fit_and_score(scorer, train, Head.from_linear(model.fc), sets, score_set)["new"]
 
 
