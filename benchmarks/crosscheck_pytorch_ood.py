@@ -43,7 +43,7 @@ from oodbench.checkpoint import file_hash, load_checkpoint
 from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import FeatureCache
 from oodbench.metrics import auroc
-from oodbench.pipeline import load_ood_sets
+from oodbench.oodsets import load_ood_sets
 from oodbench.scoring import Features, Head, create_scorer, fit_and_score
 from oodbench.train import Trainer
 

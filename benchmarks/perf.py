@@ -5,7 +5,7 @@
 
 Every ratio compares two things timed in the same process:
 
-- ``floor``: ``oodbench.pipeline.score_model`` (extraction + msp, energy, react, ash, knn,
+- ``floor``: ``oodbench.evaluation.score_model`` (extraction + msp, energy, react, ash, knn,
   mahalanobis + metrics, with a fresh feature cache) over a bare ``torch.inference_mode``
   ``model(x)`` loop over the same images (ID train + ID test + OOD sets), preprocessed the same
   way in the same batches, with the same (channels-last) model. Target <= 1.25.
@@ -77,8 +77,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from oodbench.check import load_benchmark
 from oodbench.config import Benchmark
+from oodbench.context import EvalContext
 from oodbench.data import ImageArray, Preprocess
 from oodbench.device import resolve_device
+from oodbench.evaluation import score_model
 from oodbench.extract import (
     FeatureCache,
     batches,
@@ -89,7 +91,7 @@ from oodbench.extract import (
 from oodbench.fileio import atomic_write_bytes
 from oodbench.metrics import ood_metrics
 from oodbench.models import OODNet, create_model
-from oodbench.pipeline import EvalContext, OODSets, load_ood_sets, score_model
+from oodbench.oodsets import OODSets, load_ood_sets
 from oodbench.provenance import code_version
 from oodbench.scoring import Features, Head, create_scorer, fit_and_score
 from oodbench.splits import IDSplits, load_id_splits
@@ -289,7 +291,8 @@ def evaluate_ratio(s: Setup) -> Figure:
     import timm
 
     from oodbench.adapters import adapt
-    from oodbench.pipeline import evaluate, model_preprocess
+    from oodbench.context import model_preprocess
+    from oodbench.pipeline import evaluate
 
     torch.manual_seed(0)
     net = adapt(timm.create_model("resnet18", pretrained=False,
@@ -319,7 +322,7 @@ def evaluate_ratio(s: Setup) -> Figure:
         base.append(_timed(bare, s.device) + _timed(scoring, s.device))
         ours.append(_timed(lambda: evaluate(
             net, s.bench, ood=s.ood.sets, scorers=list(SIX), data_root=s.data_root,
-            input_size=s.bench.image_size, batch_size=batch, device=str(s.device)), s.device))
+            input_size=s.bench.image_size, extract_batch=batch, device=str(s.device)), s.device))
     ratio = statistics.median(ours) / statistics.median(base)
     n = sum(len(a) for a in arrays)
     line = (f"evaluate ratio: {ratio:.3f} = oodbench.evaluate (timm resnet18, adapted) "

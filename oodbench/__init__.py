@@ -6,8 +6,12 @@ The pipeline reads top-down: config -> data -> models -> train -> extract (cache
     from oodbench import load_benchmark, run_benchmark
     df = run_benchmark(load_benchmark("fmnist"), seeds=1)
 
-Names are imported on first use, so ``import oodbench`` (and ``oodbench --help``) does not
-load torch.
+The commands (``run_benchmark``, ``plan_benchmark``, ``train_benchmark``, ``ablate_benchmark``,
+``evaluate_checkpoint``, ``evaluate``) take what they work on positionally and every option
+by keyword, spelt as the benchmark's fields (``scorers``, ``seeds``, ``device``,
+``extract_batch``) and as each other's (``out_dir``, ``runs_dir``, ``data_root``,
+``extra_ood``, ``download``, ``quiet``). ``__all__`` is the public API; its names are imported
+on first use, so ``import oodbench`` (and ``oodbench --help``) does not load torch.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ _EXPORTS = {
     "create_objective": "oodbench.objectives",
     "list_objectives": "oodbench.objectives",
     "register_objective": "oodbench.objectives",
-    "RunOptions": "oodbench.pipeline",
     "ablate_benchmark": "oodbench.pipeline",
     "evaluate": "oodbench.pipeline",
     "evaluate_checkpoint": "oodbench.pipeline",
@@ -60,6 +63,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
+    """Import an exported name from its module on first use."""
     if name not in _EXPORTS:
         raise AttributeError(f"module 'oodbench' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
@@ -68,4 +72,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The module's names and every exported one."""
     return sorted([*globals(), *_EXPORTS])

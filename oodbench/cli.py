@@ -27,7 +27,7 @@ OPTIONS = {"data_root": "--data-root", "download": "--download", "out_dir": "--o
            "seeds": "--seeds", "arch": "--arch", "num_classes": "--num-classes",
            "in_channels": "--in-channels", "benchmark": "--benchmark", "plugins": "--plugin",
            "extra_ood": "--extra-ood", "config": "--config", "metric": "--metric",
-           "model": "--model", "batch_size": "--batch-size", "input_size": "--input-size",
+           "model": "--model", "input_size": "--input-size",
            "weights": "--weights", "pretrained": "--pretrained",
            "protocol": "--protocol", "nproc": "--nproc",
            "checkpoint": "--checkpoint", "connect_timeout": "--connect-timeout",
@@ -90,15 +90,8 @@ def _scoring(p: argparse.ArgumentParser) -> None:
                    help="extra OOD set: an image folder or .npz (repeatable)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command; each sets ``func``, its handler."""
-    parser = argparse.ArgumentParser(
-        prog="oodbench",
-        description="Post-hoc OOD scorers x training objectives: train, score, tabulate.")
-    parser.add_argument("--debug", action="store_true",
-                        help="raise errors with their Python traceback instead of a message")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _computing(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The sub-commands that train or score: train, run, ablate, eval."""
     p = sub.add_parser("train", help="train (or reuse) every checkpoint of a benchmark")
     _common(p)
     p.add_argument("--seeds", type=_positive, default=None, help="number of seeds (>= 1; "
@@ -158,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "results/)")
     p.set_defaults(func=_run)
 
+
+def _reading(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The sub-commands that read what is there: table, plot, list."""
     p = sub.add_parser("table", help="re-render tables from results/ without recomputing")
     p.add_argument("--benchmark", default="fmnist")
     p.add_argument("--results", type=Path, default=Path("results"), help="default: results/")
@@ -184,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--json", action="store_true", help="everything as one JSON object")
     p.set_defaults(func=_list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command; each sets ``func``, its handler."""
+    parser = argparse.ArgumentParser(
+        prog="oodbench",
+        description="Post-hoc OOD scorers x training objectives: train, score, tabulate.")
+    parser.add_argument("--debug", action="store_true",
+                        help="raise errors with their Python traceback instead of a message")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _computing(sub)
+    _reading(sub)
     for p in sub.choices.values():  # --debug and --plugin on every sub-command
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
@@ -311,11 +320,11 @@ def _graph(graph: JobGraph, as_json: bool) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from oodbench.config import load_benchmark
+    from oodbench.check import load_benchmark
 
     bench = load_benchmark(args.benchmark, args.config)
-    options = {"runs_dir": args.runs_dir, "data_root": args.data_root, "device": args.device,
-               "download": args.download}
+    options: dict[str, Any] = {"data_root": args.data_root, "device": args.device,
+                               "download": args.download}
     if args.command == "train":
         if args.nproc > 1:
             from oodbench.distributed import launch
@@ -326,15 +335,16 @@ def _run(args: argparse.Namespace) -> None:
             return
         from oodbench.train import train_benchmark
 
-        train_benchmark(bench, args.seeds, **options)
+        train_benchmark(bench, seeds=args.seeds, runs_dir=args.runs_dir, **options)
         return
     if args.command == "ablate":
         from oodbench.pipeline import ablate_benchmark
 
-        ablate_benchmark(bench, args.seeds, args.out, **options)
+        ablate_benchmark(bench, seeds=args.seeds, out_dir=args.out, runs_dir=args.runs_dir,
+                         **options)
         return
-    scorers = args.scorers.split(",") if args.scorers is not None else None
-    options["extra_ood"] = _extra_ood(args.extra_ood)
+    options |= {"scorers": args.scorers.split(",") if args.scorers is not None else None,
+                "extra_ood": _extra_ood(args.extra_ood), "out_dir": args.out}
     if args.command == "run" and args.json and not args.dry_run:
         from oodbench.errors import ConfigError
 
@@ -343,12 +353,13 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "run" and args.dry_run:
         from oodbench.matrix import plan_benchmark
 
-        _graph(plan_benchmark(bench, args.seeds, args.out, scorers, **options), args.json)
+        _graph(plan_benchmark(bench, seeds=args.seeds, runs_dir=args.runs_dir, **options),
+               args.json)
     elif args.command == "run":
         from oodbench.matrix import run_benchmark
 
-        run_benchmark(bench, args.seeds, args.out, scorers, executor=args.executor,
-                      address=args.address, connect_timeout=args.connect_timeout, **options)
+        run_benchmark(bench, seeds=args.seeds, executor=args.executor, address=args.address,
+                      connect_timeout=args.connect_timeout, runs_dir=args.runs_dir, **options)
     elif args.model:
         from oodbench.modelref import load_model, reference_name
         from oodbench.pipeline import evaluate
@@ -356,15 +367,14 @@ def _run(args: argparse.Namespace) -> None:
         name = reference_name(args.model)
         model = load_model(args.model, args.num_classes or bench.num_classes,
                            pretrained=args.pretrained)
-        evaluate(model, bench, scorers=scorers, out=args.out,
-                 cache_dir=args.runs_dir / bench.name / "cache", name=name,
+        evaluate(model, bench, cache_dir=args.runs_dir / bench.name / "cache", name=name,
                  input_size=args.input_size, weights=args.weights, quiet=False, **options)
     else:
         from oodbench.pipeline import evaluate_checkpoint
 
-        evaluate_checkpoint(args.checkpoint, bench, args.out, scorers,
-                            {"arch": args.arch, "num_classes": args.num_classes,
-                             "in_channels": args.in_channels}, **options)
+        evaluate_checkpoint(args.checkpoint, bench, arch=args.arch,
+                            num_classes=args.num_classes, in_channels=args.in_channels,
+                            runs_dir=args.runs_dir, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from oodbench.adapters import ADAPTERS
-from oodbench.config import DATA_ROOT_TOKEN, Benchmark, load_config
+from oodbench.check import load_config
+from oodbench.config import DATA_ROOT_TOKEN, Benchmark
 from oodbench.data import (
     DATASETS,
     DatasetStatus,

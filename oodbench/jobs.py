@@ -29,28 +29,21 @@ from typing import Any
 
 import numpy as np
 
-from oodbench.checkpoint import file_hash, load_checkpoint
+from oodbench.checkpoint import load_checkpoint
 from oodbench.config import Benchmark
+from oodbench.context import EvalContext, RunOptions, context, make_trainer, runs_cache
 from oodbench.errors import OodbenchError, OutputError
-from oodbench.fileio import check_files, inside, record_files
+from oodbench.evaluation import ModelResult, score_model
+from oodbench.fileio import check_files, file_hash, inside, record_files
 from oodbench.lock import claim
 from oodbench.manifest import FILES_KEY
 from oodbench.metrics import COLUMNS
-from oodbench.pipeline import (
-    EvalContext,
-    ModelResult,
-    RunOptions,
-    checkpoint_summary,
-    context,
-    score_model,
-    write_json,
-    write_scores,
-)
 from oodbench.plots import FEATNORM
 from oodbench.plugins import load_plugin_file
 from oodbench.progress import console
 from oodbench.provenance import source_fingerprint
 from oodbench.train import Trainer
+from oodbench.writers import checkpoint_summary, write_json, write_scores
 
 TRAIN, EVAL, REPORT = "train", "eval", "report"
 EVALS_DIR = "evals"  # below runs/<benchmark>/
@@ -135,9 +128,10 @@ class Workspace:
 
     @cached_property
     def _built(self) -> tuple[EvalContext, Trainer]:
-        ctx, trainer = context(self.work.bench, self.work.options)
-        assert trainer is not None
-        return ctx, trainer
+        bench, opts = self.work.bench, self.work.options
+        trainer = make_trainer(bench, opts)
+        return context(bench, opts, trainer.splits, runs_cache(bench, opts),
+                       preprocess=trainer.preprocess), trainer
 
     @property
     def ctx(self) -> EvalContext:
@@ -159,17 +153,28 @@ class Workspace:
         return inside(self.work.options.runs_dir, self.work.bench.name, EVALS_DIR)
 
 
-_current: dict[str, Workspace] = {}
+class WorkerWorkspace:
+    """The workspace a worker process keeps between the jobs of one command, so that the ID
+    data, OOD sets and feature cache load once per process, not once per job. Ray runs each
+    job as a plain function (:func:`run_job`) in a long-lived worker, so the one place a job
+    finds what an earlier job of its command loaded is this process-wide holder
+    (:data:`WORKER`); one workspace is kept, as a worker serves one command at a time."""
+
+    def __init__(self) -> None:
+        self._key = ""
+        self._ws: Workspace | None = None
+
+    def get(self, work: Work) -> Workspace:
+        """The workspace of ``work``: the kept one when ``work`` is the same, else a new one
+        that replaces it."""
+        key = hashlib.sha256(json.dumps(asdict(work), sort_keys=True,
+                                        default=str).encode()).hexdigest()
+        if self._ws is None or key != self._key:
+            self._key, self._ws = key, Workspace(work)
+        return self._ws
 
 
-def workspace(work: Work) -> Workspace:
-    """The process's workspace for ``work``, kept for the command's later jobs (one is kept:
-    a worker serves one command at a time)."""
-    key = hashlib.sha256(json.dumps(asdict(work), sort_keys=True, default=str).encode()).hexdigest()
-    if key not in _current:
-        _current.clear()
-        _current[key] = Workspace(work)
-    return _current[key]
+WORKER = WorkerWorkspace()  # this process's: the only state jobs keep between calls
 
 
 def eval_key(ws: Workspace, digest: str, training: str, seed: int) -> str:
@@ -284,7 +289,7 @@ def run_in(ws: Workspace, job: Job) -> Outcome:
 def run_job(work: Work, job: Job, *after: Outcome) -> Outcome:
     """Run one train or eval job in this process, on its workspace (the body of a Ray task;
     ``after`` are the outcomes of its deps, passed so that the task waits for them)."""
-    return run_in(workspace(work), job)
+    return run_in(WORKER.get(work), job)
 
 
 def read_eval(folder: Path | str) -> tuple[ModelResult, dict[str, Any]]:

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,13 @@ from typing import Any
 import pandas as pd
 from rich.progress import Progress, TaskID
 
-from oodbench.checkpoint import file_hash
+from oodbench.check import override
 from oodbench.config import Benchmark, check_name
+from oodbench.context import RunOptions, check_folders
 from oodbench.data import resolve_data_root
 from oodbench.errors import OutputError
 from oodbench.executors import Executor, create_executor
-from oodbench.fileio import atomic_write_bytes, check_files, check_writable, inside
+from oodbench.fileio import atomic_write_bytes, check_files, check_writable, file_hash, inside
 from oodbench.jobs import (
     EVAL,
     REPORT,
@@ -42,15 +43,9 @@ from oodbench.jobs import (
 )
 from oodbench.manifest import FILES_KEY, MANIFEST_FILE, Started, scores_file
 from oodbench.metrics import COLUMNS
-from oodbench.pipeline import (
-    RunOptions,
-    ablation_file,
-    check_folders,
-    exclusive,
-    finish_results,
-)
 from oodbench.plugins import loaded_files
 from oodbench.progress import make_progress
+from oodbench.writers import ablation_file, exclusive, finish_results
 
 JOBS_KEY = "jobs"  # manifest key: each job's outcome
 EXECUTOR_KEY = "executor"  # manifest key: where the jobs ran
@@ -134,59 +129,72 @@ def _reported(out: Path, folders: list[str]) -> bool:
 
 def _prepare(bench: Benchmark, seeds: int | None, out_dir: Path | str,
              scorers: list[str] | str | None,
-             options: dict[str, Any]) -> tuple[Benchmark, RunOptions, Path]:
-    """The benchmark with the command's overrides, the options and the results folder,
-    which must not overlap the runs folder, the data root or the inputs
-    (:func:`~oodbench.pipeline.check_folders`); both folders must be writable."""
-    opts = RunOptions.of(options)
-    bench = bench.with_overrides(scorers=scorers, seeds=seeds, device=opts.device)
+             opts: RunOptions) -> tuple[Benchmark, Path]:
+    """The benchmark with the command's overrides and the results folder, which must not
+    overlap the runs folder, the data root or the inputs
+    (:func:`~oodbench.context.check_folders`); both folders must be writable."""
+    bench = override(bench, scorers=scorers, seeds=seeds, device=opts.device)
     out = inside(out_dir, check_name(bench.name, "benchmark name"))
     runs = inside(opts.runs_dir, bench.name)
     check_folders(bench, opts, "out_dir", out_dir, out, runs)
     check_writable(out, "out_dir")  # here, so a dry run refuses what the run would
     check_writable(runs, "runs_dir")
-    return bench, opts, out
+    return bench, out
 
 
 def plan_benchmark(
     bench: Benchmark,
+    *,
     seeds: int | None = None,
     out_dir: Path | str = "results",
     scorers: list[str] | str | None = None,
-    **options: Any,
+    runs_dir: Path | str = "runs",
+    data_root: Path | str | None = None,
+    device: str | None = None,
+    extra_ood: Mapping[str, Path | str] | None = None,
+    download: bool = False,
 ) -> JobGraph:
-    """The job graph :func:`run_benchmark` would run, with each job's done status; runs
-    nothing and writes nothing (it loads the datasets, whose content hashes key the evals)."""
-    bench, opts, out = _prepare(bench, seeds, out_dir, scorers, options)
+    """The job graph :func:`run_benchmark` would run (the same arguments), with each job's
+    done status; runs nothing and writes nothing (it loads the datasets, whose content
+    hashes key the evals)."""
+    opts = RunOptions(runs_dir, data_root, device, dict(extra_ood or {}), download)
+    bench, out = _prepare(bench, seeds, out_dir, scorers, opts)
     return plan(Workspace(_work(bench, opts, remote=False)), out)
 
 
 def run_benchmark(
     bench: Benchmark,
+    *,
     seeds: int | None = None,
     out_dir: Path | str = "results",
     scorers: list[str] | str | None = None,
     executor: str | Executor = "local",
     address: str | None = None,
     connect_timeout: float | None = None,
-    **options: Any,
+    runs_dir: Path | str = "runs",
+    data_root: Path | str | None = None,
+    device: str | None = None,
+    extra_ood: Mapping[str, Path | str] | None = None,
+    download: bool = False,
+    quiet: bool = False,
 ) -> pd.DataFrame:
     """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``.
 
-    ``seeds`` and ``scorers`` (names or groups) override the benchmark's; ``executor`` is
-    ``local`` (this process) or ``ray`` (Ray tasks on the cluster at ``address``, which must
-    answer within ``connect_timeout`` seconds, default 30); ``options`` are
-    :class:`~oodbench.pipeline.RunOptions` (``runs_dir``, ``data_root``, ``device``,
+    ``seeds``, ``scorers`` (names or groups) and ``device`` override the benchmark's;
+    ``executor`` is ``local`` (this process) or ``ray`` (Ray tasks on the cluster at
+    ``address``, which must answer within ``connect_timeout`` seconds, default 30); the other
+    options are :class:`~oodbench.context.RunOptions`' (``runs_dir``, ``data_root``,
     ``extra_ood``, ...). Every argument is checked before any training.
     """
     exe = create_executor(executor, address, connect_timeout)
     given = bench
-    bench, opts, out = _prepare(bench, seeds, out_dir, scorers, options)
+    opts = RunOptions(runs_dir, data_root, device, dict(extra_ood or {}), download, quiet)
+    bench, out = _prepare(bench, seeds, out_dir, scorers, opts)
     started = Started()
     work = _work(bench, opts, exe.remote)
-    with exclusive(out, inside(opts.runs_dir, bench.name), ablation_file) as stage:
+    with exclusive(out, inside(runs_dir, bench.name), ablation_file) as stage:
         exe.check(work)
-        ws = Workspace(work)  # the driver's own (workers keep theirs: jobs.workspace)
+        ws = Workspace(work)  # the driver's own (workers keep theirs: jobs.WORKER)
         graph = plan(ws, out)
         outcomes = exe.run(graph, work, ws)
         return report(ws, graph, outcomes, stage, started, given, exe)

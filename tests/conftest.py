@@ -1,4 +1,6 @@
-"""Data fixtures: small datasets written in the real on-disk formats, and source isolation."""
+"""Shared test helpers: small datasets written in the real on-disk formats, source isolation,
+and the benchmark files the tests write (:data:`TINY_CONFIG`, :data:`FAST_CONFIG`,
+:func:`write_config`). Test modules import helpers from here, never from each other."""
 
 from __future__ import annotations
 
@@ -165,7 +167,7 @@ def nothing_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Refuse to build a trainer (it loads the ID data) or an evaluation context (the OOD sets):
     the names of those attempted, for a test that expects a check to fail before any data is
     loaded or trained on (an event, where a wall-clock bound would fail on a loaded machine)."""
-    from oodbench.pipeline import EvalContext
+    from oodbench.context import EvalContext
     from oodbench.train import Trainer
 
     built: list[str] = []
@@ -315,6 +317,68 @@ group = "far"
 name = "cifar10-gray"
 group = "far"
 """
+
+
+# one fast training (1 epoch, narrow ResNet-8), two scorers, one OOD set (mnist, 28x28 grey)
+FAST_CONFIG = """
+[benchmarks.tiny]
+id = "fashion-mnist"
+num_classes = 10
+image_size = 28
+channels = 1
+model = "resnet8"
+widths = [4, 4, 8]
+val_fraction = 0.2
+scorers = ["msp", "knn"]
+extract_batch = 128
+scorer_params = { knn = { k = 5 } }
+
+[benchmarks.tiny.train]
+epochs = 1
+batch_size = 64
+
+[[benchmarks.tiny.trainings]]
+name = "ce"
+objective = "ce"
+
+[[benchmarks.tiny.trainings]]
+name = "bgnorm"
+objective = "bgnorm"
+params = { lam = 0.2, warmup_start = 0.0 }
+
+[[benchmarks.tiny.ood]]
+name = "mnist"
+group = "near"
+"""
+
+# a one-training benchmark ``b`` with slots for more keys (:func:`write_config`)
+BASE_CONFIG = """
+[benchmarks.b]
+id = "fashion-mnist"
+num_classes = 10
+image_size = 28
+channels = 1
+model = "resnet8"
+scorers = ["msp"]
+{extra}
+
+[benchmarks.b.train]
+epochs = 2
+{train}
+
+[[benchmarks.b.trainings]]
+name = "ce"
+objective = "ce"
+{trainings}
+"""
+
+
+def write_config(folder: Path, extra: str = "", train: str = "", trainings: str = "") -> Path:
+    """``folder/b.toml``: :data:`BASE_CONFIG` with ``extra`` keys of the benchmark table,
+    ``train`` keys of its train table and more ``trainings`` tables."""
+    path = folder / "b.toml"
+    path.write_text(BASE_CONFIG.format(extra=extra, train=train, trainings=trainings))
+    return path
 
 
 def write_tiny_bench(base: Path, n_train: int = 320, n_ood: int = 60,

@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import save_checkpoint
-from oodbench.config import ConfigError, load_benchmark
+from oodbench.config import ConfigError
 from oodbench.models import create_model
 from oodbench.pipeline import evaluate, evaluate_checkpoint
 from oodbench.report import read_metrics
-from tests.test_failures import FAST_CONFIG
+from tests.conftest import FAST_CONFIG
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_evaluate_writes_nothing_and_matches_the_checkpoint_path(tb: SimpleNames
     ckpt = save_checkpoint(tb.root.parent / "m.pt", net, {"arch": "resnet8", "widths": [4, 4, 8],
                                                           "num_classes": 10, "in_channels": 1,
                                                           "training": "ce"})
-    want = evaluate_checkpoint(ckpt, tb.bench, tb.out / "eval", data_root=tb.root,
+    want = evaluate_checkpoint(ckpt, tb.bench, out_dir=tb.out / "eval", data_root=tb.root,
                                runs_dir=tb.runs, quiet=True)
     key = ["scorer", "ood_set", "metric"]
     got = df.sort_values(key).reset_index(drop=True)
@@ -52,7 +53,7 @@ def test_evaluate_writes_nothing_and_matches_the_checkpoint_path(tb: SimpleNames
 
 
 def test_evaluate_with_out_writes_the_run_files(tb: SimpleNamespace) -> None:
-    df = evaluate(_net(), tb.bench, data_root=tb.root, out=tb.out, scorers="msp")
+    df = evaluate(_net(), tb.bench, data_root=tb.root, out_dir=tb.out, scorers="msp")
     out = tb.out / "eval-model"  # out/eval-<name>, never out itself
     names = {p.relative_to(out).as_posix() for p in _files(out)}
     assert {"metrics.csv", "manifest.json", "compat.md", "scores/model-s0.npz"} <= names

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import encode_jpegs, random_images, write_image_folder, write_npz
 
 from oodbench import cli, plugins
 from oodbench.checkpoint import save_checkpoint
@@ -21,38 +20,13 @@ from oodbench.config import ConfigError
 from oodbench.data.preprocess import conversion_note
 from oodbench.models import create_model
 from oodbench.objectives import BackgroundNorm
-
-# one fast training (1 epoch, narrow ResNet-8), two scorers, one OOD set (mnist, 28x28 grey)
-FAST_CONFIG = """
-[benchmarks.tiny]
-id = "fashion-mnist"
-num_classes = 10
-image_size = 28
-channels = 1
-model = "resnet8"
-widths = [4, 4, 8]
-val_fraction = 0.2
-scorers = ["msp", "knn"]
-extract_batch = 128
-scorer_params = { knn = { k = 5 } }
-
-[benchmarks.tiny.train]
-epochs = 1
-batch_size = 64
-
-[[benchmarks.tiny.trainings]]
-name = "ce"
-objective = "ce"
-
-[[benchmarks.tiny.trainings]]
-name = "bgnorm"
-objective = "bgnorm"
-params = { lam = 0.2, warmup_start = 0.0 }
-
-[[benchmarks.tiny.ood]]
-name = "mnist"
-group = "near"
-"""
+from tests.conftest import (
+    FAST_CONFIG,
+    encode_jpegs,
+    random_images,
+    write_image_folder,
+    write_npz,
+)
 
 NAN_SCORERS = '''
 import numpy as np

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from oodbench.check import load_benchmark
 from oodbench.config import (
     AUGMENTS,
     DEVICE_PATTERN,
@@ -22,7 +23,6 @@ from oodbench.config import (
     SCHEDULES,
     Benchmark,
     ConfigError,
-    load_benchmark,
 )
 from oodbench.data import dataset_names
 from oodbench.metrics import RECALL, ood_metrics

@@ -17,15 +17,16 @@ import torch
 from PIL import Image
 
 from oodbench import cli, plugins
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import load_checkpoint, save_checkpoint
-from oodbench.config import ConfigError, load_benchmark
+from oodbench.config import ConfigError
 from oodbench.data import DataError, DatasetUnavailable
 from oodbench.data.catalogue import load_image_list
 from oodbench.data.convert import as_image_array
 from oodbench.errors import CheckpointError, PluginError
 from oodbench.modelref import load_model, reference_name
 from oodbench.models import create_model
-from oodbench.pipeline import load_ood_sets
+from oodbench.oodsets import load_ood_sets
 from tests.conftest import write_tiny_bench
 
 

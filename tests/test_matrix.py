@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from oodbench.check import load_benchmark
 from oodbench.cli import main
-from oodbench.config import load_benchmark
 from oodbench.errors import ConfigError
 from oodbench.executors import LocalExecutor, create_executor
 from oodbench.jobs import DONE_FILE, EVALS_DIR, RESULT_FILE
 from oodbench.matrix import plan_benchmark, run_benchmark
-from tests.test_config import _write
+from tests.conftest import write_config
 
 
 def _args(tb: SimpleNamespace, *extra: str) -> list[str]:
@@ -101,24 +101,24 @@ def test_executor_arguments_are_checked(tiny_bench: SimpleNamespace) -> None:
 
 
 def test_resources_are_checked_and_leave_the_config_hash(tmp_path: Path) -> None:
-    from oodbench.config import load_config
+    from oodbench.check import load_config
 
-    plain = load_config(_write(tmp_path))["b"]
-    packed = load_config(_write(
+    plain = load_config(write_config(tmp_path))["b"]
+    packed = load_config(write_config(
         tmp_path, "resources = { train = { num_gpus = 0.25, num_cpus = 4 } }"))["b"]
     assert packed.resources.train.num_gpus == 0.25 and packed.resources.train.num_cpus == 4
     assert packed.config_hash() == plain.config_hash()
     with pytest.raises(ConfigError, match="num_gpu"):
-        load_config(_write(tmp_path, "resources = { train = { num_gpu = 1 } }"))
+        load_config(write_config(tmp_path, "resources = { train = { num_gpu = 1 } }"))
     with pytest.raises(ConfigError, match="num_gpus"):
-        load_config(_write(tmp_path, "resources = { eval = { num_gpus = -1 } }"))
+        load_config(write_config(tmp_path, "resources = { eval = { num_gpus = -1 } }"))
 
 
 def test_ray_executor_refuses_a_cuda_benchmark_that_asks_for_no_gpu(
         tiny_bench: SimpleNamespace) -> None:
     pytest.importorskip("ray")
+    from oodbench.context import RunOptions
     from oodbench.jobs import Work
-    from oodbench.pipeline import RunOptions
 
     bench = dataclasses.replace(load_benchmark("tiny", tiny_bench.config), device="cuda")
     with pytest.raises(ConfigError, match=r"resources\.train\.num_gpus is 0: Ray hides every GPU"):

@@ -15,8 +15,8 @@ import torch
 
 import oodbench.jobs
 from oodbench import cli
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import save_checkpoint
-from oodbench.config import load_benchmark
 from oodbench.errors import OutputError
 from oodbench.fileio import record_files
 from oodbench.jobs import DONE_FILE, EVALS_DIR, RESULT_FILE, SCORES_FILE, stored_problem
@@ -24,12 +24,10 @@ from oodbench.matrix import plan_benchmark, run_benchmark
 from oodbench.models import create_model
 from oodbench.openood import LONG_FILE
 from oodbench.pipeline import ablate_benchmark, evaluate, evaluate_checkpoint
-from oodbench.plots import plot_results
 from oodbench.report import export_protocol
 from oodbench.train import train_benchmark
-from tests.test_failures import FAST_CONFIG
+from tests.conftest import FAST_CONFIG
 from tests.test_openood import _results
-from tests.test_plots import make_results
 
 # one training, one scorer: a run trains one epoch of one checkpoint
 ONE_CE = FAST_CONFIG.replace('scorers = ["msp", "knn"]', 'scorers = ["msp"]').replace(
@@ -110,12 +108,12 @@ def test_eval_writes_a_subfolder_and_leaves_the_rest_of_out(tb: SimpleNamespace)
     before = _files(tb.out)
     ckpt = save_checkpoint(tb.root.parent / "m.pt", _net(), {
         "arch": "resnet8", "widths": [4, 4, 8], "num_classes": 10, "in_channels": 1})
-    df = evaluate_checkpoint(ckpt, tb.bench, tb.out, data_root=tb.root, runs_dir=tb.runs,
+    df = evaluate_checkpoint(ckpt, tb.bench, out_dir=tb.out, data_root=tb.root, runs_dir=tb.runs,
                              quiet=True)
     after = _files(tb.out)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing else touched
     assert not df.empty and "eval-m/metrics.csv" in after
-    evaluate(_net(), tb.bench, data_root=tb.root, out=tb.out, name="mine", scorers="msp")
+    evaluate(_net(), tb.bench, data_root=tb.root, out_dir=tb.out, name="mine", scorers="msp")
     assert (tb.out / "eval-mine" / "metrics.csv").is_file()
     assert (tb.out / "NOTES.txt").read_text() == "mine" and (other / "manifest.json").is_file()
 
@@ -125,7 +123,7 @@ def test_eval_refuses_a_checkpoint_inside_the_folder_it_replaces(tb: SimpleNames
     ckpt = save_checkpoint(folder / "m.pt", _net(), {
         "arch": "resnet8", "widths": [4, 4, 8], "num_classes": 10, "in_channels": 1})
     with pytest.raises(OutputError, match=r"results folder\) contains .*m\.pt \(checkpoint\)"):
-        evaluate_checkpoint(ckpt, tb.bench, tb.out, data_root=tb.root, runs_dir=tb.runs)
+        evaluate_checkpoint(ckpt, tb.bench, out_dir=tb.out, data_root=tb.root, runs_dir=tb.runs)
     assert ckpt.is_file()
 
 
@@ -149,7 +147,7 @@ def test_eval_refuses_weights_inside_the_folder_it_replaces(
     assert f"--out {tb.out} and --weights {weights} overlap" in err
     assert weights.is_file()
     with pytest.raises(OutputError, match=r"\(weights file\)"):
-        evaluate(_net(), tb.bench, data_root=tb.root, out=tb.out, name="good", weights=weights)
+        evaluate(_net(), tb.bench, data_root=tb.root, out_dir=tb.out, name="good", weights=weights)
 
 
 def test_a_folder_oodbench_did_not_write_is_not_replaced(tb: SimpleNamespace) -> None:
@@ -158,7 +156,7 @@ def test_a_folder_oodbench_did_not_write_is_not_replaced(tb: SimpleNamespace) ->
     (folder / "NOTES.txt").write_text("mine")
     with pytest.raises(OutputError, match=r"eval-model holds files that oodbench did not write "
                        r"there \(NOTES.txt\)"):
-        evaluate(_net(), tb.bench, data_root=tb.root, out=tb.out, scorers="msp")
+        evaluate(_net(), tb.bench, data_root=tb.root, out_dir=tb.out, scorers="msp")
     assert _files(folder) == {"NOTES.txt": b"mine"}
 
 
@@ -181,21 +179,6 @@ def test_an_openood_export_is_replaced_whole(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"holds files that oodbench did not write"):
         export_protocol(folder, "openood-v1.5", user)
     assert (user / "table.tex").read_text() == "mine"
-
-
-def test_a_plots_folder_is_replaced_whole(tmp_path: Path) -> None:
-    results = make_results(tmp_path / "r", trainings=["ce"])
-    out = tmp_path / "figs"
-    out.mkdir()
-    (out / "hist_gone.png").write_bytes(b"an earlier call's figure")
-    written = plot_results(results, out)
-    assert not (out / "hist_gone.png").exists()
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
-        p.name for p in written)
-    with pytest.raises(OutputError, match="contains the results folder"):
-        plot_results(results, tmp_path)
-    with pytest.raises(OutputError, match=r"did not write there \(ce-s0.npz"):
-        plot_results(results, results / "scores")
 
 
 # --- 2. stored job outputs are verified ------------------------------------------------------

@@ -11,9 +11,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from oodbench import scoring
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import load_checkpoint, read_checkpoint
 from oodbench.cli import main
-from oodbench.config import load_benchmark
 from oodbench.train import Trainer
 
 
@@ -118,7 +118,7 @@ def test_eval_scores_a_plain_state_dict(tiny_bench: SimpleNamespace) -> None:
 def test_extra_ood_folder_gets_its_own_rows(
     tiny_bench: SimpleNamespace, tmp_path: Path
 ) -> None:
-    from conftest import random_images, write_image_folder
+    from tests.conftest import random_images, write_image_folder
 
     folder = tmp_path / "mine"
     write_image_folder(folder, {"a": random_images(12, 28, 28, 3, 3)})
@@ -136,7 +136,7 @@ def test_cli_reports_errors_clearly(tiny_bench: SimpleNamespace, capsys) -> None
 
 
 def test_extra_ood_from_the_config_table(tiny_bench: SimpleNamespace, tmp_path: Path) -> None:
-    from conftest import random_images, write_npz
+    from tests.conftest import random_images, write_npz
 
     write_npz(tmp_path / "mine.npz", images=random_images(10, 28, 28, 1, 4))
     tiny_bench.config.write_text(tiny_bench.config.read_text() + (

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from oodbench.errors import DataError
+from oodbench.errors import DataError, OutputError
 from oodbench.metrics import ood_metrics
 from oodbench.plots import (
     _delta_matrices,
@@ -193,3 +193,18 @@ def test_real_results_copy(tmp_path):
     assert len(paths) == 2 * len(scorers) + 2 + has_norms
     for p in paths:
         assert_png(p)
+
+
+def test_a_plots_folder_is_replaced_whole(tmp_path: Path) -> None:
+    results = make_results(tmp_path / "r", trainings=["ce"])
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / "hist_gone.png").write_bytes(b"an earlier call's figure")
+    written = plot_results(results, out)
+    assert not (out / "hist_gone.png").exists()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        p.name for p in written)
+    with pytest.raises(OutputError, match="contains the results folder"):
+        plot_results(results, tmp_path)
+    with pytest.raises(OutputError, match=r"did not write there \(ce-s0.npz"):
+        plot_results(results, results / "scores")

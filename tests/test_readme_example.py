@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.test_failures import FAST_CONFIG
+from tests.conftest import FAST_CONFIG
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OFFLINE = {'timm.create_model("resnet18", pretrained=True': 'timm.create_model("resnet18", '

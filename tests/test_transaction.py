@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from oodbench import cli, jobs, pipeline
+from oodbench import cli, jobs, writers
 from oodbench.errors import OutputError
 from oodbench.fileio import StagedFolder
-from tests.test_failures import FAST_CONFIG
+from tests.conftest import FAST_CONFIG
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -42,7 +42,7 @@ def test_a_failed_rerun_leaves_the_previous_results_as_they_were(
     def broken(*_: object) -> None:
         raise OutputError("plots could not be drawn")
 
-    monkeypatch.setattr(pipeline, "write_plots", broken)  # after metrics.csv and scores
+    monkeypatch.setattr(writers, "write_plots", broken)  # after metrics.csv and scores
     code, err = _run(tb, capsys, "--scorers", "msp,knn")
     assert code == 1 and "plots could not be drawn" in err
     assert _snapshot(folder) == before

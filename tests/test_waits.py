@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from oodbench.check import load_benchmark
 from oodbench.cli import main
-from oodbench.config import MAX_SEEDS, load_benchmark
+from oodbench.config import MAX_SEEDS
 from oodbench.errors import ConfigError
 from oodbench.executors import create_executor
 from oodbench.jobs import Work
@@ -26,7 +27,7 @@ def _args(tb: SimpleNamespace, *extra: str) -> list[str]:
 
 
 def _work(tb: SimpleNamespace) -> Work:
-    from oodbench.pipeline import RunOptions
+    from oodbench.context import RunOptions
 
     return Work(load_benchmark("tiny", tb.config), RunOptions(runs_dir=tb.runs))
 

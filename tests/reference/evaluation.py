@@ -1,5 +1,5 @@
 """The fixed evaluation behind ``tests/test_reference.py``: a tiny trained ResNet-8 (stored in
-``model.pt``) scored by every built-in scorer through ``oodbench.pipeline.score_model`` on
+``model.pt``) scored by every built-in scorer through ``oodbench.evaluation.score_model`` on
 images from a seeded generator.
 
 ``python -m tests.reference.evaluation`` retrains the model and rewrites ``model.pt`` and
@@ -26,11 +26,13 @@ import torch
 
 from oodbench.check import load_benchmark, override
 from oodbench.config import Benchmark, JobResources, Resources
+from oodbench.context import EvalContext
 from oodbench.data import ImageArray, Preprocess, channel_stats
+from oodbench.evaluation import score_model
 from oodbench.extract import FeatureCache
 from oodbench.models import OODNet, create_model
 from oodbench.objectives import create_objective
-from oodbench.pipeline import EvalContext, OODSets, score_model
+from oodbench.oodsets import OODSets
 from oodbench.progress import make_progress
 from oodbench.scoring import list_scorers
 from oodbench.splits import IDSplits
@@ -166,7 +168,7 @@ def main() -> None:
         net = model()
         with make_progress(transient=True) as prog:
             fit(net, create_objective("ce"), InMemory.of(splits.preprocess, splits.train),
-                bench.trainings[0].train, 0, torch.device("cpu"), prog, "reference")
+                bench.trainings[0].train, 0, torch.device("cpu"), progress=prog, desc="reference")
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         torch.save(state, HERE / "model.pt")
         rows, scores = evaluate(state, Path(tmp))
