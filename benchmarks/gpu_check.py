@@ -255,7 +255,7 @@ def _tables(benches: dict[str, dict[str, Any]]) -> str:
 def ood_sets(check: Check) -> list[dict[str, str]]:
     """The matrix's OOD sets: at most ``catalogue_ood`` of the base benchmark's that are
     present (in memory before image lists, which decode on every pass), noise, the list."""
-    from oodbench.config import load_benchmark
+    from oodbench.check import load_benchmark
 
     present = [o for o in load_benchmark(check.mode.base).ood
                if check.available.get(o.name, {}).get("available") and not o.imglist
@@ -271,7 +271,8 @@ def ood_sets(check: Check) -> list[dict[str, str]]:
 def write_config(check: Check) -> dict[str, dict[str, Any]]:
     """The packaged benchmarks.toml (``extends`` reads the same file) and the check's own
     benchmarks after it; returns those."""
-    from oodbench.config import DEFAULT_CONFIG, load_benchmark
+    from oodbench.check import load_benchmark
+    from oodbench.config import DEFAULT_CONFIG
     from oodbench.objectives import create_objective
 
     base = check.mode.base
@@ -337,7 +338,7 @@ def link_root(check: Check) -> None:
     import numpy as np
     from PIL import Image
 
-    from oodbench.config import load_benchmark
+    from oodbench.check import load_benchmark
 
     root = check.data_root
     root.mkdir(parents=True, exist_ok=True)
@@ -398,7 +399,7 @@ def env_info(check: Check) -> Callable[[Step], None]:
 def data_check(check: Check) -> Callable[[Step], None]:
     """The step finding the ID and OOD sets, then writing the data root and the config."""
     def run(step: Step) -> None:
-        from oodbench.config import load_benchmark
+        from oodbench.check import load_benchmark
         from oodbench.data import dataset_status
 
         root, mode = check.source_root, check.mode
@@ -544,7 +545,7 @@ def _metrics_summary(path: Path) -> dict[str, Any]:
 def matrix(check: Check) -> Callable[[Step], None]:
     """The step running the training x scorer matrix and checking its results."""
     def run(step: Step) -> None:
-        from oodbench.config import load_benchmark
+        from oodbench.check import load_benchmark
 
         out = check.work / "results"
         check.cli_ok(step, ["run", *check.common("gpucheck-matrix"), "--out", str(out),

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
-from oodbench.config import Benchmark, load_benchmark
+from oodbench.check import load_benchmark
+from oodbench.config import Benchmark
 from oodbench.device import resolve_device
 from oodbench.models import create_model
 from oodbench.objectives import create_objective
@@ -52,7 +53,7 @@ def measure_rates(
                                  **bench.model_kwargs())
             with make_progress(transient=True) as prog:
                 stats = fit(model, create_objective(t.objective, **params), InMemory(x, y), spec,
-                            rep, device, prog, f"{t.name} rep {rep}")
+                            rep, device, progress=prog, desc=f"{t.name} rep {rep}")
             rates.setdefault(t.name, []).append(stats["images_per_s"])
     return rates
 

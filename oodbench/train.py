@@ -364,6 +364,7 @@ def fit(
     spec: TrainSpec,
     seed: int,
     device: torch.device,
+    *,
     progress: ProgressCallback | None = None,
     desc: str = "train",
 ) -> dict[str, float]:
@@ -613,7 +614,7 @@ class Trainer:
             console.print(f"[yellow]note: {training} s{seed} trains in the contiguous memory "
                           f"format, not channels-last: {layout.reason}[/yellow]")
         stats = fit(model, objective, self.data("train"), spec.train, seed, self.device,
-                    progress, f"train {training} s{seed}")
+                    progress=progress, desc=f"train {training} s{seed}")
         if not distributed.is_main():
             return  # rank 0 evaluates and writes
         diagnose = tuple(dict.fromkeys(get_objective(t.objective)

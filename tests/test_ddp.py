@@ -7,26 +7,25 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from rich.console import Console
 from torch import distributed as dist
 from torch.nn import functional as F
 
 from oodbench import distributed
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import load_checkpoint, read_checkpoint
 from oodbench.cli import main
-from oodbench.config import TrainSpec, load_benchmark
+from oodbench.config import TrainSpec
 from oodbench.data import Preprocess
 from oodbench.errors import ConfigError
 from oodbench.models import create_model
 from oodbench.objectives import Objective
-from oodbench.progress import make_progress
+from oodbench.progress import console, quiet_console
 from oodbench.train import InMemory, Trainer, fit, to_tensor, training_key
 from tests.conftest import pattern_images
 
@@ -108,7 +107,7 @@ def _rank(rank: int, store: str, out: str) -> None:
         torch.manual_seed(0)
         model = create_model("resnet8", 10, 1, widths=(8, 8, 16))
         fit(model, HeadDecay(), data, TrainSpec(epochs=2, batch_size=32, lr=0.05), 0,
-            torch.device("cpu"), make_progress(out=Console(file=StringIO())), "t")
+            torch.device("cpu"))
         torch.save({k: p.detach() for k, p in model.named_parameters()}, f"{out}/{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -150,5 +149,23 @@ def test_a_batch_that_does_not_split_is_a_clear_error(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError, match=r"t: train\.batch_size = 32 does not split evenly "
                        r"over 3 processes; use a train\.batch_size divisible by 3"):
         fit(create_model("resnet8", 10, 1, widths=(8, 8, 16)), HeadDecay(), data,
-            TrainSpec(batch_size=32), 0, torch.device("cpu"),
-            make_progress(out=Console(file=StringIO())), "t")
+            TrainSpec(batch_size=32), 0, torch.device("cpu"), desc="t")
+
+
+def test_a_quiet_block_gives_the_console_back_as_it_was(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    with quiet_console():
+        console.print("rank 1")
+        with quiet_console(False):  # an inner block cannot turn it back on
+            console.print("rank 1 again")
+        assert console.quiet
+    assert not console.quiet
+    console.quiet = True  # a caller's own setting survives the block
+    try:
+        with quiet_console():
+            pass
+        assert console.quiet
+    finally:
+        console.quiet = False
+    console.print("rank 0")
+    assert capsys.readouterr().err == "rank 0\n"

@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import random_images, write_npz
 
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import file_hash
-from oodbench.config import load_benchmark
 from oodbench.data import load_dataset
 from oodbench.device import resolve_device
 from oodbench.layout import model_format

@@ -10,8 +10,9 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import load_checkpoint
-from oodbench.config import ConfigError, load_benchmark
+from oodbench.config import ConfigError
 from oodbench.matrix import run_benchmark
 
 CONFIG = """

@@ -86,7 +86,7 @@ for channels_last in (True, False):
     spec = TrainSpec(epochs=1, batch_size=64, lr=0.1, channels_last=channels_last)
     with make_progress(transient=True) as progress:
         fit(net, create_objective("ce"), InMemory(x, y), spec, 0, torch.device("cpu"),
-            progress, "one step")
+            progress=progress, desc="one step")
     states.append(net.state_dict())
 torch.manual_seed(0)
 init = create_model("resnet8", 10, 1, widths=(4, 4, 8)).state_dict()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from oodbench.objectives import background_mask, create_objective, list_objectives
+from oodbench.objectives import background_mask, create_objective, list_objectives, objective_params
 
 
 def _head(c: int = 4, k: int = 3) -> nn.Linear:
@@ -102,3 +102,12 @@ def test_logitnorm_is_ce_on_normalised_logits(temperature: float) -> None:
     assert scaled_loss.item() == pytest.approx(loss.item(), rel=1e-5)
     with pytest.raises(ValueError, match="temperature"):
         create_objective("logitnorm", temperature=0.0)
+
+
+@pytest.mark.parametrize("name", ["ce", "logitnorm", "bgnorm"])
+def test_get_params_gives_every_constructor_parameter(name: str) -> None:
+    assert create_objective(name).get_params() == objective_params(name)
+    if name == "bgnorm":
+        got = create_objective(name, lam=0.3, form="abs").get_params()
+        assert got == objective_params(name) | {"lam": 0.3, "form": "abs"}
+        assert got == vars(create_objective(name, lam=0.3, form="abs"))  # the keys' old source

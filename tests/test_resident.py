@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from io import StringIO
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 
-from oodbench.config import TrainSpec, load_benchmark, load_config
+from oodbench.check import load_benchmark, load_config
+from oodbench.config import TrainSpec
 from oodbench.data import ImageArray, Preprocess
 from oodbench.errors import ConfigError
 from oodbench.models import create_model
 from oodbench.objectives import create_objective
-from oodbench.progress import make_progress
 from oodbench.train import (
     InMemory,
     OnDevice,
@@ -64,8 +62,7 @@ def test_a_short_fit_gives_the_same_weights_on_both_paths() -> None:
     for data in (InMemory.of(PRE, arr), OnDevice(PRE, arr, CPU)):
         torch.manual_seed(0)
         model = create_model("resnet8", 10, 3, widths=(8, 8, 16))
-        fit(model, create_objective("ce"), data, spec, 0, CPU,
-            make_progress(out=Console(file=StringIO())), "t")
+        fit(model, create_objective("ce"), data, spec, 0, CPU)
         states.append(model.state_dict())
     for key, value in states[0].items():
         torch.testing.assert_close(states[1][key], value, rtol=1e-5, atol=1e-5, msg=key)

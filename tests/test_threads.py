@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from oodbench import pipeline, train
-from oodbench.config import JobResources, load_benchmark
+from oodbench.check import load_benchmark
+from oodbench.config import JobResources
 from oodbench.matrix import run_benchmark
 from oodbench.pipeline import evaluate_checkpoint
 from oodbench.threads import job_threads

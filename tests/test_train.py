@@ -1,17 +1,33 @@
-"""Training options: bfloat16 autocast on CPU, checkpoint reuse by key, logged progress."""
+"""Training options: bfloat16 autocast on CPU, checkpoint reuse by key, logged progress, the
+loop's device reads (every ``READ_EVERY`` steps) and its refusal of a non-finite loss."""
 
 import dataclasses
+import math
+from collections import Counter
 from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+import torch
 from rich.console import Console
 
+from oodbench.check import load_benchmark
 from oodbench.checkpoint import read_checkpoint
-from oodbench.config import TrainSpec, load_benchmark
+from oodbench.config import TrainSpec
+from oodbench.errors import TrainingError
+from oodbench.models import create_model
+from oodbench.objectives import BackgroundNorm, CrossEntropy, Objective
 from oodbench.progress import LoggingProgress
-from oodbench.train import Trainer, cpu_bf16_supported, train_fields
+from oodbench.train import (
+    READ_EVERY,
+    InMemory,
+    Trainer,
+    cpu_bf16_supported,
+    fit,
+    train_fields,
+)
 from tests.conftest import TINY_CONFIG
 
 EXTRA = """
@@ -77,6 +93,74 @@ def test_progress_logs_tenths_off_a_terminal() -> None:
     lines = [line for line in out.getvalue().splitlines() if "%)" in line]
     assert [line.split("(")[1].split(")")[0] for line in lines] == [f"{p}%" for p in
                                                                       range(10, 101, 10)]
+
+
+def test_progress_called_shows_one_bar_per_task() -> None:
+    with LoggingProgress(console=Console(file=StringIO())) as progress:
+        progress("train", 0, 20)
+        progress("train", 10, 20, "loss 1.0")
+        progress("extract", 5, 5)
+        progress("train", 20, 20, "loss 0.5")
+        progress("extract", 0, 5)  # the same name again: a new pass
+        tasks = [(t.description, t.completed, t.total, t.fields["stats"]) for t in progress.tasks]
+    assert tasks == [("train", 20, 20, "loss 0.5"), ("extract", 5, 5, ""), ("extract", 0, 5, "")]
+
+
+# what takes a tensor's value to the host (and on CUDA waits for the device)
+READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__",
+         "__format__")
+
+
+class _Counted:
+    """An objective that counts its calls, one per step, and optionally makes the loss of
+    one step NaN."""
+
+    def __init__(self, objective: Objective, nan_at: int | None = None) -> None:
+        self.objective, self.nan_at, self.calls = objective, nan_at, 0
+
+    def __call__(self, *args: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        self.calls += 1
+        loss, parts = self.objective(*args)
+        return (loss * math.nan if self.calls == self.nan_at else loss), parts
+
+
+def _data(n: int) -> InMemory:
+    x = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    return InMemory(x, torch.arange(n) % 10)
+
+
+@pytest.mark.parametrize("objective", [CrossEntropy(), BackgroundNorm(warmup_start=0.0)])
+def test_fit_reads_the_device_every_read_every_steps_and_at_epoch_ends(
+    objective: Objective, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = _Counted(objective)
+    reads: Counter[int] = Counter()  # reads by the number of steps taken before them
+    for name in READS:
+        def read(self: torch.Tensor, *args: Any, _name: str = name, **kwargs: Any) -> Any:
+            reads[counted.calls] += 1
+            return getattr(torch._C.TensorBase, _name)(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, read)
+    steps, epochs = 2 * READ_EVERY + 5, 2
+    spec = TrainSpec(epochs=epochs, batch_size=8, lr=0.05, augment="crop-flip")
+    stats = fit(create_model("resnet8", 10, 1, widths=(4, 4, 8)), counted, _data(8 * steps),
+                spec, 0, torch.device("cpu"))
+    monkeypatch.undo()
+    ends = {steps * (e + 1) for e in range(epochs)}
+    every = {steps * e + k for e in range(epochs) for k in range(READ_EVERY, steps, READ_EVERY)}
+    assert counted.calls == steps * epochs
+    assert set(reads) == every | ends  # nothing read in between
+    assert all(reads[step] == 1 for step in every)  # one transfer each
+    assert set(stats) >= {"loss", "ce", "acc"} and all(map(math.isfinite, stats.values()))
+
+
+def test_a_non_finite_loss_is_refused_naming_its_step() -> None:
+    spec = TrainSpec(epochs=2, batch_size=8, lr=0.05)
+    counted = _Counted(CrossEntropy(), nan_at=13)
+    with pytest.raises(TrainingError, match=r"^t: the loss became nan at epoch 1, step 13 of 25 "
+                       r"\(lr 0\.05\); nothing was saved"):
+        fit(create_model("resnet8", 10, 1, widths=(4, 4, 8)), counted, _data(8 * 25), spec, 0,
+            torch.device("cpu"), desc="t")
+    assert counted.calls == 2 * READ_EVERY  # stopped at the first read after it
 
 
 def test_key_covers_objective_defaults(bench: SimpleNamespace, tiny_bench: SimpleNamespace,
