@@ -182,9 +182,9 @@ class Detector:
         with torch.no_grad():
             probe = torch.ones(2, n_dims, device=fc.weight.device, dtype=fc.weight.dtype)
             logits = fc(probe)
-        probe = Features(probe.float().cpu(), logits.float().cpu(), torch.full((2,), -1))
+        features = Features(probe.float().cpu(), logits.float().cpu(), torch.full((2,), -1))
         try:
-            self.scorer.score(probe)
+            self.scorer.score(features)
         except Exception as e:
             raise ValueError(f"scoring {n_dims}-dimensional features with it raises "
                              f"{type(e).__name__}: {e}") from e

@@ -70,15 +70,14 @@ def topk_inner(
         index.add(bank.float().contiguous().numpy())
         sims, _ = index.search(queries.float().contiguous().numpy(), k)
         return torch.from_numpy(sims).to(queries.dtype)
+    first, *rest = bank.split(bank_chunk_size)
     out = []
     for chunk in queries.split(chunk_size):
-        best: torch.Tensor | None = None
-        for part in bank.split(bank_chunk_size):
-            top = (chunk @ part.T).topk(min(k, len(part)), dim=1).values
-            if best is not None:  # merge two short lists, not the best with a whole part
-                merged = torch.cat([best, top], dim=1)
-                top = merged.topk(min(k, merged.shape[1]), dim=1).values
-            best = top
+        best = (chunk @ first.T).topk(min(k, len(first)), dim=1).values
+        for part in rest:  # merge two short lists, not the best with a whole part
+            merged = torch.cat([best, (chunk @ part.T).topk(min(k, len(part)), dim=1).values],
+                               dim=1)
+            best = merged.topk(min(k, merged.shape[1]), dim=1).values
         out.append(best)
     return torch.cat(out) if out else queries.new_empty((0, k))
 

@@ -29,8 +29,9 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
 
     config = resolve_model_data_config(model)
     embed = getattr(model, "patch_embed", None)
-    if getattr(embed, "strict_img_size", False) and getattr(embed, "img_size", None):
-        config["input_size"] = (config["input_size"][0], *embed.img_size)
+    size = getattr(embed, "img_size", None)
+    if getattr(embed, "strict_img_size", False) and size:
+        config["input_size"] = (config["input_size"][0], *size)
     return config
 
 
@@ -57,7 +58,9 @@ class TimmAdapter(ModelAdapter):
     = ``get_classifier()`` (an ``nn.Linear``). Preprocessing: :func:`timm_preprocess`, or the
     ``preprocess`` option."""
 
-    def __init__(self, model: nn.Module, preprocess: PreprocessConfig | None = None) -> None:
+    model: Any  # an nn.Module with timm's model interface (:meth:`matches`), duck-typed
+
+    def __init__(self, model: Any, preprocess: PreprocessConfig | None = None) -> None:
         super().__init__()
         self.model = model
         head = model.get_classifier()

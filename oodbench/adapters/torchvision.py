@@ -70,7 +70,8 @@ class PooledConvNetAdapter(HookAdapter):
 
     families = (models.ConvNeXt, models.EfficientNet, models.MobileNetV2, models.MobileNetV3)
 
-    def __init__(self, model: nn.Module, preprocess: PreprocessConfig | None = None) -> None:
+    def __init__(self, model: models.ConvNeXt | models.EfficientNet | models.MobileNetV2
+                 | models.MobileNetV3, preprocess: PreprocessConfig | None = None) -> None:
         super().__init__(model, "features", f"classifier.{len(model.classifier) - 1}",
                          preprocess=preprocess or imagenet())
 
@@ -86,7 +87,8 @@ class VisionTransformerAdapter(HookAdapter):
     class token after the encoder, through ``heads.pre_logits`` + activation where the model
     has them). Input size ``image_size``."""
 
-    def __init__(self, model: nn.Module, preprocess: PreprocessConfig | None = None) -> None:
+    def __init__(self, model: models.VisionTransformer,
+                 preprocess: PreprocessConfig | None = None) -> None:
         side = model.image_size // model.patch_size
         super().__init__(model, "encoder", "heads.head", grid=(side, side),
                          preprocess=preprocess or imagenet(model.image_size))
