@@ -123,3 +123,19 @@ def test_ray_executor_refuses_a_cuda_benchmark_that_asks_for_no_gpu(
     bench = dataclasses.replace(load_benchmark("tiny", tiny_bench.config), device="cuda")
     with pytest.raises(ConfigError, match=r"resources\.train\.num_gpus is 0: Ray hides every GPU"):
         create_executor("ray").check(Work(bench, RunOptions()))
+
+
+def test_a_worker_keeps_one_workspace_per_command(tiny_bench: SimpleNamespace) -> None:
+    from oodbench.context import RunOptions
+    from oodbench.jobs import Work, WorkerWorkspace
+
+    bench = load_benchmark("tiny", tiny_bench.config)
+
+    def work(run: str) -> Work:
+        return Work(bench, RunOptions(runs_dir=tiny_bench.runs), run=run)
+
+    worker = WorkerWorkspace()
+    first = worker.get(work("a"))
+    assert worker.get(work("a")) is first  # the command's later jobs reuse its data
+    assert worker.get(work("b")) is not first  # another command's replaces it
+    assert worker.get(work("a")) is not first  # one is kept
