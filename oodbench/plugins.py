@@ -25,9 +25,10 @@ from oodbench.adapters import ADAPTERS
 from oodbench.config import OOD_GROUPS
 from oodbench.data.catalogue import DATASETS
 from oodbench.errors import PluginError
+from oodbench.models import MODELS
 from oodbench.registry import RegistrationError, Registry
 from oodbench.scoring import SCORERS
-from oodbench.usercode import run_file, user_code
+from oodbench.usercode import run_file
 
 __all__ = [
     "KINDS",
@@ -37,9 +38,7 @@ __all__ = [
     "load_plugin_file",
     "loaded_files",
     "registries",
-    "run_file",  # modelref's import, until it imports oodbench.usercode
     "scoped",
-    "user_code",  # likewise
 ]
 
 
@@ -85,8 +84,7 @@ _loaded = _Loaded()
 
 def registries() -> dict[str, Registry[Any]]:
     """The registry of each kind, by kind, in :data:`KINDS` order."""
-    from oodbench.models import MODELS  # function-level while models imports this module
-    from oodbench.objectives import OBJECTIVES  # function-level while objectives does
+    from oodbench.objectives import OBJECTIVES  # function-level while objectives imports this
 
     return {"scorers": SCORERS, "objectives": OBJECTIVES, "models": MODELS,
             "datasets": DATASETS, "adapters": ADAPTERS}

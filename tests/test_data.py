@@ -654,7 +654,7 @@ def test_plugin_dataset_gets_the_options_it_asks_for(tmp_path: Path) -> None:
 
 def test_plugin_dataset_is_an_ood_set(tiny_bench: SimpleNamespace) -> None:
     from oodbench.check import load_benchmark
-    from oodbench.pipeline import load_ood_sets
+    from oodbench.oodsets import load_ood_sets
 
     images = np.full((3, 28, 28, 1), 7, np.uint8)
     np.savez(tiny_bench.root / "my-set.npz", images=images)
