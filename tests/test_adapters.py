@@ -47,7 +47,9 @@ def timm_vit() -> tuple[nn.Module, Callable[[torch.Tensor], Out]]:
                           num_classes=10)
 
     def hand(x: torch.Tensor) -> Out:
-        tokens = m.norm(m.blocks(m.norm_pre(m._pos_embed(m.patch_embed(x)))))
+        patches = m.patch_embed(x)
+        tokens = torch.cat([m.cls_token.expand(x.shape[0], -1, -1), patches], dim=1)
+        tokens = m.norm(m.blocks(m.norm_pre(m.pos_drop(tokens + m.pos_embed))))
         fmap = tokens[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, 2, 2)
         feats = m.fc_norm(tokens[:, 0])
         return fmap, feats, m.head(feats)
