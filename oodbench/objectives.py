@@ -38,15 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from oodbench.plugins import load_entry_points
 from oodbench.registry import Registry, signature_params
-
-OBJECTIVES: Registry[type[Objective]] = Registry("objective", loader=load_entry_points)
-register_objective = OBJECTIVES.register
-list_objectives = OBJECTIVES.names
-get_objective = OBJECTIVES.get
-objective_params = OBJECTIVES.params
-
 
 # a per-step stat or a diagnostic's part: a detached 0-d tensor (read later, with the others,
 # in one host transfer) or a number
@@ -97,6 +89,13 @@ class Objective:
         a training that ends before. ``None`` where no epoch count makes it cross-entropy by
         accident: its term is on from the first step, or off throughout by request."""
         return None
+
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective", base=Objective)
+register_objective = OBJECTIVES.register
+list_objectives = OBJECTIVES.names
+get_objective = OBJECTIVES.get
+objective_params = OBJECTIVES.params
 
 
 def objective_label(name: str) -> str:
