@@ -105,7 +105,7 @@ def prepare_model(model: OODNet, device: torch.device) -> tuple[OODNet, MemoryFo
     unless a layer hits oneDNN #6035). The caller's model is left as it was (mode, device,
     memory format)."""
     layout = model_format(model)
-    return copy.deepcopy(model).eval().to(device, memory_format=layout.torch), layout
+    return copy.deepcopy(model).eval().to(device).to(memory_format=layout.torch), layout
 
 
 def activation_bytes(model: OODNet, preprocess: Preprocess,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 CHANNELS_LAST, CONTIGUOUS = "channels_last", "contiguous"
 ONEDNN_1X1_BLOCK = 8  # the input-channel block of oneDNN's AVX2 1x1 convolution kernels
@@ -38,7 +38,7 @@ class MemoryFormat:
         """The format as torch names it."""
         return torch.channels_last if self.format == CHANNELS_LAST else torch.contiguous_format
 
-    def batch(self, x: torch.Tensor) -> torch.Tensor:
+    def batch(self, x: Tensor) -> Tensor:  # ``torch`` here is the property above
         """``x`` with the strides of this format. A one-channel batch is contiguous in both,
         and ``contiguous()`` keeps the channels-last strides the preprocessing gives it, which
         convolutions read to pick their kernels: a contiguous batch is copied afresh."""

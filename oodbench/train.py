@@ -225,7 +225,7 @@ def check_world_size(bench: Benchmark, world: int) -> None:
         spec = bench.training(name)
         local_batch(spec.train, world, f"{bench.source}: [benchmarks.{bench.name}] training "
                     f"{name!r}")
-        if spec.init not in (None, INIT_MODEL, *names):
+        if spec.init is not None and spec.init not in (INIT_MODEL, *names):
             names.append(spec.init)
 
 
@@ -379,7 +379,7 @@ def fit(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(distributed.rank_seed(seed))
     layout = training_format(model, spec)
-    model.to(device, memory_format=layout.torch)
+    model.to(device).to(memory_format=layout.torch)
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                           nesterov=True, weight_decay=spec.weight_decay)
     n = len(data)
