@@ -93,3 +93,11 @@ def test_auto_batch_leaves_the_model_usable_for_gradient_scorers(tmp_path: Path)
     scores = cache.scores(model, "c" * 16, odin, arr, PRE, CPU, "auto")
     assert scores.shape == (5,) and np.isfinite(scores).all()
     assert not any(p.is_inference() for p in model.parameters())
+
+
+def test_a_pass_reports_each_batch_to_its_progress_callback() -> None:
+    arr = ImageArray(np.zeros((10, 28, 28, 1), np.uint8), np.zeros(10, np.int64), "x", "test", "")
+    calls: list[tuple[object, ...]] = []
+    FeatureCache(None).get(_model(), "c" * 16, arr, PRE, CPU, 4,
+                           progress=lambda *report: calls.append(report))
+    assert calls == [("extract x/test", done, 10) for done in (0, 4, 8, 10)]
