@@ -13,15 +13,19 @@ it; a command given a :class:`~oodbench.config.Benchmark` built in Python checks
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic.errors import PydanticUserError
 
 from oodbench.config import (
+    TYPE_ERRORS,
     Benchmark,
     ConfigError,
     TrainingSpec,
-    check_param_types,
     located,
     not_accepted,
     read_benchmark,
@@ -35,7 +39,7 @@ from oodbench.modelref import check_reference, is_reference
 from oodbench.models import feature_size, list_models
 from oodbench.objectives import OBJECTIVES, create_objective, list_objectives, objective_params
 from oodbench.openood import POSTPROCESSORS, PROTOCOLS, protocol_settings
-from oodbench.registry import UnknownName, did_you_mean
+from oodbench.registry import Registry, UnknownName, did_you_mean
 from oodbench.scoring import (
     ALL_SCORERS,
     SCORER_GROUPS,
@@ -46,7 +50,8 @@ from oodbench.scoring import (
     get_scorer,
 )
 
-__all__ = ["check_benchmark", "check_scorer", "load_benchmark", "load_config", "override"]
+__all__ = ["check_benchmark", "check_param_types", "check_scorer", "load_benchmark", "load_config",
+           "override"]
 
 
 def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
@@ -287,3 +292,50 @@ def _check_feature_size(bench: Benchmark, scorers: dict[str, Scorer]) -> None:
             raise located(bench, ("scorer_params",), f"{name} = {dict(params)!r}{source} on "
                           f"model {bench.model!r}: {e}") from None
 
+
+
+_PARAM_TYPES = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter[Any] | None:
+    """A strict validator of ``hint`` (``true`` is no int, ``2.5`` no int, ``"0.2"`` no float;
+    floats finite), ``None`` where pydantic builds none (the factory then judges the value)."""
+    try:
+        return TypeAdapter(hint, config=_PARAM_TYPES)
+    except PydanticUserError:
+        return None
+
+
+def _choices(hint: Any) -> tuple[Any, ...]:
+    """The values of the ``Literal`` inside ``hint`` (``Annotated``, ``| None``), if any."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    return next((c for arg in get_args(hint) if (c := _choices(arg))), ())
+
+
+def check_param_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) -> None:
+    """ValueError naming the first of ``params`` whose value is not of the type that the
+    signature of ``registry``'s ``name`` declares for it."""
+    hints = registry.annotations(name)
+    for key, value in params.items():
+        try:
+            adapter = _adapter(hints[key]) if key in hints else None
+        except TypeError:  # an unhashable hint
+            adapter = TypeAdapter(hints[key], config=_PARAM_TYPES)
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            kind = err["type"]
+            if kind == "literal_error" and _choices(hints[key]):
+                text = not_accepted(value, _choices(hints[key]))
+            elif kind in TYPE_ERRORS:
+                text = f"must be {TYPE_ERRORS[kind]}"
+            elif kind == "finite_number":
+                text = "must be a finite number"
+            else:
+                text = f"is not accepted: {err['msg']}"
+            raise ValueError(f"{key} = {value!r} {text}") from None

@@ -20,44 +20,35 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import hashlib
 import json
+import math
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from types import UnionType
-from typing import (
-    Annotated,
-    Any,
-    Literal,
-    Self,
-    TypeVar,
-    Union,
-    get_args,
-    get_origin,
-)
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     Strict,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
 from pydantic.dataclasses import dataclass
-from pydantic.errors import PydanticUserError
 from pydantic.fields import FieldInfo
+from pydantic_core import ArgsKwargs, CoreSchema, PydanticCustomError, core_schema
 
 from oodbench import compat
-from oodbench.errors import ConfigError, OodbenchError
-from oodbench.registry import SAFE_NAME, RegistrationError, Registry, did_you_mean
+from oodbench.errors import ConfigError
+from oodbench.registry import SAFE_NAME, RegistrationError, did_you_mean
 
 __all__ = [
     "AUGMENTS",
@@ -73,15 +64,17 @@ __all__ = [
     "OOD_GROUPS",
     "SAFE_NAME",
     "SCHEDULES",
+    "TYPE_ERRORS",
     "Benchmark",
     "ConfigError",
     "OODSpec",
+    "OneOf",
+    "Range",
     "TrainSpec",
     "TrainingSpec",
     "check_benchmark_name",
     "check_device",
     "check_name",
-    "check_param_types",
     "located",
     "not_accepted",
     "read_benchmark",
@@ -137,38 +130,48 @@ tables average over each group's sets. :func:`register_ood_group` adds one."""
 
 _CONFIG = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
 _TABLE = "a table ({ key = value, ... })"
-_TYPES = {"int_type": "int", "int_parsing": "int", "int_from_float": "int", "float_type": "float",
-          "float_parsing": "float", "bool_type": "bool", "bool_parsing": "bool",
-          "string_type": "str", "list_type": "list", "tuple_type": "list"}
-_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
+TYPE_ERRORS = {
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"), "of type int"),
+    **dict.fromkeys(("float_type", "float_parsing"), "of type float"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "of type bool"),
+    **dict.fromkeys(("list_type", "tuple_type"), "of type list"),
+    **dict.fromkeys(("dict_type", "dataclass_type", "dataclass_exact_type"), _TABLE),
+    "string_type": "of type str",
+}
+"""pydantic's type errors in this project's words: ``lr = 'fast' must be of type float``."""
 _FILE_ONLY = ("train", "extends")  # benchmark keys of the file that are not Benchmark fields
 _SET_BY_LOADER = ("name", "source")  # Benchmark fields that the file cannot set
+_SAFE_HINT = ("use 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or "
+              "digit (it becomes a file or folder name)")
 
-C = TypeVar("C", bound=type)
 T = TypeVar("T")
+Loc = tuple[str | int, ...]
 
 
-# ---------------------------------------------------------------- checks shared with callers
+# ---------------------------------------------------------------- refusals: pydantic's own errors
+#
+# Validators raise PydanticCustomError; its type says how _config_error names the key:
+# "not_accepted" follows "key = value", "out_of_range" follows "key" (and "got value"),
+# "invalid" follows "key:", "invalid_table" is about a table (ctx "at": where in it, relative
+# to the model), "unknown_key" names a key the table does not take. ctx "hint" is the fix.
 
 
-class _Refused(ValueError):
-    """A field value that is not accepted; the text follows ``key = value``."""
-
-
-class _Invalid(ValueError):
-    """A model-level problem: ``text`` about the table at ``at`` (relative to the model), or,
-    with ``accepted``, the unknown key ``at[-1]`` of the table ``at[:-1]``."""
-
-    def __init__(self, text: str, at: tuple[str | int, ...] = (), hint: str = "",
-                 accepted: Sequence[str] | None = None, note: str = "") -> None:
-        super().__init__(text)
-        self.text, self.at, self.hint, self.accepted, self.note = text, at, hint, accepted, note
+def _refused(value: object, choices: Iterable[object], shown: str = "") -> PydanticCustomError:
+    """``value`` is none of ``choices``: a close match, and the accepted values (``shown``)."""
+    choices = list(choices)
+    return PydanticCustomError("not_accepted", "is not accepted;{close} accepted values: {shown}",
+                               {"close": did_you_mean(value, choices),
+                                "shown": shown or ", ".join(map(str, choices))})
 
 
 def not_accepted(value: object, choices: Iterable[object], shown: str = "") -> str:
-    choices = list(choices)
-    return (f"is not accepted;{did_you_mean(value, choices)} accepted values: "
-            f"{shown or ', '.join(map(str, choices))}")
+    """``is not accepted; did you mean ...? accepted values: ...``, to follow ``key = value``."""
+    return _refused(value, choices, shown).message()
+
+
+def _invalid(text: str, at: Loc = (), hint: str = "") -> PydanticCustomError:
+    """``text`` about the table ``at`` (relative to the model that raises it)."""
+    return PydanticCustomError("invalid_table", text, {"at": at, "hint": hint})
 
 
 def _unknown(key: object, where: str, accepted: Iterable[str], note: str = "") -> str:
@@ -178,40 +181,61 @@ def _unknown(key: object, where: str, accepted: Iterable[str], note: str = "") -
             f"{', '.join(accepted)}")
 
 
+def _checked(check: Callable[[Any], T], value: Any, arg: str = "") -> T:
+    """``check(value)``; its refusal a :class:`ConfigError` (about the API argument ``<arg>``)."""
+    try:
+        return check(value)
+    except PydanticCustomError as e:
+        text = f"{value!r} {e.message()}" if e.type == "not_accepted" else e.message()
+        raise ConfigError(f"<{arg}>: {text}" if arg else text,
+                          (e.context or {}).get("hint", "")) from None
+
+
+def _safe(what: str) -> Callable[[Any], str]:
+    """A check that a ``what`` ("training name", ...) is a safe name (:data:`SAFE_NAME`)."""
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+            raise PydanticCustomError("invalid", "{what} {value} is not a safe name",
+                                      {"what": what, "value": repr(value), "hint": _SAFE_HINT})
+        return value
+    return check
+
+
 def check_name(value: str, what: str) -> str:
     """``value`` if it is a safe name (:data:`SAFE_NAME`), else :class:`ConfigError` naming
     ``what`` ("benchmark name", "extra OOD set name", ...)."""
-    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
-        raise ConfigError(f"{what} {value!r} is not a safe name",
-                          "use 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a "
-                          "letter or digit (it becomes a file or folder name)")
-    return value
+    return _checked(_safe(what), value)
 
 
 EVAL_PREFIX = "eval-"  # eval writes <out_dir>/eval-<name>/, beside run's <out_dir>/<benchmark>/
+
+
+def _benchmark_name(value: Any) -> str:
+    _safe("benchmark name")(value)
+    if value.lower().startswith(EVAL_PREFIX):
+        raise PydanticCustomError(
+            "invalid", "benchmark name {value} starts with {prefix}, which names the results "
+            "folders of eval (OUT/{folder}MODEL/): run and eval would replace each other's "
+            "results", {"value": repr(value), "prefix": repr(EVAL_PREFIX), "folder": EVAL_PREFIX,
+                        "hint": f"rename the benchmark (e.g. {value[len(EVAL_PREFIX):]!r})"})
+    return value
 
 
 def check_benchmark_name(value: str) -> str:
     """``value`` if it is a safe name that does not start with :data:`EVAL_PREFIX` (any case):
     ``run`` writes ``<out>/<benchmark>/`` and ``eval`` ``<out>/eval-<model>/``, so such a
     benchmark's results folder would be another command's."""
-    check_name(value, "benchmark name")
-    if value.lower().startswith(EVAL_PREFIX):
-        raise ConfigError(f"benchmark name {value!r} starts with {EVAL_PREFIX!r}, which names "
-                          f"the results folders of eval (OUT/{EVAL_PREFIX}MODEL/): run and "
-                          "eval would replace each other's results",
-                          f"rename the benchmark (e.g. {value[len(EVAL_PREFIX):]!r})")
-    return value
+    return _checked(_benchmark_name, value)
 
 
 def register_ood_group(name: str, description: str) -> str:
     """Add ``name`` to :data:`OOD_GROUPS` (a plugin file's own kind of OOD set), so that an OOD
     set's ``group`` may name it; registering a name again with another description is a
     :class:`RegistrationError`."""
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-        raise RegistrationError(f"OOD group name {name!r} is not a safe name: use 1 to 64 "
-                                "letters, digits, '.', '_', '+' or '-', starting with a letter "
-                                "or digit")
+    try:
+        _safe("OOD group name")(name)
+    except PydanticCustomError as e:
+        raise RegistrationError(f"{e.message()}: {_SAFE_HINT}") from None
     if OOD_GROUPS.get(name, description) != description:
         raise RegistrationError(f"OOD group {name!r} is already registered as "
                                 f"{OOD_GROUPS[name]!r}")
@@ -221,38 +245,28 @@ def register_ood_group(name: str, description: str) -> str:
 
 def _group(value: str) -> str:
     if value and value not in OOD_GROUPS:
-        raise _Refused(not_accepted(value, OOD_GROUPS,
-                                     f"{', '.join(OOD_GROUPS)} (or leave group out: none)"))
+        raise _refused(value, OOD_GROUPS, f"{', '.join(OOD_GROUPS)} (or leave group out: none)")
     return value
 
 
 def _device(value: object) -> str:
     if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
-        raise _Refused(not_accepted(value, DEVICES, DEVICE_HELP))
+        raise _refused(value, DEVICES, DEVICE_HELP)
     return value
-
-
-def _seed_count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEEDS:
-        raise ValueError(f"must be an integer from 1 to {MAX_SEEDS} (each seed trains every "
-                         f"training anew), got {value!r}")
-    return value
-
-
-def _override(arg: str, value: Any, check: Callable[[Any], Any]) -> Any:
-    """``check(value)``, its error a :class:`ConfigError` naming the API argument ``<arg>``."""
-    try:
-        return check(value)
-    except _Refused as e:
-        raise ConfigError(f"<{arg}>: {value!r} {e}") from None
-    except ValueError as e:
-        raise ConfigError(f"<{arg}>: {e}") from None
 
 
 def check_device(value: str) -> str:
     """``value`` if it matches :data:`DEVICE_PATTERN`, else :class:`ConfigError` naming
     ``<device>``."""
-    return _override("device", value, _device)
+    return _checked(_device, value, "device")
+
+
+def _seed_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SEEDS:
+        raise PydanticCustomError("invalid", "must be an integer from 1 to {max} (each seed "
+                                  "trains every training anew), got {value}",
+                                  {"max": MAX_SEEDS, "value": repr(value)})
+    return value
 
 
 def scorer_list(value: object) -> tuple[str, ...]:
@@ -260,115 +274,133 @@ def scorer_list(value: object) -> tuple[str, ...]:
     checked against the registry (:func:`oodbench.check.check_benchmark` expands groups)."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ValueError(f"must be a scorer name, a group name or a list of them, got {value!r}")
+        raise PydanticCustomError("invalid", "must be a scorer name, a group name or a list of "
+                                  "them, got {value}", {"value": repr(value)})
     return tuple(items)
 
 
 def _channels(value: int) -> int:
     if value not in CHANNELS:
-        raise _Refused(not_accepted(value, CHANNELS))
+        raise _refused(value, CHANNELS)
     return value
 
 
 def _extract_batch(value: object) -> int | str:
     if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f'must be "auto" or an integer >= 1, got {value!r}')
+        raise PydanticCustomError("invalid", 'must be "auto" or an integer >= 1, got {value}',
+                                  {"value": repr(value)})
     return value  # type: ignore[return-value]
-
-
-_PARAM_TYPES = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
-
-
-@functools.cache
-def _adapter(hint: Any) -> TypeAdapter[Any] | None:
-    """A strict validator of ``hint`` (``true`` is no int, ``2.5`` no int, ``"0.2"`` no float;
-    floats finite), ``None`` where pydantic builds none (the factory then judges the value)."""
-    try:
-        return TypeAdapter(hint, config=_PARAM_TYPES)
-    except PydanticUserError:
-        return None
-
-
-def check_param_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) -> None:
-    """ValueError naming the first of ``params`` whose value is not of the type that the
-    signature of ``registry``'s ``name`` declares for it."""
-    hints = registry.annotations(name)
-    for key, value in params.items():
-        try:
-            adapter = _adapter(hints[key]) if key in hints else None
-        except TypeError:  # an unhashable hint
-            adapter = TypeAdapter(hints[key], config=_PARAM_TYPES)
-        if adapter is None:
-            continue
-        try:
-            adapter.validate_python(value)
-        except ValidationError as e:
-            err = e.errors(include_url=False)[0]
-            kind, tp = err["type"], _unwrap(hints[key])[0]
-            if kind == "literal_error" and get_origin(tp) is Literal:
-                text = not_accepted(value, get_args(tp))
-            elif kind in _TYPES:
-                text = f"must be of type {getattr(tp, '__name__', tp)}"
-            elif kind == "finite_number":
-                text = "must be a finite number"
-            else:
-                text = f"is not accepted: {err['msg']}"
-            raise ValueError(f"{key} = {value!r} {text}") from None
-
-
-# ---------------------------------------------------------------- the classes
-
-
-def _config_errors(cls: C) -> C:
-    """Make a validation error of ``cls(...)`` (direct, or by ``dataclasses.replace``) a
-    :class:`ConfigError`."""
-    init = cls.__init__
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            init(self, *args, **kwargs)
-        except ValidationError as e:
-            raise _config_error(e, cls, cls.__name__, (), file=False) from None
-
-    cls.__init__ = __init__  # type: ignore[misc]
-    return cls
-
-
-Count = Annotated[int, Strict(), Field(ge=1)]
-Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-Flag = Annotated[bool, Strict()]
-Text = Annotated[str, Strict()]
-Dataset = Text  # a catalogue name: oodbench.check checks it against the catalogue
 
 
 def _workers(value: object) -> int | str:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
         return value  # type: ignore[return-value]
-    raise _Refused(f"{value!r} is not accepted: give \"auto\" or a number of worker processes "
-                   "(0: load in the main process)")
+    raise PydanticCustomError("not_accepted", 'is not accepted: give "auto" or a number of '
+                              "worker processes (0: load in the main process)")
 
 
 def _on_device(value: object) -> bool | str:
     if value == "auto" or isinstance(value, bool):
         return value  # type: ignore[return-value]
-    raise _Refused(not_accepted(value, ("auto", True, False), '"auto", true, false'))
+    raise _refused(value, ("auto", True, False), '"auto", true, false')
 
 
-def _relative(value: str, loc: tuple[str | int, ...]) -> None:
-    """A path that must stay inside the data root."""
-    path = Path(value)
-    if path.is_absolute() or ".." in path.parts:
-        raise _Invalid(f"{value!r} must be a path relative to the data root, without '..'", loc)
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A number field's bounds, declared as ``Field``'s are; a value outside them, or a float
+    that is not finite, is refused with the whole range (``must lie in [0, 1)``)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __get_pydantic_core_schema__(self, source: Any,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def _check(self, value: float) -> float:
+        real = isinstance(value, float)
+        if ((not real or math.isfinite(value))
+                and (self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt)):
+            return value
+        raise PydanticCustomError("out_of_range", self.text(real))
+
+    def text(self, real: bool) -> str:
+        """``must be >= 1``, ``must lie in [0, 1)``, ``must be > 0 and finite`` (``real``)."""
+        ge, gt, le, lt = (self.ge is not None, self.gt is not None, self.le is not None,
+                          self.lt is not None)
+        low = f"[{self.ge}" if ge else f"({self.gt}" if gt else ""
+        high = f"{self.le}]" if le else f"{self.lt})" if lt else ""
+        if low and high:
+            return f"must lie in {low}, {high}"
+        text = (f"must be {'>=' if ge else '>'} {low[1:]}" if low
+                else f"must be {'<=' if le else '<'} {high[:-1]}")
+        return f"{text} and finite" if real else text
+
+
+class OneOf:
+    """A ``Literal`` field whose refusal names a close match and lists the accepted values."""
+
+    def __get_pydantic_core_schema__(self, source: Any,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        choices = get_args(source)
+
+        def check(value: object) -> object:
+            if value not in choices:
+                raise _refused(value, choices)
+            return value
+        return core_schema.no_info_before_validator_function(check, handler(source))
+
+
+# ---------------------------------------------------------------- the classes
+
+
+class _Raises(type):
+    """Calling a table class (directly, or by ``dataclasses.replace``) raises a
+    :class:`ConfigError`, not pydantic's error: pydantic has no setting for the exception that
+    a dataclass's ``__init__`` raises, and ``ConfigError``, a ``ValueError``, raised inside a
+    validator would come out as a pydantic error again."""
+
+    def __call__(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        except ValidationError as e:
+            fields = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+            raise _config_error(e, cls.__name__, (), fields) from None
+
+
+class _Table(metaclass=_Raises):
+    """A table of the file: a key it does not take is named with the keys it does."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        keys = data.kwargs if isinstance(data, ArgsKwargs) else data
+        if isinstance(keys, dict):
+            fields: dict[str, FieldInfo] = cls.__pydantic_fields__  # type: ignore[attr-defined]
+            accepted = [f.alias or name for name, f in fields.items()]
+            for key in keys:
+                if key not in fields and key not in accepted:
+                    raise PydanticCustomError("unknown_key", "unknown key {key}",
+                                              {"key": key, "accepted": accepted})
+        return data
+
+
+Count = Annotated[int, Strict(), Range(ge=1)]
+Real = Annotated[float, Strict()]  # finite: every Range of a float refuses inf and nan
+Flag = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+Dataset = Text  # a catalogue name: oodbench.check checks it against the catalogue
 
 
 # a model_weights path starting with this lies below the data root (resolved where it is used)
 DATA_ROOT_TOKEN = "{data_root}"
 
 
-@_config_errors
 @dataclass(frozen=True, config=_CONFIG)
-class TrainSpec:
+class TrainSpec(_Table):
     """Optimisation settings (SGD with Nesterov momentum).
 
     ``amp`` is autocast on CUDA in ``amp_dtype`` (float16 with a gradient scaler; bfloat16
@@ -376,37 +408,35 @@ class TrainSpec:
     or AMX (ignored, with a warning, on CPUs without native bfloat16).
     """
 
-    epochs: Annotated[int, Strict(), Field(ge=0)] = 5  # 0: the init weights as they are
+    epochs: Annotated[int, Strict(), Range(ge=0)] = 5  # 0: the init weights as they are
     batch_size: Count = 128
-    lr: Annotated[Real, Field(gt=0)] = 0.1
-    momentum: Annotated[Real, Field(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[Real, Field(ge=0)] = 5e-4
-    schedule: Schedule = "onecycle"
-    augment: Augment = "none"
+    lr: Annotated[Real, Range(gt=0)] = 0.1
+    momentum: Annotated[Real, Range(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[Real, Range(ge=0)] = 5e-4
+    schedule: Annotated[Schedule, OneOf()] = "onecycle"
+    augment: Annotated[Augment, OneOf()] = "none"
     amp: Flag = True
-    amp_dtype: AmpDtype = "float16"
+    amp_dtype: Annotated[AmpDtype, OneOf()] = "float16"
     cpu_amp: Flag = False
     channels_last: Flag = True
 
 
-@_config_errors
 @dataclass(frozen=True, config=_CONFIG)
-class TrainingSpec:
+class TrainingSpec(_Table):
     """One training of the matrix: an objective, its parameters, and an optional init (the name
     of another training whose checkpoint it starts from, or ``"model"``: the benchmark's
     ``model_weights``). The objective and its parameters are checked by
     :func:`oodbench.check.check_benchmark`."""
 
-    name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "training name"))]
+    name: Annotated[str, Strict(), AfterValidator(_safe("training name"))]
     objective: Text
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainSpec = Field(default_factory=TrainSpec)
     init: Text | None = None
 
 
-@_config_errors
 @dataclass(frozen=True, config=_CONFIG)
-class OODSpec:
+class OODSpec(_Table):
     """An OOD test set and its group (one of :data:`OOD_GROUPS`, or empty: none).
 
     ``path`` is set for a user's own set (an image folder or ``.npz``), empty for a catalogue
@@ -414,19 +444,18 @@ class OODSpec:
     list, as OpenOOD's ``benchmark_imglist/...`` files: ``name`` is then only its label.
     """
 
-    name: Annotated[str, Strict(), AfterValidator(lambda v: check_name(v, "OOD set name"))]
+    name: Annotated[str, Strict(), AfterValidator(_safe("OOD set name"))]
     group: Annotated[str, Strict(), AfterValidator(_group)] = ""
     path: Text = ""
     imglist: Text = ""
     images: Text = ""
 
 
-Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Amount = Annotated[float, Range(ge=0)]
 
 
-@_config_errors
 @dataclass(frozen=True, config=_CONFIG)
-class JobResources:
+class JobResources(_Table):
     """What one job of the matrix asks an executor for (Ray: a task's ``num_cpus`` and
     ``num_gpus``; fractions such as ``num_gpus = 0.25`` pack small nets on one GPU), and the
     torch CPU threads it runs with on any executor (:attr:`threads`)."""
@@ -442,31 +471,29 @@ class JobResources:
         return max(1, int(self.num_cpus))
 
 
-@_config_errors
 @dataclass(frozen=True, config=_CONFIG)
-class Resources:
+class Resources(_Table):
     """Per-job resources of the matrix (``train``: one checkpoint; ``eval``: every scorer on
     one checkpoint) and how often a task whose worker died is retried (``max_retries``). They
     decide where jobs run, not their results, so they stay out of ``config_hash``."""
 
     train: JobResources = Field(default_factory=JobResources)
     eval: JobResources = Field(default_factory=JobResources)
-    max_retries: Annotated[int, Strict(), Field(ge=0)] = 3
+    max_retries: Annotated[int, Strict(), Range(ge=0)] = 3
 
 
-@_config_errors
 @dataclass(frozen=True, config=_CONFIG)
-class Benchmark:
+class Benchmark(_Table):
     """A named benchmark: ID set, model, trainings, OOD sets and scorers.
 
     ``scorers`` and ``ablate_scorers`` accept scorer and group names (``"all"``, ``"logits"``,
     ...) and hold the expanded scorer names. ``id_dataset`` is the key ``id`` of the file.
     """
 
-    name: Annotated[str, Strict(), AfterValidator(check_benchmark_name)]
+    name: Annotated[str, Strict(), AfterValidator(_benchmark_name)]
     id_dataset: Annotated[Dataset, Field(alias="id")]
     num_classes: Count
-    image_size: Annotated[Count, Field(le=MAX_IMAGE_SIZE)]
+    image_size: Annotated[int, Strict(), Range(ge=1, le=MAX_IMAGE_SIZE)]
     channels: Annotated[int, Strict(), AfterValidator(_channels)]
     model: Text  # a registered model or a reference (oodbench.check checks which)
     trainings: Annotated[tuple[TrainingSpec, ...], Field(min_length=1)]
@@ -474,15 +501,16 @@ class Benchmark:
     scorers: Annotated[tuple[str, ...], BeforeValidator(scorer_list)]
     description: Text = ""
     widths: tuple[Count, ...] = ()
-    seeds: Annotated[Count, Field(le=MAX_SEEDS)] = 1
-    val_fraction: Annotated[Real, Field(ge=0, lt=1)] = 0.1
+    seeds: Annotated[int, Strict(), Range(ge=1, le=MAX_SEEDS)] = 1
+    val_fraction: Annotated[Real, Range(ge=0, lt=1)] = 0.1
     val_ood: tuple[Dataset, ...] = ()
     device: Annotated[str, BeforeValidator(_device)] = "auto"
     extract_batch: Annotated[int | str, BeforeValidator(_extract_batch)] = "auto"
     extract_amp: Flag = True
     scorer_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     scorer_grids: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
-    scorer_fit: dict[str, FitSplit] = Field(default_factory=dict)  # default: FIT_TRAIN
+    # default: FIT_TRAIN
+    scorer_fit: dict[str, Annotated[FitSplit, OneOf()]] = Field(default_factory=dict)
     # another project's settings (oodbench.openood.PROTOCOLS) under scorer_params / scorer_fit
     protocol: Text = ""
     ablate: tuple[TrainingSpec, ...] = ()
@@ -492,8 +520,8 @@ class Benchmark:
     model_weights_howto: Text = ""  # how to get model_weights, for the message when missing
     # "holdout": val_fraction of ID train, held out with a fixed seed; "split": the ID
     # dataset's own "val" split (OpenOOD's val lists)
-    id_val: Literal["holdout", "split"] = "holdout"
-    crop_pct: Annotated[Real, Field(gt=0, le=1)] = 1.0  # resize to size / crop_pct, crop size
+    id_val: Annotated[Literal["holdout", "split"], OneOf()] = "holdout"
+    crop_pct: Annotated[Real, Range(gt=0, le=1)] = 1.0  # resize to size / crop_pct, crop size
     loader_workers: Annotated[int | str, BeforeValidator(_workers)] = "auto"
     # the uint8 training set held on the device, batches made there: "auto" (on CUDA, when it
     # needs no resize and fits), true (required) or false; in no key (the same batches)
@@ -512,28 +540,31 @@ class Benchmark:
         seen: dict[str, str] = {self.id_dataset: "the ID set"}
         for i, spec in enumerate(self.ood):
             if bool(spec.imglist) != bool(spec.images):
-                raise _Invalid("an image-list set needs both imglist and images", ("ood", i),
+                raise _invalid("an image-list set needs both imglist and images", ("ood", i),
                                "set imglist = \"benchmark_imglist/...txt\" and images = "
                                "\"images_classic\" (both relative to the data root)")
-            if spec.imglist:
-                for key in ("imglist", "images"):
-                    _relative(getattr(spec, key), ("ood", i, key))
+            for key in ("imglist", "images") if spec.imglist else ():
+                path = Path(getattr(spec, key))
+                if path.is_absolute() or ".." in path.parts:
+                    raise _invalid(f"{key} = {str(path)!r} must be a path relative to the "
+                                        "data root, without '..'", ("ood", i))
             if spec.path:
-                raise _Invalid("", ("ood", i, "path"), accepted=("name", "group"))
+                raise PydanticCustomError("unknown_key", "unknown key 'path'", {
+                    "key": "path", "at": ("ood", i), "accepted": ("name", "group")})
             if spec.name in seen and seen[spec.name] != "the ID set":
-                raise _Invalid(f"name = {spec.name!r} is listed twice (also {seen[spec.name]})",
+                raise _invalid(f"name = {spec.name!r} is listed twice (also {seen[spec.name]})",
                                ("ood", i), "list each OOD set once")
             seen[spec.name] = f"ood[{i}]"
         for i, spec in enumerate(self.extra_ood):
             if not spec.path:
-                raise _Invalid("is missing the key 'path'", ("extra_ood", i))
+                raise _invalid("is missing the key 'path'", ("extra_ood", i))
             if spec.name in seen:
-                raise _Invalid(f"name = {spec.name!r} clashes with {seen[spec.name]}",
+                raise _invalid(f"name = {spec.name!r} clashes with {seen[spec.name]}",
                                ("extra_ood", i), "give it another name")
             seen[spec.name] = f"extra_ood[{i}]"
         for i, name in enumerate(self.val_ood):
             if name in self.val_ood[:i]:
-                raise _Invalid(f"val_ood[{i}] = {name!r} is listed twice", (),
+                raise _invalid(f"val_ood[{i}] = {name!r} is listed twice", (),
                                "list each set once")
 
     def _check_trainings(self) -> None:
@@ -542,7 +573,7 @@ class Benchmark:
         by_name: dict[str, str] = {}
         for kind, i, t in entries:
             if t.name in by_name:
-                raise _Invalid(f"name = {t.name!r} is taken by {by_name[t.name]}: trainings and "
+                raise _invalid(f"name = {t.name!r} is taken by {by_name[t.name]}: trainings and "
                                "ablate variants need unique names", (kind, i))
             by_name[t.name] = f"{kind}[{i}]"
         specs = {t.name: t for _, _, t in entries}
@@ -550,15 +581,15 @@ class Benchmark:
             others = [n for n in specs if n != t.name]
             if t.init == INIT_MODEL:
                 if self.model_weights is None:
-                    raise _Invalid(f"init = {INIT_MODEL!r} starts from the weights in "
+                    raise _invalid(f"init = {INIT_MODEL!r} starts from the weights in "
                                    "model_weights, which the benchmark does not set", (kind, i),
                                    "set model_weights = \"path/to/weights.safetensors\"")
             elif t.init is not None and t.init not in others:
-                raise _Invalid(f"init = {t.init!r} {not_accepted(t.init, [*others, INIT_MODEL])}",
+                raise _invalid(f"init = {t.init!r} {not_accepted(t.init, [*others, INIT_MODEL])}",
                                (kind, i))
         for kind, i, t in entries:
             if t.train.epochs == 0 and t.init is None:
-                raise _Invalid("train.epochs = 0 keeps the init weights as they are, but there "
+                raise _invalid("train.epochs = 0 keeps the init weights as they are, but there "
                                "is no init", (kind, i),
                                f"set init = {INIT_MODEL!r} (model_weights) or another training")
         for kind, i, t in entries:
@@ -566,7 +597,7 @@ class Benchmark:
             while (parent := specs[chain[-1]].init) not in (None, INIT_MODEL):
                 chain.append(parent)
                 if parent == t.name:
-                    raise _Invalid(f"init chain {' -> '.join(chain)} is circular", (kind, i))
+                    raise _invalid(f"init chain {' -> '.join(chain)} is circular", (kind, i))
                 if chain.count(parent) > 1:
                     break  # a loop that does not pass through t: reported from its own entry
 
@@ -576,20 +607,20 @@ class Benchmark:
         for name, grid in self.scorer_grids.items():
             for key, values in grid.items():
                 if not values:
-                    raise _Invalid(f"{key} needs at least one candidate value",
+                    raise _invalid(f"{key} needs at least one candidate value",
                                    ("scorer_grids", name))
         if self.scorer_grids and (not self.val_ood or not self.val_fraction):
-            raise _Invalid("scorer_grids need a val_ood set and val_fraction > 0 to select on "
+            raise _invalid("scorer_grids need a val_ood set and val_fraction > 0 to select on "
                            "(the test OOD sets are never used for selection)", (),
                            "add val_ood = [...] or remove scorer_grids")
         on_val = [n for n, split in self.scorer_fit.items() if split == FIT_VAL]
         if on_val and self.id_val == "holdout" and not self.val_fraction:
-            raise _Invalid(f"{', '.join(on_val)} = \"{FIT_VAL}\" fits on ID-validation images, "
+            raise _invalid(f"{', '.join(on_val)} = \"{FIT_VAL}\" fits on ID-validation images, "
                            "but val_fraction = 0 holds none out", ("scorer_fit",),
                            "set val_fraction > 0 or id_val = \"split\"")
         for name in on_val:
             if name in self.scorer_grids:
-                raise _Invalid(f"{name} = \"{FIT_VAL}\" would fit {name} on the ID-validation "
+                raise _invalid(f"{name} = \"{FIT_VAL}\" would fit {name} on the ID-validation "
                                "images that its scorer_grids entry selects on", ("scorer_fit",),
                                f"fit {name} on \"{FIT_TRAIN}\" or remove its grid")
 
@@ -616,9 +647,9 @@ class Benchmark:
         :func:`oodbench.check.override`."""
         changes: dict[str, Any] = {}
         if extract_batch is not None:
-            changes["extract_batch"] = _override("batch_size", extract_batch, _extract_batch)
+            changes["extract_batch"] = _checked(_extract_batch, extract_batch, "batch_size")
         if seeds is not None:
-            changes["seeds"] = _override("seeds", seeds, _seed_count)
+            changes["seeds"] = _checked(_seed_count, seeds, "seeds")
         if device is not None:
             changes["device"] = check_device(device)
         return dataclasses.replace(self, **changes) if changes else self
@@ -634,70 +665,7 @@ class Benchmark:
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------- pydantic errors -> ConfigError
-
-
-def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
-    """``tp`` without ``Annotated`` and ``| None``, and the metadata that ``Annotated`` held."""
-    meta: list[Any] = []
-    while True:
-        if get_origin(tp) is Annotated:
-            tp, *extra = get_args(tp)
-            for m in extra:
-                meta += m.metadata if isinstance(m, FieldInfo) else [m]
-        elif get_origin(tp) in (Union, UnionType) and type(None) in get_args(tp):
-            tp = next(a for a in get_args(tp) if a is not type(None))
-        else:
-            return tp, meta
-
-
-def _walk(cls: type, loc: Sequence[str | int]) -> tuple[Any, list[Any]]:
-    """The type at ``loc`` inside ``cls`` and its metadata (``None`` where it cannot tell)."""
-    tp, meta = cls, []
-    for part in loc:
-        tp, _ = _unwrap(tp)
-        if dataclasses.is_dataclass(tp) and isinstance(part, str):
-            found = _fields(tp).get(part)
-            if found is None:
-                return None, []
-            tp, meta = found.annotation, list(found.metadata)
-        elif get_origin(tp) in (tuple, list) and isinstance(part, int):
-            tp, meta = get_args(tp)[0], []
-        elif get_origin(tp) is dict and isinstance(part, str):
-            tp, meta = get_args(tp)[1], []
-        else:
-            return None, []
-    tp, more = _unwrap(tp)
-    return tp, meta + more
-
-
-def _fields(cls: type) -> dict[str, FieldInfo]:
-    infos: dict[str, FieldInfo] = cls.__pydantic_fields__  # type: ignore[attr-defined]
-    return {**infos, **{f.alias: f for f in infos.values() if f.alias}}
-
-
-def _keys(cls: Any, file: bool) -> list[str]:
-    """The keys a table of type ``cls`` accepts (for ``Benchmark`` in a file: its file keys)."""
-    if not dataclasses.is_dataclass(cls):
-        return []
-    keys = [f.alias or n for n, f in cls.__pydantic_fields__.items()]  # type: ignore[union-attr]
-    if cls is Benchmark and file:
-        keys = [k for k in keys if k not in _SET_BY_LOADER] + list(_FILE_ONLY)
-    return keys
-
-
-def _range(meta: list[Any]) -> str:
-    """``must be >= 1`` / ``must lie in [0, 1)`` (``and finite``) from bound metadata."""
-    b = {k: v for m in meta for k in ("ge", "gt", "le", "lt")
-         if (v := getattr(m, k, None)) is not None}
-    low = f"[{b['ge']}" if "ge" in b else f"({b['gt']}" if "gt" in b else ""
-    high = f"{b['le']}]" if "le" in b else f"{b['lt']})" if "lt" in b else ""
-    finite = any(getattr(m, "allow_inf_nan", True) is False for m in meta)
-    if low and high:
-        return f"must lie in {low}, {high}"
-    text = (f"must be {'>=' if 'ge' in b else '>'} {low[1:]}" if low
-            else f"must be {'<=' if 'le' in b else '<'} {high[:-1]}" if high else "must be")
-    return f"{text} and finite" if finite else text
+# ---------------------------------------------------------------- pydantic's errors -> ConfigError
 
 
 def _table(loc: Sequence[str | int]) -> str:
@@ -708,78 +676,64 @@ def _table(loc: Sequence[str | int]) -> str:
     return out
 
 
-def _config_error(exc: ValidationError, cls: type, source: str, root: tuple[str | int, ...],
-                  file: bool = True) -> ConfigError:
-    """The first error of ``exc`` (validating ``cls`` at the table ``root`` of ``source``) as a
-    :class:`ConfigError` naming the table, key, value and what is accepted."""
+def _at(source: str, loc: Loc, text: str, hint: str = "") -> ConfigError:
+    """``text`` about the table at ``loc`` of ``source``."""
+    where = _table(loc)
+    return ConfigError(f"{source}: [{where}] {text}" if where else f"{source}: {text}", hint)
+
+
+def _config_error(exc: ValidationError, source: str, root: Loc,
+                  fields: Sequence[str] = ()) -> ConfigError:
+    """The first error of ``exc`` (validating the table ``root`` of ``source``; ``fields``: the
+    class's, naming its positional arguments) as a :class:`ConfigError`: the table, the key
+    and pydantic's message, written as the error's type says (see ``_refused``)."""
     err = exc.errors(include_url=False)[0]
-    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
-    if loc and isinstance(loc[0], int) and not file:  # a positional argument of cls(...)
-        names = [f.name for f in dataclasses.fields(cls)]
-        loc = (names[loc[0]] if loc[0] < len(names) else f"argument {loc[0] + 1}", *loc[1:])
-    cause = err.get("ctx", {}).get("error")
-    if isinstance(cause, _Invalid):
-        loc = (*loc, *cause.at)
-        if cause.accepted is not None:
-            body = _unknown(loc[-1], _table((*root, *loc[:-1])), cause.accepted, cause.note)
-        else:
-            where = _table((*root, *loc))
-            body = f"[{where}] {cause.text}" if where else cause.text
-        return ConfigError(f"{source}: {body}", cause.hint)
-    full = (*root, *loc)
-    split = max((i for i, p in enumerate(full) if isinstance(p, str)), default=0)
-    where, key = _table(full[:split]), _table(full[split:])
-    head = f"{source}: [{where}] " if where else f"{source}: "
-    hint = ""
-    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        accepted = _keys(_walk(cls, loc[:-1])[0], file)
-        return ConfigError(f"{source}: {_unknown(loc[-1], where, accepted)}")
+    kind, msg, value, ctx = err["type"], err["msg"], err["input"], err.get("ctx", {})
+    loc = tuple(err["loc"])
+    if loc and isinstance(loc[0], int) and loc[0] < len(fields):  # a positional argument
+        loc = (fields[loc[0]], *loc[1:])
+    loc = (*root, *loc, *ctx.get("at", ()))
+    if kind == "unknown_key":
+        return ConfigError(f"{source}: {_unknown(ctx['key'], _table(loc), ctx['accepted'])}")
+    if kind == "invalid_table":
+        return _at(source, loc, msg, ctx["hint"])
     if kind.startswith("missing"):
-        text = f"is missing the key {full[-1]!r}"
-        head = f"{source}: [{_table(full[:-1])}] " if len(full) > 1 else head
-    elif kind == "literal_error":
-        text = f"{key} = {value!r} {not_accepted(value, get_args(_walk(cls, loc)[0]))}"
-    elif kind == "value_error" and isinstance(cause, _Refused):
-        text = f"{key} = {value!r} {cause}"
-    elif kind == "value_error" and isinstance(cause, OodbenchError):
-        text, hint = f"{key}: {cause.message}", cause.hint
-    elif kind == "value_error":
-        text = f"{key}: {cause}"
-    elif kind in _BOUNDS:
-        text = f"{key} {_range(_walk(cls, loc)[1])}, got {value!r}"
+        return _at(source, loc[:-1], f"is missing the key {loc[-1]!r}")
+    split = max((i for i, p in enumerate(loc) if isinstance(p, str)), default=0)
+    key = _table(loc[split:])  # from the last name on: "widths[1]"
+    if kind in TYPE_ERRORS:
+        text = f"{key} = {value!r} must be {TYPE_ERRORS[kind]}"
+    elif kind == "not_accepted":
+        text = f"{key} = {value!r} {msg}"
+    elif kind == "out_of_range":
+        text = f"{key} {msg}, got {value!r}"
     elif kind == "too_short":
         text = f"{key} needs at least one entry"
-    elif kind in _TYPES:
-        text = f"{key} = {value!r} must be of type {_TYPES[kind]}"
-    elif kind in ("dict_type", "dataclass_type", "dataclass_exact_type", "model_type"):
-        text = f"{key} = {value!r} must be {_TABLE}"
-    else:
-        text = f"{key} = {value!r}: {err['msg']}"
-    return ConfigError(head + text, hint)
+    else:  # "invalid", and pydantic's other errors
+        text = f"{key}: {msg}"
+    return _at(source, loc[:split], text, ctx.get("hint", ""))
 
 
-def _validate(cls: type[T], data: Any, source: str, root: tuple[str | int, ...]) -> T:
+def _validate(cls: type[T], data: Any, source: str, root: Loc) -> T:
     try:
         return TypeAdapter(cls).validate_python(data)
     except ValidationError as e:
-        raise _config_error(e, cls, source, root) from None
+        raise _config_error(e, source, root) from None
 
 
-def _origin(bench: Benchmark) -> tuple[str, tuple[str | int, ...]]:
+def _origin(bench: Benchmark) -> tuple[str, Loc]:
     """Where ``bench`` was written: its file and table, or ``Benchmark`` (built in Python)."""
     return (bench.source, ("benchmarks", bench.name)) if bench.source else ("Benchmark", ())
 
 
-def located(bench: Benchmark, at: tuple[str | int, ...], text: str,
-            hint: str = "") -> ConfigError:
+def located(bench: Benchmark, at: Loc, text: str, hint: str = "") -> ConfigError:
     """A :class:`ConfigError` ``text`` about the table at ``at`` of ``bench`` (relative to
     it), naming its file and table, as the file's own errors do."""
     source, root = _origin(bench)
-    where = _table((*root, *at))
-    return ConfigError(f"{source}: [{where}] {text}" if where else f"{source}: {text}", hint)
+    return _at(source, (*root, *at), text, hint)
 
 
-def unknown_key(bench: Benchmark, at: tuple[str | int, ...], accepted: Iterable[str],
+def unknown_key(bench: Benchmark, at: Loc, accepted: Iterable[str],
                 note: str = "") -> ConfigError:
     """A :class:`ConfigError` for the unknown key ``at[-1]`` of the table ``at[:-1]`` of
     ``bench``, listing the ``accepted`` keys (``note``: said after the table)."""
@@ -828,9 +782,11 @@ def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Ben
         check_benchmark_name(name)
     except ConfigError as e:
         raise ConfigError(f"{source}: [benchmarks] {e.message}", e.hint) from None
-    for key in (*_SET_BY_LOADER, "id_dataset"):
-        if key in raw:
-            raise ConfigError(f"{source}: {_unknown(key, _table(where), _keys(Benchmark, True))}")
+    fields = Benchmark.__pydantic_fields__  # type: ignore[attr-defined]
+    keys = [f.alias or k for k, f in fields.items() if k not in _SET_BY_LOADER] + [*_FILE_ONLY]
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(f"{source}: {_unknown(key, _table(where), keys)}")
     if raw.get("widths") == []:  # the field's empty default means the model's own widths
         raise ConfigError(f"{source}: [{_table(where)}] widths = [] names no width",
                           "give the stage widths (e.g. widths = [16, 32, 64]), or leave the key "

@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 import oodbench
+from oodbench.check import load_benchmark, load_config, override
 from oodbench.config import (
     DEFAULT_CONFIG,
     DEVICE_PATTERN,
@@ -18,7 +20,6 @@ from oodbench.config import (
     check_device,
     check_name,
 )
-from oodbench.check import load_benchmark, load_config, override
 from oodbench.scoring import get_scorer, list_scorers
 
 BASE = """
@@ -426,7 +427,17 @@ def test_image_size_above_1024_is_refused(tmp_path: Path, size: int, ok: bool) -
       r"unknown key 'epoch' in \[benchmarks\.b\.trainings\[1\]\.train\]; did you mean 'epochs'"),
      ({"trainings": '[[benchmarks.b.trainings]]\nname = "x"\nobjective = "ce"\ninit = "y"\n'
                     '[[benchmarks.b.trainings]]\nname = "y"\nobjective = "ce"\ninit = "x"'},
-      r"\[benchmarks\.b\.trainings\[1\]\] init chain x -> y -> x is circular")],
+      r"\[benchmarks\.b\.trainings\[1\]\] init chain x -> y -> x is circular"),
+     ({"extra": 'loader_workers = "x"'},
+      r"\[benchmarks\.b\] loader_workers = 'x' is not accepted: give \"auto\" or a number"),
+     ({"trainings": '[[benchmarks.b.ood]]\nname = "x"\nimglist = "/a.txt"\nimages = "i"'},
+      r"\[benchmarks\.b\.ood\[0\]\] imglist = '/a\.txt' must be a path relative to the data "
+      r"root, without '\.\.'"),
+     # a misspelt key is named before the key that it leaves missing
+     ({"extra": "num_clases = 10"},
+      r"unknown key 'num_clases' in \[benchmarks\.b\]; did you mean 'num_classes'\?"),
+     ({"trainings": '[[benchmarks.b.trainings]]\nname = "x"\nobjectiv = "ce"'},
+      r"unknown key 'objectiv' in \[benchmarks\.b\.trainings\[1\]\]; did you mean 'objective'")],
 )
 def test_types_bounds_and_keys(tmp_path: Path, kwargs: dict, pattern: str) -> None:
     path = _write(tmp_path, **kwargs)
@@ -470,6 +481,17 @@ def test_config_hash_unchanged_from_the_old_validator() -> None:
     benches = load_config(str(DEFAULT_CONFIG))
     assert {n: dataclasses.replace(benches[n], scorers=OLD_SCORERS).config_hash()
             for n in OLD_HASHES} == OLD_HASHES
+
+
+def test_the_messages_are_pydantics_own_errors() -> None:
+    """The validators raise pydantic's custom errors: pydantic's own error list holds each
+    message, which ConfigError writes after the table and the key."""
+    with pytest.raises(ValidationError) as info:
+        TypeAdapter(TrainSpec).validate_python({"lr": float("inf"), "schedule": "step"})
+    errors = {e["loc"]: (e["type"], e["msg"]) for e in info.value.errors()}
+    assert errors == {("lr",): ("out_of_range", "must be > 0 and finite"),
+                      ("schedule",): ("not_accepted",
+                                      "is not accepted; accepted values: onecycle, cosine")}
 
 
 def test_objects_stay_plain_dataclasses_and_never_leak_pydantic_errors() -> None:

@@ -11,13 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from oodbench import cli, config
-from oodbench.config import (
-    OOD_GROUPS,
-    ConfigError,
-    _adapter,
-    register_ood_group,
-)
-from oodbench.check import check_scorer, load_benchmark, override
+from oodbench.check import _adapter, check_scorer, load_benchmark, override
+from oodbench.config import OOD_GROUPS, ConfigError, register_ood_group
 from oodbench.objectives import OBJECTIVES, list_objectives
 from oodbench.registry import RegistrationError
 from oodbench.scoring import SCORERS, list_scorers
