@@ -97,7 +97,7 @@ def _evaluate(scorers: list[str], model: nn.Module | None = None, **kwargs: Any)
     """``evaluate`` on 80 ID-train, 40 ID-test and 40 OOD images, in one batch each."""
     return evaluate(model or _model(), "fmnist", id_train=_data(80, 1), id_test=_data(40, 2),
                     ood={"noise": _data(40, 3, labelled=False)}, scorers=scorers,
-                    batch_size=128, **kwargs)
+                    extract_batch=128, **kwargs)
 
 
 def _cells(df: pd.DataFrame, scorers: list[str]) -> pd.DataFrame:
@@ -271,7 +271,7 @@ def test_a_float16_plugin_is_a_failed_cell_naming_it() -> None:
 
 
 def test_scores_near_float64_max_are_scored_and_plotted(tmp_path: Path) -> None:
-    df = _evaluate(["huge", "energy"], out=tmp_path / "out")
+    df = _evaluate(["huge", "energy"], out_dir=tmp_path / "out")
     huge = df[df["scorer"] == "huge"].set_index("metric")["value"]
     assert huge["auroc"] == 1.0 and huge["fpr95"] == 0.0
     plots = tmp_path / "out" / "eval-model" / "plots"
