@@ -1,7 +1,7 @@
 """Plugins of every registry: scorers, objectives, models, datasets and adapters, by one route.
 
-:data:`KINDS` is the one table of plugin kinds: each names its register decorator and what a
-plugin of it registers. A plugin is either an installed entry point of group
+:data:`KINDS` is the one table of plugin kinds: each names its registry, its register decorator and
+what a plugin of it registers. A plugin is either an installed entry point of group
 ``oodbench.<kind>`` (each registry loads its own on first lookup,
 :meth:`~oodbench.registry.Registry.load`; :func:`load_entry_points` loads them all) or a
 Python file named at run time (:func:`load_plugin_file`, which may register factories of
@@ -26,6 +26,7 @@ from oodbench.config import OOD_GROUPS
 from oodbench.data.catalogue import DATASETS
 from oodbench.errors import PluginError
 from oodbench.models import MODELS
+from oodbench.objectives import OBJECTIVES
 from oodbench.registry import RegistrationError, Registry
 from oodbench.scoring import SCORERS
 from oodbench.usercode import run_file
@@ -44,11 +45,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Kind:
-    """One plugin kind: its name (``oodbench.<name>`` is its entry-point group), its register
-    decorator as ``module:function`` and what a plugin registers (the hint of a file that
-    registers nothing)."""
+    """One plugin kind: its name (its registry's entry-point group is ``oodbench.<name>``),
+    its registry, its register decorator as ``module:function`` and what a plugin registers
+    (both for the hint of a file that registers nothing)."""
 
     name: str
+    registry: Registry[Any]
     register: str
     what: str
 
@@ -56,11 +58,13 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("scorers", "oodbench.scoring:register_scorer", "a Scorer subclass"),
-        Kind("objectives", "oodbench.objectives:register_objective", "an Objective subclass"),
-        Kind("models", "oodbench.models:register_model", "a model function"),
-        Kind("datasets", "oodbench.data:register_dataset", "a dataset function"),
-        Kind("adapters", "oodbench.adapters:register_adapter", "a ModelAdapter subclass"),
+        Kind("scorers", SCORERS, "oodbench.scoring:register_scorer", "a Scorer subclass"),
+        Kind("objectives", OBJECTIVES, "oodbench.objectives:register_objective",
+             "an Objective subclass"),
+        Kind("models", MODELS, "oodbench.models:register_model", "a model function"),
+        Kind("datasets", DATASETS, "oodbench.data:register_dataset", "a dataset function"),
+        Kind("adapters", ADAPTERS, "oodbench.adapters:register_adapter",
+             "a ModelAdapter subclass"),
     )
 }
 
@@ -84,10 +88,7 @@ _loaded = _Loaded()
 
 def registries() -> dict[str, Registry[Any]]:
     """The registry of each kind, by kind, in :data:`KINDS` order."""
-    from oodbench.objectives import OBJECTIVES  # function-level while objectives imports this
-
-    return {"scorers": SCORERS, "objectives": OBJECTIVES, "models": MODELS,
-            "datasets": DATASETS, "adapters": ADAPTERS}
+    return {name: kind.registry for name, kind in KINDS.items()}
 
 
 def load_entry_points() -> None:

@@ -20,6 +20,7 @@ import inspect
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -89,22 +90,20 @@ class Registry(Generic[T]):
     ``"scorer"``) by name. ``base`` is the class every factory subclasses (``None``: any class
     or function); ``fixed`` the positional arguments every factory takes (not user parameters);
     ``builtins`` a module whose import registers the built-in factories, named by string
-    because it imports the registry's own module; ``loader`` runs before any lookup."""
+    because it imports the registry's own module."""
 
-    def __init__(
-        self, kind: str, loader: Callable[[], None] | None = None, fixed: tuple[str, ...] = (),
-        *, base: type | None = None, builtins: str | None = None,
-    ) -> None:
+    def __init__(self, kind: str, fixed: tuple[str, ...] = (), *, base: type | None = None,
+                 builtins: str | None = None) -> None:
         self.kind = kind
         self.base = base
         self._items: dict[str, T] = {}
-        self._loader = loader
         self._fixed = fixed
         self._builtins = builtins
         # what this registry loaded of the installed entry points, and the sys.path read
         self._entry_points: set[tuple[str, str]] = set()
         self._scanned: tuple[tuple[str, int | None], ...] | None = None
         self._loading = False
+        self._lock = threading.RLock()  # one loader at a time; its own lookups pass
 
     @property
     def group(self) -> str:
@@ -186,26 +185,29 @@ class Registry(Generic[T]):
         :class:`~oodbench.errors.PluginWarning` naming it, its distribution and its group, so
         it cannot stop the others; naming its factory then fails as an unknown name.
         """
-        if self._loading:  # an entry point (or the loader) looking names up while it loads
+        with self._lock:
+            if self._loading:  # an entry point looking names up while it loads
+                return
+            self._loading = True
+            try:
+                self._load_all()
+            finally:
+                self._loading = False
+
+    def _load_all(self) -> None:
+        if self._builtins is not None:
+            importlib.import_module(self._builtins)
+        key = _path_key()
+        if key == self._scanned:
             return
-        self._loading = True
-        try:
-            if self._builtins is not None:
-                importlib.import_module(self._builtins)
-            if self._loader is not None:
-                self._loader()
-            key = _path_key()
-            if key != self._scanned:
-                self._scanned = key
-                for ep in importlib.metadata.entry_points().select(group=self.group):
-                    if (ep.name, ep.value) not in self._entry_points:
-                        self._entry_points.add((ep.name, ep.value))
-                        try:
-                            self._load_entry_point(ep)
-                        except PluginError as e:
-                            warnings.warn(f"skipped plugin: {e}", PluginWarning, stacklevel=3)
-        finally:
-            self._loading = False
+        self._scanned = key
+        for ep in importlib.metadata.entry_points().select(group=self.group):
+            if (ep.name, ep.value) not in self._entry_points:
+                self._entry_points.add((ep.name, ep.value))
+                try:
+                    self._load_entry_point(ep)
+                except PluginError as e:
+                    warnings.warn(f"skipped plugin: {e}", PluginWarning, stacklevel=4)
 
     def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
         """Load one entry point: a module whose decorated factories register themselves, or a

@@ -394,9 +394,7 @@ F = TypeVar("F", bound=DatasetFactory)
 PLUGIN_SPLITS = ("test",)  # what a registered factory provides unless it says otherwise
 
 
-DATASETS: Registry[DatasetFactory] = Registry(
-    "dataset", fixed=("split", "data_root")
-)
+DATASETS: Registry[DatasetFactory] = Registry("dataset", fixed=("split", "data_root"))
 
 
 class _Registered:
