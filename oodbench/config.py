@@ -372,7 +372,8 @@ class _Raises(type):
 
 
 class _Table(metaclass=_Raises):
-    """A table of the file: a key it does not take is named with the keys it does."""
+    """A table of the file: a key it does not take is named, before any other error, with the
+    keys it does take; built in Python, its errors are :class:`ConfigError` (:class:`_Raises`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -544,10 +545,10 @@ class Benchmark(_Table):
                                "set imglist = \"benchmark_imglist/...txt\" and images = "
                                "\"images_classic\" (both relative to the data root)")
             for key in ("imglist", "images") if spec.imglist else ():
-                path = Path(getattr(spec, key))
-                if path.is_absolute() or ".." in path.parts:
-                    raise _invalid(f"{key} = {str(path)!r} must be a path relative to the "
-                                        "data root, without '..'", ("ood", i))
+                value = getattr(spec, key)
+                if Path(value).is_absolute() or ".." in Path(value).parts:
+                    raise _invalid(f"{key} = {value!r} must be a path relative to the data "
+                                   "root, without '..'", ("ood", i))
             if spec.path:
                 raise PydanticCustomError("unknown_key", "unknown key 'path'", {
                     "key": "path", "at": ("ood", i), "accepted": ("name", "group")})
@@ -686,7 +687,7 @@ def _config_error(exc: ValidationError, source: str, root: Loc,
                   fields: Sequence[str] = ()) -> ConfigError:
     """The first error of ``exc`` (validating the table ``root`` of ``source``; ``fields``: the
     class's, naming its positional arguments) as a :class:`ConfigError`: the table, the key
-    and pydantic's message, written as the error's type says (see ``_refused``)."""
+    and pydantic's message, written as the error's type says (see "refusals" above)."""
     err = exc.errors(include_url=False)[0]
     kind, msg, value, ctx = err["type"], err["msg"], err["input"], err.get("ctx", {})
     loc = tuple(err["loc"])
