@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import weakref
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -40,9 +39,6 @@ from oodbench.data.preprocess import LUMA_WEIGHTS, Preprocess, channel_stats
 from oodbench.errors import DataError
 
 MAX_WORKERS = 8  # data-loader worker processes at most ("auto": one per CPU core up to this)
-# each set object's fingerprint, once computed (ImageSet.fingerprint): per object in effect,
-# kept beside it because the sets are frozen dataclasses; weak, so a set is freed as usual
-_FINGERPRINTS: weakref.WeakKeyDictionary[ImageSet, str] = weakref.WeakKeyDictionary()
 
 
 def loader_workers(setting: int | str = "auto") -> int:
@@ -61,6 +57,7 @@ class ImageSet(ABC):
     source: str
     labels: np.ndarray
     notes: tuple[str, ...]
+    _memo: dict[str, str]  # what is computed once per set object (a field of each subclass)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -81,10 +78,10 @@ class ImageSet(ABC):
 
     def fingerprint(self, store: Path | None = None) -> str:
         """SHA-256 of the set's content and labels, computed once per set object (sets are
-        read-only once loaded)."""
-        if self not in _FINGERPRINTS:
-            _FINGERPRINTS[self] = self._fingerprint(store)
-        return _FINGERPRINTS[self]
+        read-only once loaded) and kept in its own ``_memo``."""
+        if "sha256" not in self._memo:
+            self._memo["sha256"] = self._fingerprint(store)
+        return self._memo["sha256"]
 
     @abstractmethod
     def batches(self, preprocess: Preprocess, batch_size: int, device: torch.device,
@@ -112,6 +109,7 @@ class ImageArray(ImageSet):
     source: str
     files: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()
+    _memo: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         shape = self.images.shape
@@ -228,6 +226,7 @@ class ImageFiles(ImageSet):
     resize: int | None = None
     notes: tuple[str, ...] = ()
     seen: Counter[str] = field(default_factory=Counter, compare=False)
+    _memo: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.labels.dtype != np.int64 or self.labels.shape != (len(self.paths),):
