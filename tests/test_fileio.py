@@ -115,3 +115,15 @@ def test_a_path_built_from_a_name_stays_inside_its_folder(tmp_path: Path, parts)
     with pytest.raises(OutputError, match="is not inside"):
         fileio.inside(tmp_path / "out", *parts)
     assert fileio.inside(tmp_path / "out", "bench", "ce-s0.npz") == tmp_path / "out/bench/ce-s0.npz"
+
+
+def test_a_written_file_has_the_mode_of_the_umask_at_write_time(tmp_path: Path) -> None:
+    """The file mode follows the umask when the file is written (a new process, so the umask
+    set here touches nothing else), not one read when oodbench was imported."""
+    code = ("import os, sys\nfrom pathlib import Path\nfrom oodbench.fileio import "
+            "atomic_write_text\nfor mask in (0o022, 0o027):\n    os.umask(mask)\n"
+            "    path = Path(sys.argv[1]) / f'{mask:o}.txt'\n    atomic_write_text(path, 'x')\n"
+            "    print(oct(path.stat().st_mode & 0o777))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["0o644", "0o640"]
