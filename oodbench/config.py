@@ -782,16 +782,15 @@ def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Ben
     try:
         check_benchmark_name(name)
     except ConfigError as e:
-        raise ConfigError(f"{source}: [benchmarks] {e.message}", e.hint) from None
+        raise _at(source, ("benchmarks",), e.message, e.hint) from None
     fields = Benchmark.__pydantic_fields__  # type: ignore[attr-defined]
     keys = [f.alias or k for k, f in fields.items() if k not in _SET_BY_LOADER] + [*_FILE_ONLY]
     for key in raw:
         if key not in keys:
             raise ConfigError(f"{source}: {_unknown(key, _table(where), keys)}")
     if raw.get("widths") == []:  # the field's empty default means the model's own widths
-        raise ConfigError(f"{source}: [{_table(where)}] widths = [] names no width",
-                          "give the stage widths (e.g. widths = [16, 32, 64]), or leave the key "
-                          "out for the model's default widths")
+        raise _at(source, where, "widths = [] names no width", "give the stage widths (e.g. "
+                  "widths = [16, 32, 64]), or leave the key out for the model's default widths")
     data = {"ood": [], **raw, "name": name, "source": source}
     base = _validate(TrainSpec, data.pop("train", {}), source, (*where, "train"))
     for key in ("trainings", "ablate"):
@@ -840,12 +839,12 @@ def read_config(path: Path | str | None = None) -> dict[str, Benchmark]:
         if name not in resolved:
             raw = tables[name]
             if not isinstance(raw, dict):
-                raise ConfigError(f"{source}: [benchmarks] {name} = {raw!r} must be {_TABLE}")
+                raise _at(source, ("benchmarks",), f"{name} = {raw!r} must be {_TABLE}")
             parent = raw.get("extends")
             if parent is not None:
                 if not isinstance(parent, str) or parent not in tables:
-                    raise ConfigError(f"{source}: [benchmarks.{name}] extends = {parent!r} "
-                                      f"{not_accepted(parent, sorted(tables))}")
+                    raise _at(source, ("benchmarks", name), f"extends = {parent!r} "
+                              f"{not_accepted(parent, sorted(tables))}")
                 raw = _merge(resolve(parent, (*seen, name)), raw)
             resolved[name] = {k: v for k, v in raw.items() if k != "extends"}
         return resolved[name]
