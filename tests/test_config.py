@@ -21,32 +21,7 @@ from oodbench.config import (
     check_name,
 )
 from oodbench.scoring import get_scorer, list_scorers
-
-BASE = """
-[benchmarks.b]
-id = "fashion-mnist"
-num_classes = 10
-image_size = 28
-channels = 1
-model = "resnet8"
-scorers = ["msp"]
-{extra}
-
-[benchmarks.b.train]
-epochs = 2
-{train}
-
-[[benchmarks.b.trainings]]
-name = "ce"
-objective = "ce"
-{trainings}
-"""
-
-
-def _write(tmp_path: Path, extra: str = "", train: str = "", trainings: str = "") -> Path:
-    path = tmp_path / "b.toml"
-    path.write_text(BASE.format(extra=extra, train=train, trainings=trainings))
-    return path
+from tests.conftest import write_config
 
 
 def test_the_shipped_config_is_valid() -> None:
@@ -63,7 +38,7 @@ def test_the_shipped_config_is_valid() -> None:
 
 
 def test_a_minimal_benchmark_parses(tmp_path: Path) -> None:
-    b = load_benchmark("b", _write(tmp_path))
+    b = load_benchmark("b", write_config(tmp_path))
     assert b.trainings[0].train.epochs == 2 and b.trainings[0].train.lr == 0.1
     assert len(b.config_hash()) == 64
 
@@ -93,21 +68,21 @@ def test_a_minimal_benchmark_parses(tmp_path: Path) -> None:
     ],
 )
 def test_errors_name_key_table_values_and_file(tmp_path: Path, kwargs: dict, pattern: str) -> None:
-    path = _write(tmp_path, **kwargs)
+    path = write_config(tmp_path, **kwargs)
     with pytest.raises(ConfigError, match=pattern) as info:
         load_config(path)
     assert str(path) in str(info.value)
 
 
 def test_model_choice_lists_models(tmp_path: Path) -> None:
-    path = _write(tmp_path)
+    path = write_config(tmp_path)
     path.write_text(path.read_text().replace('"resnet8"', '"vgg"'))
     with pytest.raises(ConfigError, match="accepted values: resnet18_32x32, resnet8"):
         load_config(path)
 
 
 def test_missing_key_and_bad_toml(tmp_path: Path) -> None:
-    path = _write(tmp_path)
+    path = write_config(tmp_path)
     path.write_text(path.read_text().replace("num_classes = 10\n", ""))
     with pytest.raises(ConfigError, match="missing the key 'num_classes'"):
         load_config(path)
@@ -119,7 +94,7 @@ def test_missing_key_and_bad_toml(tmp_path: Path) -> None:
 
 
 def test_extends_merges_tables_and_detects_cycles(tmp_path: Path) -> None:
-    path = _write(tmp_path, extra='seeds = 2')
+    path = write_config(tmp_path, extra='seeds = 2')
     path.write_text(path.read_text() + '\n[benchmarks.c]\nextends = "b"\nseeds = 3\n'
                     '[benchmarks.c.train]\nlr = 0.5\n')
     c = load_benchmark("c", path)
@@ -131,13 +106,13 @@ def test_extends_merges_tables_and_detects_cycles(tmp_path: Path) -> None:
 
 def test_unknown_benchmark_lists_available(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="available: b"):
-        load_benchmark("zzz", _write(tmp_path))
+        load_benchmark("zzz", write_config(tmp_path))
 
 
 @pytest.mark.parametrize(("value", "ok"), [('"auto"', True), ("64", True), ('"big"', False),
                                            ("0", False), ("true", False)])
 def test_extract_batch_is_auto_or_a_positive_int(tmp_path: Path, value: str, ok: bool) -> None:
-    path = _write(tmp_path, extra=f"extract_batch = {value}\nextract_amp = false")
+    path = write_config(tmp_path, extra=f"extract_batch = {value}\nextract_amp = false")
     if ok:
         bench = load_benchmark("b", path)
         assert str(bench.extract_batch) == value.strip('"') and bench.extract_amp is False
@@ -164,7 +139,7 @@ UNSAFE = ["../x", "/abs", "a/b", "", ".."]
 
 
 def _replace(tmp_path: Path, old: str, new: str, **kwargs: str) -> Path:
-    path = _write(tmp_path, **kwargs)
+    path = write_config(tmp_path, **kwargs)
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
@@ -190,7 +165,7 @@ def test_misspelt_scorer_in_the_file_fails_fast(
 def test_misspelt_scorer_override_fails_before_anything_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing_built: list[str]
 ) -> None:
-    bench = load_benchmark("b", _write(tmp_path))
+    bench = load_benchmark("b", write_config(tmp_path))
     with pytest.raises(ConfigError) as info:
         override(bench, scorers=["msp", "knnn"])
     assert info.value.message.startswith("<scorers>: unknown scorer 'knnn'; did you mean 'knn'?")
@@ -218,12 +193,12 @@ def test_misspelt_scorer_override_fails_before_anything_is_written(
 )
 def test_overrides_are_validated(tmp_path: Path, kwargs: dict, pattern: str) -> None:
     with pytest.raises(ConfigError) as info:
-        override(load_benchmark("b", _write(tmp_path)), **kwargs)
+        override(load_benchmark("b", write_config(tmp_path)), **kwargs)
     assert re.match(pattern, info.value.message), info.value.message
 
 
 def test_overrides_replace_validated_values(tmp_path: Path) -> None:
-    bench = load_benchmark("b", _write(tmp_path))
+    bench = load_benchmark("b", write_config(tmp_path))
     assert bench.with_overrides() is bench and override(bench) is bench
     new = override(bench, scorers="features", seeds=3, device="cuda:1")
     assert (new.seeds, new.device, new.source) == (3, "cuda:1", bench.source)
@@ -262,14 +237,14 @@ def test_overrides_replace_validated_values(tmp_path: Path) -> None:
          "grids-scorer", "grids-candidate", "grids-over-params", "grids-empty", "grids-no-val"],
 )
 def test_scorer_params_and_grids_are_checked(tmp_path: Path, line: str, pattern: str) -> None:
-    path = _write(tmp_path, extra=line)
+    path = write_config(tmp_path, extra=line)
     with pytest.raises(ConfigError, match=pattern) as info:
         load_config(path)
     assert str(path) in str(info.value)
 
 
 def test_valid_scorer_params_and_grids_load(tmp_path: Path) -> None:
-    bench = load_benchmark("b", _write(tmp_path, extra=(
+    bench = load_benchmark("b", write_config(tmp_path, extra=(
         'val_ood = ["mnist"]\nscorer_params = { knn = { k = 7 } }\n'
         "scorer_grids = { knn = { alpha = [0.5, 1.0] }, react = { percentile = [80.0, 95.0] } }")))
     assert bench.scorer_params == {"knn": {"k": 7}}
@@ -334,14 +309,14 @@ def test_bad_scorer_lists(tmp_path: Path, spec: str, pattern: str) -> None:
 )
 def test_each_ood_set_once(tmp_path: Path, extra: str, pattern: str) -> None:
     # the [[...]] tables go last: after them, plain keys would belong to the array's table
-    path = _write(tmp_path, trainings=extra) if extra.startswith("[[") else _write(
+    path = write_config(tmp_path, trainings=extra) if extra.startswith("[[") else write_config(
         tmp_path, extra=extra)
     with pytest.raises(ConfigError, match=pattern):
         load_config(path)
 
 
 def test_extra_ood_paths_are_relative_to_the_file(tmp_path: Path) -> None:
-    path = _write(tmp_path, trainings='[[benchmarks.b.extra_ood]]\nname = "mine"\n'
+    path = write_config(tmp_path, trainings='[[benchmarks.b.extra_ood]]\nname = "mine"\n'
                                       'path = "sets/mine.npz"')
     (spec,) = load_benchmark("b", path).extra_ood
     assert (spec.name, spec.group, spec.path) == ("mine", "extra", str(tmp_path / "sets/mine.npz"))
@@ -351,7 +326,7 @@ def test_extra_ood_paths_are_relative_to_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["benchmark", "training", "ablate", "extra_ood"])
 def test_unsafe_names_are_refused(tmp_path: Path, name: str, kind: str) -> None:
     quoted = json.dumps(name)
-    path = _write(tmp_path, trainings={
+    path = write_config(tmp_path, trainings={
         "benchmark": "",
         "training": f"[[benchmarks.b.trainings]]\nname = {quoted}\nobjective = \"ce\"",
         "ablate": f"[[benchmarks.b.ablate]]\nname = {quoted}\nobjective = \"ce\"",
@@ -384,7 +359,7 @@ def test_safe_names_pass() -> None:
      ("cuda:", False), ("tpu", False)],
 )
 def test_device_strings(tmp_path: Path, device: str, ok: bool) -> None:
-    path = _write(tmp_path, extra=f'device = "{device}"')
+    path = write_config(tmp_path, extra=f'device = "{device}"')
     if ok:
         assert load_benchmark("b", path).device == device == check_device(device)
         assert DEVICE_PATTERN.fullmatch(device)
@@ -440,7 +415,7 @@ def test_image_size_above_1024_is_refused(tmp_path: Path, size: int, ok: bool) -
       r"unknown key 'objectiv' in \[benchmarks\.b\.trainings\[1\]\]; did you mean 'objective'")],
 )
 def test_types_bounds_and_keys(tmp_path: Path, kwargs: dict, pattern: str) -> None:
-    path = _write(tmp_path, **kwargs)
+    path = write_config(tmp_path, **kwargs)
     with pytest.raises(ConfigError, match=pattern):
         load_config(path)
 
@@ -469,7 +444,7 @@ def test_the_packaged_file_is_found_from_any_directory(
 def test_a_local_file_overrides_and_a_path_wins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write(tmp_path).rename(tmp_path / "benchmarks.toml")
+    write_config(tmp_path).rename(tmp_path / "benchmarks.toml")
     monkeypatch.chdir(tmp_path)
     assert list(load_config()) == ["b"] and load_benchmark("b").source == "benchmarks.toml"
     with pytest.raises(ConfigError, match=r"benchmarks\.toml: no benchmark 'fmnist'"):
@@ -503,7 +478,9 @@ def test_objects_stay_plain_dataclasses_and_never_leak_pydantic_errors() -> None
                           (lambda: TrainSpec(5, 0), r"TrainSpec: batch_size must be >= 1"),
                           (lambda: dataclasses.replace(spec, schedule="step"),
                            r"schedule = 'step' is not accepted"),
-                          (lambda: OODSpec(name="../x"), r"not a safe name")):
+                          (lambda: OODSpec(name="../x"), r"not a safe name"),
+                          (lambda: TrainSpec(epoch=3), r"TrainSpec: unknown key 'epoch'; did you "
+                                                       r"mean 'epochs'\? accepted keys: amp, ")):
         with pytest.raises(ConfigError, match=pattern):
             make()
     fm = load_benchmark("fmnist", str(DEFAULT_CONFIG))
