@@ -50,8 +50,7 @@ from oodbench.scoring import (
     get_scorer,
 )
 
-__all__ = ["check_benchmark", "check_param_types", "check_scorer", "load_benchmark", "load_config",
-           "override"]
+__all__ = ["check_benchmark", "check_scorer", "load_benchmark", "load_config", "override"]
 
 
 def load_config(path: Path | str | None = None) -> dict[str, Benchmark]:
@@ -171,7 +170,7 @@ def _check_training(bench: Benchmark, at: tuple[str | int, ...], t: TrainingSpec
                               f" (objective {t.objective!r})")
     fix = "fix that value in the file"
     try:
-        check_param_types(OBJECTIVES, t.objective, t.params)
+        _check_param_types(OBJECTIVES, t.objective, t.params)
         objective = create_objective(t.objective, **t.params)
     except (TypeError, ValueError) as e:
         raise located(bench, (*at, "params"), f"objective {t.objective!r}: {e}", fix) from e
@@ -218,6 +217,53 @@ def _scorer_names(value: object, required: bool = True) -> tuple[str, ...]:
 # ---------------------------------------------------------------- parameters
 
 
+_PARAM_TYPES = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter[Any] | None:
+    """A strict validator of ``hint`` (``true`` is no int, ``2.5`` no int, ``"0.2"`` no float;
+    floats finite), ``None`` where pydantic builds none (the factory then judges the value)."""
+    try:
+        return TypeAdapter(hint, config=_PARAM_TYPES)
+    except PydanticUserError:
+        return None
+
+
+def _choices(hint: Any) -> tuple[Any, ...]:
+    """The values of the ``Literal`` inside ``hint`` (``Annotated``, ``| None``), if any."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    return next((c for arg in get_args(hint) if (c := _choices(arg))), ())
+
+
+def _check_param_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) -> None:
+    """ValueError naming the first of ``params`` whose value is not of the type that the
+    signature of ``registry``'s ``name`` declares for it."""
+    hints = registry.annotations(name)
+    for key, value in params.items():
+        try:
+            adapter = _adapter(hints[key]) if key in hints else None
+        except TypeError:  # an unhashable hint
+            adapter = TypeAdapter(hints[key], config=_PARAM_TYPES)
+        if adapter is None:
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            kind = err["type"]
+            if kind == "literal_error" and _choices(hints[key]):
+                text = not_accepted(value, _choices(hints[key]))
+            elif kind in TYPE_ERRORS:
+                text = f"must be {TYPE_ERRORS[kind]}"
+            elif kind == "finite_number":
+                text = "must be a finite number"
+            else:
+                text = f"is not accepted: {err['msg']}"
+            raise ValueError(f"{key} = {value!r} {text}") from None
+
+
 def _scorer(name: str, params: dict[str, Any], what: str) -> Scorer:
     """Scorer ``name`` built with ``params``: a parameter it does not take, a value of another
     type than its signature declares, or one its constructor refuses, is a
@@ -229,7 +275,7 @@ def _scorer(name: str, params: dict[str, Any], what: str) -> Scorer:
         raise ConfigError(f"{what} has unknown parameter(s) {', '.join(unknown)}; accepted: "
                           f"{', '.join(accepted) or 'none'}" + (f";{close}" if close else ""))
     try:
-        check_param_types(SCORERS, name, params)
+        _check_param_types(SCORERS, name, params)
     except ValueError as e:
         raise ConfigError(f"{what}: {e}", "fix that value") from None
     try:
@@ -291,51 +337,3 @@ def _check_feature_size(bench: Benchmark, scorers: dict[str, Scorer]) -> None:
             source = f" (OpenOOD's setting, from protocol = {bench.protocol!r})" if ours else ""
             raise located(bench, ("scorer_params",), f"{name} = {dict(params)!r}{source} on "
                           f"model {bench.model!r}: {e}") from None
-
-
-
-_PARAM_TYPES = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
-
-
-@functools.cache
-def _adapter(hint: Any) -> TypeAdapter[Any] | None:
-    """A strict validator of ``hint`` (``true`` is no int, ``2.5`` no int, ``"0.2"`` no float;
-    floats finite), ``None`` where pydantic builds none (the factory then judges the value)."""
-    try:
-        return TypeAdapter(hint, config=_PARAM_TYPES)
-    except PydanticUserError:
-        return None
-
-
-def _choices(hint: Any) -> tuple[Any, ...]:
-    """The values of the ``Literal`` inside ``hint`` (``Annotated``, ``| None``), if any."""
-    if get_origin(hint) is Literal:
-        return get_args(hint)
-    return next((c for arg in get_args(hint) if (c := _choices(arg))), ())
-
-
-def check_param_types(registry: Registry[Any], name: str, params: Mapping[str, Any]) -> None:
-    """ValueError naming the first of ``params`` whose value is not of the type that the
-    signature of ``registry``'s ``name`` declares for it."""
-    hints = registry.annotations(name)
-    for key, value in params.items():
-        try:
-            adapter = _adapter(hints[key]) if key in hints else None
-        except TypeError:  # an unhashable hint
-            adapter = TypeAdapter(hints[key], config=_PARAM_TYPES)
-        if adapter is None:
-            continue
-        try:
-            adapter.validate_python(value)
-        except ValidationError as e:
-            err = e.errors(include_url=False)[0]
-            kind = err["type"]
-            if kind == "literal_error" and _choices(hints[key]):
-                text = not_accepted(value, _choices(hints[key]))
-            elif kind in TYPE_ERRORS:
-                text = f"must be {TYPE_ERRORS[kind]}"
-            elif kind == "finite_number":
-                text = "must be a finite number"
-            else:
-                text = f"is not accepted: {err['msg']}"
-            raise ValueError(f"{key} = {value!r} {text}") from None
