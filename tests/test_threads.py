@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from oodbench import pipeline, train
+from oodbench import evaluation, train
 from oodbench.check import load_benchmark
 from oodbench.config import JobResources
 from oodbench.matrix import run_benchmark
@@ -58,7 +58,7 @@ def test_training_and_scoring_run_on_their_resources_threads(
     bench = load_benchmark("tiny", config)
     seen: dict[str, set[int]] = {}
     _spy(seen, train, "fit", monkeypatch)  # in every training
-    _spy(seen, pipeline, "accuracy", monkeypatch)  # in every scoring
+    _spy(seen, evaluation, "accuracy", monkeypatch)  # in every scoring
     options = {"runs_dir": tiny_bench.runs, "data_root": tiny_bench.root, "quiet": True}
     before = torch.get_num_threads()
     torch.set_num_threads(PROCESS)
@@ -72,7 +72,8 @@ def test_training_and_scoring_run_on_their_resources_threads(
 
         seen.clear()  # oodbench eval: the same policy as the matrix's eval jobs
         checkpoint = next(tiny_bench.runs.glob("tiny/ce-s0-*.pt"))
-        evaluate_checkpoint(checkpoint, bench, tmp_path / "eval", ["msp"], **options)
+        evaluate_checkpoint(checkpoint, bench, out_dir=tmp_path / "eval", scorers=["msp"],
+                            **options)
         assert seen == {"accuracy": {2}} and torch.get_num_threads() == PROCESS
     finally:
         torch.set_num_threads(before)
