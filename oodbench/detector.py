@@ -22,6 +22,7 @@ file, and an unknown scorer.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,10 +38,11 @@ from oodbench.adapters import ModelAdapter, adapt
 from oodbench.check import check_scorer
 from oodbench.device import resolve_device
 from oodbench.errors import CheckpointError, ConfigError
-from oodbench.extract import prepare_model, weights_fingerprint
+from oodbench.extract import batch_scores, forward_pass, prepare_model, weights_fingerprint
 from oodbench.fileio import atomic_write_bytes, atomic_write_text
 from oodbench.layout import MemoryFormat
 from oodbench.provenance import library_versions
+from oodbench.registry import qualified
 from oodbench.scoring import Features, Head, MapScorer, ModelScorer, as_scores
 
 __all__ = ["META_FILE", "STATE_FILE", "Detector"]
@@ -114,13 +116,9 @@ class Detector:
             raw = self.scorer.score(self._features(_batches((x, None), self.batch_size)))
             return as_scores(self.scorer, raw, "x")
         std = torch.tensor(self.pixel_std, dtype=torch.float32, device=self.device)
-        out = []
-        for chunk in x.split(self.batch_size):
-            with torch.enable_grad():
-                scores = self.scorer.score_batch(
-                    net, self._layout.batch(chunk.to(self.device)), std.view(1, -1, 1, 1))
-            out.append(as_scores(self.scorer, scores, "x"))
-        return np.concatenate(out)
+        return batch_scores(net, self._layout, self.scorer,
+                            (chunk.to(self.device) for chunk in x.split(self.batch_size)),
+                            std.view(1, -1, 1, 1), "x")
 
     def save(self, folder: Path | str) -> Path:
         """Write ``scorer.safetensors`` and ``detector.json`` into ``folder``; returns it."""
@@ -134,7 +132,8 @@ class Detector:
                 "fitted": {k: v for k, v in state.items() if k not in arrays},
                 "numpy": sorted(k for k, v in arrays.items() if isinstance(v, np.ndarray)),
                 "sha256": {STATE_FILE: hashlib.sha256(data).hexdigest()},
-                "model": {"class": _qualname(self.adapter), "weights_sha256": self.fingerprint},
+                "model": {"class": qualified(type(self.adapter)),
+                          "weights_sha256": self.fingerprint},
                 "versions": library_versions()}
         text = json.dumps(meta, indent=2, sort_keys=True)
         atomic_write_bytes(folder / STATE_FILE, data)  # the .json last: it marks the save done
@@ -202,21 +201,22 @@ class Detector:
 
     def _features(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Features:
         """Pooled features (a :class:`MapScorer`'s reduction of the feature map for one),
-        logits and labels of one pass over ``batches``."""
-        net = self._model()
-        reduce = self.scorer.reduce if isinstance(self.scorer, MapScorer) else None
-        feats, logits, labels = [], [], []
-        with torch.inference_mode():
-            for x, y in batches:
-                fmap, f, z = net.forward_all(self._layout.batch(x.to(self.device)))
-                if reduce is not None:
-                    f = reduce(fmap.float())
-                feats.append(f.float().cpu())
-                logits.append(z.float().cpu())
-                labels.append(y)
-        if not feats:
+        logits and labels of one pass over ``batches``, by :func:`~oodbench.extract.
+        forward_pass`."""
+        first = next(batches, None)
+        if first is None:
             raise ConfigError("<train_data> holds no samples")
-        return Features(torch.cat(feats), torch.cat(logits), torch.cat(labels))
+        labels: list[torch.Tensor] = []
+
+        def inputs() -> Iterator[torch.Tensor]:
+            for x, y in itertools.chain([first], batches):
+                labels.append(y)
+                yield x
+
+        reduce = self.scorer.reduce if isinstance(self.scorer, MapScorer) else None
+        feats, logits = forward_pass(self._model(), self._layout, inputs(), self.device,
+                                     reduce=reduce)
+        return Features(feats, logits, torch.cat(labels))
 
 
 def _batches(data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -247,10 +247,6 @@ def _stored_form(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
             if isinstance(v, torch.Tensor) else np.array(v, order="C")
             if isinstance(v, np.ndarray) else v for k, v in state.items()}
-
-
-def _qualname(obj: object) -> str:
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -182,6 +182,42 @@ def batches(
         report(desc, done, len(arr))
 
 
+def forward_pass(
+    model: OODNet,
+    layout: MemoryFormat,
+    inputs: Iterable[torch.Tensor],
+    device: torch.device,
+    amp: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 CPU pooled features (or ``reduce(fmap)``, a :class:`~oodbench.scoring.
+    MapScorer`'s reduction of the feature map) and logits of one pass of a prepared model
+    (:func:`prepare_model`) over preprocessed batches ``inputs``."""
+    feats, logits = [], []
+    with torch.inference_mode(), extraction_autocast(device, amp):
+        for x in inputs:
+            fmap, f, z = model.forward_all(layout.batch(x.to(device, non_blocking=True)))
+            if reduce is not None:
+                f = reduce(fmap.float())
+            feats.append(f.float().to("cpu", non_blocking=True))
+            logits.append(z.float().to("cpu", non_blocking=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return torch.cat(feats), torch.cat(logits)
+
+
+def batch_scores(model: OODNet, layout: MemoryFormat, scorer: ModelScorer,
+                 inputs: Iterable[torch.Tensor], std: torch.Tensor, what: str) -> np.ndarray:
+    """A fitted :class:`ModelScorer`'s scores of preprocessed batches ``inputs`` (already on
+    the prepared model's device), gradients enabled; ``what`` names them in errors."""
+    out = []
+    for x in inputs:
+        with torch.enable_grad():
+            scores = scorer.score_batch(model, layout.batch(x), std)
+        out.append(as_scores(scorer, scores, what))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def forward_features(
     model: OODNet,
     arr: ImageSet,
@@ -196,19 +232,10 @@ def forward_features(
     """One streamed forward pass over ``arr``: pooled features (or ``reduce(fmap)``, a
     :class:`~oodbench.scoring.MapScorer`'s reduction of the feature map), logits, labels."""
     model, layout = prepare_model(model, device)
-    feats, logits = [], []
-    with torch.inference_mode(), extraction_autocast(device, amp):
-        for x in batches(arr, preprocess, device, batch_size, progress,
-                         f"extract {arr.name}/{arr.split}", workers):
-            fmap, f, z = model.forward_all(layout.batch(x))
-            if reduce is not None:
-                f = reduce(fmap.float())
-            feats.append(f.float().to("cpu", non_blocking=True))
-            logits.append(z.float().to("cpu", non_blocking=True))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return Features(torch.cat(feats), torch.cat(logits),
-                    torch.as_tensor(arr.labels, dtype=torch.long))
+    feats, logits = forward_pass(model, layout, batches(
+        arr, preprocess, device, batch_size, progress, f"extract {arr.name}/{arr.split}",
+        workers), device, amp, reduce)
+    return Features(feats, logits, torch.as_tensor(arr.labels, dtype=torch.long))
 
 
 def model_scores(
@@ -224,13 +251,10 @@ def model_scores(
     """Run a fitted :class:`ModelScorer` over ``arr`` in batches (gradients enabled)."""
     model, layout = prepare_model(model, device)
     std = torch.tensor(preprocess.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    out = []
-    for x in batches(arr, preprocess, device, batch_size, progress,
-                     f"{scorer.name} {arr.name}/{arr.split}", workers):
-        with torch.enable_grad():
-            scores = scorer.score_batch(model, layout.batch(x), std)
-        out.append(as_scores(scorer, scores, f"{arr.name}/{arr.split}"))
-    return np.concatenate(out) if out else np.zeros(0)
+    what = f"{arr.name}/{arr.split}"
+    return batch_scores(model, layout, scorer, batches(
+        arr, preprocess, device, batch_size, progress, f"{scorer.name} {what}", workers),
+        std, what)
 
 
 class FeatureCache:
