@@ -70,17 +70,20 @@ class _Checkpoint:
     def __init__(self, ctx: EvalContext, model: ModelAdapter, ckpt_hash: str,
                  progress: ProgressCallback) -> None:
         self.ctx, self.model, self.ckpt_hash, self.progress = ctx, model, ckpt_hash, progress
+        assert ctx.preprocess is not None  # EvalContext sets it: the splits' own by default
+        self.preprocess = ctx.preprocess
 
     def features(self, arr: ImageSet, map_scorer: MapScorer | None = None) -> Features:
         ctx = self.ctx
-        return ctx.cache.get(self.model, self.ckpt_hash, arr, ctx.preprocess, ctx.device,
+        return ctx.cache.get(self.model, self.ckpt_hash, arr, self.preprocess, ctx.device,
                              ctx.bench.extract_batch, self.progress, map_scorer)
 
     def model_scores(self, scorer: ModelScorer, arrays: Mapping[str, ImageSet],
                      name: str) -> np.ndarray:
         ctx = self.ctx
-        return ctx.cache.scores(self.model, self.ckpt_hash, scorer, arrays[name], ctx.preprocess,
-                                ctx.device, ctx.bench.extract_batch, self.progress)
+        return ctx.cache.scores(self.model, self.ckpt_hash, scorer, arrays[name],
+                                self.preprocess, ctx.device, ctx.bench.extract_batch,
+                                self.progress)
 
     def inputs(self) -> _Inputs:
         """The cached passes every scorer of the context shares, and the model's head (a

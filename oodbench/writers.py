@@ -43,7 +43,8 @@ from oodbench.report import print_summary, write_reports
 def write_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
     """Per-sample scores (name -> array) as float64 arrays of one compressed ``.npz``."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.asarray(v, dtype=np.float64) for k, v in scores.items()})
+    arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()}
+    np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
