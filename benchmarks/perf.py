@@ -257,6 +257,8 @@ def load_setup(bench: Benchmark, data_root: str | None, device: torch.device,
     # pytorch-ood run the same weights in the same layout; every figure uses the batch size
     # the pipeline would ("auto" resolved once, here)
     model, _ = prepare_model(model, device)
+    if not isinstance(model, OODNet):  # pytorch-ood's wrapping (_model_parts) needs feature_map
+        raise SystemExit(f"the figures time oodbench's own nets; {bench.model!r} is not one")
     bench = replace(bench, extract_batch=resolve_batch_size(bench.extract_batch, model,
                                                             splits.preprocess, device))
     with torch.inference_mode():  # first calls pick kernels and allocate buffers

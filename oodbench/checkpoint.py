@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from oodbench.adapters import ModelAdapter
 from oodbench.errors import CheckpointError
 from oodbench.fileio import atomic_write_bytes, file_hash
-from oodbench.models import OODNet, create_model
+from oodbench.models import create_model
 from oodbench.weights import first_non_finite, load_into, read_checkpoint
 
 __all__ = ["SUMMARY_KEYS", "CheckpointError", "file_hash", "first_non_finite", "load_checkpoint",
@@ -35,7 +36,7 @@ SUMMARY_KEYS = ("config_hash", "test_acc", "val_acc", "diagnostics", "objective"
                 "objective_params", "init", "memory_format", "train_stats")
 
 
-def save_checkpoint(path: Path, model: OODNet, meta: dict[str, Any]) -> Path:
+def save_checkpoint(path: Path, model: ModelAdapter, meta: dict[str, Any]) -> Path:
     """Save weights and metadata atomically; also writes ``path.with_suffix('.json')``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
@@ -54,7 +55,7 @@ def load_checkpoint(
     num_classes: int | None = None,
     in_channels: int | None = None,
     widths: tuple[int, ...] | None = None,
-) -> tuple[OODNet, dict[str, Any]]:
+) -> tuple[ModelAdapter, dict[str, Any]]:
     """Build the model a checkpoint describes (or the one given) and load its weights."""
     state, meta = read_checkpoint(path)
     arch = arch or meta.get("arch")

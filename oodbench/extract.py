@@ -36,15 +36,16 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from oodbench.adapters import ModelAdapter
 from oodbench.data import ImageSet, Preprocess
 from oodbench.fileio import atomic_write_bytes
 from oodbench.layout import MemoryFormat, model_format
 from oodbench.lock import claim, unless_done
-from oodbench.models import OODNet
 from oodbench.progress import ProgressCallback, console, no_progress
 from oodbench.scoring import Features, MapScorer, ModelScorer, Scorer, as_scores
 
 T = TypeVar("T", Features, np.ndarray)
+M = TypeVar("M", bound=ModelAdapter)
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over a model's state_dict (names, dtypes, shapes and bytes): the cache key of a
@@ -98,7 +99,7 @@ def last_level_cache() -> int:
     return max(sizes, default=DEFAULT_CACHE)
 
 
-def prepare_model(model: OODNet, device: torch.device) -> tuple[OODNet, MemoryFormat]:
+def prepare_model(model: M, device: torch.device) -> tuple[M, MemoryFormat]:
     """A copy of ``model`` in eval mode on ``device`` in its memory format, and that format,
     which a pass gives its batches (:func:`oodbench.layout.model_format`: channels-last, the
     layout preprocessed batches have and the faster one for convolutions on CPU and GPU,
@@ -108,7 +109,7 @@ def prepare_model(model: OODNet, device: torch.device) -> tuple[OODNet, MemoryFo
     return copy.deepcopy(model).eval().to(device).to(memory_format=layout.torch), layout
 
 
-def activation_bytes(model: OODNet, preprocess: Preprocess,
+def activation_bytes(model: ModelAdapter, preprocess: Preprocess,
                      device: torch.device) -> tuple[int, int]:
     """Per image: (bytes of every layer's output and the input, about what a pass with input
     gradients keeps; bytes of the largest single layer's input + output)."""
@@ -137,7 +138,7 @@ def activation_bytes(model: OODNet, preprocess: Preprocess,
     return total // 2 + probe[0].size * 4, largest // 2
 
 
-def auto_batch_size(model: OODNet, preprocess: Preprocess, device: torch.device) -> int:
+def auto_batch_size(model: ModelAdapter, preprocess: Preprocess, device: torch.device) -> int:
     """The largest power of two of images whose layer outputs fit in ``MEMORY_FRACTION`` of
     the free memory and, on the CPU, whose largest layer fits in ``CACHE_FRACTION`` of the
     last-level cache; between ``MIN_AUTO_BATCH`` and the device's ``MAX_AUTO_BATCH``."""
@@ -149,7 +150,7 @@ def auto_batch_size(model: OODNet, preprocess: Preprocess, device: torch.device)
     return max(MIN_AUTO_BATCH, min(cap, 2 ** max(0, int(fits).bit_length() - 1)))
 
 
-def resolve_batch_size(setting: int | str, model: OODNet, preprocess: Preprocess,
+def resolve_batch_size(setting: int | str, model: ModelAdapter, preprocess: Preprocess,
                        device: torch.device) -> int:
     """``setting`` itself, or :func:`auto_batch_size` for ``"auto"``."""
     return auto_batch_size(model, preprocess, device) if setting == "auto" else int(setting)
@@ -183,7 +184,7 @@ def batches(
 
 
 def forward_pass(
-    model: OODNet,
+    model: ModelAdapter,
     layout: MemoryFormat,
     inputs: Iterable[torch.Tensor],
     device: torch.device,
@@ -206,7 +207,7 @@ def forward_pass(
     return torch.cat(feats), torch.cat(logits)
 
 
-def batch_scores(model: OODNet, layout: MemoryFormat, scorer: ModelScorer,
+def batch_scores(model: ModelAdapter, layout: MemoryFormat, scorer: ModelScorer,
                  inputs: Iterable[torch.Tensor], std: torch.Tensor, what: str) -> np.ndarray:
     """A fitted :class:`ModelScorer`'s scores of preprocessed batches ``inputs`` (already on
     the prepared model's device), gradients enabled; ``what`` names them in errors."""
@@ -219,7 +220,7 @@ def batch_scores(model: OODNet, layout: MemoryFormat, scorer: ModelScorer,
 
 
 def forward_features(
-    model: OODNet,
+    model: ModelAdapter,
     arr: ImageSet,
     preprocess: Preprocess,
     device: torch.device,
@@ -239,7 +240,7 @@ def forward_features(
 
 
 def model_scores(
-    model: OODNet,
+    model: ModelAdapter,
     scorer: ModelScorer,
     arr: ImageSet,
     preprocess: Preprocess,
@@ -276,7 +277,7 @@ class FeatureCache:
         self.misses = 0
         self.extraction: dict[str, dict[str, Any]] = {}
 
-    def batch_size(self, setting: int | str, model: OODNet, preprocess: Preprocess,
+    def batch_size(self, setting: int | str, model: ModelAdapter, preprocess: Preprocess,
                    device: torch.device) -> int:
         """The batch size for a pass of ``model`` on ``device`` ("auto" resolved by a cheap
         probe each time: a cached object id could outlive its model), recorded with the
@@ -312,7 +313,7 @@ class FeatureCache:
 
     def scores(
         self,
-        model: OODNet,
+        model: ModelAdapter,
         ckpt_hash: str,
         scorer: ModelScorer,
         arr: ImageSet,
@@ -331,7 +332,7 @@ class FeatureCache:
 
     def get(
         self,
-        model: OODNet,
+        model: ModelAdapter,
         ckpt_hash: str,
         arr: ImageSet,
         preprocess: Preprocess,

@@ -23,7 +23,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeVar, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from torch import nn
 
 from oodbench.errors import PluginError
 from oodbench.registry import Registry, UnknownName, did_you_mean, origin, signature_params
+
+if TYPE_CHECKING:  # a runtime import would load the data layer with every scorer
+    from oodbench.adapters import ModelAdapter
 
 __all__ = [
     "Features",
@@ -241,7 +244,7 @@ class ModelScorer(Scorer):
 
     @abstractmethod
     def score_batch(
-        self, model: nn.Module, x: torch.Tensor, pixel_std: torch.Tensor
+        self, model: ModelAdapter, x: torch.Tensor, pixel_std: torch.Tensor
     ) -> torch.Tensor:
         """Return the N scores of a batch, higher = more in-distribution."""
 

@@ -12,11 +12,17 @@ model-level scorer: it needs the model and input gradients, so its scores are ca
 checkpoint, dataset and parameters rather than computed from cached features.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from oodbench.scoring import ModelScorer, register_scorer
+
+if TYPE_CHECKING:
+    from oodbench.adapters import ModelAdapter
 
 
 @register_scorer("odin")
@@ -34,7 +40,7 @@ class ODIN(ModelScorer):
         self.noise = noise
 
     def score_batch(
-        self, model: nn.Module, x: torch.Tensor, pixel_std: torch.Tensor
+        self, model: ModelAdapter, x: torch.Tensor, pixel_std: torch.Tensor
     ) -> torch.Tensor:
         """Perturb the batch against the loss of its predicted class, then take max softmax."""
         x = x.detach().requires_grad_(True)

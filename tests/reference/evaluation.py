@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from oodbench.adapters import ModelAdapter
 from oodbench.check import load_benchmark, override
 from oodbench.config import Benchmark, JobResources, Resources
 from oodbench.context import EvalContext
 from oodbench.data import ImageArray, Preprocess, channel_stats
 from oodbench.evaluation import score_model
 from oodbench.extract import FeatureCache
-from oodbench.models import OODNet, create_model
+from oodbench.models import create_model
 from oodbench.objectives import create_objective
 from oodbench.oodsets import OODSets
 from oodbench.progress import make_progress
@@ -104,7 +105,7 @@ def data() -> tuple[IDSplits, OODSets]:
     return splits, ood
 
 
-def model() -> OODNet:
+def model() -> ModelAdapter:
     """The reference architecture, untrained."""
     return create_model("resnet8", 10, 1, widths=(8, 16, 32))
 
