@@ -17,7 +17,7 @@ import pytest
 from sklearn import metrics
 
 from oodbench import plugins
-from oodbench.check import load_benchmark, load_config
+from oodbench.check import check_benchmark, load_benchmark, load_config
 from oodbench.cli import main
 from oodbench.config import ConfigError
 from oodbench.errors import DataError, OutputError
@@ -463,9 +463,12 @@ def test_vim_dim_above_the_feature_size_is_refused_by_name(tmp_path: Path) -> No
                                    'scorer_params = { vim = { dim = 32 }, nnguide = { k = 5 } }'))
     assert own.scorer_params["vim"] == {"dim": 32}
     assert own.scorer_params["nnguide"] == {"k": 5, "alpha": 0.01}  # the file's value wins
-    bench = load_benchmark("o", _own(tmp_path, scorers='"nnguide"'))
+    # a checked benchmark narrowed to ViM afterwards: check_benchmark (not the bare
+    # dataclass, which knows no registry) refuses it
+    vim_only = dataclasses.replace(load_benchmark("o", _own(tmp_path, scorers='"nnguide"')),
+                                   scorers=("vim",))
     with pytest.raises(ConfigError, match="feature size D = 64"):
-        dataclasses.replace(bench, scorers=("vim",))
+        check_benchmark(vim_only)
     # an explicit dim of the benchmark's own is checked the same, without the protocol note
     with pytest.raises(ConfigError, match=r"vim = \{'dim': 64\} on model 'resnet8': vim: dim "):
         load_benchmark("o", _own(tmp_path, extra="scorer_params = { vim = { dim = 64 } }"))
@@ -560,3 +563,24 @@ def test_the_postprocessor_names_are_oodbench_scorers() -> None:
     assert set(POSTPROCESSORS) <= set(list_scorers())
     assert {s: p.name for s, p in POSTPROCESSORS.items() if p.name != s} == {
         "maxlogit": "mls", "energy": "ebo", "mahalanobis": "mds"}
+
+
+def test_an_openood_export_is_replaced_whole(tmp_path: Path) -> None:
+    folder, _ = _results(tmp_path, seeds=1, scorers=("energy", "maxlogit"))
+    out = tmp_path / "E"
+    first = export_protocol(folder, "openood-v1.5", out)
+    assert {p.name for p in first} == {"ebo.csv", "mls.csv", LONG_FILE}
+    assert all(p.is_file() for p in first)
+    again, _ = _results(tmp_path / "again", seeds=1, scorers=("energy",))
+    second = export_protocol(again, "openood-v1.5", out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+                  and not p.name.startswith(".")) == ["ce/ood/ebo.csv", LONG_FILE]
+    assert set(pd.read_csv(out / LONG_FILE)["scorer"]) == {"energy"} and len(second) == 2
+    with pytest.raises(OutputError, match="contains the results folder"):
+        export_protocol(folder, "openood-v1.5", tmp_path / "results")
+    user = tmp_path / "paper"
+    user.mkdir()
+    (user / "table.tex").write_text("mine")
+    with pytest.raises(OutputError, match=r"holds files that oodbench did not write"):
+        export_protocol(folder, "openood-v1.5", user)
+    assert (user / "table.tex").read_text() == "mine"
