@@ -644,11 +644,11 @@ class Benchmark(_Table):
                        extract_batch: int | str | None = None) -> Benchmark:
         """A validated copy with these API arguments replacing the file's (``None``: keep);
         a bad one is a :class:`ConfigError` naming it as ``<seeds>``, ``<device>`` or
-        ``<batch_size>``. Scorers, which need the registry, are replaced by
+        ``<extract_batch>``. Scorers, which need the registry, are replaced by
         :func:`oodbench.check.override`."""
         changes: dict[str, Any] = {}
         if extract_batch is not None:
-            changes["extract_batch"] = _checked(_extract_batch, extract_batch, "batch_size")
+            changes["extract_batch"] = _checked(_extract_batch, extract_batch, "extract_batch")
         if seeds is not None:
             changes["seeds"] = _checked(_seed_count, seeds, "seeds")
         if device is not None:

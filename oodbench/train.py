@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from oodbench import compat, distributed
 from oodbench.adapters import ModelAdapter, input_preprocess
+from oodbench.check import override
 from oodbench.checkpoint import (
     file_hash,
     first_non_finite,
@@ -650,6 +651,7 @@ class Trainer:
 
 def train_benchmark(
     bench: Benchmark,
+    *,
     seeds: int | None = None,
     runs_dir: Path | str = "runs",
     data_root: Path | str | None = None,
@@ -660,7 +662,7 @@ def train_benchmark(
 
     ``seeds`` and ``device`` override the benchmark's, checked before any training. Launched
     by torchrun, the processes train each checkpoint together (DDP; rank 0 writes it)."""
-    bench = bench.with_overrides(seeds=seeds, device=device)
+    bench = override(bench, seeds=seeds, device=device)
     check_writable(runs_dir, "runs_dir")
     root = resolve_data_root(data_root)
     check_disjoint(Owned("runs_dir", runs_dir, inside(runs_dir, bench.name), "checkpoints"),

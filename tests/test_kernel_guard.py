@@ -19,7 +19,7 @@ from oodbench.config import TrainSpec
 from oodbench.layout import CHANNELS_LAST, CONTIGUOUS, model_format
 from oodbench.models import create_model
 from oodbench.train import training_format
-from tests.test_failures import FAST_CONFIG
+from tests.conftest import FAST_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 SHORTCUT = "Conv2d stages.1.shortcut.0: 1x1 stride 2 with 4 input channels hits oneDNN #6035"

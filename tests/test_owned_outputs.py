@@ -22,12 +22,9 @@ from oodbench.fileio import record_files
 from oodbench.jobs import DONE_FILE, EVALS_DIR, RESULT_FILE, SCORES_FILE, stored_problem
 from oodbench.matrix import plan_benchmark, run_benchmark
 from oodbench.models import create_model
-from oodbench.openood import LONG_FILE
 from oodbench.pipeline import ablate_benchmark, evaluate, evaluate_checkpoint
-from oodbench.report import export_protocol
 from oodbench.train import train_benchmark
 from tests.conftest import FAST_CONFIG
-from tests.test_openood import _results
 
 # one training, one scorer: a run trains one epoch of one checkpoint
 ONE_CE = FAST_CONFIG.replace('scorers = ["msp", "knn"]', 'scorers = ["msp"]').replace(
@@ -158,27 +155,6 @@ def test_a_folder_oodbench_did_not_write_is_not_replaced(tb: SimpleNamespace) ->
                        r"there \(NOTES.txt\)"):
         evaluate(_net(), tb.bench, data_root=tb.root, out_dir=tb.out, scorers="msp")
     assert _files(folder) == {"NOTES.txt": b"mine"}
-
-
-def test_an_openood_export_is_replaced_whole(tmp_path: Path) -> None:
-    folder, _ = _results(tmp_path, seeds=1, scorers=("energy", "maxlogit"))
-    out = tmp_path / "E"
-    first = export_protocol(folder, "openood-v1.5", out)
-    assert {p.name for p in first} == {"ebo.csv", "mls.csv", LONG_FILE}
-    assert all(p.is_file() for p in first)
-    again, _ = _results(tmp_path / "again", seeds=1, scorers=("energy",))
-    second = export_protocol(again, "openood-v1.5", out)
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
-                  and not p.name.startswith(".")) == ["ce/ood/ebo.csv", LONG_FILE]
-    assert set(pd.read_csv(out / LONG_FILE)["scorer"]) == {"energy"} and len(second) == 2
-    with pytest.raises(OutputError, match="contains the results folder"):
-        export_protocol(folder, "openood-v1.5", tmp_path / "results")
-    user = tmp_path / "paper"
-    user.mkdir()
-    (user / "table.tex").write_text("mine")
-    with pytest.raises(OutputError, match=r"holds files that oodbench did not write"):
-        export_protocol(folder, "openood-v1.5", user)
-    assert (user / "table.tex").read_text() == "mine"
 
 
 # --- 2. stored job outputs are verified ------------------------------------------------------

@@ -165,7 +165,7 @@ def test_a_non_finite_loss_is_refused_naming_its_step() -> None:
 
 def test_key_covers_objective_defaults(bench: SimpleNamespace, tiny_bench: SimpleNamespace,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from oodbench.objectives import BackgroundNorm
+    from oodbench.objectives import OBJECTIVES, BackgroundNorm
     from oodbench.train import training_key
 
     trainer = Trainer(bench, tiny_bench.runs, tiny_bench.root, "cpu")
@@ -173,11 +173,19 @@ def test_key_covers_objective_defaults(bench: SimpleNamespace, tiny_bench: Simpl
     explicit = dataclasses.replace(spec, params={**spec.params, "q": 0.5})
     key = training_key(bench, spec, 0, trainer.splits, None)
     assert training_key(bench, explicit, 0, trainer.splits, None) == key  # q = 0.5 is default
-    defaults = BackgroundNorm.__init__.__defaults__
-    monkeypatch.setattr(BackgroundNorm.__init__, "__defaults__",
-                        tuple(0.25 if d == 0.5 and i == 2 else d for i, d in enumerate(defaults)))
-    assert BackgroundNorm().q == 0.25
-    assert training_key(bench, spec, 0, trainer.splits, None) != key  # a changed default
+
+    class QuarterQ(BackgroundNorm):
+        """BG-norm whose default ``q`` is 0.25: what a changed default looks like."""
+
+        def __init__(self, lam: float = 0.5, select: str = "cam-quantile", q: float = 0.25,
+                     tau: float = 0.1, form: str = "ratio", margin: float = 1.0,
+                     warmup_start: float = 2.0, warmup_epochs: float = 1.0) -> None:
+            super().__init__(lam, select, q, tau, form, margin, warmup_start, warmup_epochs)
+
+    with OBJECTIVES.scoped():
+        OBJECTIVES.restore({**OBJECTIVES.snapshot(), "bgnorm": QuarterQ})
+        assert training_key(bench, spec, 0, trainer.splits, None) != key  # a changed default
+    assert training_key(bench, spec, 0, trainer.splits, None) == key
 
 
 @pytest.mark.kernels
