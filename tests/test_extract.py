@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +79,14 @@ def test_auto_batch_cache_records_the_choice_and_keys_amp_entries(tmp_path: Path
 
 def test_fingerprint_is_computed_once_per_array(monkeypatch: pytest.MonkeyPatch) -> None:
     arr = ImageArray(np.ones((2, 4, 4, 1), np.uint8), np.zeros(2, np.int64), "x", "test", "")
+    hashes: list[object] = []
+    sha256 = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *data: hashes.append(data) or sha256(*data))
     first = arr.fingerprint()
-    monkeypatch.setattr(extract.hashlib, "sha256", None)  # any recomputation would fail
-    assert arr.fingerprint() == first
+    assert len(hashes) == 1
+    assert arr.fingerprint() == first and len(hashes) == 1  # kept, not hashed again
+    # a copy is a new set: it hashes its own images once
+    assert dataclasses.replace(arr).fingerprint() == first and len(hashes) == 2
 
 
 @pytest.mark.kernels
