@@ -21,13 +21,16 @@ from oodbench.adapters import (
     ModelAdapter,
     PreprocessConfig,
     adapt,
+    input_preprocess,
 )
 from oodbench.adapters.timm import timm_data_config
+from oodbench.data import Preprocess
 from oodbench.errors import ConfigError
 
 timm = pytest.importorskip("timm")
 
 Out = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+PRE = Preprocess(28, 1, (0.3,), (0.3,))  # a benchmark's own (a net without its own gets it)
 
 
 def timm_resnet() -> tuple[nn.Module, Callable[[torch.Tensor], Out]]:
@@ -163,13 +166,13 @@ def small_net() -> tuple[nn.Module, Callable[[torch.Tensor], Out]]:
     return m, hand
 
 
-IMAGENET_224 = PreprocessConfig(224, 3, IMAGENET_MEAN, IMAGENET_STD)
 IMAGENET_ANY = PreprocessConfig(None, 3, IMAGENET_MEAN, IMAGENET_STD)  # convnets: any size
 # builder, input side, adapter, fmap channels, adapt() options, preprocess_config
 CASES = {
-    "timm-resnet18": (timm_resnet, 64, "timm", 512, {}, IMAGENET_224),
+    "timm-resnet18": (timm_resnet, 64, "timm", 512, {},
+                      PreprocessConfig(224, 3, IMAGENET_MEAN, IMAGENET_STD, 0.95, "bicubic")),
     "timm-vit": (timm_vit, 32, "timm", 192, {},
-                 PreprocessConfig(32, 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))),
+                 PreprocessConfig(32, 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9, "bicubic")),
     "tv-resnet18": (tv_resnet, 64, "torchvision-resnet", 512, {}, IMAGENET_ANY),
     "tv-densenet": (tv_densenet, 32, "torchvision-densenet", 32, {}, IMAGENET_ANY),
     "tv-convnext": (tv_convnext, 32, "torchvision-convnet", 32, {}, IMAGENET_ANY),
@@ -255,9 +258,29 @@ def test_timm_preprocessing_is_timms_own(name: str, kwargs: dict[str, Any], side
     model = timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
     config = timm_data_config(model)
     assert config == resolve_model_data_config(model) | {"input_size": (3, side, side)}
-    assert {"crop_pct", "interpolation"} <= set(config)
-    assert adapt(model).preprocess_config == PreprocessConfig(
-        side, 3, tuple(config["mean"]), tuple(config["std"]))
+    own = adapt(model).preprocess_config
+    assert own == PreprocessConfig(side, 3, tuple(config["mean"]), tuple(config["std"]),
+                                   config["crop_pct"], config["interpolation"])
+    assert own.crop_pct != 1.0  # each model here states its own
+    # the model's crop_pct where the caller gives none, the caller's where it does (a
+    # benchmark's protocol); the interpolation the model was trained with either way
+    for given, crop_pct in ((None, config["crop_pct"]), (1.0, 1.0), (0.875, 0.875)):
+        pre = own.preprocess(crop_pct=given)
+        assert (pre.size, pre.crop_pct, pre.interpolation) == (
+            side, crop_pct, config["interpolation"])
+    net = adapt(model)
+    assert input_preprocess(net, lambda: PRE, 64).crop_pct == config["crop_pct"]
+    assert input_preprocess(net, lambda: PRE, 64, crop_pct=1.0).crop_pct == 1.0
+
+
+def test_a_preprocess_config_without_a_crop_pct_crops_the_callers_or_none() -> None:
+    bare = PreprocessConfig(32, 3, IMAGENET_MEAN, IMAGENET_STD)
+    assert (bare.crop_pct, bare.interpolation) == (None, "bilinear")
+    assert bare.preprocess() == Preprocess(32, 3, IMAGENET_MEAN, IMAGENET_STD)
+    assert bare.preprocess(crop_pct=0.875).crop_pct == 0.875
+    # a net with no preprocessing of its own gets the fallback (the benchmark's) as it is
+    hooked = adapt(small_net()[0], "body", "classifier")
+    assert input_preprocess(hooked, lambda: PRE, 64, crop_pct=0.5) is PRE
 
 
 def test_builtin_adapters_keep_the_contract() -> None:

@@ -24,22 +24,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class PreprocessConfig:
     """A model's own input preprocessing: ``input_size`` (square side in pixels; ``None`` for
-    a model that takes any size and states none: the benchmark's is used), ``channels`` and
-    per-channel ``mean``/``std`` of inputs scaled to [0, 1]."""
+    a model that takes any size and states none: the benchmark's is used), ``channels``,
+    per-channel ``mean``/``std`` of inputs scaled to [0, 1], the ``crop_pct`` it was evaluated
+    with (``None``: it states none) and the ``interpolation`` of its resize (how it was
+    trained: ``"bilinear"`` or ``"bicubic"``)."""
 
     input_size: int | None
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop_pct: float | None = None
+    interpolation: str = "bilinear"
 
-    def preprocess(self, size: int | None = None, crop_pct: float = 1.0) -> Preprocess:
+    def preprocess(self, size: int | None = None, crop_pct: float | None = None) -> Preprocess:
         """The :class:`~oodbench.data.Preprocess` that turns uint8 images into this input at
-        ``size`` (default ``input_size``): grey/RGB conversion, resize of the shorter side (to
-        ``size / crop_pct``) and centre crop, normalisation."""
+        ``size`` (default ``input_size``): grey/RGB conversion, resize of the shorter side
+        with ``interpolation`` to ``size / crop_pct`` (the caller's ``crop_pct``, a
+        benchmark's protocol; else the model's own; else 1) and centre crop, normalisation."""
         side = size or self.input_size
         if side is None:
             raise ConfigError("the model states no input size", "pass <input_size>")
-        return Preprocess(side, self.channels, tuple(self.mean), tuple(self.std), crop_pct)
+        if crop_pct is None:
+            crop_pct = 1.0 if self.crop_pct is None else self.crop_pct
+        return Preprocess(side, self.channels, tuple(self.mean), tuple(self.std), crop_pct,
+                          self.interpolation)
 
 
 class ModelAdapter(nn.Module):
@@ -67,11 +75,11 @@ class ModelAdapter(nn.Module):
 
 
 def input_preprocess(net: ModelAdapter, fallback: Callable[[], Preprocess], default_size: int,
-                     size: int | None = None, crop_pct: float = 1.0) -> Preprocess:
+                     size: int | None = None, crop_pct: float | None = None) -> Preprocess:
     """The preprocessing that feeds ``net``: its own ``preprocess_config`` (at ``size``, else
     its own input size, else ``default_size``; the shorter side resized to that over
-    ``crop_pct``, then centre-cropped), or ``fallback()`` (a benchmark's, fitted on its
-    ID-train images, computed only then) for a net without one."""
+    ``crop_pct``, else the model's own, then centre-cropped), or ``fallback()`` (a
+    benchmark's, fitted on its ID-train images, computed only then) for a net without one."""
     config = net.preprocess_config
     if config is None:
         return fallback()

@@ -36,10 +36,9 @@ def timm_data_config(model: nn.Module) -> dict[str, Any]:
 
 
 def timm_preprocess(model: nn.Module) -> PreprocessConfig:
-    """The input size, channels, ``mean`` and ``std`` of :func:`timm_data_config`. Its
-    ``crop_pct`` and ``interpolation`` are not carried: a :class:`PreprocessConfig` has no
-    field for them (oodbench resizes the shorter side to the input size over the benchmark's
-    ``crop_pct``, bilinear, and centre-crops)."""
+    """The input size, channels, ``mean``, ``std``, ``crop_pct`` and ``interpolation`` of
+    :func:`timm_data_config` (its ``crop_mode`` taken as "center", the one crop oodbench
+    does; a benchmark's own ``crop_pct`` wins over the model's)."""
     config = timm_data_config(model)
     channels, height, width = config["input_size"]
     if height != width:
@@ -47,7 +46,8 @@ def timm_preprocess(model: nn.Module) -> PreprocessConfig:
             f"{model_name(model)} takes {height} x {width} inputs; oodbench's preprocessing "
             "is square", "give a square one with <preprocess=PreprocessConfig(...)>")
     return PreprocessConfig(int(height), int(channels), tuple(config["mean"]),
-                            tuple(config["std"]))
+                            tuple(config["std"]), float(config["crop_pct"]),
+                            config["interpolation"])
 
 
 @register_adapter("timm")
