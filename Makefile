@@ -32,10 +32,12 @@ test: setup
 test-avx2: setup
 	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -m kernels $(XDIST)
 
-# ruff, and the import contracts of pyproject.toml's [tool.importlinter] (the layers, no cycles)
+# ruff, the import contracts of pyproject.toml's [tool.importlinter] (the layers, no cycles)
+# and mypy's type check of the package and the built-in scorers ([tool.mypy])
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-logo --no-cache
+	$(BIN)/mypy
 
 # speed figures of the evaluation path: results/perf.md and results/perf.json (benchmarks/perf.py).
 # Installs what the figures compare against: pytorch-ood (without its dependencies, so torch

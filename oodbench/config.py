@@ -289,19 +289,19 @@ def _extract_batch(value: object) -> int | str:
     if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise PydanticCustomError("invalid", 'must be "auto" or an integer >= 1, got {value}',
                                   {"value": repr(value)})
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _workers(value: object) -> int | str:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        return value  # type: ignore[return-value]
+        return value
     raise PydanticCustomError("not_accepted", 'is not accepted: give "auto" or a number of '
                               "worker processes (0: load in the main process)")
 
 
 def _on_device(value: object) -> bool | str:
     if value == "auto" or isinstance(value, bool):
-        return value  # type: ignore[return-value]
+        return value
     raise _refused(value, ("auto", True, False), '"auto", true, false')
 
 

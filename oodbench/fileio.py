@@ -245,9 +245,9 @@ class StagedFolder:
 
     def commit(self) -> Path:
         """Carry the kept files over, then swap the staging folder in; returns ``target``."""
-        old = self.target if self.target.is_dir() else None
-        for path in sorted(old.rglob("*")) if old else ():
-            rel = path.relative_to(old).as_posix()
+        old = self.target.is_dir()  # a previous result, swapped out below
+        for path in sorted(self.target.rglob("*")) if old else ():
+            rel = path.relative_to(self.target).as_posix()
             dest = self.staging / rel
             if path.is_file() and self.keep(rel) and not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +256,7 @@ class StagedFolder:
                 except OSError:
                     shutil.copy2(path, dest)
         if old:
-            os.rename(old, self.previous)
+            os.rename(self.target, self.previous)
         os.rename(self.staging, self.target)
         _fsync_dir(self.target.parent)
         if old:

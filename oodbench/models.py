@@ -87,10 +87,10 @@ def feature_size(name: str, num_classes: int, in_channels: int,
     is reported where it is built for use)."""
     if is_reference(name) and not name.startswith(("timm:", "torchvision:")):
         return None
+    kwargs: dict[str, Any] = {"widths": widths} if widths else {}
     try:
         with torch.device("meta"):
-            model = create_model(name, num_classes, in_channels,
-                                 **({"widths": widths} if widths else {}))
+            model = create_model(name, num_classes, in_channels, **kwargs)
     except (ConfigError, ValueError, TypeError):
         return None
     return int(model.fc.in_features)

@@ -109,7 +109,8 @@ class CrossEntropy(Objective):
 
     label = "CE"
 
-    def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
+    def __call__(self, fmap: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                 head: nn.Linear, epoch: float) -> tuple[torch.Tensor, dict[str, Stat]]:
         loss = F.cross_entropy(logits, labels)
         return loss, {"ce": loss.detach()}
 
@@ -130,7 +131,8 @@ class LogitNorm(Objective):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
-    def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
+    def __call__(self, fmap: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                 head: nn.Linear, epoch: float) -> tuple[torch.Tensor, dict[str, Stat]]:
         norms = logits.norm(p=2, dim=1, keepdim=True) + 1e-7
         loss = F.cross_entropy(logits / (norms * self.temperature), labels)
         return loss, {"ce": loss.detach()}
@@ -242,7 +244,8 @@ class BackgroundNorm(Objective):
             term = bg.mean() / (fg.mean() + 1e-6) if fg.numel() else bg.mean() * 0.0
         return term, bg.mean().detach()
 
-    def __call__(self, fmap, logits, labels, head, epoch):  # type: ignore[override]
+    def __call__(self, fmap: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                 head: nn.Linear, epoch: float) -> tuple[torch.Tensor, dict[str, Stat]]:
         ce = F.cross_entropy(logits, labels)
         lam = self.weight(epoch)
         term, bg_norm = self.background_term(fmap, labels, head)
@@ -250,7 +253,8 @@ class BackgroundNorm(Objective):
         return loss, {"ce": ce.detach(), "bg": bg_norm}
 
     @classmethod
-    def diagnostics(cls, fmap, labels, head):  # type: ignore[override]
+    def diagnostics(cls, fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear
+                    ) -> dict[str, tuple[Stat, Stat]]:
         """Feature norms at background (the lowest-half CAM of the true class) and foreground
         locations of the last feature map, whatever objective trained the model."""
         mask = background_mask(fmap, labels, head, "cam-quantile", 0.5)

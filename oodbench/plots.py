@@ -136,12 +136,13 @@ def _hist_panel(
     def label(name: str, values: np.ndarray) -> str:
         return f"{name}: mean {values.mean():.2f}" if means else name
 
-    ax.hist(sets[""], bins=bins, density=True, histtype="stepfilled", color=ID_COLOR,
+    edges = bins.tolist()  # matplotlib's stubs take a sequence of floats, not an array
+    ax.hist(sets[""], bins=edges, density=True, histtype="stepfilled", color=ID_COLOR,
             alpha=0.3, label=label("ID test", sets[""]))
     colors = _colors(ood)
     for name in ood:
         if name in sets:
-            ax.hist(sets[name], bins=bins, density=True, histtype="step", linewidth=1.4,
+            ax.hist(sets[name], bins=edges, density=True, histtype="step", linewidth=1.4,
                     color=colors[name], label=label(_set_label(name, ood), sets[name]))
     ax.set_xlim(bins[0], bins[-1])
     ax.set_xlabel(xlabel)

@@ -67,7 +67,7 @@ def origin(obj: object) -> str:
 def _path_key() -> tuple[tuple[str, int | None], ...]:
     """``sys.path`` with each entry's modification time: it changes when a package is
     installed or a path is added, which is when entry points must be read again."""
-    key = []
+    key: list[tuple[str, int | None]] = []
     for entry in sys.path:
         try:
             key.append((entry, os.stat(entry or ".").st_mtime_ns))
@@ -76,12 +76,19 @@ def _path_key() -> tuple[tuple[str, int | None], ...]:
     return tuple(key)
 
 
+def _init_of(cls: type[object]) -> Callable[..., None]:
+    """``cls.__init__``, read off the class (as mypy wants it: not off a value of type
+    ``type``, whose ``__init__`` an instance could override)."""
+    return cls.__init__
+
+
 def signature_params(factory: Callable[..., Any]) -> list[inspect.Parameter]:
     """Keyword parameters of a class constructor (without ``self``) or of a function."""
     if isinstance(factory, type):
-        if factory.__init__ is object.__init__:
+        init = _init_of(factory)
+        if init is object.__init__:
             return []
-        return list(inspect.signature(factory.__init__).parameters.values())[1:]
+        return list(inspect.signature(init).parameters.values())[1:]
     return list(inspect.signature(factory).parameters.values())
 
 
@@ -263,7 +270,7 @@ class Registry(Generic[T]):
         """The declared types of ``name``'s user parameters, by name (resolved type hints);
         a parameter without one, or whose hint does not resolve, is left out."""
         factory = self.get(name)
-        target = factory.__init__ if isinstance(factory, type) else factory
+        target = _init_of(factory) if isinstance(factory, type) else factory
         try:
             hints = get_type_hints(target, include_extras=True)
         except Exception:  # a hint naming what only a type checker imports, a typo

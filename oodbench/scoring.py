@@ -372,7 +372,8 @@ def register_scorer(name: str) -> Callable[[type[S]], type[S]]:
 
     def decorate(cls: type[S]) -> type[S]:
         SCORERS.check(name, cls, Scorer)
-        return SCORERS.register(name)(cls)
+        SCORERS.register(name)(cls)
+        return cls
 
     return decorate
 
@@ -410,7 +411,7 @@ def _fingerprint(tensor: torch.Tensor) -> tuple[Any, ...]:
     pass at memory speed, about 3 GB/s; no copy of a contiguous CPU tensor)."""
     data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
     return (tensor.dtype, tuple(tensor.shape), tensor.stride(), tensor.storage_offset(),
-            tensor.data_ptr(), zlib.crc32(data))
+            tensor.data_ptr(), zlib.crc32(data.data))
 
 
 class _Shared:

@@ -161,13 +161,15 @@ class Catalogued(DatasetDef):
                 reasons.append(f"unreadable: {exc}")
                 errors.append((source, found.where, exc))
                 continue
-            for skipped, where, exc in errors:
-                warnings.warn(f"{name}: skipping {skipped.label()} {where}: {exc}", stacklevel=6)
+            for skipped, where, error in errors:
+                warnings.warn(f"{name}: skipping {skipped.label()} {where}: {error}",
+                              stacklevel=6)
             return loaded
         if errors:
-            exc = errors[0][2]
-            hint = exc.hint if isinstance(exc, DataError) else ""
-            raise DataError(f"dataset {name!r} (split {split!r}): {getattr(exc, 'message', exc)}"
+            first = errors[0][2]
+            hint = first.hint if isinstance(first, DataError) else ""
+            raise DataError(f"dataset {name!r} (split {split!r}): "
+                            f"{getattr(first, 'message', first)}"
                             + (f" ({len(errors) - 1} more source(s) unreadable too)"
                                if len(errors) > 1 else ""),
                             hint or "replace or re-download that file")
@@ -378,7 +380,7 @@ _CATALOGUE: dict[str, DatasetDef] = {
         (RootSource(_openood_id("imagenet", "imagenet", LARGESCALE)),
          RootSource(Folder(("imagenet/{split}",), splits=("train", "val"))),),
         ("ImageNet-1K (ILSVRC-2012) by OpenOOD v1.5's image lists, or class folders "
-         "imagenet/{train,val}/<wnid>/ (torchvision's ImageFolder layout)"),
+         "imagenet/{train,val}/<wnid>/ (torchvision's ImageFolder layout)",),
     ),
     "cifar10-gray": GreyView("cifar10"),
     "tin-gray": GreyView("tin"),

@@ -12,6 +12,7 @@ NaN and infinite pixels (counted per set), which no cast could turn into a pixel
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Sized
 from typing import Any
 
 import numpy as np
@@ -87,10 +88,14 @@ def as_image_array(data: Any, name: str, split: str = "test") -> ImageSet:
     elif isinstance(data, DataLoader | Dataset):
         batched = isinstance(data, DataLoader)
         parts, label_parts = [], []
-        sized = not batched and not isinstance(data, IterableDataset) and hasattr(data,
-                                                                                 "__len__")
-        # a map-style Dataset by its length: iterating it stops only at an IndexError
-        for i, item in enumerate((data[j] for j in range(len(data))) if sized else data):
+        items: Iterator[Any]
+        if isinstance(data, Dataset) and not isinstance(data, IterableDataset) \
+                and isinstance(data, Sized):
+            # a map-style Dataset by its length: iterating it stops only at an IndexError
+            items = (data[j] for j in range(len(data)))
+        else:
+            items = iter(data)
+        for i, item in enumerate(items):
             x, y = _split(item)
             image = _image(x, f"{where}, item {i}", notes, batched, nonfinite)
             parts.append(image if batched else image[None])

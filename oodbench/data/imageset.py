@@ -25,9 +25,9 @@ import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import Field, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -50,8 +50,10 @@ def loader_workers(setting: int | str = "auto") -> int:
 
 
 class ImageSet(ABC):
-    """A loaded split of a dataset (see the module docstring)."""
+    """A loaded split of a dataset (see the module docstring). Every kind is a frozen
+    dataclass: a set is renamed or cut with ``dataclasses.replace``."""
 
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # so, of each subclass
     name: str
     split: str
     source: str
@@ -126,7 +128,8 @@ class ImageArray(ImageSet):
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        _, height, width, channels = self.images.shape
+        return height, width, channels
 
     def subset(self, index: np.ndarray, split: str) -> ImageArray:
         return replace(self, images=self.images[index], labels=self.labels[index], split=split)
@@ -298,8 +301,8 @@ class ImageFiles(ImageSet):
 def describe(arr: ImageSet) -> dict[str, Any]:
     """Size, shape (``None``: sizes vary) and source of a set (and, for files, what decoding
     did to them so far), for manifests."""
-    info = {"n": len(arr), "shape": list(arr.shape) if arr.shape else None,
-            "source": arr.source}
+    info: dict[str, Any] = {"n": len(arr), "shape": list(arr.shape) if arr.shape else None,
+                            "source": arr.source}
     if isinstance(arr, ImageFiles):
         info["decoded"] = list(arr.conversions())
     return info
