@@ -364,6 +364,8 @@ class _Raises(type):
     validator would come out as a pydantic error again."""
 
     def __call__(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        # cls is annotated as the table class it is (for the return type), so mypy sees
+        # neither type.__call__ (misc) nor the dataclass's fields (attr-defined)
         try:
             return super().__call__(*args, **kwargs)  # type: ignore[misc]
         except ValidationError as e:
@@ -380,6 +382,7 @@ class _Table(metaclass=_Raises):
     def _known_keys(cls, data: Any) -> Any:
         keys = data.kwargs if isinstance(data, ArgsKwargs) else data
         if isinstance(keys, dict):
+            # a pydantic dataclass's fields, set by its decorator (unknown to mypy)
             fields: dict[str, FieldInfo] = cls.__pydantic_fields__  # type: ignore[attr-defined]
             accepted = [f.alias or name for name, f in fields.items()]
             for key in keys:
@@ -783,7 +786,7 @@ def _benchmark(name: str, raw: dict[str, Any], source: str, folder: Path) -> Ben
         check_benchmark_name(name)
     except ConfigError as e:
         raise _at(source, ("benchmarks",), e.message, e.hint) from None
-    fields = Benchmark.__pydantic_fields__  # type: ignore[attr-defined]
+    fields = Benchmark.__pydantic_fields__  # type: ignore[attr-defined]  # set by pydantic
     keys = [f.alias or k for k, f in fields.items() if k not in _SET_BY_LOADER] + [*_FILE_ONLY]
     for key in raw:
         if key not in keys:

@@ -133,7 +133,7 @@ class Registry(Generic[T]):
                     f"{self.kind} name {name!r} is already registered by {origin(old)}; "
                     f"cannot register {origin(factory)} under the same name"
                 )
-            factory.name = name  # type: ignore[attr-defined]
+            factory.name = name  # type: ignore[attr-defined]  # any factory gets its name
             self._items[name] = factory
             return factory
 
@@ -150,6 +150,7 @@ class Registry(Generic[T]):
         if base is not None and not (isinstance(factory, type) and issubclass(factory, base)):
             raise RegistrationError(f"{what} must subclass {base.__name__}")
         if inspect.isabstract(factory):
+            # an abstract class (isabstract), though typed as any callable here
             missing = ", ".join(sorted(factory.__abstractmethods__))  # type: ignore[attr-defined]
             raise RegistrationError(f"{what} does not implement {missing}")
         role = "constructor parameter" if isinstance(factory, type) else "parameter"

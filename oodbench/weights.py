@@ -137,6 +137,7 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
 def _read_meta(text: object, path: Path) -> dict[str, Any]:
     """The checkpoint's metadata, a JSON object."""
     try:
+        # any stored object: json refuses a non-string with the TypeError caught below
         meta = json.loads(text or "{}")  # type: ignore[arg-type]
     except (TypeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: its metadata is not JSON ({e})",

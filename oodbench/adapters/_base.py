@@ -123,6 +123,8 @@ class WrappedAdapter(ModelAdapter):
                 "adapters need the linear classifier head: restore it, or name another "
                 "module with <head_layer=NAME> for the generic adapter")
 
+    # a property where the contract declares an attribute (mypy's override); get_submodule
+    # types a Module, and __init__ checked this one is an nn.Linear (return-value)
     @property
     def fc(self) -> nn.Linear:  # type: ignore[override]
         """The model's linear head."""

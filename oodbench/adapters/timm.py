@@ -79,7 +79,7 @@ class TimmAdapter(ModelAdapter):
                         for a in ("forward_features", "forward_head", "get_classifier"))
                 and isinstance(getattr(model, "pretrained_cfg", None), dict))
 
-    @property
+    @property  # where the contract declares an attribute (mypy's override)
     def fc(self) -> nn.Linear:  # type: ignore[override]
         """The model's ``get_classifier()``."""
         return self.model.get_classifier()

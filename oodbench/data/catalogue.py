@@ -433,6 +433,7 @@ def register_dataset(
     def deco(factory: F) -> F:
         DATASETS.check(name, factory)
         DATASETS.register(name)(factory)
+        # what the catalogue reads off a user's factory, set on it (unknown to its type)
         factory.splits = tuple(splits)  # type: ignore[attr-defined]
         factory.status = status  # type: ignore[attr-defined]
         return factory

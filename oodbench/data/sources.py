@@ -197,9 +197,9 @@ class Folder(Layout):
 
     def pattern(self, split: str) -> str:
         names = [n.format(split=split) for n in self.names]
-        names = names[0] if len(names) == 1 else "{" + ",".join(names) + "}"  # type: ignore
+        shown = names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
         resized = f", resized and centre-cropped to {self.size}x{self.size}" if self.size else ""
-        return f"{names}/ (image folder{resized})"
+        return f"{shown}/ (image folder{resized})"
 
     def find(self, base: Path, split: str, quick: bool = False) -> Found:
         reasons = []
