@@ -22,18 +22,20 @@ from oodbench.modelref import is_reference, load_model
 from oodbench.registry import Registry
 from oodbench.weights import load_into, read_weights
 
-MODELS: Registry[Callable[..., OODNet]] = Registry("model", fixed=("num_classes", "in_channels"))
+MODELS: Registry[Callable[..., ModelAdapter]] = Registry(
+    "model", fixed=("num_classes", "in_channels"))
 register_model = MODELS.register
 list_models = MODELS.names
 
 
 def create_model(name: str, num_classes: int, in_channels: int, *,
                  weights: Path | str | None = None, **kwargs: Any) -> ModelAdapter:
-    """Build a registered model, ``fn(num_classes, in_channels, **kwargs) -> OODNet``, or the
-    model a reference names (``timm:NAME``, ``torchvision:NAME``, ``FILE.py:FACTORY``; see
-    :mod:`oodbench.modelref`) as its adapter (which sets its input channels: a grey benchmark
-    is copied to RGB for an RGB model); random-initialised, or with ``weights`` (a
-    ``.safetensors`` or ``.pt`` state_dict of the model, not of its adapter) loaded."""
+    """Build a registered model, ``fn(num_classes, in_channels, **kwargs) -> ModelAdapter``
+    (oodbench's own nets are an :class:`OODNet`), or the model a reference names
+    (``timm:NAME``, ``torchvision:NAME``, ``FILE.py:FACTORY``; see :mod:`oodbench.modelref`)
+    as its adapter (which sets its input channels: a grey benchmark is copied to RGB for an
+    RGB model); random-initialised, or with ``weights`` (a ``.safetensors`` or ``.pt``
+    state_dict of the model, not of its adapter) loaded."""
     if is_reference(name):
         if kwargs:
             raise ConfigError(f"model {name!r} takes no {', '.join(kwargs)}",
@@ -50,7 +52,8 @@ def _described(name: str, kwargs: dict[str, Any]) -> str:
     return f"model {name!r}" + (f" with {given}" if given else "")
 
 
-def _build(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]) -> OODNet:
+def _build(name: str, num_classes: int, in_channels: int, kwargs: dict[str, Any]
+           ) -> ModelAdapter:
     """The registered model ``name``, refused before it allocates when its parameters and
     buffers alone exceed this machine's memory (counted on the meta device), and when the
     allocator refuses them."""
