@@ -168,7 +168,8 @@ class RayExecutor(Executor):
                  f"<address={given}>" if given == self.address else f"RAY_ADDRESS={env}")
         try:  # ray:// is Ray Client's server; any other address is the GCS's
             target = (given.split("://", 1)[1] if given is not None and "://" in given else
-                      canonicalize_bootstrap_address(given))
+                      # ray documents None (the cluster last started); its annotation says str
+                      canonicalize_bootstrap_address(given))  # type: ignore[arg-type]
         except (ConnectionError, ValueError) as e:
             raise self._unreachable(named, e) from None
         host, _, port = (target or "").rpartition(":")

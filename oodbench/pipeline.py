@@ -43,6 +43,7 @@ from oodbench.metrics import COLUMNS
 from oodbench.objectives import get_objective
 from oodbench.oodsets import OODSets
 from oodbench.progress import console
+from oodbench.registry import qualified
 from oodbench.report import ablation_table, print_summary
 from oodbench.splits import IDSplits, given_splits, load_id_splits
 from oodbench.train import Trainer
@@ -219,8 +220,7 @@ def evaluate(
                    runs_option="cache_dir" if cache_dir is not None else "out_dir") as stage:
         return write_model_results(ctx, score_model(ctx, net, digest, name, 0), name, stage,
                                    started, given, quiet,
-                                   model={"class": f"{type(model).__module__}."
-                                          f"{type(model).__qualname__}",
+                                   model={"class": qualified(type(model)),
                                           "adapter": type(net).__name__,
                                           "weights_sha256": digest})
 
