@@ -39,9 +39,10 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from oodbench.check import load_benchmark
-from oodbench.checkpoint import file_hash, load_checkpoint
+from oodbench.checkpoint import load_checkpoint
 from oodbench.data import ImageArray, Preprocess
 from oodbench.extract import FeatureCache
+from oodbench.fileio import file_hash
 from oodbench.metrics import auroc
 from oodbench.oodsets import load_ood_sets
 from oodbench.scoring import Features, Head, create_scorer, fit_and_score

@@ -427,7 +427,7 @@ def data_check(check: Check) -> Callable[[Step], None]:
 
 def _metas(check: Check, bench: str) -> dict[str, dict[str, Any]]:
     """Every checkpoint's meta of ``bench`` under the runs folder, by training."""
-    from oodbench.checkpoint import read_checkpoint
+    from oodbench.weights import read_checkpoint
 
     return {meta["training"]: meta for meta in
             (read_checkpoint(p)[1] for p in sorted((check.runs / bench).glob("*.pt")))}

@@ -16,12 +16,11 @@ import torch
 
 from oodbench.adapters import ModelAdapter
 from oodbench.errors import CheckpointError
-from oodbench.fileio import atomic_write_bytes, file_hash
+from oodbench.fileio import atomic_write_bytes
 from oodbench.models import create_model
-from oodbench.weights import first_non_finite, load_into, read_checkpoint
+from oodbench.weights import load_into, read_checkpoint
 
-__all__ = ["SUMMARY_KEYS", "CheckpointError", "file_hash", "first_non_finite", "load_checkpoint",
-           "load_into", "read_checkpoint", "save_checkpoint"]
+__all__ = ["SUMMARY_KEYS", "load_checkpoint", "save_checkpoint"]
 
 # the metadata an oodbench checkpoint carries (written by oodbench.train): the model
 # ("arch", "widths", "num_classes", "in_channels", "image_size"), its data ("benchmark",

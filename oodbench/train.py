@@ -32,13 +32,7 @@ from torch.nn import functional as F
 from oodbench import compat, distributed
 from oodbench.adapters import ModelAdapter, input_preprocess
 from oodbench.check import override
-from oodbench.checkpoint import (
-    file_hash,
-    first_non_finite,
-    load_into,
-    read_checkpoint,
-    save_checkpoint,
-)
+from oodbench.checkpoint import save_checkpoint
 from oodbench.config import (
     DATA_ROOT_TOKEN,
     INIT_MODEL,
@@ -49,7 +43,7 @@ from oodbench.config import (
 from oodbench.data import ImageArray, ImageSet, Preprocess, resolve_data_root
 from oodbench.device import resolve_device
 from oodbench.errors import ConfigError, TrainingError
-from oodbench.fileio import Owned, check_disjoint, check_writable, inside
+from oodbench.fileio import Owned, check_disjoint, check_writable, file_hash, inside
 from oodbench.layout import CONTIGUOUS, MemoryFormat, model_format
 from oodbench.models import create_model
 from oodbench.objectives import Objective, Stat, create_objective, get_objective
@@ -57,6 +51,7 @@ from oodbench.progress import ProgressCallback, console, make_progress, no_progr
 from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits, load_id_splits
 from oodbench.threads import job_threads
+from oodbench.weights import first_non_finite, load_into, read_checkpoint
 
 
 def to_tensor(preprocess: Preprocess, images: np.ndarray, chunk: int = 4096) -> torch.Tensor:

@@ -7,16 +7,13 @@ import pytest
 import torch
 
 from oodbench.check import load_benchmark, load_config
-from oodbench.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from oodbench.checkpoint import load_checkpoint, save_checkpoint
 from oodbench.cli import OPTIONS
+from oodbench.errors import CheckpointError
 from oodbench.modelref import load_model
 from oodbench.models import create_model
 from oodbench.train import training_key
+from oodbench.weights import read_checkpoint
 from tests.reference import evaluation as reference
 
 

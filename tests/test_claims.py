@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from oodbench import lock
-from oodbench.checkpoint import file_hash
+from oodbench.fileio import file_hash
 from oodbench.lock import claim, claim_path
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from oodbench import distributed
 from oodbench.check import load_benchmark
-from oodbench.checkpoint import load_checkpoint, read_checkpoint
+from oodbench.checkpoint import load_checkpoint
 from oodbench.cli import main
 from oodbench.config import TrainSpec
 from oodbench.data import Preprocess
@@ -27,6 +27,7 @@ from oodbench.models import create_model
 from oodbench.objectives import Objective
 from oodbench.progress import console, quiet_console
 from oodbench.train import InMemory, Trainer, fit, to_tensor, training_key
+from oodbench.weights import read_checkpoint
 from tests.conftest import pattern_images
 
 REPO = Path(__file__).resolve().parent.parent

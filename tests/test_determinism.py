@@ -17,9 +17,9 @@ import torch
 from conftest import random_images, write_npz
 
 from oodbench.check import load_benchmark
-from oodbench.checkpoint import file_hash
 from oodbench.data import load_dataset
 from oodbench.device import resolve_device
+from oodbench.fileio import file_hash
 from oodbench.layout import model_format
 from oodbench.matrix import run_benchmark
 from oodbench.scoring import list_scorers

@@ -12,9 +12,10 @@ from sklearn.metrics import roc_auc_score
 
 from oodbench import scoring
 from oodbench.check import load_benchmark
-from oodbench.checkpoint import load_checkpoint, read_checkpoint
+from oodbench.checkpoint import load_checkpoint
 from oodbench.cli import main
 from oodbench.train import Trainer
+from oodbench.weights import read_checkpoint
 
 
 def _run(tb: SimpleNamespace, *extra: str) -> int:

@@ -14,7 +14,6 @@ import torch
 from rich.console import Console
 
 from oodbench.check import load_benchmark
-from oodbench.checkpoint import read_checkpoint
 from oodbench.config import TrainSpec
 from oodbench.errors import TrainingError
 from oodbench.models import create_model
@@ -28,6 +27,7 @@ from oodbench.train import (
     fit,
     train_fields,
 )
+from oodbench.weights import read_checkpoint
 from tests.conftest import TINY_CONFIG
 
 EXTRA = """
