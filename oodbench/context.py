@@ -29,14 +29,13 @@ from oodbench.train import Trainer
 class RunOptions:
     """The options of a command that say where to read and write, as the API's keyword
     arguments of the same names: where checkpoints and caches go (``runs_dir``), where
-    datasets are (``data_root``, default ``$OODBENCH_DATA``), the device (default: the
-    benchmark's), extra OOD sets (name -> image folder or ``.npz``), whether torchvision may
-    download, and whether to print the summary tables. Plain data: it travels to workers
-    inside :class:`oodbench.jobs.Work`."""
+    datasets are (``data_root``, default ``$OODBENCH_DATA``), extra OOD sets (name -> image
+    folder or ``.npz``), whether torchvision may download, and whether to print the summary
+    tables. The device is the benchmark's own field (overridden by the command's ``device``).
+    Plain data: it travels to workers inside :class:`oodbench.jobs.Work`."""
 
     runs_dir: Path | str = "runs"
     data_root: Path | str | None = None
-    device: str | None = None
     extra_ood: Mapping[str, Path | str] = field(default_factory=dict)
     download: bool = False
     quiet: bool = False

@@ -128,12 +128,12 @@ def _reported(out: Path, folders: list[str]) -> bool:
 
 
 def _prepare(bench: Benchmark, seeds: int | None, out_dir: Path | str,
-             scorers: list[str] | str | None,
+             scorers: list[str] | str | None, device: str | None,
              opts: RunOptions) -> tuple[Benchmark, Path]:
     """The benchmark with the command's overrides and the results folder, which must not
     overlap the runs folder, the data root or the inputs
     (:func:`~oodbench.context.check_folders`); both folders must be writable."""
-    bench = override(bench, scorers=scorers, seeds=seeds, device=opts.device)
+    bench = override(bench, scorers=scorers, seeds=seeds, device=device)
     out = inside(out_dir, check_name(bench.name, "benchmark name"))
     runs = inside(opts.runs_dir, bench.name)
     check_folders(bench, opts, "out_dir", out_dir, out, runs)
@@ -157,8 +157,8 @@ def plan_benchmark(
     """The job graph :func:`run_benchmark` would run (the same arguments), with each job's
     done status; runs nothing and writes nothing (it loads the datasets, whose content
     hashes key the evals)."""
-    opts = RunOptions(runs_dir, data_root, device, dict(extra_ood or {}), download)
-    bench, out = _prepare(bench, seeds, out_dir, scorers, opts)
+    opts = RunOptions(runs_dir, data_root, dict(extra_ood or {}), download)
+    bench, out = _prepare(bench, seeds, out_dir, scorers, device, opts)
     return plan(Workspace(_work(bench, opts, remote=False)), out)
 
 
@@ -188,8 +188,8 @@ def run_benchmark(
     """
     exe = create_executor(executor, address, connect_timeout)
     given = bench
-    opts = RunOptions(runs_dir, data_root, device, dict(extra_ood or {}), download, quiet)
-    bench, out = _prepare(bench, seeds, out_dir, scorers, opts)
+    opts = RunOptions(runs_dir, data_root, dict(extra_ood or {}), download, quiet)
+    bench, out = _prepare(bench, seeds, out_dir, scorers, device, opts)
     started = Started()
     work = _work(bench, opts, exe.remote)
     with exclusive(out, inside(runs_dir, bench.name), ablation_file) as stage:

@@ -85,7 +85,7 @@ def evaluate_checkpoint(
     (:func:`eval_folder`), whole. ``scorers`` and ``device`` override the benchmark's; the
     other options are :class:`~oodbench.context.RunOptions`'.
     """
-    opts = RunOptions(runs_dir, data_root, device, dict(extra_ood or {}), download, quiet)
+    opts = RunOptions(runs_dir, data_root, dict(extra_ood or {}), download, quiet)
     given, bench = bench, override(bench, scorers=scorers, device=device)
     out = eval_folder(out_dir, Path(path).stem, "checkpoint file name")
     runs = inside(runs_dir, bench.name)
@@ -189,7 +189,7 @@ def evaluate(
     :class:`~oodbench.context.RunOptions`'.
     """
     started = Started()
-    opts = RunOptions(data_root=data_root, device=device, extra_ood=dict(extra_ood or {}),
+    opts = RunOptions(data_root=data_root, extra_ood=dict(extra_ood or {}),
                       download=download, quiet=quiet)
     if out_dir is not None:
         check_writable(Path(out_dir), "out_dir")
@@ -256,7 +256,7 @@ def ablate_benchmark(
     ``device`` override the benchmark's; the other options are
     :class:`~oodbench.context.RunOptions`'.
     """
-    opts = RunOptions(runs_dir, data_root, device, {}, download, quiet)
+    opts = RunOptions(runs_dir, data_root, {}, download, quiet)
     given, bench = bench, override(bench, scorers=list(bench.ablate_scorers or bench.scorers),
                                    seeds=seeds or 1, device=device)
     if not bench.val_ood:
