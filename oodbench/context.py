@@ -53,10 +53,14 @@ class EvalContext:
     cache: FeatureCache
     device: torch.device
     val_ood: OODSets = field(default_factory=OODSets)
-    preprocess: Preprocess | None = None  # default: the splits' own
+    model_input: Preprocess | None = None  # the model's input, where not the splits' own
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The model's input preprocessing: :attr:`model_input`, else the splits' own."""
+        return self.model_input or self.splits.preprocess
 
     def __post_init__(self) -> None:
-        self.preprocess = self.preprocess or self.splits.preprocess
         tuned = [n for n in self.bench.scorers if n in self.bench.scorer_grids]
         if tuned and (not self.val_ood.sets or not len(self.splits.val.labels)):
             raise ConfigError(
@@ -126,7 +130,7 @@ def context(bench: Benchmark, opts: RunOptions, splits: IDSplits, cache_dir: Pat
     if val_side:
         val_side_splits = IDSplits.fixed(splits.train, splits.val, splits.val, splits.preprocess)
         return EvalContext(bench, val_side_splits, load_val_ood(bench, data_root, opts.download),
-                           cache, device, preprocess=preprocess)
+                           cache, device, model_input=preprocess)
     if ood is None:
         ood = load_ood_sets(bench, data_root, opts.extra_ood, opts.download)
     val_ood = load_val_ood(bench, data_root, opts.download) if bench.scorer_grids else OODSets()

@@ -70,7 +70,6 @@ class _Checkpoint:
     def __init__(self, ctx: EvalContext, model: ModelAdapter, ckpt_hash: str,
                  progress: ProgressCallback) -> None:
         self.ctx, self.model, self.ckpt_hash, self.progress = ctx, model, ckpt_hash, progress
-        assert ctx.preprocess is not None  # EvalContext sets it: the splits' own by default
         self.preprocess = ctx.preprocess
 
     def features(self, arr: ImageSet, map_scorer: MapScorer | None = None) -> Features:

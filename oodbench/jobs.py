@@ -184,7 +184,6 @@ def eval_key(ws: Workspace, digest: str, training: str, seed: int) -> str:
     code."""
     ctx = ws.ctx
     bench, cache = ctx.bench, ctx.cache
-    assert ctx.preprocess is not None
     data = {
         "checkpoint": digest, "benchmark": bench.name, "training": training, "seed": seed,
         "scorers": list(bench.scorers), "scorer_params": bench.scorer_params,
