@@ -1,4 +1,6 @@
-"""Training objectives by name: ``ce``, ``bgnorm`` and ``logitnorm``, in a small registry.
+"""Training objectives by name, in a small registry: ``ce``, ``bgnorm`` (ours) and the
+published training-time methods it is compared with, ``logitnorm``, ``ssod``, ``t2fnorm`` and
+``regmixup``.
 
 An objective sees one batch's feature map, logits, labels and the linear head, and returns
 the loss plus a dict of its per-step stats (the progress line shows them and the checkpoint
@@ -6,7 +8,10 @@ records their last-epoch means): detached 0-d tensors, which the trainer sums wh
 and reads every few steps, or floats. It names itself in tables (``label``) and may
 measure end-of-training diagnostics on the ID test set (``diagnostics``, ``DIAGNOSTICS``): the
 trainer computes those of every objective of a benchmark for each of its checkpoints, so a CE
-checkpoint carries the background norm that BG-norm lowers, for comparison.
+checkpoint carries the background norm that BG-norm lowers, for comparison. An objective that
+needs more than one forward pass's outputs overrides :meth:`Objective.step` (RegMixup's second,
+mixed batch; T2FNorm's penultimate features), and one with trainable parts of its own (SSOD's
+OOD head) returns them from :meth:`Objective.extra_modules`.
 
 BG-norm is **our reconstruction** of "Local Background Features Matter in Out-of-Distribution
 Detection" (arXiv 2510.12259) from its abstract and from its predecessor (Pei et al., ICLR 2024,
@@ -32,8 +37,10 @@ max(0, ||f|| - margin). lambda_t ramps linearly from 0 to ``lam`` between epochs
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -43,6 +50,8 @@ from oodbench.registry import Registry, signature_params
 # a per-step stat or a diagnostic's part: a detached 0-d tensor (read later, with the others,
 # in one host transfer) or a number
 Stat = torch.Tensor | float
+# the model's forward pass: images -> (last feature map, penultimate features, logits)
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def create_objective(name: str, **params: Any) -> Objective:
@@ -71,6 +80,28 @@ class Objective:
         epoch: float,
     ) -> tuple[torch.Tensor, dict[str, Stat]]:
         raise NotImplementedError
+
+    def step(
+        self,
+        forward: Forward,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        head: nn.Linear,
+        epoch: float,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, Stat], torch.Tensor]:
+        """One training step's (loss, stats, logits of ``images``): by default one forward pass
+        and :meth:`__call__` on it. ``generator`` (CPU) is the training's own stream of random
+        draws, for an objective that draws (RegMixup's mixing)."""
+        fmap, _, logits = forward(images)
+        loss, stats = self(fmap, logits.float(), labels, head, epoch)
+        return loss, stats, logits
+
+    def extra_modules(self, head: nn.Linear) -> list[nn.Module]:
+        """Trainable modules of the objective's own (none by default), created once before
+        training, after the model (so from the training's seed); they train with the model and
+        are not part of the checkpoint. ``head`` is the model's linear head."""
+        return []
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters and their values (what enters a checkpoint's key)."""
@@ -138,6 +169,18 @@ class LogitNorm(Objective):
         return loss, {"ce": loss.detach()}
 
 
+def local_target_prob(fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear) -> torch.Tensor:
+    """B x H x W: the probability the head's softmax on each location's feature f_hw gives the
+    image's class, ``softmax(W f_hw + b)[y]``, computed without gradient in float32."""
+    with torch.no_grad():
+        b, _, h, w = fmap.shape
+        flat = fmap.detach().float().flatten(2)  # B x C x HW
+        local = (torch.einsum("kc,bcl->blk", head.weight.detach().float(), flat)
+                 + head.bias.detach().float())
+        p_y = local.softmax(-1).gather(2, labels.view(b, 1, 1).expand(b, h * w, 1))
+    return p_y.view(b, h, w)
+
+
 def background_mask(
     fmap: torch.Tensor,
     labels: torch.Tensor,
@@ -163,9 +206,7 @@ def background_mask(
             idx = cam.argsort(dim=1, stable=True)[:, :n_bg]
             mask = torch.zeros_like(cam, dtype=torch.bool).scatter_(1, idx, True)
         elif select == "prob-threshold":
-            local = torch.einsum("kc,bcl->blk", weight, flat) + head.bias.detach().float()
-            p_y = local.softmax(-1).gather(2, labels.view(b, 1, 1).expand(b, h * w, 1))
-            mask = p_y.squeeze(2) < tau
+            mask = local_target_prob(fmap, labels, head) < tau
         else:
             raise ValueError(f"select must be 'cam-quantile' or 'prob-threshold', got {select!r}")
     return mask.view(b, h, w)
@@ -261,3 +302,150 @@ class BackgroundNorm(Objective):
         norms = fmap.float().norm(dim=1)
         return {"bg_norm": (norms[mask].sum(), mask.sum()),
                 "fg_norm": (norms[~mask].sum(), (~mask).sum())}
+
+
+@register_objective("ssod")
+class SelfSupervisedSampling(Objective):
+    """SSOD: CE plus a binary ID/OOD head trained on local features of ID images.
+
+    Pei et al., "Image Background Serves as Good Proxy for Out-of-distribution Data", ICLR
+    2024, arXiv:2307.00519 (BG-norm's predecessor). Each
+    location f_hw of the last feature map is classified by the model's head, without gradient;
+    with p_hw = softmax(W f_hw + b)[y], locations with p_hw >= ``threshold`` are ID samples and
+    those with p_hw <= 1 - ``threshold`` are OOD samples (the background) for a 2-way linear OOD
+    head g, which trains with the network:
+
+        L = CE(logits, y) + weight * (mean_{ID locations} CE(g(f_hw), 1)
+                                      + mean_{OOD locations} CE(g(f_hw), 0))
+
+    Each mean is over its own locations (the reference's "loss-wise balance"); a batch without
+    locations of a kind adds nothing for it. Defaults (threshold 0.99, weight 1, g initialised
+    N(0, 0.01) with zero bias) follow the authors' public reference implementation. Departures:
+    the training is oodbench's (SGD, its schedule, no label smoothing), and the OOD head is
+    used for training only: oodbench scores the trained network with the post-hoc scorers, not
+    with SSOD's own product of the classifier's confidence and g's P(ID).
+    """
+
+    label = "SSOD"
+
+    def __init__(self, threshold: float = 0.99, weight: float = 1.0) -> None:
+        if not 0.5 < threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0.5, 1), got {threshold}")
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise ValueError(f"weight must be finite and >= 0, got {weight}")
+        self.threshold, self.weight = threshold, weight
+        self._ood_head: nn.Linear | None = None
+
+    def extra_modules(self, head: nn.Linear) -> list[nn.Module]:
+        """The 2-way OOD head on the features (class 1: ID, class 0: OOD)."""
+        self._ood_head = nn.Linear(head.in_features, 2)
+        nn.init.normal_(self._ood_head.weight, 0.0, 0.01)
+        nn.init.zeros_(self._ood_head.bias)
+        return [self._ood_head]
+
+    def location_masks(self, fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ID, OOD) boolean B x H x W masks of the locations the OOD head trains on."""
+        p_y = local_target_prob(fmap, labels, head)
+        return p_y >= self.threshold, p_y <= 1.0 - self.threshold
+
+    def ood_term(self, fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear
+                 ) -> torch.Tensor:
+        """The OOD head's balanced cross-entropy on the selected locations."""
+        if self._ood_head is None:
+            raise RuntimeError("ssod: extra_modules() creates the OOD head before training")
+        is_id, is_ood = self.location_masks(fmap, labels, head)
+        # B x H x W x 2 log-probabilities; masked means, so the device is never read
+        logp = self._ood_head(fmap.permute(0, 2, 3, 1).float()).log_softmax(-1)
+        term = fmap.new_zeros((), dtype=torch.float32)
+        for mask, target in ((is_id, 1), (is_ood, 0)):
+            weight = mask.float()
+            term = term - (logp[..., target] * weight).sum() / weight.sum().clamp_min(1.0)
+        return term
+
+    def __call__(self, fmap: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                 head: nn.Linear, epoch: float) -> tuple[torch.Tensor, dict[str, Stat]]:
+        ce = F.cross_entropy(logits, labels)
+        term = self.ood_term(fmap, labels, head)
+        return ce + self.weight * term, {"ce": ce.detach(), "ood": term.detach()}
+
+
+@register_objective("t2fnorm")
+class T2FNorm(Objective):
+    """T2FNorm: CE on logits of L2-normalised penultimate features, scaled by 1 / tau.
+
+    L = CE(W (h / ||h||_2) / tau + b, y), h the penultimate features. Regmi et al., "T2FNorm:
+    Train-time Feature Normalization for OOD Detection in Image Classification", 2023,
+    arXiv:2305.17797; in OpenOOD v1.5.
+    At test time the network is used as it is (raw features, unnormalised), as in the paper and
+    OpenOOD. Default tau = 0.1, the paper's and OpenOOD's.
+    """
+
+    label = "T2FNorm"
+
+    def __init__(self, tau: float = 0.1) -> None:
+        if not (tau > 0 and math.isfinite(tau)):
+            raise ValueError(f"tau must be finite and > 0, got {tau}")
+        self.tau = tau
+
+    def loss(self, features: torch.Tensor, labels: torch.Tensor, head: nn.Linear
+             ) -> torch.Tensor:
+        """The T2FNorm loss of penultimate ``features``."""
+        normed = F.normalize(features.float(), dim=1) / self.tau
+        return F.cross_entropy(F.linear(normed, head.weight.float(), head.bias.float()), labels)
+
+    def step(self, forward: Forward, images: torch.Tensor, labels: torch.Tensor,
+             head: nn.Linear, epoch: float, generator: torch.Generator
+             ) -> tuple[torch.Tensor, dict[str, Stat], torch.Tensor]:
+        _, features, logits = forward(images)
+        loss = self.loss(features, labels, head)
+        return loss, {"ce": loss.detach()}, logits
+
+
+@register_objective("regmixup")
+class RegMixup(Objective):
+    """RegMixup: CE on the clean batch plus a mixup cross-entropy on a mixed copy of it.
+
+    L = CE(f(x), y) + eta * (lam * CE(f(x~), y) + (1 - lam) * CE(f(x~), y[perm])),
+    x~ = lam * x + (1 - lam) * x[perm], lam ~ Beta(alpha, alpha) once per batch, perm a random
+    permutation of the batch. Pinto et al., "Using Mixup as a Regularizer Can Surprisingly
+    Improve Accuracy and Out-of-Distribution Robustness", NeurIPS 2022,
+    arXiv:2206.14502; in OpenOOD v1.5. Defaults alpha = 20 (the paper's CIFAR-10 value) and
+    eta = 1. As in the authors' and OpenOOD's code, the clean and mixed images go through the
+    network as one batch (so batch norm sees both); their code averages the loss over that
+    double batch, which is this L / 2.
+    """
+
+    label = "RegMixup"
+
+    def __init__(self, alpha: float = 20.0, eta: float = 1.0) -> None:
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha must be finite and > 0, got {alpha}")
+        if not (eta >= 0 and math.isfinite(eta)):
+            raise ValueError(f"eta must be finite and >= 0, got {eta}")
+        self.alpha, self.eta = alpha, eta
+
+    def draw(self, n: int, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+        """(lam, perm) for a batch of ``n``, from the training's generator."""
+        perm = torch.randperm(n, generator=generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        return float(np.random.default_rng(seed).beta(self.alpha, self.alpha)), perm
+
+    def loss(self, clean: torch.Tensor, mixed: torch.Tensor, labels: torch.Tensor,
+             lam: float, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L, clean CE) from the logits of the clean and the mixed images."""
+        ce = F.cross_entropy(clean, labels)
+        mix = (lam * F.cross_entropy(mixed, labels)
+               + (1.0 - lam) * F.cross_entropy(mixed, labels[perm]))
+        return ce + self.eta * mix, ce
+
+    def step(self, forward: Forward, images: torch.Tensor, labels: torch.Tensor,
+             head: nn.Linear, epoch: float, generator: torch.Generator
+             ) -> tuple[torch.Tensor, dict[str, Stat], torch.Tensor]:
+        n = len(images)
+        lam, perm = self.draw(n, generator)
+        perm = perm.to(images.device)
+        mixed = lam * images + (1.0 - lam) * images[perm]
+        _, _, logits = forward(torch.cat([images, mixed]))
+        loss, ce = self.loss(logits[:n].float(), logits[n:].float(), labels, lam, perm)
+        return loss, {"ce": ce.detach(), "lam": lam}, logits[:n]

@@ -323,8 +323,8 @@ class _Loop:
         xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
         xb = self.layout.batch(xb)  # batches come channels-last
         with self.autocast:
-            fmap, _, logits = self.forward(xb)
-            loss, parts = self.objective(fmap, logits.float(), yb, self.model.fc, epoch)
+            loss, parts, logits = self.objective.step(self.forward, xb, yb, self.model.fc,
+                                                      epoch, self.gen)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -376,7 +376,13 @@ def fit(
     gen = torch.Generator().manual_seed(distributed.rank_seed(seed))
     layout = training_format(model, spec)
     model.to(device).to(memory_format=layout.torch)
-    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
+    extra = objective.extra_modules(model.fc)
+    if extra and distributed.world_size() > 1:
+        raise TrainingError(f"{desc}: objective {objective.name!r} trains modules of its own, "
+                            "which DistributedDataParallel does not synchronise",
+                            "train it with one process (no --nproc)")
+    params = [*model.parameters(), *(p for m in extra for p in m.to(device).parameters())]
+    opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
                           nesterov=True, weight_decay=spec.weight_decay)
     n = len(data)
     steps = n // spec.batch_size if n >= 2 * spec.batch_size else math.ceil(n / spec.batch_size)

@@ -17,7 +17,15 @@ from oodbench.check import load_benchmark
 from oodbench.config import TrainSpec
 from oodbench.errors import TrainingError
 from oodbench.models import create_model
-from oodbench.objectives import BackgroundNorm, CrossEntropy, Objective
+from oodbench.objectives import (
+    BackgroundNorm,
+    CrossEntropy,
+    LogitNorm,
+    Objective,
+    SelfSupervisedSampling,
+    T2FNorm,
+    create_objective,
+)
 from oodbench.progress import LoggingProgress
 from oodbench.train import (
     READ_EVERY,
@@ -111,17 +119,19 @@ READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "
          "__format__")
 
 
-class _Counted:
-    """An objective that counts its calls, one per step, and optionally makes the loss of
-    one step NaN."""
+class _Counted(Objective):
+    """An objective that counts its steps and optionally makes the loss of one step NaN."""
 
     def __init__(self, objective: Objective, nan_at: int | None = None) -> None:
         self.objective, self.nan_at, self.calls = objective, nan_at, 0
 
-    def __call__(self, *args: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    def step(self, *args: Any) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor]:
         self.calls += 1
-        loss, parts = self.objective(*args)
-        return (loss * math.nan if self.calls == self.nan_at else loss), parts
+        loss, parts, logits = self.objective.step(*args)
+        return (loss * math.nan if self.calls == self.nan_at else loss), parts, logits
+
+    def extra_modules(self, head: torch.nn.Linear) -> list[torch.nn.Module]:
+        return self.objective.extra_modules(head)
 
 
 def _data(n: int) -> InMemory:
@@ -129,7 +139,11 @@ def _data(n: int) -> InMemory:
     return InMemory(x, torch.arange(n) % 10)
 
 
-@pytest.mark.parametrize("objective", [CrossEntropy(), BackgroundNorm(warmup_start=0.0)])
+# RegMixup draws its mixing from the training's CPU generator each step (host reads that are
+# no device sync); every other built-in objective leaves the device alone between reads
+@pytest.mark.parametrize("objective", [
+    CrossEntropy(), BackgroundNorm(warmup_start=0.0), LogitNorm(), SelfSupervisedSampling(),
+    T2FNorm()], ids=lambda o: o.name)
 def test_fit_reads_the_device_every_read_every_steps_and_at_epoch_ends(
     objective: Objective, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,3 +210,24 @@ def test_relative_data_root_finds_the_same_checkpoint(
     monkeypatch.chdir(tiny_bench.root.parent)
     relative = Trainer(bench, tiny_bench.runs, Path(tiny_bench.root.name), "cpu")
     assert relative.find("ce", 0) == path
+
+
+@pytest.mark.parametrize("name", ["ssod", "regmixup", "t2fnorm"])
+def test_objectives_with_steps_or_modules_of_their_own_train(name: str) -> None:
+    objective = create_objective(name)
+    made: list[tuple[torch.nn.Module, torch.Tensor]] = []  # each module, its initial weight
+    extra = objective.extra_modules
+
+    def keep(head: torch.nn.Linear) -> list[torch.nn.Module]:
+        modules = extra(head)
+        made.extend((m, m.weight.detach().clone()) for m in modules)
+        return modules
+
+    objective.extra_modules = keep  # type: ignore[method-assign]
+    torch.manual_seed(0)
+    stats = fit(create_model("resnet8", 10, 1, widths=(4, 4, 8)), objective, _data(16 * 6),
+                TrainSpec(epochs=1, batch_size=16, lr=0.05), 0, torch.device("cpu"))
+    assert all(map(math.isfinite, stats.values())) and 0.0 <= stats["acc"] <= 1.0
+    assert len(made) == (name == "ssod")
+    for module, initial in made:  # SSOD's OOD head is in the optimiser
+        assert not torch.equal(module.weight, initial)
