@@ -1,7 +1,9 @@
-"""Checkpoints: a state_dict plus JSON metadata, written atomically, loaded with weights_only.
+"""Checkpoints: a state_dict plus JSON metadata, written atomically.
 
-File layout: ``NAME.pt`` holds ``{"state_dict": ..., "meta": "<json>"}``; ``NAME.json`` is a
-human-readable copy of the metadata. A plain state_dict (a user's own model) loads too, given
+File layout: ``NAME.safetensors`` holds the weights, with the metadata as JSON in its header
+(:data:`oodbench.weights.META_KEY`); ``NAME.json`` is a human-readable copy of the metadata.
+Checkpoints of older versions, ``NAME.pt`` holding ``{"state_dict": ..., "meta": "<json>"}``,
+load too (with ``weights_only``), and so does a plain state_dict (a user's own model), given
 the architecture and the number of classes.
 """
 
@@ -13,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save as safetensors_save
 
 from oodbench.adapters import ModelAdapter
 from oodbench.errors import CheckpointError
 from oodbench.fileio import atomic_write_bytes
 from oodbench.models import create_model
-from oodbench.weights import load_into, read_checkpoint
+from oodbench.weights import META_KEY, load_into, read_checkpoint
 
 __all__ = ["SUMMARY_KEYS", "load_checkpoint", "save_checkpoint"]
 
@@ -36,15 +39,20 @@ SUMMARY_KEYS = ("config_hash", "test_acc", "val_acc", "diagnostics", "objective"
 
 
 def save_checkpoint(path: Path, model: ModelAdapter, meta: dict[str, Any]) -> Path:
-    """Save weights and metadata atomically; also writes ``path.with_suffix('.json')``."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """Save weights and metadata atomically, as ``.safetensors`` (or, for a ``.pt`` path, the
+    older torch.save layout); also writes ``path.with_suffix('.json')``."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-    buf = io.BytesIO()
-    torch.save({"state_dict": state, "meta": text}, buf)
-    # the .json first: the .pt is what marks the checkpoint done, so a kill between the two
-    # never leaves a reused .pt without its readable metadata
+    if path.suffix.lower() == ".safetensors":
+        data = safetensors_save(state, metadata={META_KEY: text})
+    else:
+        buf = io.BytesIO()
+        torch.save({"state_dict": state, "meta": text}, buf)
+        data = buf.getvalue()
+    # the .json first: the weights file is what marks the checkpoint done, so a kill between
+    # the two never leaves a reused checkpoint without its readable metadata
     atomic_write_bytes(path.with_suffix(".json"), text.encode())
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, data)
     return path
 
 

@@ -491,8 +491,14 @@ def training_key(
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+CHECKPOINT_SUFFIX = ".safetensors"  # of the checkpoints a training writes
+
+
 class Trainer:
-    """Trains or reuses the checkpoints of one benchmark; loads the ID data once."""
+    """Trains or reuses the checkpoints of one benchmark; loads the ID data once. A checkpoint
+    is found by its key in ``runs_dir/<benchmark>/``, then in the ``committed`` folders (a
+    results folder's ``checkpoints/``, which the report copies its checkpoints into); a new one
+    is trained into ``runs_dir/<benchmark>/``."""
 
     def __init__(
         self,
@@ -502,9 +508,11 @@ class Trainer:
         device: str | None = None,
         splits: IDSplits | None = None,
         download: bool = False,
+        committed: tuple[Path, ...] = (),
     ) -> None:
         self.bench = bench
         self.dir = inside(runs_dir, bench.name)
+        self.committed = committed  # read-only folders of finished checkpoints, searched after
         self.device = resolve_device(device or bench.device)
         self.data_root = resolve_data_root(data_root)
         self.splits = splits or load_id_splits(bench, data_root, download)
@@ -572,13 +580,18 @@ class Trainer:
             init_hash = file_hash(parent)
         key = training_key(self.bench, spec, seed, self.splits, init_hash, self.preprocess,
                            distributed.world_size())[:12]
-        path = inside(self.dir, f"{training}-s{seed}-{key}.pt")
-        if path.is_file():  # one stat; a listing of the runs folder only for a missing one
+        path = inside(self.dir, f"{training}-s{seed}-{key}{CHECKPOINT_SUFFIX}")
+        if path.is_file():  # one stat; listings of the folders only for a missing one
             return path
         # the key covers everything that sets the weights, so an identical training stored under
-        # another name (an ablation variant that became the default) is the same checkpoint
-        same = sorted(self.dir.glob(f"*-s{seed}-{key}.pt"))
-        return same[0] if same else path
+        # another name (an ablation variant that became the default), by an older version
+        # (.pt), or committed beside a results folder is the same checkpoint
+        for folder in (self.dir, *self.committed):
+            same = sorted(p for suffix in (CHECKPOINT_SUFFIX, ".pt")
+                          for p in folder.glob(f"*-s{seed}-{key}{suffix}"))
+            if same:
+                return same[0]
+        return path
 
     def ensure(self, training: str, seed: int, progress: ProgressCallback | None = None
                ) -> Path:

@@ -19,22 +19,31 @@ from torch import nn
 from oodbench.compat import upgrade_meta
 from oodbench.errors import CheckpointError
 
-__all__ = ["first_non_finite", "load_into", "read_checkpoint", "read_weights"]
+__all__ = ["META_KEY", "first_non_finite", "load_into", "read_checkpoint", "read_weights"]
 
 M = TypeVar("M", bound=nn.Module)
 
 _MATCHING = ("matching <arch>, <num_classes> and <in_channels>, or the <benchmark> (widths) "
              "it was trained with")
 
+META_KEY = "oodbench"  # the safetensors metadata entry that holds a checkpoint's JSON metadata
+
+
 def read_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read (state_dict, meta) with ``weights_only=True``; meta is empty for a plain state_dict.
-    Weights with a NaN or inf are refused."""
+    """Read (state_dict, meta): a ``.safetensors`` file (oodbench's checkpoints keep their
+    metadata in its header under :data:`META_KEY`), else a ``.pt`` with ``weights_only=True``;
+    meta is empty for a plain state_dict. Weights with a NaN or inf are refused."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file",
                               "pass the checkpoint file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() == ".safetensors":
+        state, text = _read_safetensors(path)
+        meta = upgrade_meta(_read_meta(text, path)) if text is not None else {}
+        _check_meta(meta, path)
+        return state, meta
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -194,17 +203,26 @@ def read_weights(path: Path | str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         return read_checkpoint(path)[0]
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if not path.is_file():
         raise CheckpointError(f"weights {path} do not exist")
+    return _read_safetensors(path)[0]
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """(state_dict, the :data:`META_KEY` metadata text or None) of a ``.safetensors`` file;
+    non-finite weights are refused."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        state = load_file(path)
+        with safe_open(path, framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            text = (f.metadata() or {}).get(META_KEY)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e})",
                               "save or copy it again") from e
+    if not state:
+        raise CheckpointError(f"{path} holds no tensors", "save or copy it again")
     bad = first_non_finite(state)
     if bad is not None:
         raise CheckpointError(f"{path} holds non-finite (NaN/inf) weights, first at {bad!r}")
-    return state
+    return state, text

@@ -282,7 +282,7 @@ def test_shared_runs_dir_trains_each_checkpoint_once(tiny_bench: SimpleNamespace
                       for m in re.finditer(r"^trained (\S+) s(\d+):", log, re.MULTILINE))
     assert trained == {("ce", "0"): 1, ("bgnorm", "0"): 1}, logs
     runs = tiny_bench.runs / "tiny"
-    assert len(list(runs.glob("*.pt"))) == 2
+    assert len(list(runs.glob("*.safetensors"))) == 2
     misses = 0
     evaluated: Counter[str] = Counter()
     for out in ("a", "b"):

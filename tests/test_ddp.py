@@ -67,7 +67,7 @@ def test_train_nproc_2_writes_one_checkpoint_like_one_process(
     # rank 0 alone prints: one "trained" line, each tenth of the progress logged once
     assert proc.stderr.count("trained ce s0") == 1, proc.stderr
     assert proc.stderr.count("(100%)") == 1, proc.stderr
-    [path] = (runs / "tiny").glob("*.pt")
+    [path] = (runs / "tiny").glob("*.safetensors")
     model, meta = load_checkpoint(path)
     assert meta["world_size"] == 2 and meta["train"]["batch_size"] == 32
     assert model.fc.out_features == 10 and not model.training

@@ -124,7 +124,7 @@ def test_a_killed_training_worker_is_retried(matrix: SimpleNamespace) -> None:
         holder = None
         deadline = time.monotonic() + 300
         while holder is None and time.monotonic() < deadline and proc.poll() is None:
-            for claim in runs.glob("*.pt.claim"):
+            for claim in runs.glob("*.safetensors.claim"):
                 try:
                     holder = json.loads(claim.read_text())
                 except (OSError, ValueError):  # not written yet, or gone
@@ -140,7 +140,7 @@ def test_a_killed_training_worker_is_retried(matrix: SimpleNamespace) -> None:
     assert "taking over the stale claim" in text, text
     manifest = _same_results(matrix, "killed")
     assert all(j["ran"] for j in manifest["jobs"])
-    for path in runs.glob("*.pt"):
+    for path in runs.glob("*.safetensors"):
         _, meta = load_checkpoint(path)
         assert meta["training"] in ("ce", "bgnorm")
 
@@ -157,5 +157,5 @@ def test_a_jobs_own_error_reaches_the_driver_whole(matrix: SimpleNamespace) -> N
     assert re.search(r"error: train (ce|bgnorm) s[01]: the (loss|weights) became", done.stderr)
     assert "lower train.lr" in done.stderr and "Traceback" not in done.stderr, done.stderr
     runs = matrix.base / "diverges" / "runs" / "tiny"
-    assert not list(runs.glob("*.pt"))
+    assert not list(runs.glob("*.safetensors"))
     assert not (matrix.base / "diverges" / "results" / "tiny").exists()

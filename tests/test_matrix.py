@@ -41,7 +41,7 @@ def test_dry_run_lists_jobs_done_or_pending(tiny_bench: SimpleNamespace,
     jobs = {j["id"]: j for j in graph["jobs"]}
     assert jobs["eval/ce-s0"]["deps"] == ["train/ce-s0"]
     assert jobs["report"]["deps"] == ["eval/ce-s0", "eval/bgnorm-s0"]
-    assert jobs["train/ce-s0"]["output"].endswith(".pt")  # its checkpoint's path is known
+    assert jobs["train/ce-s0"]["output"].endswith(".safetensors")  # its checkpoint's path is known
     assert graph["resources"]["train"] == {"num_cpus": 1.0, "num_gpus": 0.0}
     assert not tiny_bench.runs.exists() and not tiny_bench.out.exists()  # wrote nothing
 

@@ -128,19 +128,19 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tiny_bench: SimpleNames
             assert said == staging.exists(), tail()
 
     # 1: as soon as the first checkpoint is written, then the second
-    killed(_appears(runs, "*.pt"), signal.SIGINT)
-    checkpoints = _mtimes(runs, "*.pt")
+    killed(_appears(runs, "*.safetensors"), signal.SIGINT)
+    checkpoints = _mtimes(runs, "*.safetensors")
     assert len(checkpoints) == 1
-    killed(_appears(runs, "*.pt"), signal.SIGKILL)
-    checkpoints = _mtimes(runs, "*.pt")
+    killed(_appears(runs, "*.safetensors"), signal.SIGKILL)
+    checkpoints = _mtimes(runs, "*.safetensors")
     # 2: as soon as a feature-cache entry is written (the checkpoints are reused)
     killed(_appears(runs, "cache/*/*.npz"), signal.SIGKILL)
     killed(_appears(runs, "cache/*/*.npz"), signal.SIGINT)
-    assert _mtimes(runs, "*.pt") == checkpoints
+    assert _mtimes(runs, "*.safetensors") == checkpoints
     # 3: as soon as the staged metrics.csv is written (before the tables, plots and swap)
     killed(lambda: (staging / "metrics.csv").is_file(), signal.SIGINT)
     killed(lambda: (staging / "metrics.csv").is_file(), signal.SIGKILL)
-    checkpoints = _mtimes(runs, "*.pt")
+    checkpoints = _mtimes(runs, "*.safetensors")
     cache = _mtimes(runs, "cache/*/*.npz")
     assert len(checkpoints) == 2 and len(cache) == 6  # ID train and test, mnist: per checkpoint
     # what a kill during a write leaves behind (whether these kills hit one is up to timing)
@@ -150,7 +150,7 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tiny_bench: SimpleNames
         (folder / f".x.npz.{fileio._HOST}.{dead}.abcd1234.tmp").write_bytes(b"half")
     # 4: runs to the end, reusing all of it
     assert _launch(cmd, env, log) == 0, tail()
-    assert _mtimes(runs, "*.pt") == checkpoints
+    assert _mtimes(runs, "*.safetensors") == checkpoints
     assert _mtimes(runs, "cache/*/*.npz") == cache
     manifest = json.loads((out / "manifest.json").read_text())
     # every train and eval job was done by the killed runs: only the report ran

@@ -71,7 +71,7 @@ def test_training_and_scoring_run_on_their_resources_threads(
             "train": 1, "eval": 2}
 
         seen.clear()  # oodbench eval: the same policy as the matrix's eval jobs
-        checkpoint = next(tiny_bench.runs.glob("tiny/ce-s0-*.pt"))
+        checkpoint = next(tiny_bench.runs.glob("tiny/ce-s0-*.safetensors"))
         evaluate_checkpoint(checkpoint, bench, out_dir=tmp_path / "eval", scorers=["msp"],
                             **options)
         assert seen == {"accuracy": {2}} and torch.get_num_threads() == PROCESS
