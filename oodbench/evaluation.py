@@ -16,6 +16,7 @@ from oodbench.adapters import ModelAdapter
 from oodbench.config import FIT_KEY, FIT_TRAIN, FIT_VAL
 from oodbench.context import EvalContext
 from oodbench.data import ImageSet
+from oodbench.geometry import diagnose
 from oodbench.metrics import (
     ID_ACC,
     OOD_METRICS,
@@ -25,7 +26,6 @@ from oodbench.metrics import (
     nonfinite_note,
     ood_metrics,
 )
-from oodbench.plots import FEATNORM
 from oodbench.progress import ProgressCallback, console, make_progress
 from oodbench.scoring import (
     Features,
@@ -44,12 +44,14 @@ from oodbench.tuning import VAL_ID, select_params
 
 @dataclass
 class ModelResult:
-    """One checkpoint's metric rows (``metrics.csv``), per-sample scores (``scores/*.npz``,
-    float64) and the parameters each scorer ran with."""
+    """One checkpoint's metric rows (``metrics.csv``), per-sample scores and diagnostics
+    (``scores/*.npz``, float64), the parameters each scorer ran with and its feature-geometry
+    rows (``geometry.csv``: :mod:`oodbench.geometry`)."""
 
     rows: list[dict[str, Any]]
     scores: dict[str, np.ndarray]
     params: dict[str, dict[str, Any]]
+    geometry: list[dict[str, Any]]
 
 
 @dataclass
@@ -191,14 +193,13 @@ def _scored(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str
     base = {"benchmark": bench.name, "training": training, "seed": seed}
     # non-finite logits have no argmax: ID accuracy is a failed cell that counts them
     acc_failure = nonfinite_note(test.logits, f"ID test set {id_name!r}")
+    # diagnostics beside the scores: feature and logit norms, nearest ID-train distances
+    samples, geometry = diagnose(inputs.fits[FIT_TRAIN], inputs.sets, id_name)
     result = ModelResult(
         rows=[base | {"scorer": "", "ood_set": "", "group": "", "metric": ID_ACC,
                       "value": float("nan") if acc_failure
                       else accuracy(test.logits, test.labels), "note": acc_failure}],
-        # diagnostics beside the scores: the L2 norm of each sample's penultimate feature
-        scores={f"{FEATNORM}/{n}": f.features.double().norm(dim=1).numpy()
-                for n, f in inputs.sets.items()},
-        params={})
+        scores=samples, params={}, geometry=[base | row for row in geometry])
     if acc_failure:
         console.print(f"[red]ID accuracy failed[/red] ({training} s{seed}): {acc_failure}",
                       soft_wrap=True)

@@ -35,10 +35,10 @@ from oodbench.context import EvalContext, RunOptions, context, make_trainer, run
 from oodbench.errors import OodbenchError, OutputError
 from oodbench.evaluation import ModelResult, score_model
 from oodbench.fileio import check_files, file_hash, inside, record_files
+from oodbench.geometry import PER_SAMPLE
 from oodbench.lock import claim
 from oodbench.manifest import FILES_KEY
 from oodbench.metrics import COLUMNS
-from oodbench.plots import FEATNORM
 from oodbench.plugins import load_plugin_file
 from oodbench.progress import console
 from oodbench.provenance import source_fingerprint
@@ -47,7 +47,7 @@ from oodbench.writers import checkpoint_summary, write_json, write_scores
 
 TRAIN, EVAL, REPORT = "train", "eval", "report"
 EVALS_DIR = "evals"  # below runs/<benchmark>/
-RESULT_FILE = "result.json"  # an eval's rows, scorer parameters, checkpoint summary
+RESULT_FILE = "result.json"  # an eval's rows, scorer parameters, checkpoint summary, geometry
 SCORES_FILE = "scores.npz"  # an eval's per-sample scores (float64)
 DONE_FILE = "done.json"  # written last: the eval is complete, with the hashes of the two above
 
@@ -271,7 +271,8 @@ def run_eval(ws: Workspace, job: Job) -> Outcome:
                 write_scores(folder / SCORES_FILE, result.scores)
                 write_json(folder / RESULT_FILE, {
                     "rows": result.rows, "params": result.params,
-                    "checkpoint": checkpoint_summary(path, digest, meta)})
+                    "checkpoint": checkpoint_summary(path, digest, meta),
+                    "geometry": result.geometry})
                 write_json(done, {"checkpoint_sha256": digest, "job": job.id,
                                   "host": socket.gethostname(), "pid": os.getpid(),
                                   "finished": time.time(),
@@ -292,8 +293,9 @@ def run_job(work: Work, job: Job, *after: Outcome) -> Outcome:
 
 
 def read_eval(folder: Path | str) -> tuple[ModelResult, dict[str, Any]]:
-    """A stored evaluation: its result (rows, scores, parameters) and checkpoint summary;
-    :class:`~oodbench.errors.OutputError` when it holds no rows (never an empty result)."""
+    """A stored evaluation: its result (rows, scores, parameters, geometry) and checkpoint
+    summary; :class:`~oodbench.errors.OutputError` when it holds no rows (never an empty
+    result)."""
     folder = Path(folder)
     data = json.loads((folder / RESULT_FILE).read_text())
     fix = "delete the folder; the next run computes it again"
@@ -302,20 +304,21 @@ def read_eval(folder: Path | str) -> tuple[ModelResult, dict[str, Any]]:
     rows = data["rows"]
     if (not isinstance(rows, list) or not isinstance(data["params"], dict)
             or not isinstance(data["checkpoint"], dict)
+            or not isinstance(data.get("geometry"), list)
             or not all(isinstance(r, dict) and set(r) == set(COLUMNS) for r in rows)):
         raise OutputError(f"{folder / RESULT_FILE} is not an evaluation oodbench wrote (rows "
-                          f"of {', '.join(COLUMNS)}, params, checkpoint)", fix)
+                          f"of {', '.join(COLUMNS)}, params, checkpoint, geometry)", fix)
     with np.load(folder / SCORES_FILE) as z:
         scores = {k: z[k] for k in z.files}
     _check_scores(folder / SCORES_FILE, scores)
-    return ModelResult(rows, scores, data["params"]), data["checkpoint"]
+    return ModelResult(rows, scores, data["params"], data["geometry"]), data["checkpoint"]
 
 
 def _check_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
     """Refuse stored scores (``scorer/set`` -> array) that oodbench cannot have written: not
     1-D float arrays, non-finite scores (scorers' scores are checked finite before they are
-    stored; only feature norms may be NaN), or sets of different sizes or scored by some
-    scorers only."""
+    stored; only the per-sample diagnostics of :mod:`oodbench.geometry` may be NaN), or sets
+    of different sizes or scored by some scorers only."""
     sets: dict[str, set[str]] = {}
     sizes: dict[str, int] = {}
     why = ""
@@ -324,7 +327,7 @@ def _check_scores(path: Path, scores: dict[str, np.ndarray]) -> None:
         sets.setdefault(scorer, set()).add(set_name)
         if values.ndim != 1 or values.dtype.kind != "f":
             why = f"{key} is not a 1-D float array"
-        elif scorer != FEATNORM and not np.isfinite(values).all():
+        elif scorer not in PER_SAMPLE and not np.isfinite(values).all():
             why = f"{key} holds non-finite scores"
         elif sizes.setdefault(set_name, len(values)) != len(values):
             why = f"{key} holds {len(values)} values, another key of {set_name} {sizes[set_name]}"

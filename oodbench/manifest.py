@@ -25,9 +25,11 @@ from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits
 
 # the files of a results folder, and the manifest key holding the hashes of the files that
-# plot and table read (metrics.csv, scores/*.npz), so a folder mixing two runs is refused
+# plot and table read (metrics.csv, geometry.csv, scores/*.npz), so a folder mixing two runs
+# is refused
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.csv"
+GEOMETRY_FILE = "geometry.csv"
 FILES_KEY = "files"
 SCORES_DIR = "scores"
 

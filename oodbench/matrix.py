@@ -206,12 +206,14 @@ def report(ws: Workspace, graph: JobGraph, outcomes: dict[str, Outcome], stage: 
     staging folder ``stage`` with the manifest (which records each job's outcome)."""
     ctx, bench = ws.ctx, ws.work.bench
     rows: list[dict[str, Any]] = []
+    geometry: list[dict[str, Any]] = []
     checkpoints: dict[str, Any] = {}
     scorer_params: dict[str, Any] = {}
     for job in graph.of_kind(EVAL):
         folder = Path(outcomes[job.id].output)
         result, summary = read_eval(folder)
         rows += result.rows
+        geometry += result.geometry
         scorer_params[job.cell] = result.params
         checkpoints[job.cell] = summary
         atomic_write_bytes(scores_file(stage, job.training, job.seed),
@@ -223,5 +225,5 @@ def report(ws: Workspace, graph: JobGraph, outcomes: dict[str, Outcome], stage: 
                             scorers=list(bench.scorers), scorer_params=scorer_params,
                             checkpoints=checkpoints, **{JOBS_KEY: jobs,
                                                         EXECUTOR_KEY: exe.describe()})
-    return finish_results(pd.DataFrame(rows, columns=list(COLUMNS)), stage, ctx, manifest,
-                          ws.work.options.quiet)
+    return finish_results(pd.DataFrame(rows, columns=list(COLUMNS)), geometry, stage, ctx,
+                          manifest, ws.work.options.quiet)

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from oodbench.errors import DataError
 from oodbench.fileio import atomic_write_bytes, check_export, inside, staged
+from oodbench.geometry import FEATNORM
 from oodbench.manifest import scores_file
 from oodbench.metrics import FPR95, RECALL, auroc, roc_points
 from oodbench.report import (
@@ -41,7 +42,6 @@ BINS = 60
 TAIL = 1.0  # percent of each set cut at both ends when choosing histogram ranges
 ID_COLOR = "0.25"
 BETTER, WORSE = "#2e8b57", "#c0392b"
-FEATNORM = "_featnorm"  # npz key prefix of the per-sample feature norms the pipeline saves
 HEAT_CMAP = mpl.colormaps["RdYlGn_r"].with_extremes(bad="0.82")  # grey = failed / missing
 
 _Scores = dict[str, np.ndarray]  # dataset -> per-sample scores of one (training, scorer)

@@ -26,8 +26,10 @@ from oodbench.fileio import (
     remove_stale_temps,
     staged,
 )
+from oodbench.geometry import GEOMETRY_COLUMNS
 from oodbench.manifest import (
     FILES_KEY,
+    GEOMETRY_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
     SCORES_DIR,
@@ -96,12 +98,14 @@ def exclusive(out: Path, runs: Path, keep: Callable[[str], bool], option: str = 
     console.print(f"results written to {out}/", soft_wrap=True)
 
 
-def finish_results(df: pd.DataFrame, out: Path, ctx: EvalContext, manifest: dict[str, Any],
-                   quiet: bool) -> pd.DataFrame:
-    """Write metrics.csv, the manifest (with the hashes of metrics.csv and every scores file,
-    which ``plot`` and ``table`` check), the tables and the plots into the staging folder."""
+def finish_results(df: pd.DataFrame, geometry: list[dict[str, Any]], out: Path,
+                   ctx: EvalContext, manifest: dict[str, Any], quiet: bool) -> pd.DataFrame:
+    """Write metrics.csv, geometry.csv (the evaluations' ``geometry`` rows), the manifest (with
+    the hashes of those two and of every scores file, which ``plot`` and ``table`` check), the
+    tables and the plots into the staging folder."""
     write_csv(out / METRICS_FILE, df)
-    manifest[FILES_KEY] = record_files(out, [METRICS_FILE, *sorted(
+    write_csv(out / GEOMETRY_FILE, pd.DataFrame(geometry, columns=list(GEOMETRY_COLUMNS)))
+    manifest[FILES_KEY] = record_files(out, [METRICS_FILE, GEOMETRY_FILE, *sorted(
         p.relative_to(out).as_posix() for p in (out / SCORES_DIR).glob("*.npz"))])
     write_json(out / MANIFEST_FILE, manifest)
     write_reports(df, out, ctx.bench.name)
@@ -131,9 +135,10 @@ def checkpoint_summary(path: Path, digest: str, meta: dict[str, Any]) -> dict[st
 def write_model_results(ctx: EvalContext, result: ModelResult, training: str, stage: Path,
                          started: Started, given: Benchmark, quiet: bool,
                          **specific: Any) -> pd.DataFrame:
-    """Write one scored model's results folder (scores, metrics, manifest, tables, plots)."""
+    """Write one scored model's results folder (scores, metrics, geometry, manifest, tables,
+    plots)."""
     write_scores(scores_file(stage, training, 0), result.scores)
     manifest = ctx.manifest(started, given, seeds=[0], scorers=list(ctx.bench.scorers),
                             scorer_params={f"{training}-s0": result.params}, **specific)
-    return finish_results(pd.DataFrame(result.rows, columns=list(COLUMNS)), stage, ctx,
-                          manifest, quiet)
+    return finish_results(pd.DataFrame(result.rows, columns=list(COLUMNS)), result.geometry,
+                          stage, ctx, manifest, quiet)

@@ -67,6 +67,23 @@ def test_run_writes_results_and_reuses_the_cache(tiny_bench: SimpleNamespace) ->
                 y = np.r_[np.ones(len(id_s)), np.zeros(len(ood_s))]
                 assert roc_auc_score(y, np.r_[id_s, ood_s]) == pytest.approx(row.value, abs=1e-6)
 
+    # the feature geometry: per-sample diagnostics beside the scores, geometry.csv
+    geo = pd.read_csv(out / "geometry.csv")
+    assert list(geo.columns) == ["benchmark", "training", "seed", "quantity", "set", "value"]
+    assert "geometry.csv" in manifest["files"]
+    for training in ("ce", "bgnorm"):
+        cell = geo[geo.training == training].set_index(["quantity", "set"]).value
+        assert cell["scatter_ratio", "fashion-mnist"] == pytest.approx(
+            cell["within_scatter", "fashion-mnist"] / cell["between_scatter", "fashion-mnist"])
+        assert 1 <= cell["effective_rank", "fashion-mnist"] <= 64
+        with np.load(out / "scores" / f"{training}-s0.npz") as z:
+            for name in ("fashion-mnist", "mnist", "uniform-noise"):
+                nn = z[f"_nn_dist/{name}"]
+                assert (nn <= -z[f"knn/{name}"] + 1e-5).all()  # k = 1 in knn's space
+                assert cell["nn_dist_median", name] == pytest.approx(np.median(nn))
+                assert cell["logit_norm_q95", name] == pytest.approx(
+                    np.quantile(z[f"_logit_norm/{name}"], 0.95))
+
     # second run: nothing retrained or re-scored (every train and eval job is done), no
     # forward pass
     assert _run(tiny_bench) == 0
@@ -75,6 +92,7 @@ def test_run_writes_results_and_reuses_the_cache(tiny_bench: SimpleNamespace) ->
     assert len(manifest2["jobs"]) == 4 and not any(j["ran"] for j in manifest2["jobs"])
     df2 = pd.read_csv(out / "metrics.csv")
     pd.testing.assert_frame_equal(df, df2)
+    pd.testing.assert_frame_equal(geo, pd.read_csv(out / "geometry.csv"))
 
     # tables re-render from results/ alone
     for fmt in ("md", "latex", "csv", "terminal"):
