@@ -1,11 +1,12 @@
 """Result plots from a finished run: score histograms, ROC curves, Δ FPR95 bar chart and heat
-map, and penultimate feature norms.
+map, penultimate feature norms and the feature geometry.
 
-Inputs are the files ``oodbench run`` writes to ``results/<benchmark>/``: ``metrics.csv`` and
-the per-sample scores ``scores/<training>-s<seed>.npz`` (key ``<scorer>/<dataset>``, higher =
-more ID; key ``_featnorm/<dataset>``: L2 norm of each sample's penultimate feature). Figures
-are built on :class:`matplotlib.figure.Figure` (no pyplot, no global state) and written
-atomically as PNG.
+Inputs are the files ``oodbench run`` writes to ``results/<benchmark>/``: ``metrics.csv``,
+``geometry.csv`` and the per-sample scores ``scores/<training>-s<seed>.npz`` (key
+``<scorer>/<dataset>``, higher = more ID; the diagnostics of :mod:`oodbench.geometry`:
+``_featnorm/<dataset>``, ``_nn_dist/<dataset>``, ``_logit_norm/<dataset>``). Figures are
+built on :class:`matplotlib.figure.Figure` (no pyplot, no global state) and written atomically
+as PNG.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from matplotlib.figure import Figure
 
 from oodbench.errors import DataError
 from oodbench.fileio import atomic_write_bytes, check_export, inside, staged
-from oodbench.geometry import FEATNORM
-from oodbench.manifest import scores_file
+from oodbench.geometry import (
+    ERANK,
+    FEATNORM,
+    GEOMETRY_COLUMNS,
+    LOGIT_NORM,
+    NN_DIST,
+    PER_SAMPLE,
+    RATIO,
+)
+from oodbench.manifest import GEOMETRY_FILE, scores_file
 from oodbench.metrics import FPR95, RECALL, auroc, roc_points
 from oodbench.report import (
     DELTA,
@@ -45,7 +54,8 @@ BETTER, WORSE = "#2e8b57", "#c0392b"
 HEAT_CMAP = mpl.colormaps["RdYlGn_r"].with_extremes(bad="0.82")  # grey = failed / missing
 
 _Scores = dict[str, np.ndarray]  # dataset -> per-sample scores of one (training, scorer)
-_PLOT_FILE = re.compile(r"(hist|roc)_.+\.png|delta_fpr95(_heatmap)?\.png|feature_norms\.png")
+_PLOT_FILE = re.compile(r"(hist|roc)_.+\.png|delta_fpr95(_heatmap)?\.png|feature_norms\.png"
+                        r"|geometry(_summary)?\.png")
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -315,6 +325,79 @@ def _norm_figure(
     return fig
 
 
+def _geometry_figure(
+    dists: dict[str, _Scores], logit_norms: dict[str, _Scores], trainings: list[str],
+    ood: dict[str, str], title: str,
+) -> Figure:
+    """Per training (one column each): histograms of the distance to the nearest ID-train
+    feature (top row, on one x-axis: every training's features are normalised) and of the
+    logit norms (bottom row, each on its own range: trainings scale their logits apart); a
+    training without them gets a note."""
+    fig = Figure(figsize=(2.2 + 5.0 * len(trainings), 8.6), layout="constrained")
+    axes = fig.subplots(2, len(trainings), squeeze=False)
+    rows = ((dists, "distance to the nearest ID-train feature (L2-normalised)", True),
+            (logit_norms, "logit L2 norm", False))
+    for row, (data, xlabel, share) in enumerate(rows):
+        shared = _bins(a for sets in data.values() for a in sets.values()) if share and data \
+            else None
+        for ax, training in zip(axes[row], trainings, strict=True):
+            sets = data.get(training)
+            if sets is None:
+                _empty(ax, "no geometry diagnostics")
+                continue
+            bins = shared if share else _bins(sets.values())
+            if bins is None:
+                _too_wide(ax, sets.values())
+                continue
+            _hist_panel(ax, sets, ood, bins, xlabel)
+    for ax, training in zip(axes[0], trainings, strict=True):
+        ax.set_title(training_label(training))
+    handles = [ax.get_legend_handles_labels() for ax in axes.flat]
+    fig.legend(*max(handles, key=_n_handles), loc="outside right upper", fontsize="small",
+               frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def _geometry_summary_figure(geometry: pd.DataFrame, trainings: list[str],
+                             title: str) -> Figure:
+    """The scatter ratio tr(S_W) / tr(S_B) and the effective rank of the ID test features per
+    training: the mean over seeds as a bar, each seed as a point."""
+    panels = {RATIO: "tr(S_W) / tr(S_B) (lower = classes apart)",
+              ERANK: "effective rank of the features"}
+    fig = Figure(figsize=(max(6.5, 2.0 + 1.5 * len(trainings)), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (quantity, label) in zip(axes, panels.items(), strict=True):
+        rows = geometry[geometry["quantity"] == quantity].sort_values("seed")
+        for i, training in enumerate(trainings):
+            values = rows.loc[rows["training"] == training, "value"].to_numpy(dtype=np.float64)
+            if not values.size:
+                continue
+            ax.bar(i, values.mean(), width=0.6, color="0.82", edgecolor="0.45")
+            ax.scatter(i + np.linspace(-0.15, 0.15, values.size) * (values.size > 1), values,
+                       color=ID_COLOR, s=16, zorder=3)
+        ax.set_xticks(np.arange(len(trainings)), [training_label(t) for t in trainings],
+                      rotation=30, ha="right")
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def _read_geometry(folder: Path) -> pd.DataFrame | None:
+    """``folder/geometry.csv`` (None where the results predate it; :func:`read_metrics` has
+    checked it against the manifest's hashes)."""
+    path = folder / GEOMETRY_FILE
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, dtype={"training": str, "quantity": str, "set": str})
+    missing = [c for c in GEOMETRY_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(missing)}",
+                        "write it again with oodbench run")
+    return df
+
+
 def _plots_only(folder: Path) -> bool:
     """Whether every (visible) file of ``folder`` is a figure :func:`write_plots` writes."""
     return all(_PLOT_FILE.fullmatch(p.name) for p in folder.rglob("*")
@@ -335,12 +418,14 @@ def plot_results(results_dir: Path, out_dir: Path | None = None, seed: int = 0) 
 
 
 def write_plots(results_dir: Path, out: Path, seed: int = 0) -> list[Path]:
-    """Write ``hist_<scorer>.png``, ``roc_<scorer>.png`` and ``feature_norms.png`` (data of
-    `seed`), ``delta_fpr95.png`` and ``delta_fpr95_heatmap.png`` (all seeds) for one
-    benchmark's results into `out`; returns the written paths.
+    """Write ``hist_<scorer>.png``, ``roc_<scorer>.png``, ``feature_norms.png`` and
+    ``geometry.png`` (data of `seed`), ``delta_fpr95.png``, ``delta_fpr95_heatmap.png`` and
+    ``geometry_summary.png`` (all seeds) for one benchmark's results into `out`; returns the
+    written paths.
 
     Scorers without scores in any training (failed) get no histogram or ROC figure; the Δ
-    figures need at least two trainings; the feature-norm figure needs ``_featnorm`` arrays
+    figures need at least two trainings; the feature-norm and geometry figures need
+    ``_featnorm`` and ``_nn_dist`` / ``_logit_norm`` arrays, the summary ``geometry.csv``
     (older results have none).
     """
     results_dir = Path(results_dir)
@@ -350,12 +435,13 @@ def write_plots(results_dir: Path, out: Path, seed: int = 0) -> list[Path]:
     scorers = list(dict.fromkeys(s for s in df["scorer"] if s))
     trainings = ordered_trainings(df)
     files = {t: scores_file(results_dir, t, seed) for t in trainings}
-    scores = {t: _load_scores(p, [*scorers, FEATNORM], ood) for t, p in files.items()
+    scores = {t: _load_scores(p, [*scorers, *PER_SAMPLE], ood) for t, p in files.items()
               if p.is_file()}
     if not scores:
         raise DataError(f"no scores for seed {seed} in {results_dir / 'scores'}",
                         "plot a seed the run has")
-    norms = {t: s.pop(FEATNORM) for t, s in scores.items() if FEATNORM in s}
+    norms, dists, logit_norms = ({t: s.pop(key) for t, s in scores.items() if key in s}
+                                 for key in (FEATNORM, NN_DIST, LOGIT_NORM))
     written = []
     for scorer in scorers:
         if not any(scorer in s for s in scores.values()):
@@ -373,4 +459,15 @@ def write_plots(results_dir: Path, out: Path, seed: int = 0) -> list[Path]:
         title = f"{bench}: penultimate feature L2 norms (seed {seed})"
         written.append(_save(_norm_figure(norms, list(scores), ood, title),
                              out / "feature_norms.png"))
+    if dists or logit_norms:
+        title = f"{bench}: nearest ID-train distances and logit norms (seed {seed})"
+        written.append(_save(_geometry_figure(dists, logit_norms, list(scores), ood, title),
+                             out / "geometry.png"))
+    geometry = _read_geometry(results_dir)
+    if geometry is not None and not geometry.empty:
+        n = geometry["seed"].nunique()
+        spread = f"mean over {n} seeds (bars), each seed (points)" if n > 1 else "1 seed"
+        title = f"{bench}: ID test feature geometry, {spread}"
+        written.append(_save(_geometry_summary_figure(geometry, trainings, title),
+                             out / "geometry_summary.png"))
     return written

@@ -67,7 +67,7 @@ def test_run_writes_results_and_reuses_the_cache(tiny_bench: SimpleNamespace) ->
                 y = np.r_[np.ones(len(id_s)), np.zeros(len(ood_s))]
                 assert roc_auc_score(y, np.r_[id_s, ood_s]) == pytest.approx(row.value, abs=1e-6)
 
-    # the feature geometry: per-sample diagnostics beside the scores, geometry.csv
+    # the feature geometry: per-sample diagnostics beside the scores, geometry.csv, its plots
     geo = pd.read_csv(out / "geometry.csv")
     assert list(geo.columns) == ["benchmark", "training", "seed", "quantity", "set", "value"]
     assert "geometry.csv" in manifest["files"]
@@ -83,6 +83,7 @@ def test_run_writes_results_and_reuses_the_cache(tiny_bench: SimpleNamespace) ->
                 assert cell["nn_dist_median", name] == pytest.approx(np.median(nn))
                 assert cell["logit_norm_q95", name] == pytest.approx(
                     np.quantile(z[f"_logit_norm/{name}"], 0.95))
+    assert {"geometry.png", "geometry_summary.png"} <= {p.name for p in (out / "plots").iterdir()}
 
     # second run: nothing retrained or re-scored (every train and eval job is done), no
     # forward pass

@@ -12,6 +12,8 @@ from oodbench.errors import DataError, OutputError
 from oodbench.metrics import ood_metrics
 from oodbench.plots import (
     _delta_matrices,
+    _geometry_figure,
+    _geometry_summary_figure,
     _heatmap_figure,
     _load_scores,
     _norm_figure,
@@ -152,6 +154,55 @@ def test_feature_norm_panels_share_x_and_list_means(tmp_path):
         ]
         assert [t.get_text() for t in ax.get_legend().get_texts()] == want
     assert fig.axes[0].get_xlim() == fig.axes[1].get_xlim()
+
+
+def add_geometry(root: Path, trainings: list[str] = TRAININGS) -> pd.DataFrame:
+    """Add ``_nn_dist/<set>`` and ``_logit_norm/<set>`` arrays to every scores file of
+    :func:`make_results` (logit norms 10x larger under ce) and write its geometry.csv (scatter
+    ratio and effective rank of two seeds); returns that frame."""
+    rng = np.random.default_rng(1)
+    sizes = {ID_SET: 300} | dict.fromkeys(OOD, 200)
+    rows = []
+    for training in trainings:
+        for seed in range(2):
+            path = root / "scores" / f"{training}-s{seed}.npz"
+            with np.load(path) as z:
+                arrays = dict(z)
+            arrays |= {f"_nn_dist/{n}": rng.uniform(0.1, 0.6 if n == ID_SET else 0.9, size)
+                       for n, size in sizes.items()}
+            arrays |= {f"_logit_norm/{n}": rng.gamma(5.0, 10.0 if training == "ce" else 1.0,
+                                                     size) for n, size in sizes.items()}
+            np.savez(path, **arrays)
+            rows += [{"benchmark": "toy", "training": training, "seed": seed, "quantity": q,
+                      "set": ID_SET, "value": v}
+                     for q, v in (("scatter_ratio", 0.5 + 0.1 * seed + (training == "ce")),
+                                  ("effective_rank", 10.0 + seed))]
+    geometry = pd.DataFrame(rows)
+    geometry.to_csv(root / "geometry.csv", index=False)
+    return geometry
+
+
+def test_geometry_figures(tmp_path):
+    results = make_results(tmp_path / "toy")
+    geometry = add_geometry(results)
+    names = {p.name for p in plot_results(results)}
+    assert {"geometry.png", "geometry_summary.png", "feature_norms.png"} <= names
+    files = {t: results / "scores" / f"{t}-s0.npz" for t in TRAININGS}
+    loaded = {t: _load_scores(f, ["_nn_dist", "_logit_norm"], OOD) for t, f in files.items()}
+    fig = _geometry_figure({t: s["_nn_dist"] for t, s in loaded.items()},
+                           {t: s["_logit_norm"] for t, s in loaded.items()}, TRAININGS, OOD, "t")
+    top, bottom = fig.axes[:2], fig.axes[2:]
+    assert [ax.get_title() for ax in top] == ["CE", "BG-norm"]
+    assert top[0].get_xlim() == top[1].get_xlim()  # one normalised space
+    assert bottom[0].get_xlim()[1] > 5 * bottom[1].get_xlim()[1]  # each its own range
+    # the summary: per training, the bar is the mean over seeds and the points the seeds
+    fig = _geometry_summary_figure(geometry, TRAININGS, "t")
+    for ax, quantity in zip(fig.axes, ["scatter_ratio", "effective_rank"], strict=True):
+        for i, training in enumerate(TRAININGS):
+            want = geometry[(geometry.quantity == quantity) & (geometry.training == training)]
+            assert ax.patches[i].get_height() == pytest.approx(want.value.mean())
+            points = ax.collections[i].get_offsets()[:, 1]
+            np.testing.assert_allclose(points, want.sort_values("seed").value)
 
 
 def test_heatmap_numbers_match_per_ood_table(tmp_path):
