@@ -51,6 +51,8 @@ RULES: tuple[Rule, ...] = (
     Rule("benchmark", "crop_pct", 1.0, ("config",), _LATER),
     Rule("benchmark", "protocol", "", ("config",), _LATER),
     Rule("benchmark", "scorer_fit", {}, ("config",), _LATER),
+    Rule("benchmark", "stats", {"bootstrap_resamples": 1000, "level": 0.95, "bootstrap_seed": 0,
+                                "alpha": 0.05, "correction": "holm"}, ("config",), _LATER),
     Rule("ood", "imglist", "", ("config",), _LATER),
     Rule("ood", "images", "", ("config",), _LATER),
     Rule("train", "amp_dtype", "float16", ("config", "checkpoint"), _LATER),

@@ -63,6 +63,7 @@ __all__ = [
     "MAX_SEEDS",
     "OOD_GROUPS",
     "SAFE_NAME",
+    "SANITY",
     "SCHEDULES",
     "TYPE_ERRORS",
     "Benchmark",
@@ -70,6 +71,7 @@ __all__ = [
     "OODSpec",
     "OneOf",
     "Range",
+    "StatsSpec",
     "TrainSpec",
     "TrainingSpec",
     "check_benchmark_name",
@@ -107,6 +109,7 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:N (N = 0, 1, ...)"
 Schedule = Literal["onecycle", "cosine"]
 Augment = Literal["none", "crop-flip"]
 AmpDtype = Literal["float16", "bfloat16"]
+Correction = Literal["holm", "none"]  # of the verdicts' p-values, over a metric's cells
 # the ID split a scorer is fitted on (scorer_fit): ID-train (the default) or ID-validation
 FitSplit = Literal["train", "val"]
 FIT_SPLITS: tuple[str, ...] = get_args(FitSplit)
@@ -118,11 +121,12 @@ CHANNELS = (1, 3)
 MAX_IMAGE_SIZE = 1024
 MAX_SEEDS = 1000  # each seed trains every training anew: more is a typo, not a benchmark
 
+SANITY = "sanity"  # the group of noise sets, left out of the tables' verdicts
 OOD_GROUPS: dict[str, str] = {
     "near": "near OOD: semantic shift close to the ID classes (OpenOOD's nearood)",
     "far": "far OOD: semantic shift far from the ID classes (OpenOOD's farood)",
     "csid": "covariate-shifted ID: the ID classes under another distribution (ImageNet-V2/-C/-R)",
-    "sanity": "sets that any working scorer separates (noise)",
+    SANITY: "sets that any working scorer separates (noise)",
     "extra": "the user's own sets (extra_ood, the default group there)",
 }
 """The groups an OOD set's ``group`` may name (or leave empty: no group), with what each holds;
@@ -487,6 +491,22 @@ class Resources(_Table):
 
 
 @dataclass(frozen=True, config=_CONFIG)
+class StatsSpec(_Table):
+    """The statistics of the results: a percentile bootstrap of each cell's FPR95 and AUROC
+    over its test samples (``bootstrap_resamples`` resamples, a ``level`` interval, seeded per
+    cell from ``bootstrap_seed``: :mod:`oodbench.uncertainty`, stored in ``metrics.csv``), and
+    the tables' verdicts: a Wilcoxon signed-rank test of each training against the baseline
+    at ``alpha``, with ``correction`` over the training × scorer cells of a metric
+    (:mod:`oodbench.verdicts`)."""
+
+    bootstrap_resamples: Annotated[int, Strict(), Range(ge=100)] = 1000
+    level: Annotated[Real, Range(gt=0, lt=1)] = 0.95
+    bootstrap_seed: Annotated[int, Strict(), Range(ge=0)] = 0
+    alpha: Annotated[Real, Range(gt=0, lt=1)] = 0.05
+    correction: Annotated[Correction, OneOf()] = "holm"
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class Benchmark(_Table):
     """A named benchmark: ID set, model, trainings, OOD sets and scorers.
 
@@ -531,6 +551,7 @@ class Benchmark(_Table):
     # needs no resize and fits), true (required) or false; in no key (the same batches)
     data_on_device: Annotated[bool | str, BeforeValidator(_on_device)] = "auto"
     resources: Resources = Field(default_factory=Resources)
+    stats: StatsSpec = Field(default_factory=StatsSpec)
     source: Text = ""
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 import oodbench
+from oodbench import compat
 from oodbench.check import load_benchmark, load_config, override
 from oodbench.config import (
     DEFAULT_CONFIG,
@@ -16,6 +17,7 @@ from oodbench.config import (
     SAFE_NAME,
     ConfigError,
     OODSpec,
+    StatsSpec,
     TrainSpec,
     check_device,
     check_name,
@@ -65,6 +67,15 @@ def test_a_minimal_benchmark_parses(tmp_path: Path) -> None:
          r"unique names"),
         ({"extra": '[[benchmarks.b.ood]]\nname = "not-a-set"'},
          r"name = 'not-a-set' is not accepted; accepted values: .*fashion-mnist"),
+        ({"extra": "stats = { bootstrap_resamples = 10 }"},
+         r"\[benchmarks\.b\.stats\] bootstrap_resamples must be >= 100, got 10"),
+        ({"extra": "stats = { level = 1.0 }"}, r"level must lie in \(0, 1\), got 1\.0"),
+        ({"extra": "stats = { alpha = 0.0 }"}, r"alpha must lie in \(0, 1\), got 0\.0"),
+        ({"extra": 'stats = { correction = "bonferroni" }'},
+         r"correction = 'bonferroni' is not accepted; accepted values: holm, none"),
+        ({"extra": "stats = { resamples = 500 }"},
+         r"unknown key 'resamples' in \[benchmarks\.b\.stats\]; did you mean "
+         r"'bootstrap_resamples'"),
     ],
 )
 def test_errors_name_key_table_values_and_file(tmp_path: Path, kwargs: dict, pattern: str) -> None:
@@ -72,6 +83,19 @@ def test_errors_name_key_table_values_and_file(tmp_path: Path, kwargs: dict, pat
     with pytest.raises(ConfigError, match=pattern) as info:
         load_config(path)
     assert str(path) in str(info.value)
+
+
+def test_stats_at_their_defaults_leave_the_config_hash_alone(tmp_path: Path) -> None:
+    """compat's rule for ``stats`` holds exactly StatsSpec's defaults, so a benchmark that
+    does not set them keeps its hash; any other setting enters it."""
+    rule = next(r for r in compat.RULES if r.field == "stats")
+    assert rule.value == dataclasses.asdict(StatsSpec())
+    bench = load_benchmark("b", write_config(tmp_path))
+    assert "stats" not in compat.hashed_config(bench.to_dict())
+    changed = dataclasses.replace(bench, stats=StatsSpec(bootstrap_seed=1))
+    assert changed.config_hash() != bench.config_hash()
+    path = write_config(tmp_path, extra="stats = { alpha = 0.01 }")
+    assert load_benchmark("b", path).stats == StatsSpec(alpha=0.01)
 
 
 def test_model_choice_lists_models(tmp_path: Path) -> None:
