@@ -40,6 +40,7 @@ from oodbench.scoring import (
 )
 from oodbench.threads import job_threads
 from oodbench.tuning import VAL_ID, select_params
+from oodbench.uncertainty import BOUND_METRICS, bootstrap_bounds, cell_rng
 
 
 @dataclass
@@ -219,8 +220,11 @@ def _scored(ctx: EvalContext, model: ModelAdapter, ckpt_hash: str, training: str
 def _record(result: ModelResult, ctx: EvalContext, base: dict[str, Any], name: str,
             out: dict[str, np.ndarray], params: dict[str, Any], failure: str) -> None:
     """Add one scorer's parameters, metric rows and scores to ``result``: a failed scorer's
-    rows carry its failure; a degenerate one's keep their values, with the warning."""
+    rows carry its failure; a degenerate one's keep their values, with the warning. Each
+    OOD set's rows hold its metrics, then the bounds of its bootstrap intervals
+    (:mod:`oodbench.uncertainty`, settings from the benchmark's ``stats``)."""
     training, seed, id_name = base["training"], base["seed"], ctx.splits.test.name
+    stats = ctx.bench.stats
     result.params[name] = params
     if failure:
         console.print(f"[red]scorer {name} failed[/red] ({training} s{seed}): {failure}",
@@ -232,8 +236,14 @@ def _record(result: ModelResult, ctx: EvalContext, base: dict[str, Any], name: s
         console.print(f"[yellow]warning: scorer {name} gives degenerate scores[/yellow] "
                       f"({training} s{seed}): {'; '.join(warned)}", soft_wrap=True)
     for set_name in ctx.ood.sets:
-        metrics = (ood_metrics(out[id_name], out[set_name]) if out
-                   else dict.fromkeys(OOD_METRICS, float("nan")))
+        if out:
+            ids, oods = out[id_name], out[set_name]
+            rng = cell_rng(stats.bootstrap_seed,
+                           [base["benchmark"], training, seed, name, set_name])
+            metrics = ood_metrics(ids, oods) | bootstrap_bounds(
+                ids, oods, stats.bootstrap_resamples, stats.level, rng)
+        else:
+            metrics = dict.fromkeys((*OOD_METRICS, *BOUND_METRICS), float("nan"))
         result.rows += [base | {"scorer": name, "ood_set": set_name,
                                 "group": ctx.ood.groups[set_name], "metric": m, "value": v,
                                 "note": notes[set_name]} for m, v in metrics.items()]

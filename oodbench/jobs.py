@@ -180,8 +180,8 @@ WORKER = WorkerWorkspace()  # this process's: the only state jobs keep between c
 def eval_key(ws: Workspace, digest: str, training: str, seed: int) -> str:
     """The content key of the evaluation of the checkpoint with sha256 ``digest``: it, the
     row labels, the scorers with their parameters, grids and fit splits, the extraction
-    settings, the input preprocessing, the device type, every dataset's content hash and the
-    code."""
+    settings, the input preprocessing, the device type, the bootstrap's settings, every
+    dataset's content hash and the code."""
     ctx = ws.ctx
     bench, cache = ctx.bench, ctx.cache
     data = {
@@ -191,6 +191,8 @@ def eval_key(ws: Workspace, digest: str, training: str, seed: int) -> str:
         "extract_amp": bench.extract_amp,
         "extract_batch": bench.extract_batch, "preprocess": ctx.preprocess.key(),
         "device": ctx.device.type,
+        "bootstrap": [bench.stats.bootstrap_resamples, bench.stats.level,
+                      bench.stats.bootstrap_seed],
         "id": [[s, cache.fingerprint(getattr(ctx.splits, s))] for s in ("train", "val", "test")],
         "ood": [[n, ctx.ood.groups[n], cache.fingerprint(a)] for n, a in ctx.ood.sets.items()],
         "val_ood": [[n, cache.fingerprint(a)] for n, a in ctx.val_ood.sets.items()],

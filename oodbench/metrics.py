@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import auc, average_precision_score, roc_curve
 
 __all__ = [
+    "BOUNDS",
     "COLUMNS",
     "DEGENERATE_FRACTION",
     "ID_ACC",
@@ -40,6 +41,10 @@ FPR95, FPR95_OODPOS, AUROC, AUPR_IN, AUPR_OUT = (
 OOD_METRICS = (FPR95, FPR95_OODPOS, AUROC, AUPR_IN, AUPR_OUT)
 ID_ACC = "id_acc"
 HEADLINE = (FPR95, AUROC)  # the metrics the summary tables and exports show
+# the bounds of each headline metric's bootstrap interval over the test samples of a cell
+# (oodbench.uncertainty): rows of their own, beside the metrics
+FPR95_LO, FPR95_HI, AUROC_LO, AUROC_HI = "fpr95_lo", "fpr95_hi", "auroc_lo", "auroc_hi"
+BOUNDS: dict[str, tuple[str, str]] = {FPR95: (FPR95_LO, FPR95_HI), AUROC: (AUROC_LO, AUROC_HI)}
 METRIC_LABELS: dict[str, str] = {
     FPR95: "FPR95 ↓",
     FPR95_OODPOS: "FPR95 (OOD positive) ↓",
@@ -48,7 +53,7 @@ METRIC_LABELS: dict[str, str] = {
     AUPR_OUT: "AUPR-Out ↑",
     ID_ACC: "ID acc. ↑",
 }
-LOWER_IS_BETTER = frozenset({FPR95, FPR95_OODPOS})
+LOWER_IS_BETTER = frozenset({FPR95, FPR95_OODPOS, FPR95_LO, FPR95_HI})
 # the columns of metrics.csv, one row per (training, seed, scorer, OOD set, metric)
 COLUMNS = ("benchmark", "training", "seed", "scorer", "ood_set", "group", "metric", "value",
            "note")
