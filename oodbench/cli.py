@@ -160,7 +160,8 @@ def _reading(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--format", choices=["md", "latex", "csv", "terminal"], default="terminal")
     p.add_argument("--metric", default="fpr95", help="default: fpr95")
     p.add_argument("--json", action="store_true",
-                   help="the table's cells as JSON records (mean, std, text) on stdout")
+                   help="the table's cells as JSON records (mean, std, text) and its "
+                        "verdicts (n, statistic, p, adjusted p, verdict) on stdout")
     p.add_argument("--protocol", default=None, metavar="openood-v1.5",
                    help="write the metrics in OpenOOD v1.5's CSV format (one file per training "
                         "and scorer, as its eval_ood.py --save-csv) and print their paths")
@@ -274,9 +275,10 @@ def _table(args: argparse.Namespace) -> None:
     else:
         from rich.console import Console
 
-        from oodbench.report import print_summary
+        from oodbench.report import print_summary, results_stats
 
-        print_summary(df, Console(soft_wrap=True))
+        print_summary(df, Console(soft_wrap=True),
+                      stats=results_stats(args.results / args.benchmark))
 
 
 def _plot(args: argparse.Namespace) -> None:

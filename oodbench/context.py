@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from oodbench.adapters import ModelAdapter, input_preprocess
-from oodbench.config import Benchmark, ConfigError
+from oodbench.config import SANITY, Benchmark, ConfigError, StatsSpec
 from oodbench.data import Preprocess, resolve_data_root
 from oodbench.data.preprocess import conversion_note
 from oodbench.device import resolve_device
@@ -23,6 +23,18 @@ from oodbench.oodsets import OODSets, load_ood_sets, load_val_ood
 from oodbench.progress import console
 from oodbench.splits import IDSplits
 from oodbench.train import Trainer
+from oodbench.uncertainty import describe as describe_bootstrap
+from oodbench.verdicts import describe as describe_test
+
+STATISTICS_KEY = "statistics"  # the manifest's record of the bootstrap and the tables' test
+
+
+def statistics_record(stats: StatsSpec) -> dict[str, Any]:
+    """What a manifest records of ``stats``: the test-sample bootstrap behind the bound rows
+    of ``metrics.csv``, and the test behind the tables' verdicts."""
+    return {"bootstrap": describe_bootstrap(stats.bootstrap_resamples, stats.level,
+                                            stats.bootstrap_seed),
+            "test": describe_test(stats.alpha, stats.correction, (SANITY,))}
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,9 @@ class EvalContext:
         benchmark as the caller passed it, before the command's overrides (which ``specific``
         records: seeds, scorers); ``cache_counts``: the feature-cache hits and misses of jobs
         run elsewhere (default: this context's cache's). A benchmark with a ``protocol`` adds
-        what it says about it (:func:`oodbench.openood.protocol_record`)."""
+        what it says about it (:func:`oodbench.openood.protocol_record`); every manifest
+        records its statistics (:func:`statistics_record`)."""
+        specific = {STATISTICS_KEY: statistics_record(self.bench.stats), **specific}
         if self.bench.protocol:
             from oodbench.openood import MANIFEST_KEY, protocol_record
 

@@ -15,7 +15,12 @@ behind them:
   cells marked ``"†"``; a Δ cell is marked when either of its trainings is.
 
 A column labelled ``"Δ <training>"`` holds treatment − baseline, computed per seed (paired)
-before averaging; every other column holds one training.
+before averaging; every other column holds one training. A compat table also keeps
+``attrs["verdicts"]`` (:class:`~oodbench.verdicts.Verdict` per training and scorer: better, no
+evidence or worse than the baseline by a Wilcoxon signed-rank test, shown as ``▲`` / ``▼``
+after the Δ of scope ``"all"``) and ``attrs["stats"]`` (the settings they were made with).
+The intervals of the test-sample bootstrap are read from their own rows of ``metrics.csv``
+(:data:`~oodbench.metrics.BOUNDS`), never computed here.
 """
 
 import json
@@ -30,11 +35,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from oodbench.config import SANITY, StatsSpec
 from oodbench.errors import ConfigError, DataError, OodbenchError
 from oodbench.fileio import atomic_write_text, check_files
 from oodbench.manifest import FILES_KEY, MANIFEST_FILE, METRICS_FILE
 from oodbench.metrics import (
     AUROC,
+    BOUNDS,
     COLUMNS,
     FAILED,
     FPR95,
@@ -43,11 +50,21 @@ from oodbench.metrics import (
     LOWER_IS_BETTER,
     METRIC_LABELS,
     MISSING,
+    OOD_METRICS,
     WARNING,
 )
 from oodbench.objectives import list_objectives, objective_label
 from oodbench.openood import PROTOCOLS, write_openood_csvs
 from oodbench.registry import did_you_mean
+from oodbench.verdicts import (
+    BETTER,
+    MARKS,
+    NO_EVIDENCE,
+    WORSE,
+    Verdict,
+    cell_verdicts,
+    min_attainable_p,
+)
 
 DELTA = "Δ "
 FLAGGED = "†"  # after the value of a cell whose scores were degenerate
@@ -71,11 +88,16 @@ _LATEX = {
     "—": "---",
     "·": r"$\cdot$",
     FLAGGED: r"\textsuperscript{\dag}",
+    MARKS[BETTER]: r"$\blacktriangle$",
+    MARKS[WORSE]: r"$\blacktriangledown$",
+    "α": r"$\alpha$",
+    "×": r"$\times$",
 }
 _PREAMBLE = (
     "\\documentclass{article}\n"
     "\\usepackage[landscape,margin=1.5cm]{geometry}\n"
     "\\usepackage{booktabs}\n"
+    "\\usepackage{amssymb}\n"
     "\\begin{document}\n"
 )
 
@@ -222,12 +244,16 @@ def _scoped(blocks: dict[str, list[pd.DataFrame]], level: str) -> list[pd.DataFr
 
 
 def compat_table(
-    df: pd.DataFrame, metric: str = FPR95, baseline: str | None = None
+    df: pd.DataFrame, metric: str = FPR95, baseline: str | None = None,
+    stats: StatsSpec | None = None,
 ) -> pd.DataFrame:
     """Scorer × (scope, training/Δ) table of `metric` averaged over OOD sets.
 
     Scopes: ``"all"`` (every OOD set), then each group in sorted order (if any). Per seed the
     metric is first averaged over the scope's sets, then mean ± std is taken across seeds.
+    For a metric of :data:`~oodbench.metrics.OOD_METRICS`, each Δ of scope ``"all"`` is
+    followed by its verdict's mark (:func:`verdicts`; ``stats``: α and correction, default
+    the config's defaults).
     """
     data = _prepare(df)
     rows = _ood_rows(data, metric)
@@ -241,7 +267,54 @@ def compat_table(
                       _flagged(sub, "scorer"))
         for scope, sub in scopes.items()
     }
-    return _finish(_scoped(blocks, "scope"), "scorer", metric, trainings[0], rows)
+    table = _finish(_scoped(blocks, "scope"), "scorer", metric, trainings[0], rows)
+    stats = stats or StatsSpec()
+    found = verdicts(data, metric, trainings[0], stats) if metric in OOD_METRICS else []
+    for v in found:
+        col = ("all", DELTA + training_label(v.training))
+        if MARKS[v.verdict] and table.at[v.scorer, col] not in (FAILED, MISSING):
+            table.at[v.scorer, col] += f" {MARKS[v.verdict]}"
+    table.attrs |= {"verdicts": found, "stats": stats}
+    return table
+
+
+def verdicts(df: pd.DataFrame, metric: str, baseline: str,
+             stats: StatsSpec | None = None) -> list[Verdict]:
+    """Each (training other than ``baseline``, scorer) cell of `metric` against the baseline:
+    :func:`oodbench.verdicts.cell_verdicts` over the OOD sets outside the sanity group, at
+    ``stats``' α and correction (default: the config's defaults)."""
+    stats = stats or StatsSpec()
+    return cell_verdicts(_prepare(df), metric, baseline, stats.alpha, stats.correction,
+                         (SANITY,))
+
+
+def verdict_note(table: pd.DataFrame) -> str:
+    """The footnote of a compat table's verdict marks: the test, its pairing, α, the
+    correction and how many cells it spans, and, when the pairs are too few for any verdict,
+    the smallest p they allow; ``""`` for a table without verdicts."""
+    found: list[Verdict] = table.attrs.get("verdicts", [])
+    tested = [v for v in found if v.n]
+    if not tested:
+        return ""
+    stats: StatsSpec = table.attrs["stats"]
+    base = training_label(table.attrs["baseline"])
+    sizes = sorted({v.n for v in tested})
+    pairs = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+    holm = stats.correction == "holm"
+    cells = f"{len(tested)} training × scorer cell{'s' if len(tested) > 1 else ''}"
+    family = f"Holm-corrected over the {cells} of this metric" if holm else f"uncorrected ({cells})"
+    note = (f"{MARKS[BETTER]} / {MARKS[WORSE]}: better / worse than {base}, beside the Δ over "
+            f"all OOD sets; no mark: no evidence. Two-sided Wilcoxon signed-rank test on the "
+            f"paired differences treatment − {base}, one pair per (seed, OOD set) over the OOD "
+            f"sets outside the {SANITY} group, a failed value leaving its pair out "
+            f"(n = {pairs} pairs per cell); {family}; α = {stats.alpha:g}.")
+    threshold = stats.alpha / len(tested) if holm else stats.alpha
+    if min_attainable_p(sizes[0]) > threshold:
+        note += (f" With n = {sizes[0]} pairs the smallest p the exact test can give is "
+                 f"{min_attainable_p(sizes[0]):.3g}, above the smallest threshold "
+                 f"{'α / cells' if holm else 'α'} = {threshold:.3g}: such a cell cannot be "
+                 "called better or worse (more seeds or OOD sets can).")
+    return note
 
 
 def per_ood_table(
@@ -342,22 +415,29 @@ def _md_row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |"
 
 
+def _md_lines(header: list[str], rows: Iterable[Iterable[str]], aligns: str) -> list[str]:
+    """A Markdown table's lines; ``aligns`` has one ``l`` or ``r`` per column."""
+    rule = "|" + "".join(" :--- |" if a == "l" else " ---: |" for a in aligns)
+    return [_md_row(header), rule, *(_md_row(row) for row in rows)]
+
+
 def to_markdown(table: pd.DataFrame, bold: bool = True, notes: bool = True) -> str:
     """GitHub Markdown of a table; best training per group and row in bold, failures below.
 
     MultiIndex column levels are joined with " · " into one header row.
     """
     cells = table.mask(_best_mask(table), "**" + table + "**") if bold else table
-    lines = [
-        _md_row([table.index.name or "", *(_header(c, " · ") for c in table.columns)]),
-        "| :--- |" + " ---: |" * table.shape[1],
-        *(_md_row([label, *row]) for label, row in zip(table.index, cells.to_numpy(), strict=True)),
-    ]
+    lines = _md_lines([table.index.name or "", *(_header(c, " · ") for c in table.columns)],
+                      ([label, *row] for label, row in zip(table.index, cells.to_numpy(),
+                                                           strict=True)),
+                      "l" + "r" * table.shape[1])
     if notes and table.attrs["failures"]:
         lines += ["", "Failed cells:", "", *(f"- {n}" for n in table.attrs["failures"])]
     if notes and table.attrs["warnings"]:
         lines += ["", f"{FLAGGED} Degenerate scores (values kept):", "",
                   *(f"- {n}" for n in table.attrs["warnings"])]
+    if notes and verdict_note(table):
+        lines += ["", verdict_note(table)]
     return "\n".join(lines) + "\n"
 
 
@@ -412,6 +492,9 @@ def to_latex(table: pd.DataFrame, caption: str, label: str, standalone: bool = T
         lines.insert(lines.index(r"\end{table}"),
                      rf"\par\smallskip{{\footnotesize {_latex_text(FLAGGED)} Degenerate scores: "
                      rf"{notes}.}}")
+    if verdict_note(table):
+        lines.insert(lines.index(r"\end{table}"),
+                     rf"\par\smallskip{{\footnotesize {_latex_text(verdict_note(table))}}}")
     body = "\n".join(lines) + "\n"
     return _PREAMBLE + body + "\\end{document}\n" if standalone else body
 
@@ -428,6 +511,7 @@ def rich_table(table: pd.DataFrame, title: str) -> Table:
     multi = isinstance(table.columns, pd.MultiIndex)
     groups = _column_groups(table)
     notes = [*table.attrs["failures"], *(f"{FLAGGED} {n}" for n in table.attrs["warnings"])]
+    notes += [verdict_note(table)] if verdict_note(table) else []
     out = Table(title=title, caption="\n".join(notes) or None, caption_justify="left")
     if multi:
         out.add_column(table.columns.names[0] or "")
@@ -462,9 +546,11 @@ def _seed_line(df: pd.DataFrame) -> str:
 
 
 def print_summary(
-    df: pd.DataFrame, console: Console | None = None, baseline: str | None = None
+    df: pd.DataFrame, console: Console | None = None, baseline: str | None = None,
+    stats: StatsSpec | None = None,
 ) -> None:
-    """Print ID accuracy and FPR95/AUROC compat tables for each benchmark in `df`."""
+    """Print ID accuracy and FPR95/AUROC compat tables for each benchmark in `df` (verdicts
+    at ``stats``' α and correction)."""
     console = console or Console()
     groups = df.groupby("benchmark", sort=False) if "benchmark" in df else [("", df)]
     for bench, data in groups:
@@ -473,16 +559,97 @@ def print_summary(
             console.print(rich_table(accuracy_table(data, baseline), f"{bench} ID accuracy"))
         for metric in HEADLINE:
             if _has_ood(data, metric):
-                table = compat_table(data, metric, baseline)
+                table = compat_table(data, metric, baseline, stats)
                 console.print(rich_table(table, f"{bench} {METRIC_LABELS[metric]}"))
 
 
+def compatibility_lines(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Markdown lines of the compact table of verdicts: per training and metric (the compat
+    ``tables`` by metric), the scorers it helps, leaves alone (no evidence; ``(untested)``
+    after a scorer without one pair to test: failed or missing) and hurts."""
+    rows = []
+    trainings = dict.fromkeys(v.training for t in tables.values() for v in t.attrs["verdicts"])
+    for training in trainings:
+        for metric, table in tables.items():
+            found = [v for v in table.attrs["verdicts"] if v.training == training]
+            rows.append([training_label(training), METRIC_LABELS.get(metric, metric),
+                         *(", ".join(v.scorer + ("" if v.n else " (untested)")
+                                     for v in found if v.verdict == kind) or MISSING
+                           for kind in (BETTER, NO_EVIDENCE, WORSE))])
+    if not rows:
+        return []
+    header = ["training", "metric", f"helps ({MARKS[BETTER]})", NO_EVIDENCE,
+              f"hurts ({MARKS[WORSE]})"]
+    return _md_lines(header, rows, "lllll")
+
+
+def uncertainty_table(df: pd.DataFrame, metric: str = FPR95, baseline: str | None = None,
+                      stats: StatsSpec | None = None) -> pd.DataFrame:
+    """Scorer × (training, quantity) text table in %: the mean width of the bootstrap interval
+    of `metric` (its stored bound rows, :data:`~oodbench.metrics.BOUNDS`) over seeds × OOD
+    sets outside the sanity group, beside the seed std (the sample std over seeds of each set's
+    value, averaged over the sets; ``"—"`` with one seed). ``"failed"`` where a value is NaN;
+    ``stats``: the level shown in the header."""
+    data = _prepare(df)
+    rows = data[(data["scorer"] != "") & (data["group"] != SANITY)]
+    lo, hi = BOUNDS[metric]
+    trainings = ordered_trainings(_ood_rows(rows, metric), baseline)
+    keys = ["training", "scorer", "seed", "ood_set"]
+    bounds = rows[rows["metric"].isin([lo, hi])].pivot(index=keys, columns="metric",
+                                                       values="value")
+    width = (bounds[hi] - bounds[lo]).groupby(level=[0, 1], sort=False).agg(_strict_mean)
+    values = rows[rows["metric"] == metric].set_index(keys)["value"]
+    spread = values.groupby(level=[0, 1, 3], sort=False).agg(_strict_std)
+    seed_std = spread.groupby(level=[0, 1], sort=False).agg(_strict_mean)
+    level = f"{(stats or StatsSpec()).level * 100:g}% CI width"
+    scorers = list(rows.loc[rows["metric"] == metric, "scorer"].unique())
+    out = pd.DataFrame(index=pd.Index(scorers, name="scorer"))
+    one_seed = rows["seed"].nunique() < 2
+    for t in trainings:
+        for name, series in ((level, width), ("seed std", seed_std)):
+            out[(training_label(t), name)] = [
+                MISSING if (t, s) not in series.index or (one_seed and name == "seed std")
+                else FAILED if math.isnan(series[(t, s)]) else f"{series[(t, s)] * 100:.2f}"
+                for s in scorers]
+    return out
+
+
+def _strict_std(values: pd.Series) -> float:
+    """The sample std (ddof=1), NaN when any value is NaN or there is one value."""
+    return math.nan if values.isna().any() else values.std(ddof=1)
+
+
+def _uncertainty_lines(data: pd.DataFrame, baseline: str | None,
+                       stats: StatsSpec | None) -> list[str]:
+    """The "test-sample uncertainty" section of compat.md (nothing without bound rows)."""
+    lo, hi = BOUNDS[FPR95]
+    if not {lo, hi} <= set(data["metric"]):
+        return []
+    stats = stats or StatsSpec()
+    table = uncertainty_table(data, FPR95, baseline, stats)
+    level = f"{stats.level * 100:g}%"
+    return ["", "## Test-sample uncertainty (FPR95)", "",
+            f"Mean width of each cell's {level} percentile-bootstrap interval of FPR95 (ID "
+            f"test and OOD samples resampled independently, {stats.bootstrap_resamples} "
+            f"resamples: the `{lo}` / `{hi}` rows of metrics.csv) over seeds × OOD sets outside "
+            f"the {SANITY} group, beside the seed std (the sample std over seeds of each set's "
+            "FPR95, averaged over the sets), in %. An interval about four seed stds wide means "
+            "that resampling the test set moves a cell about as much as another seed does.",
+            "", *_md_lines(["scorer", *(_header(c, " · ") for c in table.columns)],
+                           ([s, *row] for s, row in zip(table.index, table.to_numpy(),
+                                                        strict=True)),
+                           "l" + "r" * table.shape[1])]
+
+
 def write_reports(
-    df: pd.DataFrame, out_dir: Path, benchmark: str, baseline: str | None = None
+    df: pd.DataFrame, out_dir: Path, benchmark: str, baseline: str | None = None,
+    stats: StatsSpec | None = None,
 ) -> list[Path]:
     """Write ``compat.md`` and ``compat_{fpr95,auroc}.tex`` for `benchmark` into `out_dir`.
 
     Rows of other benchmarks are ignored; LaTeX files are written for the metrics present.
+    ``stats`` (default: the config's defaults) sets the verdicts' α and correction and the
+    uncertainty section's level.
     """
     data = df[df["benchmark"] == benchmark] if "benchmark" in df else df
     if data.empty:
@@ -504,11 +671,20 @@ def write_reports(
         md += ["", "OOD groups: " + "; ".join(f"{g} = {', '.join(s)}" for g, s in groups.items())]
     if (data["metric"] == ID_ACC).any():
         md += ["", "## ID accuracy", "", to_markdown(accuracy_table(data, baseline), notes=False)]
-    compat = {m: compat_table(data, m, baseline) for m in metrics}
+    compat = {m: compat_table(data, m, baseline, stats) for m in metrics}
     per_ood = {m: per_ood_table(data, m, baseline) for m in metrics}
     for tables, what in ((compat, "mean over OOD sets"), (per_ood, "per OOD set")):
         for metric, table in tables.items():
             md += ["", f"## {METRIC_LABELS[metric]}, {what}", "", to_markdown(table, notes=False)]
+            md += [verdict_note(table)] if verdict_note(table) else []
+    compatibility = compatibility_lines(compat)
+    if compatibility:
+        md += ["", "## Compatibility", "",
+               f"Per training, the scorers whose FPR95 / AUROC it makes better than "
+               f"{training_label(base)} ({MARKS[BETTER]}), leaves without evidence either way, "
+               f"or makes worse ({MARKS[WORSE]}), by the test of the tables above.", "",
+               *compatibility]
+    md += _uncertainty_lines(data, baseline, stats)
     failures = failure_notes(data)
     md += ["", "## Failures", "", *(f"- {n}" for n in failures or ["None."])]
     warnings = warning_notes(data)
@@ -650,15 +826,27 @@ def read_metrics(folder: Path) -> pd.DataFrame:
     return _prepare(df)
 
 
+def results_stats(folder: Path) -> StatsSpec:
+    """The ``stats`` settings the benchmark of a results folder ran with (its manifest's
+    config), else the defaults (no manifest, or one written before they existed)."""
+    path = Path(folder) / MANIFEST_FILE
+    try:
+        recorded = json.loads(path.read_text())["config"]["stats"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return StatsSpec()
+    return StatsSpec(**recorded)
+
+
 def read_results(folder: Path, metric: str = FPR95) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The checked ``metrics.csv`` of a results folder and its compat table of ``metric``
-    (which must be one of the metrics the file holds)."""
+    (which must be one of the metrics the file holds), with the verdicts at the α and
+    correction the folder was made with (:func:`results_stats`)."""
     df = read_metrics(folder)
     present = sorted(set(df.loc[df["scorer"] != "", "metric"]))
     if metric not in present:
         raise ConfigError(f"<metric={metric}> is not in {Path(folder) / 'metrics.csv'};"
                           f"{did_you_mean(metric, present)} it holds: {', '.join(present)}")
-    return df, compat_table(df, metric)
+    return df, compat_table(df, metric, stats=results_stats(folder))
 
 
 def _plain(col: object) -> str:
@@ -677,8 +865,10 @@ def to_csv(table: pd.DataFrame) -> str:
 
 
 def table_records(table: pd.DataFrame) -> dict[str, object]:
-    """A table as JSON-ready data: metric, baseline, seeds, failures, warnings, and one record
-    per cell (row, column levels, mean and std as fractions or null, display text)."""
+    """A table as JSON-ready data: metric, baseline, seeds, failures, warnings, one record per
+    cell (row, column levels, mean and std as fractions or null, display text), and for a
+    compat table its verdicts (:meth:`~oodbench.verdicts.Verdict.record`, with the test's
+    α, correction and footnote)."""
     mean, std = table.attrs["mean"], table.attrs["std"]
     cells = []
     for row in table.index:
@@ -689,9 +879,15 @@ def table_records(table: pd.DataFrame) -> dict[str, object]:
                           "mean": None if math.isnan(m) else float(m),
                           "std": None if math.isnan(s) else float(s),
                           "text": str(table.at[row, col])})
-    return {"metric": table.attrs["metric"], "baseline": table.attrs["baseline"],
-            "n_seeds": table.attrs["n_seeds"], "failures": table.attrs["failures"],
-            "warnings": table.attrs["warnings"], "cells": cells}
+    out = {"metric": table.attrs["metric"], "baseline": table.attrs["baseline"],
+           "n_seeds": table.attrs["n_seeds"], "failures": table.attrs["failures"],
+           "warnings": table.attrs["warnings"], "cells": cells}
+    if "verdicts" in table.attrs:
+        stats: StatsSpec = table.attrs["stats"]
+        out["test"] = {"alpha": stats.alpha, "correction": stats.correction,
+                       "note": verdict_note(table)}
+        out["verdicts"] = [v.record() for v in table.attrs["verdicts"]]
+    return out
 
 
 def export_protocol(folder: Path, protocol: str, out: Path | None = None) -> list[Path]:

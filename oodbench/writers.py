@@ -108,7 +108,7 @@ def finish_results(df: pd.DataFrame, geometry: list[dict[str, Any]], out: Path,
     manifest[FILES_KEY] = record_files(out, [METRICS_FILE, GEOMETRY_FILE, *sorted(
         p.relative_to(out).as_posix() for p in (out / SCORES_DIR).glob("*.npz"))])
     write_json(out / MANIFEST_FILE, manifest)
-    write_reports(df, out, ctx.bench.name)
+    write_reports(df, out, ctx.bench.name, stats=ctx.bench.stats)
     write_plots(out, out / "plots")
     hits, misses = manifest["cache"]["hits"], manifest["cache"]["misses"]
     if misses == 0:
@@ -116,7 +116,7 @@ def finish_results(df: pd.DataFrame, geometry: list[dict[str, Any]], out: Path,
     else:
         console.print(f"feature cache: {hits} reused, {misses} extracted")
     if not quiet:
-        print_summary(df)
+        print_summary(df, stats=ctx.bench.stats)
     for name, why in ctx.ood.skipped.items():
         console.print(f"[yellow]skipped OOD set {name}[/yellow]: {why.splitlines()[0]} "
                       "(every way to get it: manifest.json, or `oodbench list`)", soft_wrap=True)

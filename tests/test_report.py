@@ -93,7 +93,8 @@ def test_three_seeds_paired_delta_and_sample_std():
     # BG-norm per seed: 20, 24, 22 -> mean 22, std 2.
     assert table.loc["energy", ("all", "BG-norm")] == "22.00 ± 2.00"
     # Paired Δ per seed: -10, -7, -13 -> std 3 (unpaired would give sqrt(11)).
-    assert table.loc["energy", ("all", "Δ BG-norm")] == "−10.00 ± 3.00"
+    # 9 (seed, OOD set) pairs all lower: ▲ (better), by the Wilcoxon test (test_verdicts.py)
+    assert table.loc["energy", ("all", "Δ BG-norm")] == "−10.00 ± 3.00 ▲"
     assert table.attrs["std"].loc["energy", ("all", "Δ BG-norm")] == pytest.approx(0.03)
     assert table.attrs["std"].loc["energy", ("all", "CE")] == pytest.approx(np.sqrt(7) / 100)
     assert table.attrs["n_seeds"] == 3
@@ -211,7 +212,7 @@ def test_degenerate_cells_are_marked_and_listed(tmp_path: Path):
     df.loc[hit, "note"] = CONSTANT
     table = report.compat_table(df)
     assert table.loc["msp", ("all", "BG-norm")] == "47.00 ± 2.83†"
-    assert table.loc["msp", ("all", "Δ BG-norm")].endswith("†")
+    assert table.loc["msp", ("all", "Δ BG-norm")] == "+6.50 ± 2.12† ▼"  # flag, then verdict
     assert not table.loc["msp", ("all", "CE")].endswith("†")
     assert table.loc["energy", ("all", "CE")] == "failed"  # a failed cell stays failed
     assert table.attrs["mean"].loc["msp", ("all", "BG-norm")] == pytest.approx(0.47)
@@ -286,7 +287,7 @@ def test_missing_cells_are_dashed():
 
 def test_markdown_shape_and_bold():
     table = report.compat_table(make_df())
-    lines = report.to_markdown(table).strip().splitlines()
+    lines = report.to_markdown(table, notes=False).strip().splitlines()
     assert len(lines) == 2 + len(table)
     assert all(line.count(" | ") == table.shape[1] for line in lines)
     assert lines[0].startswith("| scorer | all · CE | all · BG-norm | all · Δ BG-norm |")
