@@ -110,6 +110,7 @@ Schedule = Literal["onecycle", "cosine"]
 Augment = Literal["none", "crop-flip"]
 AmpDtype = Literal["float16", "bfloat16"]
 Correction = Literal["holm", "none"]  # of the verdicts' p-values, over a metric's cells
+PairedTest = Literal["t", "wilcoxon"]  # the verdicts' test of the paired differences
 # the ID split a scorer is fitted on (scorer_fit): ID-train (the default) or ID-validation
 FitSplit = Literal["train", "val"]
 FIT_SPLITS: tuple[str, ...] = get_args(FitSplit)
@@ -495,15 +496,16 @@ class StatsSpec(_Table):
     """The statistics of the results: a percentile bootstrap of each cell's FPR95 and AUROC
     over its test samples (``bootstrap_resamples`` resamples, a ``level`` interval, seeded per
     cell from ``bootstrap_seed``: :mod:`oodbench.uncertainty`, stored in ``metrics.csv``), and
-    the tables' verdicts: a Wilcoxon signed-rank test of each training against the baseline
-    at ``alpha``, with ``correction`` over the training × scorer cells of a metric
-    (:mod:`oodbench.verdicts`)."""
+    the tables' verdicts: a paired ``test`` (t, or Wilcoxon signed-rank) of each training
+    against the baseline at ``alpha``, with ``correction`` over the training × scorer cells of
+    a metric (:mod:`oodbench.verdicts`)."""
 
     bootstrap_resamples: Annotated[int, Strict(), Range(ge=100)] = 1000
     level: Annotated[Real, Range(gt=0, lt=1)] = 0.95
     bootstrap_seed: Annotated[int, Strict(), Range(ge=0)] = 0
     alpha: Annotated[Real, Range(gt=0, lt=1)] = 0.05
     correction: Annotated[Correction, OneOf()] = "holm"
+    test: Annotated[PairedTest, OneOf()] = "t"
 
 
 @dataclass(frozen=True, config=_CONFIG)

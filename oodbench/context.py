@@ -34,7 +34,7 @@ def statistics_record(stats: StatsSpec) -> dict[str, Any]:
     of ``metrics.csv``, and the test behind the tables' verdicts."""
     return {"bootstrap": describe_bootstrap(stats.bootstrap_resamples, stats.level,
                                             stats.bootstrap_seed),
-            "test": describe_test(stats.alpha, stats.correction, (SANITY,))}
+            "test": describe_test(stats.alpha, stats.correction, (SANITY,), stats.test)}
 
 
 @dataclass(frozen=True)

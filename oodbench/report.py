@@ -17,10 +17,10 @@ behind them:
 A column labelled ``"Δ <training>"`` holds treatment − baseline, computed per seed (paired)
 before averaging; every other column holds one training. A compat table also keeps
 ``attrs["verdicts"]`` (:class:`~oodbench.verdicts.Verdict` per training and scorer: better, no
-evidence or worse than the baseline by a Wilcoxon signed-rank test, shown as ``▲`` / ``▼``
-after the Δ of scope ``"all"``) and ``attrs["stats"]`` (the settings they were made with).
-The intervals of the test-sample bootstrap are read from their own rows of ``metrics.csv``
-(:data:`~oodbench.metrics.BOUNDS`), never computed here.
+evidence or worse than the baseline by a paired test, :mod:`oodbench.verdicts`, shown as
+``▲`` / ``▼`` after the Δ of scope ``"all"``) and ``attrs["stats"]`` (the settings they were
+made with). The intervals of the test-sample bootstrap are read from their own rows of
+``metrics.csv`` (:data:`~oodbench.metrics.BOUNDS`), never computed here.
 """
 
 import json
@@ -60,6 +60,7 @@ from oodbench.verdicts import (
     BETTER,
     MARKS,
     NO_EVIDENCE,
+    TESTS,
     WORSE,
     Verdict,
     cell_verdicts,
@@ -285,7 +286,7 @@ def verdicts(df: pd.DataFrame, metric: str, baseline: str,
     ``stats``' α and correction (default: the config's defaults)."""
     stats = stats or StatsSpec()
     return cell_verdicts(_prepare(df), metric, baseline, stats.alpha, stats.correction,
-                         (SANITY,))
+                         (SANITY,), stats.test)
 
 
 def verdict_note(table: pd.DataFrame) -> str:
@@ -303,15 +304,17 @@ def verdict_note(table: pd.DataFrame) -> str:
     holm = stats.correction == "holm"
     cells = f"{len(tested)} training × scorer cell{'s' if len(tested) > 1 else ''}"
     family = f"Holm-corrected over the {cells} of this metric" if holm else f"uncorrected ({cells})"
+    test = TESTS[stats.test].name
     note = (f"{MARKS[BETTER]} / {MARKS[WORSE]}: better / worse than {base}, beside the Δ over "
-            f"all OOD sets; no mark: no evidence. Two-sided Wilcoxon signed-rank test on the "
-            f"paired differences treatment − {base}, one pair per (seed, OOD set) over the OOD "
+            f"all OOD sets; no mark: no evidence. Two-sided {test} of the "
+            f"differences treatment − {base}, one pair per (seed, OOD set) over the OOD "
             f"sets outside the {SANITY} group, a failed value leaving its pair out "
             f"(n = {pairs} pairs per cell); {family}; α = {stats.alpha:g}.")
     threshold = stats.alpha / len(tested) if holm else stats.alpha
-    if min_attainable_p(sizes[0]) > threshold:
-        note += (f" With n = {sizes[0]} pairs the smallest p the exact test can give is "
-                 f"{min_attainable_p(sizes[0]):.3g}, above the smallest threshold "
+    smallest = min_attainable_p(sizes[0], stats.test)
+    if smallest > threshold:
+        note += (f" With n = {sizes[0]} pairs the smallest p the test can give is "
+                 f"{smallest:.3g}, above the smallest threshold "
                  f"{'α / cells' if holm else 'α'} = {threshold:.3g}: such a cell cannot be "
                  "called better or worse (more seeds or OOD sets can).")
     return note

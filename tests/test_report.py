@@ -93,7 +93,7 @@ def test_three_seeds_paired_delta_and_sample_std():
     # BG-norm per seed: 20, 24, 22 -> mean 22, std 2.
     assert table.loc["energy", ("all", "BG-norm")] == "22.00 ± 2.00"
     # Paired Δ per seed: -10, -7, -13 -> std 3 (unpaired would give sqrt(11)).
-    # 9 (seed, OOD set) pairs all lower: ▲ (better), by the Wilcoxon test (test_verdicts.py)
+    # 9 (seed, OOD set) pairs all lower: ▲ (better), by the paired t-test (test_verdicts.py)
     assert table.loc["energy", ("all", "Δ BG-norm")] == "−10.00 ± 3.00 ▲"
     assert table.attrs["std"].loc["energy", ("all", "Δ BG-norm")] == pytest.approx(0.03)
     assert table.attrs["std"].loc["energy", ("all", "CE")] == pytest.approx(np.sqrt(7) / 100)

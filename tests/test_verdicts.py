@@ -39,9 +39,36 @@ def frame(diffs: dict[str, float], seeds: int = 3, sets: dict[str, str] = SETS,
     return pd.DataFrame(rows)
 
 
-def verdicts(df: pd.DataFrame, metric: str, alpha: float = 0.05, correction: str = "holm"):
+def verdicts(df: pd.DataFrame, metric: str, alpha: float = 0.05, correction: str = "holm",
+             test: str = "wilcoxon"):
     return {v.scorer: v for v in cell_verdicts(report._prepare(df), metric, "ce", alpha,
-                                               correction, ("sanity",))}
+                                               correction, ("sanity",), test)}
+
+
+def t_by_hand(diffs: list[float]) -> float:
+    """The one-sample t statistic of ``diffs`` against 0, written out."""
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    return mean / (sd / math.sqrt(n))
+
+
+def test_the_t_test_by_hand_and_its_untested_cases() -> None:
+    df = frame({"energy": -0.1, "msp": 0.05, "knn": 0.0})
+    knn = (df["scorer"] == "knn") & (df["training"] == "bgnorm") & (df["metric"] == "fpr95")
+    ce = df[(df["scorer"] == "knn") & (df["training"] == "ce") & (df["metric"] == "fpr95")]
+    df.loc[knn, "value"] = ce["value"].to_numpy() + 0.02  # the same difference everywhere
+    cells = verdicts(df, "fpr95", test="t")
+    diffs = [-0.1 - 0.001 * (seed * 4 + i + 1) for seed in range(3) for i in range(3)]
+    assert cells["energy"].statistic == pytest.approx(t_by_hand(diffs))
+    assert cells["energy"].p < 1e-6 and cells["energy"].verdict == BETTER
+    assert cells["msp"].statistic > 0 and cells["msp"].verdict == WORSE
+    # no spread: t is undefined, the cell is untested and not counted by Holm (k = 2)
+    assert math.isnan(cells["knn"].p) and cells["knn"].verdict == NO_EVIDENCE
+    assert cells["energy"].p_adjusted == pytest.approx(min(1, 2 * cells["energy"].p))
+    one = frame({"energy": -0.1}, seeds=1, sets={"mnist": "far", "noise": "sanity"})
+    assert math.isnan(verdicts(one, "fpr95", test="t")["energy"].p)  # one pair
+    assert min_attainable_p(9, "t") == 0.0 < min_attainable_p(9) == 2 / 2**9
 
 
 def test_holm_by_hand() -> None:
@@ -98,12 +125,12 @@ def test_the_correction_spans_every_cell_of_a_metric() -> None:
 
 def test_too_few_pairs_get_no_evidence_and_the_note_says_why() -> None:
     df = frame({"energy": -0.1}, seeds=1, sets={"mnist": "far", "svhn": "far"})
-    table = report.compat_table(df)
+    table = report.compat_table(df, stats=StatsSpec(test="wilcoxon"))
     energy = table.attrs["verdicts"][0]
     assert energy.n == 2 and energy.p == 0.5 and energy.verdict == NO_EVIDENCE
     assert table.loc["energy", ("all", "Δ BG-norm")] == "−10.15"  # no mark
     note = report.verdict_note(table)
-    assert "n = 2 pairs" in note and "smallest p the exact test can give is 0.5" in note
+    assert "n = 2 pairs" in note and "smallest p the test can give is 0.5" in note
     assert "α = 0.05" in note and "Holm" in note and "1 training × scorer cell " in note
 
 
@@ -115,7 +142,7 @@ def test_markdown_and_latex_show_the_marks_and_the_test() -> None:
     assert not table.loc["energy", ("far", "Δ BG-norm")].endswith("▲")  # scope "all" only
     md = report.to_markdown(table)
     assert "▲" in md and "▼" in md
-    assert ("Two-sided Wilcoxon signed-rank test on the paired differences treatment − CE, "
+    assert ("Two-sided paired t-test of the differences treatment − CE, "
             "one pair per (seed, OOD set) over the OOD sets outside the sanity group") in md
     assert "Holm-corrected over the 2 training × scorer cells of this metric; α = 0.05" in md
     tex = report.to_latex(table, "c", "tab:c")
@@ -161,11 +188,12 @@ def test_table_json_carries_the_verdicts(tmp_path: Path,
     assert cli.main(["table", "--benchmark", "toy", "--results", str(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["test"]["alpha"] == 0.05 and data["test"]["correction"] == "holm"
-    assert "Wilcoxon" in data["test"]["note"]
+    assert "paired t-test" in data["test"]["note"]
     energy = next(v for v in data["verdicts"] if v["scorer"] == "energy")
+    diffs = [-0.1 - 0.001 * (seed * 4 + i + 1) for seed in range(3) for i in range(3)]
     assert energy == {"training": "bgnorm", "scorer": "energy", "metric": "fpr95", "n": 9,
-                      "delta": pytest.approx(-0.106), "statistic": -45.0,
-                      "p": pytest.approx(2 / 512), "p_adjusted": pytest.approx(4 / 512),
+                      "delta": pytest.approx(-0.106), "statistic": pytest.approx(t_by_hand(diffs)),
+                      "p": pytest.approx(energy["p"]), "p_adjusted": pytest.approx(energy["p"] * 2),
                       "verdict": BETTER}
     assert cli.main(["table", "--benchmark", "toy", "--results", str(tmp_path), "--json",
                      "--metric", "fpr95_hi"]) == 0  # the bound rows, for scripts
@@ -176,5 +204,5 @@ def test_results_stats_reads_the_manifest(tmp_path: Path) -> None:
     assert report.results_stats(tmp_path) == StatsSpec()
     (tmp_path / "manifest.json").write_text(json.dumps(
         {"config": {"stats": {"bootstrap_resamples": 500, "level": 0.9, "bootstrap_seed": 1,
-                              "alpha": 0.01, "correction": "none"}}}))
-    assert report.results_stats(tmp_path) == StatsSpec(500, 0.9, 1, 0.01, "none")
+                              "alpha": 0.01, "correction": "none", "test": "wilcoxon"}}}))
+    assert report.results_stats(tmp_path) == StatsSpec(500, 0.9, 1, 0.01, "none", "wilcoxon")
