@@ -119,6 +119,9 @@ def _computing(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--dry-run", action="store_true",
                    help="print the job graph (each job done or pending) and run nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: the graph as JSON")
+    p.add_argument("--no-committed", dest="committed", action="store_false",
+                   help="train what runs-dir lacks even where the results folder's "
+                   "checkpoints/ holds it (default: reuse those, found by their key)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("ablate", help="train ablate variants; validation-side table")
@@ -355,13 +358,14 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "run" and args.dry_run:
         from oodbench.matrix import plan_benchmark
 
-        _graph(plan_benchmark(bench, seeds=args.seeds, runs_dir=args.runs_dir, **options),
-               args.json)
+        _graph(plan_benchmark(bench, seeds=args.seeds, runs_dir=args.runs_dir,
+                              committed=args.committed, **options), args.json)
     elif args.command == "run":
         from oodbench.matrix import run_benchmark
 
         run_benchmark(bench, seeds=args.seeds, executor=args.executor, address=args.address,
-                      connect_timeout=args.connect_timeout, runs_dir=args.runs_dir, **options)
+                      connect_timeout=args.connect_timeout, runs_dir=args.runs_dir,
+                      committed=args.committed, **options)
     elif args.model:
         from oodbench.modelref import load_model, reference_name
         from oodbench.pipeline import evaluate

@@ -120,10 +120,12 @@ def check_folders(bench: Benchmark, opts: RunOptions, option: str, given: Path |
         *inputs)
 
 
-def make_trainer(bench: Benchmark, opts: RunOptions) -> Trainer:
-    """The trainer of a command's benchmark: its checkpoints in ``runs_dir``, its ID splits."""
+def make_trainer(bench: Benchmark, opts: RunOptions, committed: tuple[Path, ...] = ()
+                 ) -> Trainer:
+    """The trainer of a command's benchmark: its checkpoints in ``runs_dir`` (then in the
+    read-only ``committed`` folders), its ID splits."""
     return Trainer(bench, opts.runs_dir, resolve_data_root(opts.data_root), bench.device,
-                   download=opts.download)
+                   download=opts.download, committed=committed)
 
 
 def runs_cache(bench: Benchmark, opts: RunOptions) -> Path:

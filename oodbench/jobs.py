@@ -100,6 +100,7 @@ class Work:
     options: RunOptions
     plugins: tuple[str, ...] = ()
     run: str = ""  # one command's token: a later command reloads the data a worker kept
+    committed: tuple[str, ...] = ()  # read-only folders of checkpoints to reuse by key
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Workspace:
     @cached_property
     def _built(self) -> tuple[EvalContext, Trainer]:
         bench, opts = self.work.bench, self.work.options
-        trainer = make_trainer(bench, opts)
+        trainer = make_trainer(bench, opts, tuple(Path(p) for p in self.work.committed))
         return context(bench, opts, trainer.splits, runs_cache(bench, opts),
                        preprocess=trainer.preprocess), trainer
 

@@ -25,13 +25,14 @@ from oodbench.provenance import code_version, library_versions
 from oodbench.splits import IDSplits
 
 # the files of a results folder, and the manifest key holding the hashes of the files that
-# plot and table read (metrics.csv, geometry.csv, scores/*.npz), so a folder mixing two runs
-# is refused
+# plot and table read (metrics.csv, geometry.csv, scores/*.npz) and of the checkpoints the run
+# scored (checkpoints/), so a folder mixing two runs is refused
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.csv"
 GEOMETRY_FILE = "geometry.csv"
 FILES_KEY = "files"
 SCORES_DIR = "scores"
+CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints, which a later run reuses by key
 
 
 def scores_file(folder: Path, training: str, seed: int) -> Path:

@@ -3,12 +3,15 @@
 :func:`plan_benchmark` returns the graph with each job's status (``oodbench run --dry-run``);
 :func:`run_benchmark` runs its pending train and eval jobs on an executor
 (:mod:`oodbench.executors`: ``local`` or ``ray``), then the report job in this process: every
-eval's rows, scores and parameters into ``out_dir/<benchmark>/`` (written whole or not at all).
+eval's rows, scores and parameters into ``out_dir/<benchmark>/`` (written whole or not at all),
+with the checkpoints they rest on in its ``checkpoints/``, where a later run (on any machine,
+from a clone that has the folder) finds them by key instead of training them again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import secrets
 import time
@@ -41,7 +44,7 @@ from oodbench.jobs import (
     read_eval,
     stored_problem,
 )
-from oodbench.manifest import FILES_KEY, MANIFEST_FILE, Started, scores_file
+from oodbench.manifest import CHECKPOINTS_DIR, FILES_KEY, MANIFEST_FILE, Started, scores_file
 from oodbench.metrics import COLUMNS
 from oodbench.plugins import loaded_files
 from oodbench.progress import make_progress
@@ -52,16 +55,18 @@ EXECUTOR_KEY = "executor"  # manifest key: where the jobs ran
 PLAN_QUIET_S = 2.0  # a plan that takes longer shows its progress
 
 
-def _work(bench: Benchmark, opts: RunOptions, remote: bool) -> Work:
-    """The plain-data job description; for jobs run elsewhere every path is absolute."""
+def _work(bench: Benchmark, opts: RunOptions, remote: bool, out: Path, committed: bool) -> Work:
+    """The plain-data job description (``committed``: reuse the checkpoints of the results
+    folder ``out``); for jobs run elsewhere every path is absolute."""
     if remote:
         root = resolve_data_root(opts.data_root)
         opts = dataclasses.replace(
             opts, runs_dir=Path(opts.runs_dir).resolve(),
             data_root=root.resolve() if root is not None else None,
             extra_ood={k: Path(v).resolve() for k, v in opts.extra_ood.items()})
+    folders = (str(Path(out, CHECKPOINTS_DIR).resolve()),) if committed else ()
     return Work(bench, opts, tuple(str(Path(p).resolve()) for p in loaded_files()),
-                secrets.token_hex(8))
+                secrets.token_hex(8), folders)
 
 
 @contextmanager
@@ -153,13 +158,14 @@ def plan_benchmark(
     device: str | None = None,
     extra_ood: Mapping[str, Path | str] | None = None,
     download: bool = False,
+    committed: bool = True,
 ) -> JobGraph:
     """The job graph :func:`run_benchmark` would run (the same arguments), with each job's
     done status; runs nothing and writes nothing (it loads the datasets, whose content
     hashes key the evals)."""
     opts = RunOptions(runs_dir, data_root, dict(extra_ood or {}), download)
     bench, out = _prepare(bench, seeds, out_dir, scorers, device, opts)
-    return plan(Workspace(_work(bench, opts, remote=False)), out)
+    return plan(Workspace(_work(bench, opts, False, out, committed)), out)
 
 
 def run_benchmark(
@@ -177,6 +183,7 @@ def run_benchmark(
     extra_ood: Mapping[str, Path | str] | None = None,
     download: bool = False,
     quiet: bool = False,
+    committed: bool = True,
 ) -> pd.DataFrame:
     """Train what is missing, extract (cached), score, and write ``out_dir/<benchmark>/``.
 
@@ -184,20 +191,40 @@ def run_benchmark(
     ``executor`` is ``local`` (this process) or ``ray`` (Ray tasks on the cluster at
     ``address``, which must answer within ``connect_timeout`` seconds, default 30); the other
     options are :class:`~oodbench.context.RunOptions`' (``runs_dir``, ``data_root``,
-    ``extra_ood``, ...). Every argument is checked before any training.
+    ``extra_ood``, ...). A checkpoint is looked for by its key in ``runs_dir``, then (unless
+    ``committed`` is false) in the ``checkpoints/`` of the results folder being replaced, and
+    trained only where neither has it; the new results folder holds every checkpoint it
+    scored. Every argument is checked before any training.
     """
     exe = create_executor(executor, address, connect_timeout)
     given = bench
     opts = RunOptions(runs_dir, data_root, dict(extra_ood or {}), download, quiet)
     bench, out = _prepare(bench, seeds, out_dir, scorers, device, opts)
     started = Started()
-    work = _work(bench, opts, exe.remote)
+    work = _work(bench, opts, exe.remote, out, committed)
     with exclusive(out, inside(runs_dir, bench.name), ablation_file) as stage:
         exe.check(work)
         ws = Workspace(work)  # the driver's own (workers keep theirs: jobs.WORKER)
         graph = plan(ws, out)
         outcomes = exe.run(graph, work, ws)
         return report(ws, graph, outcomes, stage, started, given, exe)
+
+
+def _keep_checkpoint(ws: Workspace, job: Job, summary: dict[str, Any], stage: Path) -> str:
+    """Copy the checkpoint the eval ``job`` scored (``summary``: its sha256) and its ``.json``
+    metadata into the staging results folder's ``checkpoints/``; its path there, relative to
+    the folder. An :class:`OutputError` if the file found by its key now is another one."""
+    path = ws.trainer.find(job.training, job.seed)
+    data = path.read_bytes() if path is not None else b""
+    if path is None or hashlib.sha256(data).hexdigest() != summary["sha256"]:
+        raise OutputError(f"the checkpoint of {job.cell} scored by {job.id} "
+                          f"(sha256 {summary['sha256'][:12]}) is no longer at {path or 'its key'}",
+                          "run the command again: it scores the checkpoint that is there")
+    atomic_write_bytes(inside(stage, CHECKPOINTS_DIR, path.name), data)
+    meta = path.with_suffix(".json")
+    if meta.is_file():
+        atomic_write_bytes(inside(stage, CHECKPOINTS_DIR, meta.name), meta.read_bytes())
+    return f"{CHECKPOINTS_DIR}/{path.name}"
 
 
 def report(ws: Workspace, graph: JobGraph, outcomes: dict[str, Outcome], stage: Path,
@@ -215,7 +242,7 @@ def report(ws: Workspace, graph: JobGraph, outcomes: dict[str, Outcome], stage: 
         rows += result.rows
         geometry += result.geometry
         scorer_params[job.cell] = result.params
-        checkpoints[job.cell] = summary
+        checkpoints[job.cell] = summary | {"path": _keep_checkpoint(ws, job, summary, stage)}
         atomic_write_bytes(scores_file(stage, job.training, job.seed),
                            (folder / SCORES_FILE).read_bytes())
     ran = [o for o in outcomes.values() if o.ran]

@@ -28,6 +28,7 @@ from oodbench.fileio import (
 )
 from oodbench.geometry import GEOMETRY_COLUMNS
 from oodbench.manifest import (
+    CHECKPOINTS_DIR,
     FILES_KEY,
     GEOMETRY_FILE,
     MANIFEST_FILE,
@@ -106,7 +107,9 @@ def finish_results(df: pd.DataFrame, geometry: list[dict[str, Any]], out: Path,
     write_csv(out / METRICS_FILE, df)
     write_csv(out / GEOMETRY_FILE, pd.DataFrame(geometry, columns=list(GEOMETRY_COLUMNS)))
     manifest[FILES_KEY] = record_files(out, [METRICS_FILE, GEOMETRY_FILE, *sorted(
-        p.relative_to(out).as_posix() for p in (out / SCORES_DIR).glob("*.npz"))])
+        p.relative_to(out).as_posix() for folder, pattern in ((SCORES_DIR, "*.npz"),
+                                                              (CHECKPOINTS_DIR, "*"))
+        for p in (out / folder).glob(pattern))])
     write_json(out / MANIFEST_FILE, manifest)
     write_reports(df, out, ctx.bench.name, stats=ctx.bench.stats)
     write_plots(out, out / "plots")

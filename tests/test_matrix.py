@@ -139,3 +139,35 @@ def test_a_worker_keeps_one_workspace_per_command(tiny_bench: SimpleNamespace) -
     assert worker.get(work("a")) is first  # the command's later jobs reuse its data
     assert worker.get(work("b")) is not first  # another command's replaces it
     assert worker.get(work("a")) is not first  # one is kept
+
+
+def test_the_results_folder_keeps_its_checkpoints_and_a_clone_reuses_them(
+        tiny_bench: SimpleNamespace, tmp_path: Path) -> None:
+    """A results folder holds the checkpoints it scored (hashes in the manifest); a run from
+    another runs folder (a fresh clone's) scores them instead of training, to the same
+    metrics; --no-committed trains."""
+    bench = load_benchmark("tiny", tiny_bench.config)
+    kw = {"out_dir": tiny_bench.out, "scorers": ["msp"], "data_root": tiny_bench.root,
+          "quiet": True}
+    first = run_benchmark(bench, runs_dir=tiny_bench.runs, **kw)
+    folder = tiny_bench.out / "tiny"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for cell, summary in manifest["checkpoints"].items():
+        path = folder / summary["path"]
+        assert summary["path"] == f"checkpoints/{path.name}" and path.name.startswith(cell)
+        assert path.suffix == ".safetensors" and path.with_suffix(".json").is_file()
+        assert manifest["files"][summary["path"]] == summary["sha256"]
+        assert (tiny_bench.runs / "tiny" / path.name).read_bytes() == path.read_bytes()
+
+    fresh = tmp_path / "fresh-runs"
+    again = run_benchmark(bench, runs_dir=fresh, **kw)
+    assert first.equals(again)
+    jobs = json.loads((folder / "manifest.json").read_text())["jobs"]
+    assert [j["ran"] for j in jobs if j["job"].startswith("train/")] == [False, False]
+    assert not list((fresh / "tiny").glob("*.safetensors"))  # nothing trained
+    assert json.loads((folder / "manifest.json").read_text())["checkpoints"] == \
+        manifest["checkpoints"]
+
+    graph = plan_benchmark(bench, runs_dir=tmp_path / "other", committed=False, **{
+        k: v for k, v in kw.items() if k != "quiet"})
+    assert not any(j.done for j in graph.jobs if j.kind == "train")
