@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 __all__ = ["ALWAYS", "RULES", "Rule", "hashed_config", "key_train_fields", "upgrade_meta"]
 
-Table = Literal["benchmark", "ood", "train"]  # a Benchmark, one of its OOD sets, a train table
+# a Benchmark, one of its OOD sets, one of its trainings, a train table
+Table = Literal["benchmark", "ood", "training", "train"]
 Hash = Literal["config", "checkpoint"]  # Benchmark.config_hash, a checkpoint's key
 
 ALWAYS = object()
@@ -54,6 +55,7 @@ RULES: tuple[Rule, ...] = (
     Rule("benchmark", "stats", {"bootstrap_resamples": 1000, "level": 0.95, "bootstrap_seed": 0,
                                 "alpha": 0.05, "correction": "holm", "test": "t"}, ("config",),
          _LATER),
+    Rule("training", "seeds", None, ("config",), _LATER),
     Rule("ood", "imglist", "", ("config",), _LATER),
     Rule("ood", "images", "", ("config",), _LATER),
     Rule("train", "amp_dtype", "float16", ("config", "checkpoint"), _LATER),
@@ -73,7 +75,8 @@ def hashed_config(benchmark: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a benchmark's plain data (``dataclasses.asdict``) that its ``config_hash``
     is taken of."""
     data = _kept(benchmark, "benchmark", "config")
-    data["trainings"] = [{**spec, "train": _kept(spec["train"], "train", "config")}
+    data["trainings"] = [{**_kept(spec, "training", "config"),
+                          "train": _kept(spec["train"], "train", "config")}
                          for spec in data["trainings"]]
     for key in ("ood", "extra_ood"):
         data[key] = [_kept(spec, "ood", "config") for spec in data[key]]

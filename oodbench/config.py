@@ -432,9 +432,10 @@ class TrainSpec(_Table):
 
 @dataclass(frozen=True, config=_CONFIG)
 class TrainingSpec(_Table):
-    """One training of the matrix: an objective, its parameters, and an optional init (the name
+    """One training of the matrix: an objective, its parameters, an optional init (the name
     of another training whose checkpoint it starts from, or ``"model"``: the benchmark's
-    ``model_weights``). The objective and its parameters are checked by
+    ``model_weights``) and optionally fewer ``seeds`` than the benchmark's (a costly training
+    beside the others). The objective and its parameters are checked by
     :func:`oodbench.check.check_benchmark`."""
 
     name: Annotated[str, Strict(), AfterValidator(_safe("training name"))]
@@ -442,6 +443,7 @@ class TrainingSpec(_Table):
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainSpec = Field(default_factory=TrainSpec)
     init: Text | None = None
+    seeds: Annotated[int, Strict(), Range(ge=1, le=MAX_SEEDS)] | None = None
 
 
 @dataclass(frozen=True, config=_CONFIG)
@@ -658,6 +660,12 @@ class Benchmark(_Table):
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`oodbench.models.create_model`."""
         return {"widths": self.widths} if self.widths else {}
+
+    def cells(self) -> list[tuple[int, TrainingSpec]]:
+        """The (seed, training) cells of the matrix, seed by seed: each training at its
+        ``seeds`` (at most the benchmark's), else the benchmark's."""
+        return [(seed, t) for seed in range(self.seeds) for t in self.trainings
+                if seed < (t.seeds or self.seeds)]
 
     def training(self, name: str) -> TrainingSpec:
         """The training called ``name``."""

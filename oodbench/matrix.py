@@ -100,7 +100,7 @@ def plan(ws: Workspace, out: Path) -> JobGraph:
     bench = ws.work.bench
     names = {t.name for t in bench.trainings}
     jobs: list[Job] = []
-    cells = [(seed, spec) for seed in range(bench.seeds) for spec in bench.trainings]
+    cells = bench.cells()
     with _planning(bench.name, len(cells)) as step:
         for seed, spec in cells:
             cell = f"{spec.name}-s{seed}"

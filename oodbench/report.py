@@ -173,7 +173,7 @@ def _cell(
     values: pd.Series | None, spread: bool, signed: bool, flagged: bool = False
 ) -> tuple[float, float, str]:
     """Mean, sample std (ddof=1; 0 for one seed) and display text of one cell's seed values
-    (``FLAGGED`` after it when `flagged`)."""
+    (``FLAGGED`` after it when `flagged`); a cell of one seed shows no spread."""
     if values is None or values.empty:
         return math.nan, math.nan, MISSING
     if values.isna().any():
@@ -181,7 +181,7 @@ def _cell(
     mean = float(values.mean())
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     text = _signed(mean) if signed else f"{mean * 100:.2f}"
-    text = f"{text} ± {std * 100:.2f}" if spread else text
+    text = f"{text} ± {std * 100:.2f}" if spread and len(values) > 1 else text
     return mean, std, text + FLAGGED if flagged else text
 
 
@@ -543,9 +543,16 @@ def _has_ood(df: pd.DataFrame, metric: str) -> bool:
 
 def _seed_line(df: pd.DataFrame) -> str:
     seeds = sorted(df["seed"].unique())
-    if len(seeds) > 1:
-        return f"Values in %: mean ± sample std (ddof=1) over {len(seeds)} seeds."
-    return f"Values in %: single seed ({seeds[0]})."
+    if len(seeds) == 1:
+        return f"Values in %: single seed ({seeds[0]})."
+    line = f"Values in %: mean ± sample std (ddof=1) over {len(seeds)} seeds."
+    fewer = {t: n for t, n in df.groupby("training", sort=False)["seed"].nunique().items()
+             if n < len(seeds)}
+    if fewer:
+        line += (" Fewer for " + ", ".join(f"{training_label(t)} ({n})" for t, n in
+                                           fewer.items())
+                 + ": a value of one seed shows no ±, and a Δ is over the seeds both have.")
+    return line
 
 
 def print_summary(

@@ -686,4 +686,4 @@ def train_benchmark(
         with distributed.main_first(download):
             trainer = Trainer(bench, runs_dir, data_root, str(rank_device), download=download)
         return {(t.name, s): trainer.ensure(t.name, s)
-                for s in range(bench.seeds) for t in bench.trainings}
+                for s, t in bench.cells()}

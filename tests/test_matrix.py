@@ -171,3 +171,17 @@ def test_the_results_folder_keeps_its_checkpoints_and_a_clone_reuses_them(
     graph = plan_benchmark(bench, runs_dir=tmp_path / "other", committed=False, **{
         k: v for k, v in kw.items() if k != "quiet"})
     assert not any(j.done for j in graph.jobs if j.kind == "train")
+
+
+def test_a_training_may_have_fewer_seeds(tiny_bench: SimpleNamespace) -> None:
+    before = load_benchmark("tiny", tiny_bench.config).config_hash()
+    text = tiny_bench.config.read_text().replace(
+        'name = "bgnorm"\nobjective = "bgnorm"', 'name = "bgnorm"\nobjective = "bgnorm"\nseeds = 1')
+    tiny_bench.config.write_text(text)
+    bench = load_benchmark("tiny", tiny_bench.config)
+    assert bench.training("bgnorm").seeds == 1 and bench.training("ce").seeds is None
+    graph = plan_benchmark(bench, seeds=3, out_dir=tiny_bench.out, runs_dir=tiny_bench.runs,
+                           data_root=tiny_bench.root, scorers=["msp"])
+    assert [j.id for j in graph.of_kind("train")] == [
+        "train/ce-s0", "train/bgnorm-s0", "train/ce-s1", "train/ce-s2"]
+    assert bench.config_hash() != before  # a training's seeds enter the hash when set

@@ -361,3 +361,16 @@ def test_standalone_latex_compiles(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert (tmp_path / "compat.pdf").is_file()
+
+
+def test_a_training_with_fewer_seeds_shows_no_spread_and_says_so():
+    df = make_df(seeds=3)
+    df = df[~((df["training"] == "bgnorm") & (df["seed"] > 0))]  # BG-norm: seed 0 only
+    table = report.compat_table(df, "fpr95")
+    assert " ± " in table.loc["energy", ("all", "CE")]
+    assert " ± " not in table.loc["energy", ("all", "BG-norm")]
+    # the Δ is over seed 0, the one seed both have: -10 points, no spread
+    assert table.loc["energy", ("all", "Δ BG-norm")].startswith("−10.00")
+    assert " ± " not in table.loc["energy", ("all", "Δ BG-norm")]
+    line = report._seed_line(report._prepare(df))
+    assert "over 3 seeds" in line and "Fewer for BG-norm (1)" in line
