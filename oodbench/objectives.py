@@ -169,6 +169,22 @@ class LogitNorm(Objective):
         return loss, {"ce": loss.detach()}
 
 
+def ramp(epoch: float, weight: float, start: float, epochs: float) -> float:
+    """A term's weight at a (fractional) epoch: 0 before ``start``, then rising linearly to
+    ``weight`` over ``epochs`` epochs (at once for 0)."""
+    if epoch < start:
+        return 0.0
+    if epochs <= 0:
+        return weight
+    return weight * min(1.0, (epoch - start) / epochs)
+
+
+def _check_warmup(start: float, epochs: float) -> None:
+    if not (start >= 0 and epochs >= 0):  # epochs count from 0
+        raise ValueError("warmup_start and warmup_epochs must be >= 0 (epochs), got "
+                         f"{start} and {epochs}")
+
+
 def local_target_prob(fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear) -> torch.Tensor:
     """B x H x W: the probability the head's softmax on each location's feature f_hw gives the
     image's class, ``softmax(W f_hw + b)[y]``, computed without gradient in float32."""
@@ -246,9 +262,7 @@ class BackgroundNorm(Objective):
             raise ValueError(f"q must lie in (0, 1), got {q}")
         if not (lam >= 0 and math.isfinite(lam)):
             raise ValueError(f"lam must be finite and >= 0, got {lam}")
-        if not (warmup_start >= 0 and warmup_epochs >= 0):  # epochs count from 0
-            raise ValueError("warmup_start and warmup_epochs must be >= 0 (epochs), got "
-                             f"{warmup_start} and {warmup_epochs}")
+        _check_warmup(warmup_start, warmup_epochs)
         self.lam, self.select, self.q, self.tau = lam, select, q, tau
         self.form, self.margin = form, margin
         self.warmup_start, self.warmup_epochs = warmup_start, warmup_epochs
@@ -260,11 +274,7 @@ class BackgroundNorm(Objective):
 
     def weight(self, epoch: float) -> float:
         """lambda at a (fractional) epoch: 0 before the warm-up, then a linear ramp."""
-        if epoch < self.warmup_start:
-            return 0.0
-        if self.warmup_epochs <= 0:
-            return self.lam
-        return self.lam * min(1.0, (epoch - self.warmup_start) / self.warmup_epochs)
+        return ramp(epoch, self.lam, self.warmup_start, self.warmup_epochs)
 
     def background_term(
         self, fmap: torch.Tensor, labels: torch.Tensor, head: nn.Linear
@@ -321,20 +331,30 @@ class SelfSupervisedSampling(Objective):
     Each mean is over its own locations (the reference's "loss-wise balance"); a batch without
     locations of a kind adds nothing for it. Defaults (threshold 0.99, weight 1, g initialised
     N(0, 0.01) with zero bias) follow the authors' public reference implementation. Departures:
-    the training is oodbench's (SGD, its schedule, no label smoothing), and the OOD head is
-    used for training only: oodbench scores the trained network with the post-hoc scorers, not
-    with SSOD's own product of the classifier's confidence and g's P(ID).
+    the training is oodbench's (SGD, its schedule, no label smoothing); the OOD head is used for
+    training only: oodbench scores the trained network with the post-hoc scorers, not with
+    SSOD's own product of the classifier's confidence and g's P(ID); and the term may start
+    late: its weight ramps from 0 to ``weight`` between epochs ``warmup_start`` and
+    ``warmup_start + warmup_epochs`` (default 0 and 0: from the first step, as the reference,
+    which trains on a pretrained backbone whose local predictions mean something at once).
     """
 
     label = "SSOD"
 
-    def __init__(self, threshold: float = 0.99, weight: float = 1.0) -> None:
+    def __init__(self, threshold: float = 0.99, weight: float = 1.0, warmup_start: float = 0.0,
+                 warmup_epochs: float = 0.0) -> None:
         if not 0.5 < threshold < 1.0:
             raise ValueError(f"threshold must lie in (0.5, 1), got {threshold}")
         if not (weight >= 0 and math.isfinite(weight)):
             raise ValueError(f"weight must be finite and >= 0, got {weight}")
+        _check_warmup(warmup_start, warmup_epochs)
         self.threshold, self.weight = threshold, weight
+        self.warmup_start, self.warmup_epochs = warmup_start, warmup_epochs
         self._ood_head: nn.Linear | None = None
+
+    def term_start(self) -> tuple[str, float] | None:
+        """The OOD head's term gets weight from ``warmup_start`` on."""
+        return ("warmup_start", self.warmup_start) if self.weight else None
 
     def extra_modules(self, head: nn.Linear) -> list[nn.Module]:
         """The 2-way OOD head on the features (class 1: ID, class 0: OOD)."""
@@ -367,7 +387,8 @@ class SelfSupervisedSampling(Objective):
                  head: nn.Linear, epoch: float) -> tuple[torch.Tensor, dict[str, Stat]]:
         ce = F.cross_entropy(logits, labels)
         term = self.ood_term(fmap, labels, head)
-        return ce + self.weight * term, {"ce": ce.detach(), "ood": term.detach()}
+        weight = ramp(epoch, self.weight, self.warmup_start, self.warmup_epochs)
+        return ce + weight * term, {"ce": ce.detach(), "ood": term.detach()}
 
 
 @register_objective("t2fnorm")

@@ -233,3 +233,19 @@ def test_ssod_adds_nothing_for_a_kind_of_location_a_batch_lacks() -> None:
     assert obj.ood_term(undecided, labels, head).item() == 0.0
     with pytest.raises(ValueError, match="threshold"):
         create_objective("ssod", threshold=0.4)
+
+
+def test_ssod_term_ramps_in_after_its_warmup() -> None:
+    fmap, labels, head = _ssod_setup()
+    obj = create_objective("ssod", weight=2.0, warmup_start=1.0, warmup_epochs=2.0)
+    obj.extra_modules(head)
+    logits = torch.tensor([[2.0, -1.0]])
+    ce = _ce([2.0, -1.0], 0)
+    term = obj.ood_term(fmap, labels, head).item()
+    for epoch, weight in ((0.5, 0.0), (2.0, 1.0), (4.0, 2.0)):
+        loss, _ = obj(fmap, logits, labels, head, epoch)
+        assert loss.item() == pytest.approx(ce + weight * term, rel=1e-5)
+    assert obj.term_start() == ("warmup_start", 1.0)
+    assert create_objective("ssod", weight=0.0).term_start() is None
+    with pytest.raises(ValueError, match="warmup"):
+        create_objective("ssod", warmup_start=-1.0)
