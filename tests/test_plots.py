@@ -241,7 +241,9 @@ def test_real_results_copy(tmp_path):
     scorers = pd.read_csv(results / "metrics.csv")["scorer"].dropna().unique()
     with np.load(results / "scores" / "ce-s0.npz") as z:
         has_norms = any(k.startswith("_featnorm/") for k in z.files)
-    assert len(paths) == 2 * len(scorers) + 2 + has_norms
+        has_geometry = any(k.startswith("_nn_dist/") for k in z.files)
+    # geometry.png and geometry_summary.png where the run measured the feature geometry
+    assert len(paths) == 2 * len(scorers) + 2 + has_norms + 2 * has_geometry
     for p in paths:
         assert_png(p)
 
