@@ -112,9 +112,9 @@ def test_non_finite_weights_are_refused(tmp_path: Path, bad: float, plain: bool)
 # value means old results or checkpoints no longer match their benchmark
 
 PRESET_HASHES = {
-    "fmnist": "f87707f50e3a308961c64242a2fca63e1e7caeac93eb811d842f7f284c71531b",
-    "cifar10": "bcf5902e92eca65ed9c429f10f20afddf4f15780bf5124010fa367dcd63c65ed",
-    "cifar10-gpu": "240a775b9654635b2dd1ce36492963079a2d7d4f9598157d4cdf856f8e18a35b",
+    "fmnist": "b50251bae2b46c13fcf661f7845ffca45aef978e31dbc1ada108355bd8c54dca",
+    "cifar10": "3a35a5f484e2352f2e94edc0168740fb1da4164ff199b673429f43e34f787611",
+    "cifar10-gpu": "3b2ad6d2fac8874c733b2413aa4e37a3c9dce8d0dc31019f3194ba1bd211ef53",
     "cifar100": "ec6ff95a3adc8848ef0787c53b28e7224f36349f3cce96999858a3a6b097ae79",
     "cifar100-gpu": "565503c02819b4588432afdf1f58501a74d31a4475cdecf68a91853b0e8d2268",
     "imagenet200": "019773b422f52cc5b0fda5e91cdb5a954e8bf0c3e891f3c8b005ad41ee4346b0",
@@ -127,7 +127,7 @@ TRAINING_KEYS = {
     "fmnist/ce": "e395082a288419edadf888183227e8e540bec436d56e55b6b6c0e3c29e46fdd5",
     "fmnist/bgnorm": "745cd4b5eac9daa8e2471bb127cbce1a091c1c6861f1564d84b0d53c897cd223",
     "fmnist/logitnorm": "0bbc651362c367cddb2695dbddd5af56d624fbcb9fec9de5c1abce259da27e35",
-    "fmnist/ssod": "50a4268ed2ccf4ecfafbc6d6dda18ad453ee5a43f85ab73f66a83ab6ccce0a93",
+    "fmnist/ssod": "69116a7c917c0b466c94f883953893faeb75c10197aecdfe67793536ac9218ee",
     "fmnist/t2fnorm": "8c93ed1999a29d0ad4b7cafacabc4176183c492ca83ea4a4271a855da921eaa3",
     "fmnist/regmixup": "978cb765457f3f0ca1b73e16e6788397cf4cbbf06647f7960c5e6ab431854b6a",
     "fmnist/scratch-abs-l0.5": "aa9e52232718e8bb3929552285744d43bfaf257baab3f24e1f647ed833ac0cc9",

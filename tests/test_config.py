@@ -158,9 +158,9 @@ ALL_SCORERS_NOW = (*OLD_SCORERS[:10], "ash-map", *OLD_SCORERS[10:])
 # cifar10 and cifar10-gpu recorded again when SSOD, T2FNorm and RegMixup joined them and cifar10
 # went to 3 seeds (issue 24)
 OLD_HASHES = {
-    "fmnist": "93a4dc330b8552f6ee295e0f215d55478882693bcfad85605040116686f71b06",
-    "cifar10": "c7895b6a88a177d808606c31d3b4f57f241ce92ee6e3321a64140e489b255086",
-    "cifar10-gpu": "eafe8ffd082a586f2f3b248de8d45d79f887edc4269a3bb66f3072e3978cab61",
+    "fmnist": "ff903f05c9acfbce6bdc497340657f1ed05335f875518b03b5b393f101f66713",
+    "cifar10": "b4e38d7b2b7336bdd0dcc02e06109c6afab1af247807e595d214840d4f691a7d",
+    "cifar10-gpu": "98dfcfd545d4ba7eb62899b4711af73eb48a16e46ab85a41df15f80a5353c993",
 }
 UNSAFE = ["../x", "/abs", "a/b", "", ".."]
 
