@@ -15,7 +15,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from oodbench.config import StatsSpec
 from oodbench.metrics import ID_ACC, ood_metrics
+from oodbench.uncertainty import BOUND_METRICS, bootstrap_bounds, cell_rng
 from tests.reference.evaluation import HERE, Evaluation, score_stored
 
 REPO = HERE.parent.parent
@@ -44,12 +46,22 @@ def _key(row: dict) -> tuple[str, str, str]:
 
 
 def _metrics_of(rows: list[dict], scores: dict[str, np.ndarray]) -> None:
-    """Assert every OOD row is the metric of ``scores`` (``ood_metrics``, to 1e-12)."""
+    """Assert every OOD row is the metric of ``scores`` (``ood_metrics``, to 1e-12), and every
+    bound row that of the cell's bootstrap (the default ``stats``, its seeded generator)."""
+    stats = StatsSpec()
     for row in rows:
-        if row["metric"] != ID_ACC:
-            want = ood_metrics(scores[f"{row['scorer']}/{ID_SET}"],
-                               scores[f"{row['scorer']}/{row['ood_set']}"])[row["metric"]]
-            assert abs(row["value"] - want) <= 1e-12, _key(row)
+        if row["metric"] == ID_ACC:
+            continue
+        ids = scores[f"{row['scorer']}/{ID_SET}"]
+        oods = scores[f"{row['scorer']}/{row['ood_set']}"]
+        if row["metric"] in BOUND_METRICS:
+            rng = cell_rng(stats.bootstrap_seed, [row["benchmark"], row["training"], row["seed"],
+                                                  row["scorer"], row["ood_set"]])
+            want = bootstrap_bounds(ids, oods, stats.bootstrap_resamples, stats.level,
+                                    rng)[row["metric"]]
+        else:
+            want = ood_metrics(ids, oods)[row["metric"]]
+        assert abs(row["value"] - want) <= 1e-12, _key(row)
 
 
 def _holds(rows: list[dict], scores: dict[str, np.ndarray]) -> None:

@@ -161,7 +161,7 @@ def machine() -> dict[str, str]:
 
 def main() -> None:
     """Train the reference model, then write model.pt, scores.npz and metrics.json
-    (``--add-new-scorers``: only add the scorers registered since)."""
+    (``--add-new``: only add the score arrays and rows made since)."""
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         bench = benchmark(Path(tmp))
@@ -182,37 +182,40 @@ def main() -> None:
     print(f"reference written at {commit}: id_acc {acc:.3f}, {len(scores)} score arrays")
 
 
-def add_new_scorers() -> None:
-    """Score the stored model and add the scorers the reference lacks (a scorer added since),
-    leaving every stored array and row as it is."""
+def add_new() -> None:
+    """Score the stored model and add the score arrays (a scorer or a diagnostic added since)
+    and the rows (a metric added since) the reference lacks, leaving every stored array and
+    row as it is."""
     import sys
 
     rows, scores = score_stored()
     with np.load(HERE / "scores.npz") as ref:
         stored = {k: ref[k] for k in ref.files}
     meta = json.loads((HERE / "metrics.json").read_text())
-    known = {r["scorer"] for r in meta["rows"]}
-    new = sorted({r["scorer"] for r in rows} - known)
-    if not new:
-        sys.exit("the reference already holds every scorer")
-    np.savez(HERE / "scores.npz", **stored, **{k: v for k, v in scores.items()
-                                               if k.split("/")[0] in new})
-    meta["rows"] += [r for r in rows if r["scorer"] in new]
-    meta.setdefault("added", []).append({"scorers": new, **machine()})
+    known = {(r["scorer"], r["ood_set"], r["metric"]) for r in meta["rows"]}
+    new_rows = [r for r in rows if (r["scorer"], r["ood_set"], r["metric"]) not in known]
+    new_keys = sorted(set(scores) - set(stored))
+    if not new_rows and not new_keys:
+        sys.exit("the reference already holds every score array and row")
+    np.savez(HERE / "scores.npz", **stored, **{k: scores[k] for k in new_keys})
+    meta["rows"] += new_rows
+    meta.setdefault("added", []).append({
+        "arrays": sorted({k.split("/")[0] for k in new_keys}),
+        "metrics": sorted({r["metric"] for r in new_rows}), **machine()})
     (HERE / "metrics.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"added to the reference: {', '.join(new)}")
+    print(f"added to the reference: {len(new_keys)} arrays, {len(new_rows)} rows")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--add-new-scorers", action="store_true")
+    parser.add_argument("--add-new", action="store_true")
     parser.add_argument("--score-to", type=Path, help="only score the stored model, to FILE")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ray", action="store_true")
     args = parser.parse_args()
     if args.score_to:
         score_to(args.score_to, args.threads, args.ray)
-    elif args.add_new_scorers:
-        add_new_scorers()
+    elif args.add_new:
+        add_new()
     else:
         main()
