@@ -430,7 +430,7 @@ def _metas(check: Check, bench: str) -> dict[str, dict[str, Any]]:
     from oodbench.weights import read_checkpoint
 
     return {meta["training"]: meta for meta in
-            (read_checkpoint(p)[1] for p in sorted((check.runs / bench).glob("*.pt")))}
+            (read_checkpoint(p)[1] for p in sorted((check.runs / bench).glob("*.safetensors")))}
 
 
 def epoch_time(check: Check, resident: bool) -> Callable[[Step], None]:

@@ -105,7 +105,8 @@ def test_manifest_records_what_a_rerun_needs(tiny_bench: SimpleNamespace) -> Non
     assert {"git_commit", "dirty"} <= m["code"].keys()
     assert isinstance(m["command"], list)
     for name, ckpt in m["checkpoints"].items():
-        assert ckpt["sha256"] == file_hash(ckpt["path"]), name
+        assert ckpt["path"].startswith("checkpoints/")  # the copy kept in the folder
+        assert ckpt["sha256"] == file_hash(out / ckpt["path"]), name
         assert ckpt["config_hash"] in ckpt["path"]
         assert ckpt["memory_format"] == layout, name
     for split in ("train", "val", "test"):
@@ -139,8 +140,9 @@ def test_a_changed_data_file_invalidates_only_its_features(tiny_bench: SimpleNam
     assert len(list(cache.glob("*/fashion-mnist-*.npz"))) == 4
     assert len(list(cache.glob("*/mine-*.npz"))) == 2
     ood = before.ood_set == "mnist"
-    assert ood.sum() == 2 * 2 * 5 and (before[ood].value != after[ood].value).any()
-    assert (before.ood_set == "mine").sum() == 2 * 2 * 5
+    # 2 checkpoints x 2 scorers x (5 metrics + 4 bootstrap bounds)
+    assert ood.sum() == 2 * 2 * 9 and (before[ood].value != after[ood].value).any()
+    assert (before.ood_set == "mine").sum() == 2 * 2 * 9
     pd.testing.assert_frame_equal(before[~ood], after[~ood])
 
 

@@ -108,7 +108,9 @@ def test_killed_runs_resume_to_the_uninterrupted_results(tiny_bench: SimpleNames
 
     assert _launch(_cli(tiny_bench, ref), env, ref / "log.txt") == 0, (ref / "log.txt").read_text()
 
-    cmd = _cli(tiny_bench, resumed)
+    # --no-committed: the previous results folder holds the reference run's checkpoints, which
+    # the resumed run would otherwise reuse instead of training (and being killed while it does)
+    cmd = [*_cli(tiny_bench, resumed), "--no-committed"]
     runs, out = resumed / "runs" / "tiny", resumed / "results" / "tiny"
     staging = out.parent / ".tiny.staging"
     # the previous results: other scorers, so its energy files must not survive; from the
