@@ -162,7 +162,7 @@ def test_run_eval_and_ablate_manifests_share_their_common_keys(
     assert _cli(capsys, "run", *common, "--scorers", "msp", "--out",
                 str(tiny_bench.out))[0] == 0
     run = json.loads((tiny_bench.out / "tiny" / "manifest.json").read_text())
-    ckpt = run["checkpoints"]["ce-s0"]["path"]
+    ckpt = str(tiny_bench.out / "tiny" / run["checkpoints"]["ce-s0"]["path"])
     assert _cli(capsys, "eval", *common, "--checkpoint", ckpt, "--scorers", "msp", "--out",
                 str(tiny_bench.out))[0] == 0
     assert _cli(capsys, "ablate", *common, "--out", str(tiny_bench.out / "ab"))[0] == 0

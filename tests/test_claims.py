@@ -289,7 +289,8 @@ def test_shared_runs_dir_trains_each_checkpoint_once(tiny_bench: SimpleNamespace
         manifest = json.loads((base / out / "tiny" / "manifest.json").read_text())
         assert manifest["checkpoints"].keys() == {"ce-s0", "bgnorm-s0"}
         for summary in manifest["checkpoints"].values():
-            assert summary["sha256"] == file_hash(Path(summary["path"])), summary["path"]
+            path = base / out / "tiny" / summary["path"]  # the copy in the results folder
+            assert summary["sha256"] == file_hash(path), summary["path"]
         misses += manifest["cache"]["misses"]
         evaluated.update(j["job"] for j in manifest["jobs"] if j["ran"] and "eval" in j["job"])
     assert misses == len(list(runs.glob("cache/*/*.npz")))  # each entry extracted once

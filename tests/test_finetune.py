@@ -61,7 +61,7 @@ def test_a_torchvision_resnet_fine_tunes_with_bgnorm(tiny_bench: SimpleNamespace
     manifest = json.loads((tiny_bench.out / "tv" / "manifest.json").read_text())
     ft = manifest["checkpoints"]["bgnorm-ft-s0"]
     assert ft["init"]["training"] == "model" and ft["diagnostics"]["bg_norm_test"] > 0
-    model, meta = load_checkpoint(ft["path"])
+    model, meta = load_checkpoint(tiny_bench.out / "tv" / ft["path"])
     assert meta["arch"] == "torchvision:resnet18"
     assert (meta["in_channels"], meta["image_size"]) == (3, 28)  # grey copied to RGB
     assert type(model).__name__ != "ResNet" and model.fc is model.model.fc  # the adapter

@@ -55,7 +55,7 @@ def test_dry_run_figures(dry_run: dict) -> None:
                                                               rel=1e-2)
     matrix = dry_run["matrix"]
     assert set(matrix["scorers"]) == {"msp", "knn", "odin"}
-    assert matrix["trainings"] == ["bgnorm", "ce", "logitnorm"]
+    assert matrix["trainings"] == ["bgnorm", "ce", "logitnorm", "regmixup", "ssod", "t2fnorm"]
     assert "gpucheck-list" in matrix["ood_sets"] and matrix["nan_values"] == 0
     assert matrix["amp_dtype"]["logitnorm"] == "float16"
     assert all(0 <= v["auroc"] <= 1 for v in matrix["mean_by_scorer"].values())

@@ -73,7 +73,7 @@ def test_identical_training_under_another_name_is_reused(
     mtime = first.stat().st_mtime_ns
     assert trainer.ensure("ce-again", 0) == first
     assert first.stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in first.parent.glob("*.pt")) == [first.name]
+    assert sorted(p.name for p in first.parent.glob("*.safetensors")) == [first.name]
 
 
 @pytest.mark.kernels
